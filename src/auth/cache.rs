@@ -1,0 +1,91 @@
+//! The token cache every client puts in front of its credential.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{AccessToken, TokenCredential};
+use crate::Error;
+
+/// How long before expiry a token is replaced (shortened to half the lifetime of short-lived tokens).
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+struct Cached {
+    token: SecretString,
+    /// When to fetch a new token; `None` = never.
+    refresh_at: Option<Instant>,
+}
+
+/// Reuses a token until shortly before it expires; concurrent callers that find
+/// no valid token share a single fetch ("single flight"). Failures are not cached.
+pub(crate) struct TokenCache {
+    credential: Arc<dyn TokenCredential>,
+    scope: String,
+    current: Mutex<Option<Cached>>,
+    /// Held while fetching, so only one fetch runs at a time.
+    fetch: tokio::sync::Mutex<()>,
+}
+
+impl TokenCache {
+    pub(crate) fn new(credential: Arc<dyn TokenCredential>, scope: String) -> Self {
+        Self {
+            credential,
+            scope,
+            current: Mutex::new(None),
+            fetch: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    fn valid(&self) -> Option<SecretString> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let cached = current.as_ref()?;
+        match cached.refresh_at {
+            Some(at) if Instant::now() >= at => None,
+            _ => Some(cached.token.clone()),
+        }
+    }
+
+    /// A valid token, fetched only when the cached one is missing or about to expire.
+    pub(crate) async fn token(&self) -> Result<SecretString, Error> {
+        if let Some(token) = self.valid() {
+            return Ok(token);
+        }
+        let _flight = self.fetch.lock().await;
+        // Another caller may have fetched while this one waited.
+        if let Some(token) = self.valid() {
+            return Ok(token);
+        }
+        let fetched_at = Instant::now();
+        tracing::debug!(scope = %self.scope, "requesting a token");
+        let AccessToken { token, expires_on } = self.credential.get_token(&[&self.scope]).await?;
+        let refresh_at = expires_on.map(|expires| {
+            let lifetime = expires.saturating_duration_since(fetched_at);
+            expires
+                .checked_sub(REFRESH_MARGIN.min(lifetime / 2))
+                .unwrap_or(fetched_at)
+        });
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Cached {
+            token: token.clone(),
+            refresh_at,
+        });
+        Ok(token)
+    }
+
+    /// Forgets `rejected` (a token the API refused with 401), unless it was already replaced.
+    pub(crate) fn invalidate(&self, rejected: &SecretString) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current
+            .as_ref()
+            .is_some_and(|c| c.token.expose_secret() == rejected.expose_secret())
+        {
+            *current = None;
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Credentials: where bearer tokens come from.
+//!
+//! Every credential implements [`TokenCredential`]. The client asks its credential
+//! for a token through a [`TokenCache`](cache) of its own, so tokens are reused
+//! until shortly before they expire and concurrent calls share one fetch.
+
+pub(crate) mod cache;
+
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
+
+pub use secrecy::{ExposeSecret, SecretString};
+
+use crate::Error;
+
+/// The scope of the Defender for Endpoint API in the commercial cloud.
+///
+/// The audience is `https://api.securitycenter.microsoft.com` even when the
+/// client calls `api.security.microsoft.com`.
+pub const DEFAULT_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
+
+/// A bearer token and when it stops being valid.
+///
+/// `Debug` never shows the token.
+#[derive(Clone)]
+pub struct AccessToken {
+    /// The secret token, sent as `Authorization: Bearer {token}`.
+    pub token: SecretString,
+    /// The instant (monotonic clock) after which the token must not be used;
+    /// `None` for a token that does not expire on its own.
+    pub expires_on: Option<Instant>,
+}
+
+impl AccessToken {
+    /// A token valid until `expires_on`.
+    pub fn new(token: impl Into<String>, expires_on: Instant) -> Self {
+        Self {
+            token: SecretString::from(token.into()),
+            expires_on: Some(expires_on),
+        }
+    }
+
+    /// A token valid for `lifetime` from now (the `expires_in` of an OAuth answer).
+    pub fn expires_in(token: impl Into<String>, lifetime: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            token: SecretString::from(token.into()),
+            expires_on: now.checked_add(lifetime),
+        }
+    }
+
+    /// A token with no known expiry.
+    pub fn never_expires(token: impl Into<String>) -> Self {
+        Self {
+            token: SecretString::from(token.into()),
+            expires_on: None,
+        }
+    }
+
+    /// Whether the token is still usable for at least `margin` from now.
+    pub fn is_valid_for(&self, margin: Duration) -> bool {
+        match self.expires_on {
+            None => true,
+            Some(at) => Instant::now()
+                .checked_add(margin)
+                .is_some_and(|deadline| deadline < at),
+        }
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"***")
+            .field("expires_on", &self.expires_on)
+            .finish()
+    }
+}
+
+/// A source of bearer tokens, shaped like `azure_core`'s `TokenCredential`.
+///
+/// Implement it with [`async_trait`](https://docs.rs/async-trait):
+///
+/// ```
+/// use defender_endpoint::{AccessToken, Error, TokenCredential};
+///
+/// #[derive(Debug)]
+/// struct FromVault;
+///
+/// #[defender_endpoint::async_trait]
+/// impl TokenCredential for FromVault {
+///     async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
+///         assert_eq!(scopes, ["https://api.securitycenter.microsoft.com/.default"]);
+///         Ok(AccessToken::never_expires("token-from-the-vault"))
+///     }
+/// }
+/// ```
+///
+/// The trait is object safe: the client holds an `Arc<dyn TokenCredential>`.
+/// It caches what `get_token` returns, so implementations need no cache of
+/// their own.
+#[async_trait::async_trait]
+pub trait TokenCredential: Send + Sync {
+    /// Gets a token for `scopes` (the client passes exactly one scope, the API's `/.default`).
+    async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error>;
+}
+
+#[async_trait::async_trait]
+impl<T: TokenCredential + ?Sized> TokenCredential for std::sync::Arc<T> {
+    async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
+        (**self).get_token(scopes).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: TokenCredential + ?Sized> TokenCredential for Box<T> {
+    async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
+        (**self).get_token(scopes).await
+    }
+}
+
+/// A fixed bearer token, for tokens obtained elsewhere (and for tests).
+///
+/// The token is used as long as the client lives: it is not refreshed.
+#[derive(Clone)]
+pub struct StaticToken {
+    token: SecretString,
+}
+
+impl StaticToken {
+    /// Wraps an existing bearer token (without the `Bearer ` prefix).
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            token: SecretString::from(token.into()),
+        }
+    }
+}
+
+impl fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticToken")
+            .field("token", &"***")
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for StaticToken {
+    async fn get_token(&self, _scopes: &[&str]) -> Result<AccessToken, Error> {
+        Ok(AccessToken {
+            token: self.token.clone(),
+            expires_on: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_tokens() {
+        let sentinel = "SENTINEL-TOKEN-5f2c";
+        assert!(!format!("{:?}", StaticToken::new(sentinel)).contains(sentinel));
+        assert!(!format!("{:?}", AccessToken::never_expires(sentinel)).contains(sentinel));
+        assert!(!format!(
+            "{:#?}",
+            AccessToken::expires_in(sentinel, Duration::from_secs(5))
+        )
+        .contains(sentinel));
+    }
+
+    #[test]
+    fn validity() {
+        assert!(AccessToken::never_expires("t").is_valid_for(Duration::from_secs(3600)));
+        let t = AccessToken::expires_in("t", Duration::from_secs(60));
+        assert!(t.is_valid_for(Duration::from_secs(30)));
+        assert!(!t.is_valid_for(Duration::from_secs(300)));
+    }
+}

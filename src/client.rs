@@ -1,0 +1,518 @@
+//! [`Client`] and [`ClientBuilder`]: the calls users make.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tracing::Instrument;
+
+use crate::{
+    auth::{cache::TokenCache, TokenCredential, DEFAULT_SCOPE},
+    generated,
+    hooks::{self, Attempt, Inner, Shared, ATTEMPT},
+    quota::{RateLimit, RateLimiter},
+    retry::RetryPolicy,
+    types::{self, Machine},
+    Error, UserName,
+};
+
+/// The commercial cloud's API base, the default of [`ClientBuilder::base_url`].
+pub const DEFAULT_BASE_URL: &str = "https://api.security.microsoft.com";
+
+/// The `User-Agent` of every request: `defender-endpoint/<version>`.
+pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+
+/// The default limit on the size of an answer's body (after decompression): 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A client of the Defender for Endpoint API.
+///
+/// Cheap to clone (clones share the connection pool, the token cache and the
+/// quota) and `Send + Sync`. Its `Debug` never shows a token.
+///
+/// ```no_run
+/// # async fn run(token: String) -> Result<(), defender_endpoint::Error> {
+/// use defender_endpoint::{Client, StaticToken};
+///
+/// let client = Client::builder().credential(StaticToken::new(token)).build()?;
+/// for machine in client.user_machines("user1@contoso.com").await? {
+///     println!("{} {:?}", machine.id, machine.computer_dns_name);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    raw: generated::Client,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.raw.baseurl)
+            .field("scope", &self.raw.inner.0.tokens.scope())
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The API base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.raw.baseurl
+    }
+
+    /// The generated client underneath, for operations this wrapper does not cover.
+    ///
+    /// Requests made through it still pass the hooks (token, path guard, quota,
+    /// body limit) but get no retries and no error mapping.
+    pub fn raw(&self) -> &raw::Client {
+        &self.raw
+    }
+
+    /// The machines related to `user` (`GET /api/users/{id}/machines`).
+    ///
+    /// `user` may be a UPN (`user1@contoso.com`), a down-level name
+    /// (`CONTOSO\user1`) or a bare user name; it is normalised by
+    /// [`UserName::parse`], and nothing is sent if that fails. A user Defender
+    /// does not know yields an empty list (whether the service answers 200 with
+    /// no machines or, as it used to, 404).
+    ///
+    /// Failed attempts are retried as the client's [`RetryPolicy`] says.
+    pub async fn user_machines(&self, user: impl AsRef<str>) -> Result<Vec<Machine>, Error> {
+        let name = UserName::parse(user.as_ref())?;
+        self.machines_of(&name).await
+    }
+
+    /// [`user_machines`](Self::user_machines) for a name that is already parsed.
+    pub async fn machines_of(&self, user: &UserName) -> Result<Vec<Machine>, Error> {
+        // Cannot fail: the user-name rule is stricter than the spec's length limits.
+        let id = types::GetUserMachinesId::try_from(user.as_str())
+            .map_err(|e| Error::Config(format!("user name outside the spec's limits: {e}")))?;
+        let span = tracing::info_span!(
+            "defender.call",
+            operation = "get_user_machines",
+            attempts = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        tracing::debug!(parent: &span, user = %user, "looking up the machines of a user");
+        self.with_retries(|| self.raw.get_user_machines(&id), |c| c.value)
+            .instrument(span)
+            .await
+    }
+
+    /// Runs one generated call under the retry policy, mapping its outcome to [`Error`].
+    async fn with_retries<T, U, F, Fut>(
+        &self,
+        call: F,
+        extract: fn(T) -> Vec<U>,
+    ) -> Result<Vec<U>, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+            Output = Result<raw::ResponseValue<T>, raw::Error<types::ErrorEnvelope>>,
+        >,
+    {
+        let started = Instant::now();
+        let policy = &self.retry;
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let (result, mut report) = ATTEMPT
+                .scope(Attempt::default(), async {
+                    let result = call().await;
+                    (result, ATTEMPT.with(Attempt::take))
+                })
+                .await;
+            let span = tracing::Span::current();
+            span.record("attempts", attempt);
+            if let Some(status) = report.status {
+                span.record("status", status);
+            }
+            let outcome = classify(result, &mut report);
+            let error = match outcome {
+                Ok(value) => return Ok(extract(value.into_inner())),
+                Err(Outcome::Empty) => return Ok(Vec::new()),
+                Err(Outcome::Fail(error)) => error,
+            };
+            if let Some(target) = error.target() {
+                tracing::warn!(attempt, target, error = %error, "Defender API error");
+            }
+
+            // 401: the token may have been revoked or expired early; refresh once.
+            if error.status() == Some(401) && !refreshed {
+                if let Some(token) = &report.token {
+                    refreshed = true;
+                    self.raw.inner.0.tokens.invalidate(token);
+                    tracing::debug!(attempt, "401: refreshing the token and retrying once");
+                    attempt -= 1;
+                    continue;
+                }
+            }
+
+            let wait = match &error {
+                Error::Throttled { retry_after } => {
+                    Some(retry_after.unwrap_or_else(|| policy.backoff(attempt)))
+                }
+                Error::Api { status, .. } if matches!(status, 500 | 502 | 503 | 504) => {
+                    Some(policy.backoff(attempt))
+                }
+                Error::Transport(e) if !e.is_builder() && !e.is_redirect() => {
+                    Some(policy.backoff(attempt))
+                }
+                Error::Timeout => Some(policy.backoff(attempt)),
+                _ => None,
+            };
+            let Some(wait) = wait else {
+                return Err(error);
+            };
+            if attempt >= policy.max_attempts {
+                tracing::warn!(attempts = attempt, error = %error, "giving up: no attempts left");
+                return Err(error);
+            }
+            if started.elapsed().saturating_add(wait) > policy.budget {
+                tracing::warn!(
+                    attempts = attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    error = %error,
+                    "giving up: waiting would exceed the retry budget"
+                );
+                return Err(error);
+            }
+            tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// How an attempt ended, when it did not succeed.
+enum Outcome {
+    /// 404: the user is unknown, which the API used to say this way.
+    Empty,
+    Fail(Error),
+}
+
+impl Attempt {
+    fn take(&self) -> Report {
+        Report {
+            error: self.error.borrow_mut().take(),
+            status: self.status.get(),
+            retry_after: self.retry_after.get(),
+            token: self.token.borrow_mut().take(),
+        }
+    }
+}
+
+/// What the hooks saw during one attempt.
+struct Report {
+    error: Option<Error>,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    token: Option<secrecy::SecretString>,
+}
+
+fn classify<T>(
+    result: Result<raw::ResponseValue<T>, raw::Error<types::ErrorEnvelope>>,
+    report: &mut Report,
+) -> Result<raw::ResponseValue<T>, Outcome> {
+    use progenitor_client::Error as E;
+    let error = match result {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    if let Some(error) = report.error.take() {
+        return Err(Outcome::Fail(error));
+    }
+    let from_status =
+        |status: u16, envelope: Option<&types::ErrorEnvelope>, body: Option<&[u8]>| {
+            if status == 404 {
+                return Outcome::Empty;
+            }
+            if status == 429 {
+                return Outcome::Fail(Error::Throttled {
+                    retry_after: report.retry_after,
+                });
+            }
+            let detail = envelope.and_then(|e| e.error.as_ref());
+            Outcome::Fail(Error::Api {
+                status,
+                code: detail.and_then(|d| d.code.clone()),
+                message: detail
+                    .and_then(|d| d.message.clone())
+                    .or_else(|| body.and_then(body_excerpt)),
+                target: detail.and_then(|d| d.target.clone()),
+            })
+        };
+    Err(match error {
+        E::ErrorResponse(value) => from_status(value.status().as_u16(), Some(value.as_ref()), None),
+        E::InvalidResponsePayload(body, e) => match report.status {
+            Some(status) if !(200..300).contains(&status) => from_status(status, None, Some(&body)),
+            status => Outcome::Fail(Error::Decode {
+                status: status.unwrap_or(200),
+                message: e.to_string(),
+            }),
+        },
+        E::UnexpectedResponse(response) => from_status(response.status().as_u16(), None, None),
+        E::CommunicationError(e) | E::ResponseBodyError(e) | E::InvalidUpgrade(e) => {
+            Outcome::Fail(Error::from_reqwest(e))
+        }
+        E::InvalidRequest(message) | E::Custom(message) => Outcome::Fail(Error::Config(message)),
+    })
+}
+
+/// The start of a body that was not an error envelope, as text, for `Error::Api::message`.
+fn body_excerpt(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut excerpt: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        excerpt.push('…');
+    }
+    Some(excerpt)
+}
+
+/// Configures a [`Client`]. Start with [`Client::builder`].
+///
+/// Everything has a default except the credential.
+#[derive(Clone)]
+pub struct ClientBuilder {
+    base_url: Option<String>,
+    credential: Option<Arc<dyn TokenCredential>>,
+    scope: Option<String>,
+    retry: RetryPolicy,
+    rate_limit: RateLimit,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_body: usize,
+    http: Option<reqwest::Client>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            credential: None,
+            scope: None,
+            retry: RetryPolicy::default(),
+            rate_limit: RateLimit::default(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_body: DEFAULT_MAX_RESPONSE_BYTES,
+            http: None,
+        }
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<dyn TokenCredential>"),
+            )
+            .field("scope", &self.scope)
+            .field("retry", &self.retry)
+            .field("rate_limit", &self.rate_limit)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_response_bytes", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The API base URL; default [`DEFAULT_BASE_URL`].
+    ///
+    /// Any `https://` URL is accepted (a path prefix too, for proxies); `http://`
+    /// only for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), so that
+    /// tokens never cross a network in clear text.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// Where tokens come from: any [`TokenCredential`] (including `Arc<dyn TokenCredential>`).
+    pub fn credential(mut self, credential: impl TokenCredential + 'static) -> Self {
+        self.credential = Some(Arc::new(credential));
+        self
+    }
+
+    /// The scope tokens are requested for; default [`DEFAULT_SCOPE`].
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// How failed calls are retried; default [`RetryPolicy::default`].
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The client-side quota; default [`RateLimit::default`] (Defender's documented limits).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// The longest one attempt may take, from sending to the end of the body; default 30 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest connecting may take; default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest body (after decompression) the client reads; default 64 MiB.
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_body = limit;
+        self
+    }
+
+    /// Uses a `reqwest::Client` of your own (proxies, custom TLS roots, …).
+    /// Its timeouts, user agent and redirect policy then apply instead of the builder's.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Checks the configuration and builds the client.
+    ///
+    /// Fails with [`Error::Config`] for a base URL that is not an absolute
+    /// `https://` URL (or `http://` to a loopback host), that holds a query,
+    /// fragment or user info, and when no credential was given.
+    pub fn build(self) -> Result<Client, Error> {
+        let base_url = normalise_base_url(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
+        let credential = self.credential.ok_or_else(|| {
+            Error::Config("no credential: call ClientBuilder::credential(..)".into())
+        })?;
+        let http = match self.http {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .timeout(self.timeout)
+                .connect_timeout(self.connect_timeout)
+                .redirect(redirect_policy())
+                .build()
+                .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
+        };
+        let base_path = reqwest::Url::parse(&base_url)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let shared = Shared {
+            tokens: TokenCache::new(
+                credential,
+                self.scope.unwrap_or_else(|| DEFAULT_SCOPE.into()),
+            ),
+            limiter: RateLimiter::new(&self.rate_limit),
+            max_body: self.max_body,
+            base_path,
+        };
+        Ok(Client {
+            raw: generated::Client::new_with_client(&base_url, http, Inner(Arc::new(shared))),
+            retry: self.retry,
+        })
+    }
+}
+
+/// Follows up to 10 redirects, never to a plain-http remote host. reqwest itself drops
+/// `Authorization` whenever a redirect changes host, port or scheme.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 10 {
+            attempt.error("too many redirects")
+        } else if !hooks::is_secure(attempt.url()) {
+            attempt.error("refusing to follow a redirect to plain http on a remote host")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Validates a base URL and returns it without a trailing `/`.
+fn normalise_base_url(input: &str) -> Result<String, Error> {
+    let bad = |why: &str| {
+        Error::Config(format!(
+            "invalid base URL {:?}: {why}",
+            input.escape_debug().to_string()
+        ))
+    };
+    let url = reqwest::Url::parse(input.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad("the scheme must be https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if !hooks::is_secure(&url) {
+        return Err(bad(
+            "plain http is only allowed to loopback hosts (127.0.0.0/8, ::1, localhost); use https",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("it must not hold user info"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// The generated client, for operations the wrapper does not cover ([`Client::raw`]).
+///
+/// This is progenitor's output for `openapi/defender.yaml`; its requests go
+/// through the same hooks as the wrapper's.
+pub mod raw {
+    pub use crate::generated::{ByteStream, Client, Error, ResponseValue};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            normalise_base_url("https://api.security.microsoft.com/").unwrap(),
+            "https://api.security.microsoft.com"
+        );
+        assert_eq!(
+            normalise_base_url("https://proxy.example/defender/").unwrap(),
+            "https://proxy.example/defender"
+        );
+        assert_eq!(
+            normalise_base_url("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        for bad in [
+            "api.security.microsoft.com",
+            "http://api.security.microsoft.com",
+            "ftp://127.0.0.1",
+            "https://h/?x=1",
+            "https://h/#f",
+            "https://user:pw@h/",
+            "",
+        ] {
+            assert!(
+                matches!(normalise_base_url(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+}

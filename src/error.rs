@@ -1,0 +1,221 @@
+//! The one error type of the crate.
+
+use std::{fmt, time::Duration};
+
+use crate::user::InvalidUserName;
+
+/// Everything that can go wrong when talking to Defender for Endpoint.
+///
+/// No variant ever holds a secret: tokens, client secrets and assertions are
+/// kept out of messages, and the `Display` of every variant is safe to log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The user name broke the API's user-name rule; no request was sent.
+    #[error(transparent)]
+    InvalidUserName(#[from] InvalidUserName),
+
+    /// A token could not be obtained from the credential.
+    #[error("{}", CredentialDisplay { message, status: *status, code: code.as_deref(), description: description.as_deref(), trace_id: trace_id.as_deref(), correlation_id: correlation_id.as_deref() })]
+    Credential {
+        /// What failed, in words.
+        message: String,
+        /// The HTTP status of the token endpoint's answer, when there was one.
+        status: Option<u16>,
+        /// The OAuth error code (`invalid_client`, `unauthorized_client`, …).
+        code: Option<String>,
+        /// The token endpoint's description, with its `AADSTS…` code.
+        description: Option<String>,
+        /// The numeric `AADSTS` codes (`7000215` for a wrong client secret, …).
+        error_codes: Vec<u64>,
+        /// The token endpoint's trace id, for Microsoft support.
+        trace_id: Option<String>,
+        /// The token endpoint's correlation id, for Microsoft support.
+        correlation_id: Option<String>,
+    },
+
+    /// The API answered with an error status (anything but 2xx, 404 and 429).
+    ///
+    /// The fields come from Defender's error envelope
+    /// `{"error":{"code","message","target"}}` when the body holds one.
+    #[error("{}", ApiDisplay { status: *status, code: code.as_deref(), message: message.as_deref(), target: target.as_deref() })]
+    Api {
+        /// The HTTP status code.
+        status: u16,
+        /// Defender's error code (`Forbidden`, `InvalidInput`, …).
+        code: Option<String>,
+        /// Defender's free-text message, or the start of a body that was not an envelope.
+        message: Option<String>,
+        /// The tracking id that Microsoft support asks for.
+        target: Option<String>,
+    },
+
+    /// The API answered 429 Too Many Requests, and waiting for another attempt
+    /// was not possible within the retry policy.
+    #[error("{}", ThrottledDisplay(*retry_after))]
+    Throttled {
+        /// How long the API asked to wait (`Retry-After`), when it said.
+        retry_after: Option<Duration>,
+    },
+
+    /// The request could not be sent or its answer could not be received.
+    #[error("transport error: {}", DisplayChain(.0))]
+    Transport(#[source] reqwest::Error),
+
+    /// The request (or the wait for its answer) took longer than the configured timeout.
+    #[error("the request timed out")]
+    Timeout,
+
+    /// The answer could not be decoded into the expected shape.
+    #[error("could not decode the answer (HTTP {status}): {message}")]
+    Decode {
+        /// The HTTP status of the answer.
+        status: u16,
+        /// What was wrong and where (line and column of the body).
+        message: String,
+    },
+
+    /// The answer's body was larger than the client's limit
+    /// ([`ClientBuilder::max_response_bytes`](crate::ClientBuilder::max_response_bytes)).
+    #[error("the answer is larger than the limit of {limit} bytes")]
+    ResponseTooLarge {
+        /// The limit, in bytes (after decompression).
+        limit: usize,
+    },
+
+    /// The client's configuration is unusable (bad base URL, plain http to a remote host, …).
+    #[error("configuration error: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The HTTP status behind this error, when there was an answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } | Error::Decode { status, .. } => Some(*status),
+            Error::Throttled { .. } => Some(429),
+            Error::Credential { status, .. } => *status,
+            Error::Transport(e) => e.status().map(|s| s.as_u16()),
+            _ => None,
+        }
+    }
+
+    /// How long the API asked to wait before trying again (`Retry-After` of a 429).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Throttled { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Defender's tracking id (`error.target`) for this failure, if it sent one.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Error::Api { target, .. } => target.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A credential error with only a message.
+    pub(crate) fn credential(message: impl Into<String>) -> Self {
+        Error::Credential {
+            message: message.into(),
+            status: None,
+            code: None,
+            description: None,
+            error_codes: Vec::new(),
+            trace_id: None,
+            correlation_id: None,
+        }
+    }
+
+    /// Maps a reqwest error, telling timeouts apart.
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            Error::Timeout
+        } else {
+            Error::Transport(e.without_url())
+        }
+    }
+}
+
+struct ApiDisplay<'a> {
+    status: u16,
+    code: Option<&'a str>,
+    message: Option<&'a str>,
+    target: Option<&'a str>,
+}
+
+impl fmt::Display for ApiDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Defender API error: HTTP {}", self.status)?;
+        if let Some(code) = self.code {
+            write!(f, " {code}")?;
+        }
+        if let Some(message) = self.message {
+            write!(f, ": {}", message.escape_debug())?;
+        }
+        if let Some(target) = self.target {
+            write!(f, " (target {})", target.escape_debug())?;
+        }
+        Ok(())
+    }
+}
+
+struct ThrottledDisplay(Option<Duration>);
+
+impl fmt::Display for ThrottledDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("throttled by the Defender API (HTTP 429)")?;
+        if let Some(d) = self.0 {
+            write!(f, "; retry after {} s", d.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+
+struct CredentialDisplay<'a> {
+    message: &'a str,
+    status: Option<u16>,
+    code: Option<&'a str>,
+    description: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+}
+
+impl fmt::Display for CredentialDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not get a token: {}", self.message)?;
+        if let Some(status) = self.status {
+            write!(f, " (HTTP {status})")?;
+        }
+        if let Some(code) = self.code {
+            write!(f, ": {code}")?;
+        }
+        if let Some(description) = self.description {
+            write!(f, ": {}", description.escape_debug())?;
+        }
+        if let Some(trace_id) = self.trace_id {
+            write!(f, " [trace id {trace_id}]")?;
+        }
+        if let Some(correlation_id) = self.correlation_id {
+            write!(f, " [correlation id {correlation_id}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Shows an error with its sources, `a: b: c`.
+struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! The generated client's hooks: every request made through it passes here.
+//!
+//! `pre` checks the path against the operation's template, attaches the bearer
+//! token (marked sensitive), drops the generator's `api-version` header and
+//! waits for the client-side quota. `exec` sends the request and reads the body
+//! with a size bound.
+
+use std::{
+    cell::{Cell, RefCell},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{auth::cache::TokenCache, quota::RateLimiter, Error};
+
+mod operations {
+    include!(concat!(env!("OUT_DIR"), "/operations.rs"));
+}
+
+/// What the generated client carries besides its `reqwest::Client` and base URL:
+/// the token cache, the quota and the limits shared by all clones of a client.
+/// It can only be made by [`ClientBuilder::build`](crate::ClientBuilder::build).
+#[derive(Clone)]
+pub struct Inner(pub(crate) Arc<Shared>);
+
+/// Shared by all clones of a client.
+pub(crate) struct Shared {
+    pub(crate) tokens: TokenCache,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) max_body: usize,
+    /// The path of the base URL without a trailing `/` (usually empty).
+    pub(crate) base_path: String,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner")
+            .field("scope", &self.0.tokens.scope())
+            .field("credential", &"<dyn TokenCredential>")
+            .field("limiter", &self.0.limiter)
+            .field("max_body", &self.0.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+tokio::task_local! {
+    /// What the hooks learn during one attempt of a call made by [`crate::Client`].
+    pub(crate) static ATTEMPT: Attempt;
+}
+
+/// Filled in by the hooks during one attempt; read by the caller afterwards.
+#[derive(Default)]
+pub(crate) struct Attempt {
+    /// A typed error a hook could only report as a string to the generated code.
+    pub(crate) error: RefCell<Option<Error>>,
+    /// The status of the answer, once there was one.
+    pub(crate) status: Cell<Option<u16>>,
+    /// The `Retry-After` of the answer, parsed.
+    pub(crate) retry_after: Cell<Option<Duration>>,
+    /// The token the request carried, so that a 401 can invalidate exactly it.
+    pub(crate) token: RefCell<Option<SecretString>>,
+    /// How long the request waited for the client-side quota.
+    pub(crate) quota_wait: Cell<Duration>,
+}
+
+/// Reports `error` to the caller through [`ATTEMPT`] and gives the generated code its string form.
+fn fail<E>(error: Error) -> progenitor_client::Error<E> {
+    let text = error.to_string();
+    let _ = ATTEMPT.try_with(|a| *a.error.borrow_mut() = Some(error));
+    progenitor_client::Error::Custom(text)
+}
+
+impl ClientHooks<Inner> for crate::generated::Client {
+    async fn pre<E>(
+        &self,
+        request: &mut reqwest::Request,
+        info: &OperationInfo,
+    ) -> Result<(), progenitor_client::Error<E>> {
+        let shared = &self.inner().0;
+        // The generator sends `info.version` as `api-version`; Defender never asked for it.
+        request.headers_mut().remove("api-version");
+        check_url(request.url(), &shared.base_path, info.operation_id).map_err(fail)?;
+
+        let token = shared.tokens.token().await.map_err(fail)?;
+        let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| {
+                fail(Error::credential(
+                    "the token contains characters that are not allowed in an HTTP header",
+                ))
+            })?;
+        value.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, value);
+
+        let waited = shared.limiter.acquire().await;
+        if !waited.is_zero() {
+            tracing::debug!(
+                wait_ms = waited.as_millis() as u64,
+                "waited for the client-side quota"
+            );
+        }
+        let _ = ATTEMPT.try_with(|a| {
+            *a.token.borrow_mut() = Some(token);
+            a.quota_wait.set(waited);
+        });
+        Ok(())
+    }
+
+    async fn exec(
+        &self,
+        request: reqwest::Request,
+        _info: &OperationInfo,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut response = self.client().execute(request).await?;
+        let status = response.status();
+        let version = response.version();
+        let headers = response.headers().clone();
+        let retry_after = if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            crate::retry::retry_after(&headers)
+        } else {
+            None
+        };
+        let _ = ATTEMPT.try_with(|a| {
+            a.status.set(Some(status.as_u16()));
+            a.retry_after.set(retry_after);
+        });
+
+        // Read the (already decompressed) body, refusing to hold more than `max_body` bytes.
+        let limit = self.inner().0.max_body;
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        let mut total = 0usize;
+        let too_large = loop {
+            let Some(chunk) = response.chunk().await? else {
+                break false;
+            };
+            total = total.saturating_add(chunk.len());
+            if total > limit {
+                break true;
+            }
+            match &first {
+                None => first = Some(chunk),
+                Some(head) => {
+                    if rest.is_empty() {
+                        let hint = response.content_length().unwrap_or(0) as usize;
+                        rest.reserve(hint.clamp(head.len() + chunk.len(), limit));
+                        rest.extend_from_slice(head);
+                    }
+                    rest.extend_from_slice(&chunk);
+                }
+            }
+        };
+        let body = if too_large {
+            let _ = ATTEMPT.try_with(|a| {
+                *a.error.borrow_mut() = Some(Error::ResponseTooLarge { limit });
+            });
+            Bytes::new()
+        } else if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            rest.freeze()
+        };
+
+        let mut rebuilt = http::Response::new(body);
+        *rebuilt.status_mut() = status;
+        *rebuilt.version_mut() = version;
+        *rebuilt.headers_mut() = headers;
+        Ok(reqwest::Response::from(rebuilt))
+    }
+}
+
+/// The second, independent guard against requests leaving their endpoint: the
+/// request's URL must be the operation's path template under the base URL, each
+/// parameter filling exactly one real segment, and bearer tokens only travel over
+/// https or to a loopback host.
+pub(crate) fn check_url(url: &reqwest::Url, base_path: &str, operation: &str) -> Result<(), Error> {
+    if !is_secure(url) {
+        return Err(Error::Config(format!(
+            "refusing to send a bearer token over plain http to {}",
+            url.host_str().unwrap_or("<no host>")
+        )));
+    }
+    let template = operations::OPERATIONS
+        .iter()
+        .find(|(id, _)| *id == operation)
+        .map(|(_, template)| *template)
+        .ok_or_else(|| Error::Config(format!("unknown operation {operation}")))?;
+    let refused = || {
+        Error::Config(format!(
+            "refusing a request whose path does not match {template} (operation {operation})"
+        ))
+    };
+    let path = url.path().strip_prefix(base_path).ok_or_else(refused)?;
+    let mut actual = path.split('/');
+    for expected in template.split('/') {
+        let segment = actual.next().ok_or_else(refused)?;
+        if expected.starts_with('{') && expected.ends_with('}') {
+            if !is_single_segment(segment) {
+                return Err(refused());
+            }
+        } else if segment != expected {
+            return Err(refused());
+        }
+    }
+    if actual.next().is_some() {
+        return Err(refused());
+    }
+    Ok(())
+}
+
+/// Whether `segment` (as it appears in a URL) is exactly one path segment once decoded.
+fn is_single_segment(segment: &str) -> bool {
+    if segment.is_empty() {
+        return false;
+    }
+    let decoded = percent_decode(segment);
+    !(decoded.is_empty()
+        || decoded == b"."
+        || decoded == b".."
+        || decoded.iter().any(|b| matches!(b, b'/' | b'\\')))
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// https, or http to a loopback address or `localhost`.
+pub(crate) fn is_secure(url: &reqwest::Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(url: &str) -> Result<(), Error> {
+        check_url(&reqwest::Url::parse(url).unwrap(), "", "get_user_machines")
+    }
+
+    #[test]
+    fn guard_accepts_one_segment() {
+        check("https://api.security.microsoft.com/api/users/user1/machines").unwrap();
+        check("https://h/api/users/o'brien%20j/machines").unwrap();
+        check("https://h/api/users/.../machines").unwrap();
+        check("https://h/api/users/%2525/machines").unwrap();
+        check_url(
+            &reqwest::Url::parse("https://proxy/defender/api/users/u/machines").unwrap(),
+            "/defender",
+            "get_user_machines",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn guard_refuses_other_paths() {
+        for url in [
+            "https://h/api/machines",
+            "https://h/api/users/a/b/machines",
+            "https://h/api/users//machines",
+            "https://h/api/users/%2e%2e/machines",
+            "https://h/api/users/%2E/machines",
+            "https://h/api/users/a%2Fb/machines",
+            "https://h/api/users/a%5cb/machines",
+            "https://h/api/users/u/machines/x",
+            "https://h/x/api/users/u/machines",
+            "http://example.com/api/users/u/machines",
+        ] {
+            assert!(check(url).is_err(), "{url} was accepted");
+        }
+        assert!(check_url(
+            &reqwest::Url::parse("https://h/api/users/u/machines").unwrap(),
+            "",
+            "no_such_operation"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn loopback_only_for_http() {
+        for ok in [
+            "https://example.com",
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "http://[::1]:1",
+            "http://localhost:3000",
+            "http://LOCALHOST",
+        ] {
+            assert!(is_secure(&reqwest::Url::parse(ok).unwrap()), "{ok}");
+        }
+        for bad in [
+            "http://example.com",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+            "http://[::2]",
+            "ftp://127.0.0.1",
+        ] {
+            assert!(!is_secure(&reqwest::Url::parse(bad).unwrap()), "{bad}");
+        }
+    }
+}

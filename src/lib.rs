@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+mod client;
+mod error;
+mod generated;
+mod hooks;
+mod quota;
+mod retry;
+mod user;
+
+pub use async_trait::async_trait;
+pub use auth::{
+    AccessToken, ExposeSecret, SecretString, StaticToken, TokenCredential, DEFAULT_SCOPE,
+};
+pub use client::{
+    raw, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, USER_AGENT,
+};
+pub use error::Error;
+pub use quota::RateLimit;
+pub use retry::RetryPolicy;
+pub use user::{InvalidUserName, Reason as InvalidUserNameReason, UserName, MAX_USER_NAME_CHARS};
+
+/// The API's data types, generated from `openapi/defender.yaml`.
+///
+/// [`Machine`](types::Machine) is the device record; its open enumerations keep
+/// values the spec does not list in an `Other` variant, and its `extra` map keeps
+/// fields the spec does not know, so nothing the API sends is lost on a round trip.
+pub mod types {
+    pub use crate::generated::types::*;
+}

@@ -1,0 +1,158 @@
+//! Client-side quota: never start more calls than Defender allows.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    time::{Duration, Instant},
+};
+
+/// Client-side limits on how many requests may start in a sliding window.
+///
+/// Defender for Endpoint allows **100 calls per minute and 1,500 per hour** for
+/// each application and tenant; [`RateLimit::default`] applies exactly those. A
+/// call over the quota waits for its turn (first come, first served) instead of
+/// failing, and retries count like any other request. All clones of a
+/// [`Client`](crate::Client) share one quota.
+///
+/// ```
+/// use std::time::Duration;
+/// use defender_endpoint::RateLimit;
+///
+/// let custom = RateLimit::new()
+///     .window(5, Duration::from_secs(2))
+///     .window(50, Duration::from_secs(60));
+/// let off = RateLimit::none();
+/// # let _ = (custom, off);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    windows: Vec<(u32, Duration)>,
+}
+
+impl RateLimit {
+    /// No limits yet: add them with [`window`](Self::window). Without any window this is
+    /// the same as [`none`](Self::none).
+    pub fn new() -> Self {
+        Self {
+            windows: Vec::new(),
+        }
+    }
+
+    /// No client-side limit at all.
+    pub fn none() -> Self {
+        Self::new()
+    }
+
+    /// Defender's documented limits: 100 calls per 60 s and 1,500 per 3,600 s.
+    pub fn defender() -> Self {
+        Self::new()
+            .window(100, Duration::from_secs(60))
+            .window(1_500, Duration::from_secs(3_600))
+    }
+
+    /// Adds a window: at most `max_calls` requests started in any span of length `per`.
+    ///
+    /// A window with `max_calls == 0` or a zero `per` is ignored, since it could never
+    /// let a request through (or would not limit anything).
+    pub fn window(mut self, max_calls: u32, per: Duration) -> Self {
+        if max_calls > 0 && !per.is_zero() {
+            self.windows.push((max_calls, per));
+        }
+        self
+    }
+
+    /// The configured windows, as `(max_calls, per)`.
+    pub fn windows(&self) -> &[(u32, Duration)] {
+        &self.windows
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::defender()
+    }
+}
+
+/// The running state of a [`RateLimit`]: the start times of recent requests.
+pub(crate) struct RateLimiter {
+    /// One log per window, holding at most `max_calls` instants, oldest first.
+    /// The async mutex is fair (FIFO), and is held while a caller waits for its slot,
+    /// so callers are served in arrival order.
+    windows: tokio::sync::Mutex<Vec<Window>>,
+    enabled: bool,
+}
+
+struct Window {
+    max: usize,
+    per: Duration,
+    starts: VecDeque<Instant>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(limit: &RateLimit) -> Self {
+        let windows = limit
+            .windows
+            .iter()
+            .map(|&(max, per)| Window {
+                max: max as usize,
+                per,
+                starts: VecDeque::with_capacity((max as usize).min(4096)),
+            })
+            .collect::<Vec<_>>();
+        Self {
+            enabled: !windows.is_empty(),
+            windows: tokio::sync::Mutex::new(windows),
+        }
+    }
+
+    /// Waits until a request may start, records its start, and returns how long it waited.
+    pub(crate) async fn acquire(&self) -> Duration {
+        if !self.enabled {
+            return Duration::ZERO;
+        }
+        let mut windows = self.windows.lock().await;
+        let arrived = Instant::now();
+        loop {
+            let now = Instant::now();
+            // The earliest instant at which every full window has a free slot.
+            let ready_at = windows
+                .iter()
+                .filter(|w| w.starts.len() >= w.max)
+                .filter_map(|w| {
+                    w.starts
+                        .front()
+                        .map(|&oldest| oldest + w.per + guard(w.per))
+                })
+                .max();
+            match ready_at {
+                Some(at) if at > now => tokio::time::sleep_until(at.into()).await,
+                _ => break,
+            }
+        }
+        let now = Instant::now();
+        for w in windows.iter_mut() {
+            while w.starts.front().is_some_and(|&t| t + w.per <= now) {
+                w.starts.pop_front();
+            }
+            if w.starts.len() >= w.max {
+                w.starts.pop_front();
+            }
+            w.starts.push_back(now);
+        }
+        now - arrived
+    }
+}
+
+/// Extra spacing when a window rolls over, so that a server measuring arrival times
+/// (which lag start times by a varying network delay) still never counts one too many.
+fn guard(per: Duration) -> Duration {
+    (per / 20).min(Duration::from_millis(100))
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}

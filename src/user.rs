@@ -1,0 +1,296 @@
+//! [`UserName`]: the user-name rule of the Defender API.
+
+use std::{fmt, str::FromStr};
+
+/// The longest user name accepted, in characters.
+pub const MAX_USER_NAME_CHARS: usize = 256;
+
+/// A user name as the Defender API expects it in `/api/users/{id}/...`.
+///
+/// The API identifies a user by the **user name only**, not the full UPN: the
+/// machines of `user1@contoso.com` are at `/api/users/user1/machines`. Other
+/// endpoints (for example `/api/machines/{id}/logonusers`) hand out user ids as
+/// down-level logon names such as `CONTOSO\user1`. [`UserName::parse`] accepts
+/// all three forms and normalises them with this rule:
+///
+/// 1. Surrounding white space is trimmed.
+/// 2. A UPN `local@domain` (exactly one `@`, both sides non-empty) becomes `local`.
+/// 3. Otherwise a down-level name `DOMAIN\name` (exactly one `\`, both sides
+///    non-empty) becomes `name`.
+/// 4. A bare name stays as it is.
+///
+/// The result is rejected ([`InvalidUserName`]) when it is empty, is `.` or
+/// `..`, still contains `@`, `\` or `/`, contains a control character, or is
+/// longer than [`MAX_USER_NAME_CHARS`] characters. Everything else — dots,
+/// apostrophes, `#`, `%`, spaces inside the name, non-ASCII letters — is kept
+/// unchanged and sent percent-encoded as exactly one path segment.
+///
+/// Only one of steps 2 and 3 applies: `CONTOSO\user1@contoso.com` is rejected
+/// rather than guessed at.
+///
+/// ```
+/// use defender_endpoint::UserName;
+///
+/// assert_eq!(UserName::parse("user1@contoso.com")?.as_str(), "user1");
+/// assert_eq!(UserName::parse(r"CONTOSO\user1")?.as_str(), "user1");
+/// assert_eq!(UserName::parse("  o'brien.j  ")?.as_str(), "o'brien.j");
+/// assert!(UserName::parse("..").is_err());
+/// assert!(UserName::parse("a/b").is_err());
+/// # Ok::<(), defender_endpoint::InvalidUserName>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserName(String);
+
+impl UserName {
+    /// Applies the user-name rule (see the type's documentation) to `input`.
+    pub fn parse(input: &str) -> Result<Self, InvalidUserName> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidUserName::new(input, Reason::Empty));
+        }
+        let name = if let Some((local, domain)) = trimmed.split_once('@') {
+            if local.is_empty() || domain.is_empty() || domain.contains('@') {
+                return Err(InvalidUserName::new(input, Reason::MalformedUpn));
+            }
+            local
+        } else if let Some((domain, name)) = trimmed.split_once('\\') {
+            if domain.is_empty() || name.is_empty() || name.contains('\\') {
+                return Err(InvalidUserName::new(input, Reason::MalformedDownLevel));
+            }
+            name
+        } else {
+            trimmed
+        };
+        if name == "." || name == ".." {
+            return Err(InvalidUserName::new(input, Reason::DotSegment));
+        }
+        if let Some(c) = name.chars().find(|c| matches!(c, '@' | '\\' | '/')) {
+            return Err(InvalidUserName::new(input, Reason::ForbiddenCharacter(c)));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(InvalidUserName::new(input, Reason::ControlCharacter));
+        }
+        let chars = name.chars().count();
+        if chars > MAX_USER_NAME_CHARS {
+            return Err(InvalidUserName::new(input, Reason::TooLong(chars)));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The normalised user name, exactly as it is sent (before percent-encoding).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Consumes the user name, returning the normalised string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("UserName").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for UserName {
+    type Err = InvalidUserName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<&str> for UserName {
+    type Error = InvalidUserName;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for UserName {
+    type Error = InvalidUserName;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl AsRef<str> for UserName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<UserName> for String {
+    fn from(name: UserName) -> Self {
+        name.0
+    }
+}
+
+/// Why a string is not a valid Defender user name. See [`UserName`] for the rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidUserName {
+    input: String,
+    reason: Reason,
+}
+
+/// The broken part of the user-name rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Empty, or only white space.
+    Empty,
+    /// Contains `@` but is not `local@domain` with exactly one `@` and both sides non-empty.
+    MalformedUpn,
+    /// Contains `\` but is not `DOMAIN\name` with exactly one `\` and both sides non-empty.
+    MalformedDownLevel,
+    /// The name is `.` or `..`, which a URL would resolve to another path.
+    DotSegment,
+    /// The name still contains `@`, `\` or `/`.
+    ForbiddenCharacter(char),
+    /// The name contains a control character (such as a newline or NUL).
+    ControlCharacter,
+    /// The name is longer than [`MAX_USER_NAME_CHARS`] characters (the count is given).
+    TooLong(usize),
+}
+
+impl InvalidUserName {
+    fn new(input: &str, reason: Reason) -> Self {
+        Self {
+            input: input.to_owned(),
+            reason,
+        }
+    }
+
+    /// The string that was rejected, as it was given.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// Which part of the rule it broke.
+    pub fn reason(&self) -> &Reason {
+        &self.reason
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Empty => f.write_str("it is empty"),
+            Reason::MalformedUpn => {
+                f.write_str("a UPN must be local@domain with exactly one '@' and both parts present")
+            }
+            Reason::MalformedDownLevel => f.write_str(
+                r"a down-level name must be DOMAIN\name with exactly one '\' and both parts present",
+            ),
+            Reason::DotSegment => f.write_str("'.' and '..' are not user names"),
+            Reason::ForbiddenCharacter(c) => write!(f, "it contains {c:?}"),
+            Reason::ControlCharacter => f.write_str("it contains a control character"),
+            Reason::TooLong(n) => {
+                write!(f, "it has {n} characters, more than {MAX_USER_NAME_CHARS}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for InvalidUserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The input is shown escaped so that control characters cannot forge log lines,
+        // and cut so that a huge input does not flood a log.
+        let shown: String = self.input.chars().take(64).collect();
+        let more = if self.input.chars().count() > 64 {
+            "…"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "invalid user name {:?}{more}: {}",
+            shown.escape_debug().to_string(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for InvalidUserName {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str) -> String {
+        UserName::parse(input).unwrap().into_string()
+    }
+
+    fn reason(input: &str) -> Reason {
+        UserName::parse(input).unwrap_err().reason
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(ok("user1@contoso.com"), "user1");
+        assert_eq!(ok(r"CONTOSO\user1"), "user1");
+        assert_eq!(ok("user1"), "user1");
+        assert_eq!(ok(" \tuser1@contoso.com\n"), "user1");
+        assert_eq!(ok("o'brien.j"), "o'brien.j");
+        assert_eq!(ok("first last"), "first last");
+        assert_eq!(ok("jörg#1%"), "jörg#1%");
+        assert_eq!(ok("..."), "...");
+        assert_eq!(ok(&"a".repeat(256)), "a".repeat(256));
+        assert_eq!(ok(&"é".repeat(256)), "é".repeat(256));
+    }
+
+    #[test]
+    fn rejections() {
+        assert_eq!(reason(""), Reason::Empty);
+        assert_eq!(reason("   "), Reason::Empty);
+        assert_eq!(reason("@contoso.com"), Reason::MalformedUpn);
+        assert_eq!(reason("user1@"), Reason::MalformedUpn);
+        assert_eq!(reason("a@b@c"), Reason::MalformedUpn);
+        assert_eq!(reason(r"\user1"), Reason::MalformedDownLevel);
+        assert_eq!(reason(r"CONTOSO\"), Reason::MalformedDownLevel);
+        assert_eq!(reason(r"A\B\c"), Reason::MalformedDownLevel);
+        assert_eq!(reason("."), Reason::DotSegment);
+        assert_eq!(reason(".."), Reason::DotSegment);
+        assert_eq!(reason("..@contoso.com"), Reason::DotSegment);
+        assert_eq!(reason(r"X\.."), Reason::DotSegment);
+        assert_eq!(reason("a/b"), Reason::ForbiddenCharacter('/'));
+        assert_eq!(
+            reason(r"C\u1@contoso.com"),
+            Reason::ForbiddenCharacter('\\')
+        );
+        assert_eq!(reason("a\u{0}b"), Reason::ControlCharacter);
+        assert_eq!(reason("a\nb"), Reason::ControlCharacter);
+        assert_eq!(reason("a\u{85}b"), Reason::ControlCharacter);
+        assert_eq!(reason(&"a".repeat(257)), Reason::TooLong(257));
+    }
+
+    #[test]
+    fn display_escapes_and_truncates() {
+        let err = UserName::parse("a\nb/").unwrap_err();
+        assert!(!err.to_string().contains('\n'));
+        let err = UserName::parse(&"x".repeat(10_000)).unwrap_err();
+        assert!(err.to_string().len() < 300);
+        assert_eq!(err.input().len(), 10_000);
+    }
+
+    #[test]
+    fn conversions() {
+        let name: UserName = "user1@contoso.com".parse().unwrap();
+        assert_eq!(name.to_string(), "user1");
+        assert_eq!(name.as_ref(), "user1");
+        assert_eq!(
+            UserName::try_from(String::from(r"D\u")).unwrap().as_str(),
+            "u"
+        );
+    }
+}
