@@ -1,0 +1,456 @@
+//! `Client::user_machines` against a local Defender stand-in (httpmock, real HTTP on loopback).
+
+mod common;
+
+use common::{client, deflate, fixture, gzip, seed, TOKEN};
+use defender_endpoint::{
+    types::{
+        DeviceValue, DeviceValueKnown, ExposureLevel, ExposureLevelKnown, HealthStatus,
+        HealthStatusKnown, Machine, OnboardingStatus, OnboardingStatusKnown, RbacGroupId,
+        RiskScore, RiskScoreKnown,
+    },
+    Error, UserName,
+};
+use httpmock::{Method::GET, MockServer};
+use serde_json::{json, Value};
+
+const JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8";
+
+/// Serves `body` for `user`'s machines, deflate-compressed like the seed's response.
+async fn serve_deflate<'a>(server: &'a MockServer, user: &str, body: &str) -> httpmock::Mock<'a> {
+    let path = format!("/api/users/{user}/machines");
+    let compressed = deflate(body.as_bytes());
+    server
+        .mock_async(move |when, then| {
+            when.method(GET).path(path);
+            then.status(200)
+                .header("content-type", JSON)
+                .header("content-encoding", "deflate")
+                .header("odata-version", "4.0")
+                .body(compressed);
+        })
+        .await
+}
+
+#[tokio::test]
+async fn seed_response_parses_field_by_field() {
+    let server = MockServer::start_async().await;
+    let mock = serve_deflate(&server, "user1", &fixture("seed-user-machines.json")).await;
+
+    let machines = client(&server).user_machines("user1@contoso.com").await.unwrap();
+    mock.assert_async().await;
+    assert_eq!(machines.len(), 2);
+
+    let m = &machines[0];
+    assert_eq!(m.id, "machine-1");
+    assert_eq!(m.computer_dns_name.as_deref(), Some("device1.corp.example.com"));
+    assert_eq!(m.first_seen.unwrap().to_rfc3339(), "2024-01-01T00:00:00+00:00");
+    assert_eq!(m.last_seen.unwrap().to_rfc3339(), "2024-01-02T00:00:00+00:00");
+    assert_eq!(m.os_platform.as_deref(), Some("Windows10"));
+    assert_eq!(
+        m.onboarding_status,
+        Some(OnboardingStatus::Known(OnboardingStatusKnown::Onboarded))
+    );
+    assert_eq!(m.os_processor.as_deref(), Some("x64"));
+    assert_eq!(m.version.as_deref(), Some("10.0.19045"));
+    assert_eq!(m.os_build, Some(19045));
+    assert_eq!(m.last_ip_address.as_deref(), Some("10.0.0.5"));
+    assert_eq!(m.last_external_ip_address.as_deref(), Some("203.0.113.1"));
+    assert_eq!(m.health_status, Some(HealthStatus::Known(HealthStatusKnown::Active)));
+    assert_eq!(m.rbac_group_name.as_deref(), Some("Finance"));
+    assert_eq!(m.rbac_group_id, Some(RbacGroupId::String("group-fin-001".into())));
+    assert_eq!(m.risk_score, Some(RiskScore::Known(RiskScoreKnown::Low)));
+    assert_eq!(m.aad_device_id.as_deref(), Some("d9f1373e-1733-437e-8f4c-3f77f60d3c92"));
+    assert_eq!(m.machine_tags, Some(vec!["laptop".to_string(), "finance".to_string()]));
+    assert_eq!(m.exposure_level, Some(ExposureLevel::Known(ExposureLevelKnown::Medium)));
+    assert_eq!(m.device_value, Some(DeviceValue::Known(DeviceValueKnown::High)));
+    let ips = m.ip_addresses.as_ref().unwrap();
+    assert_eq!(ips.len(), 2);
+    assert_eq!(ips[0].ip_address.as_deref(), Some("10.0.0.5"));
+    assert_eq!(ips[0].type_.as_deref(), Some("IPv4"));
+    assert_eq!(ips[1].ip_address.as_deref(), Some("fe80::abcd"));
+    assert_eq!(ips[1].type_.as_deref(), Some("IPv6"));
+    assert_eq!(m.os_architecture.as_deref(), Some("64-bit"));
+    assert!(m.extra.is_empty());
+
+    let m = &machines[1];
+    assert_eq!(m.id, "machine-2");
+    assert_eq!(m.health_status, Some(HealthStatus::Known(HealthStatusKnown::Inactive)));
+    assert_eq!(m.risk_score, Some(RiskScore::Known(RiskScoreKnown::Medium)));
+    assert_eq!(m.aad_device_id, None);
+    assert_eq!(m.device_value, Some(DeviceValue::Known(DeviceValueKnown::Normal)));
+    assert_eq!(m.os_build, Some(22000));
+
+    // Serialised back, every machine is the seed's object (its one null field left out).
+    let seed = seed();
+    for (machine, original) in machines.iter().zip(seed["value"].as_array().unwrap()) {
+        let mut expected = original.clone();
+        expected.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+        assert_eq!(serde_json::to_value(machine).unwrap(), expected);
+    }
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_decoded() {
+    let server = MockServer::start_async().await;
+    let body = gzip(fixture("seed-user-machines.json").as_bytes());
+    server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/users/user1/machines");
+            then.status(200)
+                .header("content-type", JSON)
+                .header("content-encoding", "gzip")
+                .body(body);
+        })
+        .await;
+    let machines = client(&server).user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 2);
+}
+
+#[tokio::test]
+async fn real_api_shapes_parse() {
+    let server = MockServer::start_async().await;
+    serve_deflate(&server, "user2", &fixture("real-api-machines.json")).await;
+    let machines = client(&server).user_machines("user2").await.unwrap();
+    let m = &machines[0];
+    // 7 fractional digits.
+    assert_eq!(
+        m.first_seen.unwrap().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "2018-08-02T14:55:03.779185600Z"
+    );
+    // An integer rbacGroupId stays an integer.
+    assert_eq!(m.rbac_group_id, Some(RbacGroupId::Integer(140)));
+    assert_eq!(serde_json::to_value(m).unwrap()["rbacGroupId"], json!(140));
+    // The service's other capitalisation is kept as sent.
+    assert_eq!(
+        m.onboarding_status.as_ref().map(|s| s.to_string()),
+        Some("Onboarded".to_string())
+    );
+    assert_eq!(m.is_aad_joined, Some(true));
+    assert_eq!(m.agent_version.as_deref(), Some("10.8760.19041.1865"));
+    assert_eq!(m.managed_by.as_deref(), Some("MicrosoftIntune"));
+    assert_eq!(m.defender_av_status.as_deref(), Some("Updated"));
+    assert_eq!(m.vm_metadata.as_ref().unwrap().cloud_provider.as_deref(), Some("Azure"));
+    assert_eq!(m.ip_addresses.as_ref().unwrap()[0].mac_address.as_deref(), Some("00306332FA5C"));
+    assert_eq!(m.ip_addresses.as_ref().unwrap()[1].mac_address, None);
+
+    // Null and missing fields are None.
+    let m = &machines[1];
+    assert_eq!(m.rbac_group_id, Some(RbacGroupId::Integer(0)));
+    assert_eq!(m.os_build, None);
+    assert_eq!(m.exposure_level, None);
+    assert_eq!(m.vm_metadata, None);
+    assert_eq!(m.version, None);
+    assert_eq!(m.last_ip_address, None);
+    assert_eq!(m.machine_tags, Some(vec![]));
+    assert_eq!(
+        m.health_status,
+        Some(HealthStatus::Known(HealthStatusKnown::NoSensorDataImpairedCommunication))
+    );
+}
+
+#[tokio::test]
+async fn unknown_values_and_fields_are_kept() {
+    let server = MockServer::start_async().await;
+    let original: Value = common::fixture_json("future-api-machines.json");
+    serve_deflate(&server, "user3", &original.to_string()).await;
+    let machines = client(&server).user_machines("user3").await.unwrap();
+    let m = &machines[0];
+    assert!(matches!(&m.health_status, Some(HealthStatus::Other(v)) if v.as_str() == "Quarantined"));
+    assert!(matches!(&m.risk_score, Some(RiskScore::Other(v)) if v.as_str() == "Critical"));
+    assert!(matches!(&m.exposure_level, Some(ExposureLevel::Other(v)) if v.as_str() == "Extreme"));
+    assert!(matches!(&m.device_value, Some(DeviceValue::Other(v)) if v.as_str() == "Priceless"));
+    assert!(
+        matches!(&m.onboarding_status, Some(OnboardingStatus::Other(v)) if v.as_str() == "PendingOffboarding")
+    );
+    assert_eq!(m.extra["anotherNewField"], json!(42.5));
+    assert_eq!(m.extra["newSensorField"], json!({"nested": [1, 2, {"deep": true}]}));
+    assert_eq!(m.ip_addresses.as_ref().unwrap()[0].extra["gateway"], json!("10.1.1.254"));
+    assert_eq!(m.vm_metadata.as_ref().unwrap().extra["zone"], json!("europe-west1-b"));
+
+    // Everything comes back out exactly as it came in.
+    let back = serde_json::to_value(m).unwrap();
+    let mut expected = original["value"][0].clone();
+    // Timestamps are re-rendered with a fixed number of digits; compare the instant.
+    let seen = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(seen(&back["firstSeen"]), seen(&expected["firstSeen"]));
+    expected.as_object_mut().unwrap().remove("firstSeen");
+    let mut back = back;
+    back.as_object_mut().unwrap().remove("firstSeen");
+    assert_eq!(back, expected);
+}
+
+#[tokio::test]
+async fn every_field_may_be_missing_but_id() {
+    let server = MockServer::start_async().await;
+    serve_deflate(&server, "u", r#"{"value":[{"id":"only-id"},{"id":"nulls","osBuild":null,"healthStatus":null,"rbacGroupId":null,"ipAddresses":null,"machineTags":null,"vmMetadata":null,"firstSeen":null}]}"#).await;
+    let machines = client(&server).user_machines("u").await.unwrap();
+    assert_eq!(machines.len(), 2);
+    assert_eq!(machines[0].id, "only-id");
+    assert_eq!(machines[0].computer_dns_name, None);
+    assert_eq!(machines[1].health_status, None);
+    assert_eq!(machines[1].ip_addresses, None);
+    assert_eq!(machines[1].first_seen, None);
+}
+
+#[tokio::test]
+async fn requests_carry_exactly_the_bearer_token_and_user_agent() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/api/users/user1/machines")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("user-agent", format!("defender-endpoint/{}", env!("CARGO_PKG_VERSION")))
+                .header_missing("api-version");
+            then.status(200).header("content-type", JSON).body(r#"{"value":[]}"#);
+        })
+        .await;
+    let machines = client(&server).user_machines(r"CONTOSO\user1").await.unwrap();
+    assert!(machines.is_empty());
+    mock.assert_async().await;
+}
+
+#[tokio::test]
+async fn unknown_users_yield_no_machines() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/nobody/machines");
+            then.status(200)
+                .header("content-type", JSON)
+                .body(r#"{"@odata.context":"https://api.security.microsoft.com/api/$metadata#Machines","value":[]}"#);
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/olduser/machines");
+            then.status(404).header("content-type", "application/json").body(
+                r#"{"error":{"code":"ResourceNotFound","message":"User olduser was not found","target":"a1"}}"#,
+            );
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/bare404/machines");
+            then.status(404);
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/novalue/machines");
+            then.status(200).header("content-type", JSON).body("{}");
+        })
+        .await;
+    let client = client(&server);
+    for user in ["nobody", "olduser@contoso.com", "bare404", "novalue"] {
+        assert_eq!(client.user_machines(user).await.unwrap(), Vec::<Machine>::new(), "{user}");
+    }
+}
+
+async fn error_for(status: u16, body: &'static str, headers: &[(&'static str, &'static str)]) -> Error {
+    error_after(status, body, headers, 1).await
+}
+
+/// The error for an answer, checking how many requests were made (`calls`).
+async fn error_after(
+    status: u16,
+    body: &'static str,
+    headers: &[(&'static str, &'static str)],
+    calls: usize,
+) -> Error {
+    let server = MockServer::start_async().await;
+    let headers = headers.to_vec();
+    let mock = server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user1/machines");
+            let mut then = then.status(status);
+            for (k, v) in headers {
+                then = then.header(k, v);
+            }
+            then.body(body);
+        })
+        .await;
+    let err = client(&server).user_machines("user1").await.unwrap_err();
+    mock.assert_calls_async(calls).await;
+    err
+}
+
+#[tokio::test]
+async fn api_errors_with_the_envelope() {
+    let envelope = r#"{"error":{"code":"Forbidden","message":"The application does not have any of the required application roles","target":"43f4cb08-8fac-4b65-9db1-745c2ae65f3a"}}"#;
+    let err = error_for(403, envelope, &[("content-type", "application/json")]).await;
+    match &err {
+        Error::Api { status, code, message, target } => {
+            assert_eq!(*status, 403);
+            assert_eq!(code.as_deref(), Some("Forbidden"));
+            assert!(message.as_deref().unwrap().starts_with("The application does not"));
+            assert_eq!(target.as_deref(), Some("43f4cb08-8fac-4b65-9db1-745c2ae65f3a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.status(), Some(403));
+    assert!(err.to_string().contains("43f4cb08-8fac-4b65-9db1-745c2ae65f3a"), "{err}");
+
+    // A 401 gets one token refresh and one retry; the static token is the same, so
+    // the retry gets 401 too.
+    let err = error_after(
+        401,
+        r#"{"error":{"code":"Unauthorized","message":"Unauthorized","target":"t-401"}}"#,
+        &[],
+        2,
+    )
+    .await;
+    assert!(matches!(&err, Error::Api { status: 401, code: Some(c), .. } if c == "Unauthorized"));
+
+    let err = error_for(
+        500,
+        r#"{"error":{"code":"InternalServerError","message":"try again","target":"t-500"}}"#,
+        &[],
+    )
+    .await;
+    assert!(matches!(&err, Error::Api { status: 500, target: Some(t), .. } if t == "t-500"));
+}
+
+#[tokio::test]
+async fn api_errors_without_the_envelope() {
+    let err = error_for(403, "", &[]).await;
+    assert!(matches!(err, Error::Api { status: 403, code: None, message: None, target: None }));
+
+    let err = error_for(500, "<html><body>Service Unavailable</body></html>", &[("content-type", "text/html")]).await;
+    match err {
+        Error::Api { status: 500, code: None, message: Some(m), target: None } => {
+            assert!(m.contains("Service Unavailable"))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let err = error_for(400, r#"{"unexpected":"shape"}"#, &[]).await;
+    assert!(matches!(err, Error::Api { status: 400, code: None, .. }));
+}
+
+#[tokio::test]
+async fn throttling_is_its_own_error() {
+    let err = error_for(
+        429,
+        r#"{"error":{"code":"429","message":"Too many requests","target":"t"}}"#,
+        &[("retry-after", "17")],
+    )
+    .await;
+    assert!(matches!(err, Error::Throttled { retry_after: Some(d) } if d.as_secs() == 17));
+    assert_eq!(err.status(), Some(429));
+    assert_eq!(err.retry_after().map(|d| d.as_secs()), Some(17));
+
+    let err = error_for(429, "", &[]).await;
+    assert!(matches!(err, Error::Throttled { retry_after: None }));
+}
+
+#[tokio::test]
+async fn malformed_answers_are_decode_errors() {
+    for (body, needle) in [
+        (r#"{"value":[{"id":"x",}]}"#, "line 1"),
+        (r#"{"value":[{"computerDnsName":"no id"}]}"#, "missing field `id`"),
+        (r#"{"value":{"id":"x"}}"#, "invalid type"),
+        ("", "EOF"),
+        ("[]", "invalid type"),
+    ] {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.path("/api/users/user1/machines");
+                then.status(200).header("content-type", JSON).body(body);
+            })
+            .await;
+        match client(&server).user_machines("user1").await {
+            Err(Error::Decode { status: 200, message }) => {
+                assert!(message.contains(needle), "{body}: {message}")
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn invalid_user_names_send_nothing() {
+    let server = MockServer::start_async().await;
+    let any = server
+        .mock_async(|_, then| {
+            then.status(200).body(r#"{"value":[]}"#);
+        })
+        .await;
+    let client = client(&server);
+    for bad in ["", "  ", ".", "..", "a/b", "@contoso.com", "user1@", r"\u", r"D\", "a@b@c", r"A\B\c", "x\ny", "\u{1b}[31m", "\u{0}", &"a".repeat(257)] {
+        match client.user_machines(bad).await {
+            Err(Error::InvalidUserName(e)) => assert_eq!(e.input(), bad),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    any.assert_calls_async(0).await;
+}
+
+#[tokio::test]
+async fn each_form_reaches_its_one_segment() {
+    let server = MockServer::start_async().await;
+    let client = client(&server);
+    for (input, path) in [
+        ("user1@contoso.com", "/api/users/user1/machines"),
+        (r"CONTOSO\user1", "/api/users/user1/machines"),
+        (" user1 ", "/api/users/user1/machines"),
+        ("o'brien j", "/api/users/o'brien%20j/machines"),
+        ("jörg", "/api/users/j%C3%B6rg/machines"),
+        ("a#b?c%", "/api/users/a%23b%3Fc%25/machines"),
+        ("...", "/api/users/.../machines"),
+    ] {
+        let mock = server
+            .mock_async(|when, then| {
+                when.is_true(move |req| req.uri().path() == path);
+                then.status(200).body(r#"{"value":[]}"#);
+            })
+            .await;
+        client.user_machines(input).await.unwrap_or_else(|e| panic!("{input}: {e}"));
+        mock.assert_calls_async(1).await;
+        mock.delete_async().await;
+    }
+    // A parsed name goes the same way.
+    let mock = server
+        .mock_async(|when, then| {
+            when.path("/api/users/o'brien%20j/machines");
+            then.status(200).body(r#"{"value":[{"id":"m"}]}"#);
+        })
+        .await;
+    let name = UserName::parse("o'brien j@contoso.com").unwrap();
+    assert_eq!(client.machines_of(&name).await.unwrap().len(), 1);
+    mock.assert_async().await;
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_the_token() {
+    let server = MockServer::start_async().await;
+    let client = client(&server);
+    let shown = format!("{client:?} {client:#?} {:?}", client.raw());
+    assert!(!shown.contains(TOKEN), "{shown}");
+    assert!(shown.contains(&server.base_url()));
+}
+
+#[tokio::test]
+async fn oversized_answers_are_refused() {
+    let server = MockServer::start_async().await;
+    serve_deflate(&server, "user1", &fixture("seed-user-machines.json")).await;
+    let err = common::builder(&server)
+        .max_response_bytes(1000)
+        .build()
+        .unwrap()
+        .user_machines("user1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ResponseTooLarge { limit: 1000 }), "{err:?}");
+}
+
+#[test]
+fn readme_quick_start_names_exist() {
+    // The names the README's first example uses, as a downstream crate sees them.
+    fn _compiles(client: defender_endpoint::Client) -> impl std::future::Future<Output = Result<Vec<Machine>, Error>> {
+        async move { client.user_machines("user1@contoso.com").await }
+    }
+    let _: fn(&str) -> defender_endpoint::StaticToken = |t| defender_endpoint::StaticToken::new(t);
+}

@@ -1,0 +1,158 @@
+//! The spec must describe real data: every fixture validates against the schemas of
+//! `openapi/defender.yaml`, and the generated types read them without loss.
+
+mod common;
+
+use common::{fixture_json, fixture_path};
+use defender_endpoint::types::MachineCollection;
+use serde_json::{json, Map, Value};
+
+/// The OpenAPI document as JSON.
+fn spec() -> Value {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/defender.yaml"))
+            .unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+/// OpenAPI 3.0 schema -> JSON Schema: `nullable: true` becomes a null alternative.
+fn to_json_schema(v: &Value) -> Value {
+    match v {
+        Value::Array(items) => Value::Array(items.iter().map(to_json_schema).collect()),
+        Value::Object(map) => {
+            let mut out: Map<String, Value> = map
+                .iter()
+                .filter(|(k, _)| *k != "nullable")
+                .map(|(k, v)| (k.clone(), to_json_schema(v)))
+                .collect();
+            if map.get("nullable") != Some(&Value::Bool(true)) {
+                return Value::Object(out);
+            }
+            match out.remove("type") {
+                Some(Value::String(t)) => {
+                    out.insert("type".into(), json!([t, "null"]));
+                    Value::Object(out)
+                }
+                Some(other) => panic!("unexpected type {other}"),
+                None => json!({ "anyOf": [{ "type": "null" }, Value::Object(out)] }),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+fn validator(schema_name: &str) -> jsonschema::Validator {
+    let spec = spec();
+    let schema = json!({
+        "$ref": format!("#/components/schemas/{schema_name}"),
+        "components": to_json_schema(&spec["components"]),
+    });
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap()
+}
+
+fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect()
+}
+
+const FIXTURES: &[&str] = &[
+    "seed-user-machines.json",
+    "real-api-machines.json",
+    "future-api-machines.json",
+];
+
+#[test]
+fn every_fixture_matches_the_spec() {
+    let collection = validator("MachineCollection");
+    for name in FIXTURES {
+        let data = fixture_json(name);
+        let errs = errors(&collection, &data);
+        assert!(errs.is_empty(), "{name} does not match the spec: {errs:#?}");
+    }
+}
+
+#[test]
+fn every_fixture_in_the_folder_is_checked() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(fixture_path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with("-machines.json"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = FIXTURES.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "list new machine fixtures in FIXTURES");
+}
+
+#[test]
+fn the_spec_rejects_what_the_api_never_sends() {
+    let collection = validator("MachineCollection");
+    for bad in [
+        json!({ "value": [{ "computerDnsName": "no id" }] }),
+        json!({ "value": [{ "id": 5 }] }),
+        json!({ "value": [{ "id": "x", "osBuild": "19045" }] }),
+        json!({ "value": [{ "id": "x", "firstSeen": "yesterday" }] }),
+        json!({ "value": [{ "id": "x", "machineTags": "laptop" }] }),
+        json!({ "value": [{ "id": "x", "healthStatus": 3 }] }),
+        json!({ "value": "none" }),
+    ] {
+        assert!(
+            !errors(&collection, &bad).is_empty(),
+            "accepted {bad}"
+        );
+    }
+}
+
+#[test]
+fn the_error_envelope_matches_the_spec() {
+    let envelope = validator("ErrorEnvelope");
+    let sample = json!({"error": {"code": "ResourceNotFound", "message": "User was not found", "target": "43f4cb08-8fac-4b65-9db1-745c2ae65f3a"}});
+    assert!(errors(&envelope, &sample).is_empty());
+    let parsed: defender_endpoint::types::ErrorEnvelope = serde_json::from_value(sample).unwrap();
+    let detail = parsed.error.unwrap();
+    assert_eq!(detail.code.as_deref(), Some("ResourceNotFound"));
+    assert_eq!(detail.target.as_deref(), Some("43f4cb08-8fac-4b65-9db1-745c2ae65f3a"));
+}
+
+/// Removes `null` members: the types keep a null field as `None`, which serialises as absent.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn every_fixture_round_trips_through_the_types() {
+    for name in FIXTURES {
+        let data = fixture_json(name);
+        let parsed: MachineCollection = serde_json::from_value(data.clone())
+            .unwrap_or_else(|e| panic!("{name} does not parse: {e}"));
+        let back = serde_json::to_value(&parsed).unwrap();
+        // Timestamps are compared as instants, everything else exactly.
+        let normalise = |v: &Value| {
+            let mut v = without_nulls(v);
+            for m in v["value"].as_array_mut().unwrap() {
+                for key in ["firstSeen", "lastSeen"] {
+                    if let Some(Value::String(s)) = m.get(key) {
+                        let t = chrono::DateTime::parse_from_rfc3339(s).unwrap();
+                        m[key] = json!(t.timestamp_nanos_opt().unwrap());
+                    }
+                }
+            }
+            v
+        };
+        assert_eq!(normalise(&back), normalise(&data), "{name} changed on a round trip");
+    }
+}
