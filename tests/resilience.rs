@@ -1,0 +1,337 @@
+//! Retries, Retry-After, the client-side quota, timeouts and transport safety,
+//! against local httpmock servers. Timing bounds are generous on purpose: these
+//! tests check order and counts, not speed.
+
+mod common;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use common::{builder, quick_retries};
+use defender_endpoint::{Client, Error, RateLimit, RetryPolicy, StaticToken};
+use httpmock::MockServer;
+
+const PATH: &str = "/api/users/user1/machines";
+const ONE: &str = r#"{"value":[{"id":"m1"}]}"#;
+
+async fn answer_once(server: &MockServer, status: u16, headers: &[(&str, String)]) -> usize {
+    let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mock = server
+        .mock_async(move |when, then| {
+            when.path(PATH);
+            let mut then = then.status(status);
+            for (k, v) in headers {
+                then = then.header(k, v);
+            }
+            then.body(r#"{"error":{"code":"x","message":"y","target":"t"}}"#);
+        })
+        .await;
+    mock.up_to_n_times_async(1).await;
+    mock.id()
+}
+
+async fn then_ok(server: &MockServer) -> httpmock::Mock<'_> {
+    server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(200).body(ONE);
+        })
+        .await
+}
+
+#[tokio::test]
+async fn waits_for_retry_after_seconds_then_succeeds() {
+    let server = MockServer::start_async().await;
+    answer_once(&server, 429, &[("retry-after", "1".into())]).await;
+    let ok = then_ok(&server).await;
+    let client = builder(&server).retry(RetryPolicy::default()).build().unwrap();
+    let started = Instant::now();
+    let machines = client.user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 1);
+    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    ok.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn waits_for_retry_after_http_date_then_succeeds() {
+    let server = MockServer::start_async().await;
+    let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
+    answer_once(&server, 429, &[("retry-after", at)]).await;
+    let ok = then_ok(&server).await;
+    let client = builder(&server).retry(RetryPolicy::default()).build().unwrap();
+    let started = Instant::now();
+    client.user_machines("user1").await.unwrap();
+    // HTTP-dates have one-second resolution: at least one second was waited.
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    ok.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn transient_5xx_are_retried() {
+    let server = MockServer::start_async().await;
+    answer_once(&server, 503, &[]).await;
+    answer_once(&server, 503, &[]).await;
+    let ok = then_ok(&server).await;
+    let client = builder(&server).retry(quick_retries(4)).build().unwrap();
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 1);
+    ok.assert_calls_async(1).await;
+    // Three requests in all: two 503s (each limited to one call) and the 200.
+}
+
+#[tokio::test]
+async fn other_4xx_are_not_retried() {
+    for status in [400u16, 403, 405, 409] {
+        let server = MockServer::start_async().await;
+        let mock = server
+            .mock_async(|when, then| {
+                when.path(PATH);
+                then.status(status);
+            })
+            .await;
+        let client = builder(&server).retry(quick_retries(4)).build().unwrap();
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert_eq!(err.status(), Some(status));
+        mock.assert_calls_async(1).await;
+    }
+}
+
+#[tokio::test]
+async fn always_503_gives_up_after_the_attempts() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(503);
+        })
+        .await;
+    let client = builder(&server).retry(quick_retries(4)).build().unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Api { status: 503, .. }), "{err:?}");
+    mock.assert_calls_async(4).await;
+}
+
+#[tokio::test]
+async fn always_503_gives_up_within_the_budget() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(503);
+        })
+        .await;
+    let policy = RetryPolicy::default()
+        .max_attempts(100)
+        .base_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_millis(200))
+        .budget(Duration::from_millis(800));
+    let client = builder(&server).retry(policy).build().unwrap();
+    let started = Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert_eq!(err.status(), Some(503));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let calls = mock.calls_async().await;
+    assert!((2..100).contains(&calls), "{calls} calls");
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_budget_returns_throttled_at_once() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(429).header("retry-after", "120");
+        })
+        .await;
+    let client = builder(&server).retry(RetryPolicy::default()).build().unwrap();
+    let started = Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Throttled { retry_after: Some(d) } if d == Duration::from_secs(120)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    mock.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn a_hanging_server_times_out() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(200).body(ONE).delay(Duration::from_secs(10));
+        })
+        .await;
+    let client = builder(&server).timeout(Duration::from_millis(300)).build().unwrap();
+    let started = Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // With retries, the whole call still ends within the budget.
+    let client = builder(&server)
+        .timeout(Duration::from_millis(200))
+        .retry(quick_retries(3).budget(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    assert!(matches!(client.user_machines("user1").await, Err(Error::Timeout)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn connection_failures_are_transport_errors() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .credential(StaticToken::new("t"))
+        .rate_limit(RateLimit::none())
+        .retry(quick_retries(2))
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(!err.to_string().is_empty());
+}
+
+/// Records when each request arrives.
+async fn recording_server() -> (MockServer, Arc<Mutex<Vec<Instant>>>) {
+    let server = MockServer::start_async().await;
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let record = arrivals.clone();
+    server
+        .mock_async(move |when, then| {
+            when.is_true(move |_| {
+                record.lock().unwrap().push(Instant::now());
+                true
+            });
+            then.status(200).body(ONE);
+        })
+        .await;
+    (server, arrivals)
+}
+
+/// The most arrivals in any span of length `per`.
+fn busiest(arrivals: &[Instant], per: Duration) -> usize {
+    let mut sorted = arrivals.to_vec();
+    sorted.sort();
+    (0..sorted.len())
+        .map(|i| sorted[i..].iter().take_while(|t| **t - sorted[i] < per).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_custom_window_is_never_exceeded() {
+    let (server, arrivals) = recording_server().await;
+    let per = Duration::from_secs(2);
+    let client = builder(&server).rate_limit(RateLimit::new().window(5, per)).build().unwrap();
+    let calls = (0..12).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.user_machines("user1").await })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        assert_eq!(call.await.unwrap().unwrap().len(), 1);
+    }
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 12);
+    assert!(busiest(&arrivals, per) <= 5, "{} in one window", busiest(&arrivals, per));
+}
+
+#[tokio::test]
+async fn clones_share_the_quota() {
+    let (server, arrivals) = recording_server().await;
+    let per = Duration::from_secs(1);
+    let first = builder(&server).rate_limit(RateLimit::new().window(3, per)).build().unwrap();
+    let second = first.clone();
+    let started = Instant::now();
+    let (a, b) = tokio::join!(
+        async {
+            for _ in 0..3 {
+                first.user_machines("user1").await.unwrap();
+            }
+        },
+        async {
+            for _ in 0..3 {
+                second.user_machines("user1").await.unwrap();
+            }
+        }
+    );
+    let _ = (a, b);
+    // Six calls at three a second cannot all start within the first second.
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 6);
+    assert!(busiest(&arrivals, per) <= 3);
+}
+
+#[test]
+fn the_default_quota_is_defenders() {
+    assert_eq!(
+        RateLimit::default().windows(),
+        &[(100, Duration::from_secs(60)), (1_500, Duration::from_secs(3_600))]
+    );
+    assert!(RateLimit::none().windows().is_empty());
+}
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused() {
+    for url in ["http://api.security.microsoft.com", "http://10.1.2.3:8080", "http://[2001:db8::1]/"] {
+        let err = Client::builder()
+            .base_url(url)
+            .credential(StaticToken::new("t"))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+    }
+    for url in ["http://127.0.0.1:1", "http://localhost:8080", "http://[::1]:9"] {
+        Client::builder().base_url(url).credential(StaticToken::new("t")).build().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_cross_host_redirect_drops_the_token() {
+    let origin = MockServer::start_async().await;
+    let other = MockServer::start_async().await;
+    // Same machine, another host name and port.
+    let target = format!("http://localhost:{}{PATH}", other.port());
+    origin
+        .mock_async(move |when, then| {
+            when.path(PATH);
+            then.status(302).header("location", target);
+        })
+        .await;
+    let leaked = other
+        .mock_async(|when, then| {
+            when.path(PATH).header_exists("authorization");
+            then.status(200).body(ONE);
+        })
+        .await;
+    let clean = other
+        .mock_async(|when, then| {
+            when.path(PATH).header_missing("authorization");
+            then.status(200).body(ONE);
+        })
+        .await;
+    let client = builder(&origin).build().unwrap();
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 1);
+    leaked.assert_calls_async(0).await;
+    clean.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_even_when_chunked() {
+    let server = MockServer::start_async().await;
+    let big = format!(r#"{{"value":[{}]}}"#, vec![r#"{"id":"x"}"#; 20_000].join(","));
+    server
+        .mock_async(move |when, then| {
+            when.path(PATH);
+            then.status(200).body(big);
+        })
+        .await;
+    let client = builder(&server).max_response_bytes(64 * 1024).build().unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::ResponseTooLarge { limit: 65536 }), "{err:?}");
+    let client = builder(&server).build().unwrap();
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 20_000);
+}
