@@ -17,7 +17,10 @@ const PATH: &str = "/api/users/user1/machines";
 const ONE: &str = r#"{"value":[{"id":"m1"}]}"#;
 
 async fn answer_once(server: &MockServer, status: u16, headers: &[(&str, String)]) -> usize {
-    let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     let mock = server
         .mock_async(move |when, then| {
             when.path(PATH);
@@ -46,11 +49,18 @@ async fn waits_for_retry_after_seconds_then_succeeds() {
     let server = MockServer::start_async().await;
     answer_once(&server, 429, &[("retry-after", "1".into())]).await;
     let ok = then_ok(&server).await;
-    let client = builder(&server).retry(RetryPolicy::default()).build().unwrap();
+    let client = builder(&server)
+        .retry(RetryPolicy::default())
+        .build()
+        .unwrap();
     let started = Instant::now();
     let machines = client.user_machines("user1").await.unwrap();
     assert_eq!(machines.len(), 1);
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
     ok.assert_calls_async(1).await;
 }
 
@@ -60,11 +70,18 @@ async fn waits_for_retry_after_http_date_then_succeeds() {
     let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
     answer_once(&server, 429, &[("retry-after", at)]).await;
     let ok = then_ok(&server).await;
-    let client = builder(&server).retry(RetryPolicy::default()).build().unwrap();
+    let client = builder(&server)
+        .retry(RetryPolicy::default())
+        .build()
+        .unwrap();
     let started = Instant::now();
     client.user_machines("user1").await.unwrap();
     // HTTP-dates have one-second resolution: at least one second was waited.
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     ok.assert_calls_async(1).await;
 }
 
@@ -130,7 +147,11 @@ async fn always_503_gives_up_within_the_budget() {
     let started = Instant::now();
     let err = client.user_machines("user1").await.unwrap_err();
     assert_eq!(err.status(), Some(503));
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let calls = mock.calls_async().await;
     assert!((2..100).contains(&calls), "{calls} calls");
 }
@@ -144,10 +165,15 @@ async fn retry_after_beyond_the_budget_returns_throttled_at_once() {
             then.status(429).header("retry-after", "120");
         })
         .await;
-    let client = builder(&server).retry(RetryPolicy::default()).build().unwrap();
+    let client = builder(&server)
+        .retry(RetryPolicy::default())
+        .build()
+        .unwrap();
     let started = Instant::now();
     let err = client.user_machines("user1").await.unwrap_err();
-    assert!(matches!(err, Error::Throttled { retry_after: Some(d) } if d == Duration::from_secs(120)));
+    assert!(
+        matches!(err, Error::Throttled { retry_after: Some(d) } if d == Duration::from_secs(120))
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     mock.assert_calls_async(1).await;
 }
@@ -161,7 +187,10 @@ async fn a_hanging_server_times_out() {
             then.status(200).body(ONE).delay(Duration::from_secs(10));
         })
         .await;
-    let client = builder(&server).timeout(Duration::from_millis(300)).build().unwrap();
+    let client = builder(&server)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let err = client.user_machines("user1").await.unwrap_err();
     assert!(matches!(err, Error::Timeout), "{err:?}");
@@ -174,14 +203,21 @@ async fn a_hanging_server_times_out() {
         .build()
         .unwrap();
     let started = Instant::now();
-    assert!(matches!(client.user_machines("user1").await, Err(Error::Timeout)));
+    assert!(matches!(
+        client.user_machines("user1").await,
+        Err(Error::Timeout)
+    ));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
 async fn connection_failures_are_transport_errors() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let client = Client::builder()
         .base_url(format!("http://127.0.0.1:{port}"))
         .credential(StaticToken::new("t"))
@@ -216,7 +252,12 @@ fn busiest(arrivals: &[Instant], per: Duration) -> usize {
     let mut sorted = arrivals.to_vec();
     sorted.sort();
     (0..sorted.len())
-        .map(|i| sorted[i..].iter().take_while(|t| **t - sorted[i] < per).count())
+        .map(|i| {
+            sorted[i..]
+                .iter()
+                .take_while(|t| **t - sorted[i] < per)
+                .count()
+        })
         .max()
         .unwrap_or(0)
 }
@@ -225,7 +266,10 @@ fn busiest(arrivals: &[Instant], per: Duration) -> usize {
 async fn a_custom_window_is_never_exceeded() {
     let (server, arrivals) = recording_server().await;
     let per = Duration::from_secs(2);
-    let client = builder(&server).rate_limit(RateLimit::new().window(5, per)).build().unwrap();
+    let client = builder(&server)
+        .rate_limit(RateLimit::new().window(5, per))
+        .build()
+        .unwrap();
     let calls = (0..12).map(|_| {
         let client = client.clone();
         tokio::spawn(async move { client.user_machines("user1").await })
@@ -235,14 +279,21 @@ async fn a_custom_window_is_never_exceeded() {
     }
     let arrivals = arrivals.lock().unwrap().clone();
     assert_eq!(arrivals.len(), 12);
-    assert!(busiest(&arrivals, per) <= 5, "{} in one window", busiest(&arrivals, per));
+    assert!(
+        busiest(&arrivals, per) <= 5,
+        "{} in one window",
+        busiest(&arrivals, per)
+    );
 }
 
 #[tokio::test]
 async fn clones_share_the_quota() {
     let (server, arrivals) = recording_server().await;
     let per = Duration::from_secs(1);
-    let first = builder(&server).rate_limit(RateLimit::new().window(3, per)).build().unwrap();
+    let first = builder(&server)
+        .rate_limit(RateLimit::new().window(3, per))
+        .build()
+        .unwrap();
     let second = first.clone();
     let started = Instant::now();
     let (a, b) = tokio::join!(
@@ -269,14 +320,21 @@ async fn clones_share_the_quota() {
 fn the_default_quota_is_defenders() {
     assert_eq!(
         RateLimit::default().windows(),
-        &[(100, Duration::from_secs(60)), (1_500, Duration::from_secs(3_600))]
+        &[
+            (100, Duration::from_secs(60)),
+            (1_500, Duration::from_secs(3_600))
+        ]
     );
     assert!(RateLimit::none().windows().is_empty());
 }
 
 #[test]
 fn plain_http_to_a_remote_host_is_refused() {
-    for url in ["http://api.security.microsoft.com", "http://10.1.2.3:8080", "http://[2001:db8::1]/"] {
+    for url in [
+        "http://api.security.microsoft.com",
+        "http://10.1.2.3:8080",
+        "http://[2001:db8::1]/",
+    ] {
         let err = Client::builder()
             .base_url(url)
             .credential(StaticToken::new("t"))
@@ -284,8 +342,16 @@ fn plain_http_to_a_remote_host_is_refused() {
             .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
     }
-    for url in ["http://127.0.0.1:1", "http://localhost:8080", "http://[::1]:9"] {
-        Client::builder().base_url(url).credential(StaticToken::new("t")).build().unwrap();
+    for url in [
+        "http://127.0.0.1:1",
+        "http://localhost:8080",
+        "http://[::1]:9",
+    ] {
+        Client::builder()
+            .base_url(url)
+            .credential(StaticToken::new("t"))
+            .build()
+            .unwrap();
     }
 }
 
@@ -322,16 +388,47 @@ async fn a_cross_host_redirect_drops_the_token() {
 #[tokio::test]
 async fn oversized_bodies_are_refused_even_when_chunked() {
     let server = MockServer::start_async().await;
-    let big = format!(r#"{{"value":[{}]}}"#, vec![r#"{"id":"x"}"#; 20_000].join(","));
+    let big = format!(
+        r#"{{"value":[{}]}}"#,
+        vec![r#"{"id":"x"}"#; 20_000].join(",")
+    );
     server
         .mock_async(move |when, then| {
             when.path(PATH);
             then.status(200).body(big);
         })
         .await;
-    let client = builder(&server).max_response_bytes(64 * 1024).build().unwrap();
+    let client = builder(&server)
+        .max_response_bytes(64 * 1024)
+        .build()
+        .unwrap();
     let err = client.user_machines("user1").await.unwrap_err();
-    assert!(matches!(err, Error::ResponseTooLarge { limit: 65536 }), "{err:?}");
+    assert!(
+        matches!(err, Error::ResponseTooLarge { limit: 65536 }),
+        "{err:?}"
+    );
     let client = builder(&server).build().unwrap();
     assert_eq!(client.user_machines("user1").await.unwrap().len(), 20_000);
+}
+
+#[tokio::test]
+async fn a_redirect_to_plain_http_on_a_remote_host_is_not_followed() {
+    let origin = MockServer::start_async().await;
+    origin
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(302).header(
+                "location",
+                "http://defender.invalid/api/users/user1/machines",
+            );
+        })
+        .await;
+    let err = builder(&origin)
+        .build()
+        .unwrap()
+        .user_machines("user1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(err.to_string().contains("plain http"), "{err}");
 }
