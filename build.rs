@@ -72,8 +72,12 @@ fn open_enum_impls(spec: &openapiv3::OpenAPI) -> String {
     };
     let mut out = String::new();
     for (name, schema) in &components.schemas {
-        let ReferenceOr::Item(schema) = schema else { continue };
-        let SchemaKind::OneOf { one_of } = &schema.schema_kind else { continue };
+        let ReferenceOr::Item(schema) = schema else {
+            continue;
+        };
+        let SchemaKind::OneOf { one_of } = &schema.schema_kind else {
+            continue;
+        };
         let known_ref = format!("#/components/schemas/{name}Known");
         let is_open = one_of.len() == 2
             && matches!(&one_of[0], ReferenceOr::Reference { reference } if *reference == known_ref)
@@ -83,7 +87,9 @@ fn open_enum_impls(spec: &openapiv3::OpenAPI) -> String {
         }
         let values: Vec<String> = match components.schemas.get(&format!("{name}Known")) {
             Some(ReferenceOr::Item(known)) => match &known.schema_kind {
-                SchemaKind::Type(Type::String(s)) => s.enumeration.iter().flatten().cloned().collect(),
+                SchemaKind::Type(Type::String(s)) => {
+                    s.enumeration.iter().flatten().cloned().collect()
+                }
                 _ => continue,
             },
             _ => continue,
@@ -133,7 +139,11 @@ impl ::std::str::FromStr for types::{name} {{
     }}
 }}
 "#,
-            list = values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", "),
+            list = values
+                .iter()
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         ));
     }
     out

@@ -37,15 +37,27 @@ async fn seed_response_parses_field_by_field() {
     let server = MockServer::start_async().await;
     let mock = serve_deflate(&server, "user1", &fixture("seed-user-machines.json")).await;
 
-    let machines = client(&server).user_machines("user1@contoso.com").await.unwrap();
+    let machines = client(&server)
+        .user_machines("user1@contoso.com")
+        .await
+        .unwrap();
     mock.assert_async().await;
     assert_eq!(machines.len(), 2);
 
     let m = &machines[0];
     assert_eq!(m.id, "machine-1");
-    assert_eq!(m.computer_dns_name.as_deref(), Some("device1.corp.example.com"));
-    assert_eq!(m.first_seen.unwrap().to_rfc3339(), "2024-01-01T00:00:00+00:00");
-    assert_eq!(m.last_seen.unwrap().to_rfc3339(), "2024-01-02T00:00:00+00:00");
+    assert_eq!(
+        m.computer_dns_name.as_deref(),
+        Some("device1.corp.example.com")
+    );
+    assert_eq!(
+        m.first_seen.unwrap().to_rfc3339(),
+        "2024-01-01T00:00:00+00:00"
+    );
+    assert_eq!(
+        m.last_seen.unwrap().to_rfc3339(),
+        "2024-01-02T00:00:00+00:00"
+    );
     assert_eq!(m.os_platform.as_deref(), Some("Windows10"));
     assert_eq!(
         m.onboarding_status,
@@ -56,14 +68,32 @@ async fn seed_response_parses_field_by_field() {
     assert_eq!(m.os_build, Some(19045));
     assert_eq!(m.last_ip_address.as_deref(), Some("10.0.0.5"));
     assert_eq!(m.last_external_ip_address.as_deref(), Some("203.0.113.1"));
-    assert_eq!(m.health_status, Some(HealthStatus::Known(HealthStatusKnown::Active)));
+    assert_eq!(
+        m.health_status,
+        Some(HealthStatus::Known(HealthStatusKnown::Active))
+    );
     assert_eq!(m.rbac_group_name.as_deref(), Some("Finance"));
-    assert_eq!(m.rbac_group_id, Some(RbacGroupId::String("group-fin-001".into())));
+    assert_eq!(
+        m.rbac_group_id,
+        Some(RbacGroupId::String("group-fin-001".into()))
+    );
     assert_eq!(m.risk_score, Some(RiskScore::Known(RiskScoreKnown::Low)));
-    assert_eq!(m.aad_device_id.as_deref(), Some("d9f1373e-1733-437e-8f4c-3f77f60d3c92"));
-    assert_eq!(m.machine_tags, Some(vec!["laptop".to_string(), "finance".to_string()]));
-    assert_eq!(m.exposure_level, Some(ExposureLevel::Known(ExposureLevelKnown::Medium)));
-    assert_eq!(m.device_value, Some(DeviceValue::Known(DeviceValueKnown::High)));
+    assert_eq!(
+        m.aad_device_id.as_deref(),
+        Some("d9f1373e-1733-437e-8f4c-3f77f60d3c92")
+    );
+    assert_eq!(
+        m.machine_tags,
+        Some(vec!["laptop".to_string(), "finance".to_string()])
+    );
+    assert_eq!(
+        m.exposure_level,
+        Some(ExposureLevel::Known(ExposureLevelKnown::Medium))
+    );
+    assert_eq!(
+        m.device_value,
+        Some(DeviceValue::Known(DeviceValueKnown::High))
+    );
     let ips = m.ip_addresses.as_ref().unwrap();
     assert_eq!(ips.len(), 2);
     assert_eq!(ips[0].ip_address.as_deref(), Some("10.0.0.5"));
@@ -75,17 +105,26 @@ async fn seed_response_parses_field_by_field() {
 
     let m = &machines[1];
     assert_eq!(m.id, "machine-2");
-    assert_eq!(m.health_status, Some(HealthStatus::Known(HealthStatusKnown::Inactive)));
+    assert_eq!(
+        m.health_status,
+        Some(HealthStatus::Known(HealthStatusKnown::Inactive))
+    );
     assert_eq!(m.risk_score, Some(RiskScore::Known(RiskScoreKnown::Medium)));
     assert_eq!(m.aad_device_id, None);
-    assert_eq!(m.device_value, Some(DeviceValue::Known(DeviceValueKnown::Normal)));
+    assert_eq!(
+        m.device_value,
+        Some(DeviceValue::Known(DeviceValueKnown::Normal))
+    );
     assert_eq!(m.os_build, Some(22000));
 
     // Serialised back, every machine is the seed's object (its one null field left out).
     let seed = seed();
     for (machine, original) in machines.iter().zip(seed["value"].as_array().unwrap()) {
         let mut expected = original.clone();
-        expected.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+        expected
+            .as_object_mut()
+            .unwrap()
+            .retain(|_, v| !v.is_null());
         assert_eq!(serde_json::to_value(machine).unwrap(), expected);
     }
 }
@@ -115,7 +154,9 @@ async fn real_api_shapes_parse() {
     let m = &machines[0];
     // 7 fractional digits.
     assert_eq!(
-        m.first_seen.unwrap().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        m.first_seen
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         "2018-08-02T14:55:03.779185600Z"
     );
     // An integer rbacGroupId stays an integer.
@@ -130,8 +171,14 @@ async fn real_api_shapes_parse() {
     assert_eq!(m.agent_version.as_deref(), Some("10.8760.19041.1865"));
     assert_eq!(m.managed_by.as_deref(), Some("MicrosoftIntune"));
     assert_eq!(m.defender_av_status.as_deref(), Some("Updated"));
-    assert_eq!(m.vm_metadata.as_ref().unwrap().cloud_provider.as_deref(), Some("Azure"));
-    assert_eq!(m.ip_addresses.as_ref().unwrap()[0].mac_address.as_deref(), Some("00306332FA5C"));
+    assert_eq!(
+        m.vm_metadata.as_ref().unwrap().cloud_provider.as_deref(),
+        Some("Azure")
+    );
+    assert_eq!(
+        m.ip_addresses.as_ref().unwrap()[0].mac_address.as_deref(),
+        Some("00306332FA5C")
+    );
     assert_eq!(m.ip_addresses.as_ref().unwrap()[1].mac_address, None);
 
     // Null and missing fields are None.
@@ -145,7 +192,9 @@ async fn real_api_shapes_parse() {
     assert_eq!(m.machine_tags, Some(vec![]));
     assert_eq!(
         m.health_status,
-        Some(HealthStatus::Known(HealthStatusKnown::NoSensorDataImpairedCommunication))
+        Some(HealthStatus::Known(
+            HealthStatusKnown::NoSensorDataImpairedCommunication
+        ))
     );
 }
 
@@ -156,7 +205,9 @@ async fn unknown_values_and_fields_are_kept() {
     serve_deflate(&server, "user3", &original.to_string()).await;
     let machines = client(&server).user_machines("user3").await.unwrap();
     let m = &machines[0];
-    assert!(matches!(&m.health_status, Some(HealthStatus::Other(v)) if v.as_str() == "Quarantined"));
+    assert!(
+        matches!(&m.health_status, Some(HealthStatus::Other(v)) if v.as_str() == "Quarantined")
+    );
     assert!(matches!(&m.risk_score, Some(RiskScore::Other(v)) if v.as_str() == "Critical"));
     assert!(matches!(&m.exposure_level, Some(ExposureLevel::Other(v)) if v.as_str() == "Extreme"));
     assert!(matches!(&m.device_value, Some(DeviceValue::Other(v)) if v.as_str() == "Priceless"));
@@ -164,9 +215,18 @@ async fn unknown_values_and_fields_are_kept() {
         matches!(&m.onboarding_status, Some(OnboardingStatus::Other(v)) if v.as_str() == "PendingOffboarding")
     );
     assert_eq!(m.extra["anotherNewField"], json!(42.5));
-    assert_eq!(m.extra["newSensorField"], json!({"nested": [1, 2, {"deep": true}]}));
-    assert_eq!(m.ip_addresses.as_ref().unwrap()[0].extra["gateway"], json!("10.1.1.254"));
-    assert_eq!(m.vm_metadata.as_ref().unwrap().extra["zone"], json!("europe-west1-b"));
+    assert_eq!(
+        m.extra["newSensorField"],
+        json!({"nested": [1, 2, {"deep": true}]})
+    );
+    assert_eq!(
+        m.ip_addresses.as_ref().unwrap()[0].extra["gateway"],
+        json!("10.1.1.254")
+    );
+    assert_eq!(
+        m.vm_metadata.as_ref().unwrap().extra["zone"],
+        json!("europe-west1-b")
+    );
 
     // Everything comes back out exactly as it came in.
     let back = serde_json::to_value(m).unwrap();
@@ -201,12 +261,20 @@ async fn requests_carry_exactly_the_bearer_token_and_user_agent() {
             when.method(GET)
                 .path("/api/users/user1/machines")
                 .header("authorization", format!("Bearer {TOKEN}"))
-                .header("user-agent", format!("defender-endpoint/{}", env!("CARGO_PKG_VERSION")))
+                .header(
+                    "user-agent",
+                    format!("defender-endpoint/{}", env!("CARGO_PKG_VERSION")),
+                )
                 .header_missing("api-version");
-            then.status(200).header("content-type", JSON).body(r#"{"value":[]}"#);
+            then.status(200)
+                .header("content-type", JSON)
+                .body(r#"{"value":[]}"#);
         })
         .await;
-    let machines = client(&server).user_machines(r"CONTOSO\user1").await.unwrap();
+    let machines = client(&server)
+        .user_machines(r"CONTOSO\user1")
+        .await
+        .unwrap();
     assert!(machines.is_empty());
     mock.assert_async().await;
 }
@@ -244,11 +312,19 @@ async fn unknown_users_yield_no_machines() {
         .await;
     let client = client(&server);
     for user in ["nobody", "olduser@contoso.com", "bare404", "novalue"] {
-        assert_eq!(client.user_machines(user).await.unwrap(), Vec::<Machine>::new(), "{user}");
+        assert_eq!(
+            client.user_machines(user).await.unwrap(),
+            Vec::<Machine>::new(),
+            "{user}"
+        );
     }
 }
 
-async fn error_for(status: u16, body: &'static str, headers: &[(&'static str, &'static str)]) -> Error {
+async fn error_for(
+    status: u16,
+    body: &'static str,
+    headers: &[(&'static str, &'static str)],
+) -> Error {
     error_after(status, body, headers, 1).await
 }
 
@@ -281,16 +357,31 @@ async fn api_errors_with_the_envelope() {
     let envelope = r#"{"error":{"code":"Forbidden","message":"The application does not have any of the required application roles","target":"43f4cb08-8fac-4b65-9db1-745c2ae65f3a"}}"#;
     let err = error_for(403, envelope, &[("content-type", "application/json")]).await;
     match &err {
-        Error::Api { status, code, message, target } => {
+        Error::Api {
+            status,
+            code,
+            message,
+            target,
+        } => {
             assert_eq!(*status, 403);
             assert_eq!(code.as_deref(), Some("Forbidden"));
-            assert!(message.as_deref().unwrap().starts_with("The application does not"));
-            assert_eq!(target.as_deref(), Some("43f4cb08-8fac-4b65-9db1-745c2ae65f3a"));
+            assert!(message
+                .as_deref()
+                .unwrap()
+                .starts_with("The application does not"));
+            assert_eq!(
+                target.as_deref(),
+                Some("43f4cb08-8fac-4b65-9db1-745c2ae65f3a")
+            );
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(err.status(), Some(403));
-    assert!(err.to_string().contains("43f4cb08-8fac-4b65-9db1-745c2ae65f3a"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("43f4cb08-8fac-4b65-9db1-745c2ae65f3a"),
+        "{err}"
+    );
 
     // A 401 gets one token refresh and one retry; the static token is the same, so
     // the retry gets 401 too.
@@ -315,18 +406,43 @@ async fn api_errors_with_the_envelope() {
 #[tokio::test]
 async fn api_errors_without_the_envelope() {
     let err = error_for(403, "", &[]).await;
-    assert!(matches!(err, Error::Api { status: 403, code: None, message: None, target: None }));
+    assert!(matches!(
+        err,
+        Error::Api {
+            status: 403,
+            code: None,
+            message: None,
+            target: None
+        }
+    ));
 
-    let err = error_for(500, "<html><body>Service Unavailable</body></html>", &[("content-type", "text/html")]).await;
+    let err = error_for(
+        500,
+        "<html><body>Service Unavailable</body></html>",
+        &[("content-type", "text/html")],
+    )
+    .await;
     match err {
-        Error::Api { status: 500, code: None, message: Some(m), target: None } => {
+        Error::Api {
+            status: 500,
+            code: None,
+            message: Some(m),
+            target: None,
+        } => {
             assert!(m.contains("Service Unavailable"))
         }
         other => panic!("{other:?}"),
     }
 
     let err = error_for(400, r#"{"unexpected":"shape"}"#, &[]).await;
-    assert!(matches!(err, Error::Api { status: 400, code: None, .. }));
+    assert!(matches!(
+        err,
+        Error::Api {
+            status: 400,
+            code: None,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -349,7 +465,10 @@ async fn throttling_is_its_own_error() {
 async fn malformed_answers_are_decode_errors() {
     for (body, needle) in [
         (r#"{"value":[{"id":"x",}]}"#, "line 1"),
-        (r#"{"value":[{"computerDnsName":"no id"}]}"#, "missing field `id`"),
+        (
+            r#"{"value":[{"computerDnsName":"no id"}]}"#,
+            "missing field `id`",
+        ),
         (r#"{"value":{"id":"x"}}"#, "invalid type"),
         ("", "EOF"),
         ("[]", "invalid type"),
@@ -362,7 +481,10 @@ async fn malformed_answers_are_decode_errors() {
             })
             .await;
         match client(&server).user_machines("user1").await {
-            Err(Error::Decode { status: 200, message }) => {
+            Err(Error::Decode {
+                status: 200,
+                message,
+            }) => {
                 assert!(message.contains(needle), "{body}: {message}")
             }
             other => panic!("{body}: {other:?}"),
@@ -379,7 +501,23 @@ async fn invalid_user_names_send_nothing() {
         })
         .await;
     let client = client(&server);
-    for bad in ["", "  ", ".", "..", "a/b", "@contoso.com", "user1@", r"\u", r"D\", "a@b@c", r"A\B\c", "x\ny", "\u{1b}[31m", "\u{0}", &"a".repeat(257)] {
+    for bad in [
+        "",
+        "  ",
+        ".",
+        "..",
+        "a/b",
+        "@contoso.com",
+        "user1@",
+        r"\u",
+        r"D\",
+        "a@b@c",
+        r"A\B\c",
+        "x\ny",
+        "\u{1b}[31m",
+        "\u{0}",
+        &"a".repeat(257),
+    ] {
         match client.user_machines(bad).await {
             Err(Error::InvalidUserName(e)) => assert_eq!(e.input(), bad),
             other => panic!("{bad:?}: {other:?}"),
@@ -407,7 +545,10 @@ async fn each_form_reaches_its_one_segment() {
                 then.status(200).body(r#"{"value":[]}"#);
             })
             .await;
-        client.user_machines(input).await.unwrap_or_else(|e| panic!("{input}: {e}"));
+        client
+            .user_machines(input)
+            .await
+            .unwrap_or_else(|e| panic!("{input}: {e}"));
         mock.assert_calls_async(1).await;
         mock.delete_async().await;
     }
@@ -443,13 +584,18 @@ async fn oversized_answers_are_refused() {
         .user_machines("user1")
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ResponseTooLarge { limit: 1000 }), "{err:?}");
+    assert!(
+        matches!(err, Error::ResponseTooLarge { limit: 1000 }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn readme_quick_start_names_exist() {
     // The names the README's first example uses, as a downstream crate sees them.
-    fn _compiles(client: defender_endpoint::Client) -> impl std::future::Future<Output = Result<Vec<Machine>, Error>> {
+    fn _compiles(
+        client: defender_endpoint::Client,
+    ) -> impl std::future::Future<Output = Result<Vec<Machine>, Error>> {
         async move { client.user_machines("user1@contoso.com").await }
     }
     let _: fn(&str) -> defender_endpoint::StaticToken = |t| defender_endpoint::StaticToken::new(t);

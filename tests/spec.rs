@@ -9,9 +9,11 @@ use serde_json::{json, Map, Value};
 
 /// The OpenAPI document as JSON.
 fn spec() -> Value {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/defender.yaml"))
-            .unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/openapi/defender.yaml"
+    ))
+    .unwrap();
     serde_yaml_ng::from_str(&text).unwrap()
 }
 
@@ -101,10 +103,7 @@ fn the_spec_rejects_what_the_api_never_sends() {
         json!({ "value": [{ "id": "x", "healthStatus": 3 }] }),
         json!({ "value": "none" }),
     ] {
-        assert!(
-            !errors(&collection, &bad).is_empty(),
-            "accepted {bad}"
-        );
+        assert!(!errors(&collection, &bad).is_empty(), "accepted {bad}");
     }
 }
 
@@ -116,7 +115,10 @@ fn the_error_envelope_matches_the_spec() {
     let parsed: defender_endpoint::types::ErrorEnvelope = serde_json::from_value(sample).unwrap();
     let detail = parsed.error.unwrap();
     assert_eq!(detail.code.as_deref(), Some("ResourceNotFound"));
-    assert_eq!(detail.target.as_deref(), Some("43f4cb08-8fac-4b65-9db1-745c2ae65f3a"));
+    assert_eq!(
+        detail.target.as_deref(),
+        Some("43f4cb08-8fac-4b65-9db1-745c2ae65f3a")
+    );
 }
 
 /// Removes `null` members: the types keep a null field as `None`, which serialises as absent.
@@ -153,6 +155,10 @@ fn every_fixture_round_trips_through_the_types() {
             }
             v
         };
-        assert_eq!(normalise(&back), normalise(&data), "{name} changed on a round trip");
+        assert_eq!(
+            normalise(&back),
+            normalise(&data),
+            "{name} changed on a round trip"
+        );
     }
 }

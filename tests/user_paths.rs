@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use defender_endpoint::{Error, UserName};
 use httpmock::MockServer;
-use proptest::{prelude::*, test_runner::{Config, TestRunner}};
+use proptest::{
+    prelude::*,
+    test_runner::{Config, TestRunner},
+};
 
 /// Strings built from the characters that matter to URLs and to the rule.
 fn hostile() -> impl Strategy<Value = String> {
@@ -70,7 +73,10 @@ fn only_one_segment_ever_leaves_the_client() {
     });
     let client = common::client(&server);
 
-    let mut runner = TestRunner::new(Config { cases: 3000, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: 3000,
+        ..Config::default()
+    });
     runner
         .run(&hostile(), |input| {
             seen.lock().unwrap().clear();
@@ -87,10 +93,18 @@ fn only_one_segment_ever_leaves_the_client() {
                     prop_assert!(segment.is_some(), "{input:?} reached {path}");
                     let segment = segment.unwrap();
                     prop_assert!(!segment.contains('/'), "{input:?} reached {path}");
-                    prop_assert_eq!(decode(segment), name.as_str().as_bytes().to_vec(), "{:?}", input);
+                    prop_assert_eq!(
+                        decode(segment),
+                        name.as_str().as_bytes().to_vec(),
+                        "{:?}",
+                        input
+                    );
                 }
                 Err(_) => {
-                    prop_assert!(matches!(result, Err(Error::InvalidUserName(_))), "{input:?}: {result:?}");
+                    prop_assert!(
+                        matches!(result, Err(Error::InvalidUserName(_))),
+                        "{input:?}: {result:?}"
+                    );
                     prop_assert!(paths.is_empty(), "{input:?} sent {paths:?}");
                 }
             }

@@ -4,7 +4,20 @@
 //! for a token through a [`TokenCache`](cache) of its own, so tokens are reused
 //! until shortly before they expire and concurrent calls share one fetch.
 
+#[cfg(feature = "azure")]
+mod azure;
 pub(crate) mod cache;
+mod certificate;
+mod endpoint;
+mod environment;
+mod secret;
+
+#[cfg(feature = "azure")]
+pub use azure::AzureCredential;
+pub use certificate::ClientCertificateCredential;
+pub use endpoint::DEFAULT_AUTHORITY_HOST;
+pub use environment::EnvironmentCredential;
+pub use secret::ClientSecretCredential;
 
 use std::{
     fmt,
@@ -119,6 +132,20 @@ impl<T: TokenCredential + ?Sized> TokenCredential for Box<T> {
     async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
         (**self).get_token(scopes).await
     }
+}
+
+/// The space-separated `scope` parameter of a token request.
+fn join_scopes(scopes: &[&str]) -> Result<String, Error> {
+    let scope = scopes
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if scope.is_empty() {
+        return Err(Error::credential("no scope to request a token for"));
+    }
+    Ok(scope)
 }
 
 /// A fixed bearer token, for tokens obtained elsewhere (and for tests).

@@ -9,7 +9,9 @@ use defender_endpoint::{Client, ClientBuilder, RateLimit, RetryPolicy, StaticTok
 pub const TOKEN: &str = "test-token-7d1f0e";
 
 pub fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A fixture's text.
