@@ -600,3 +600,89 @@ fn readme_quick_start_names_exist() {
     }
     let _: fn(&str) -> defender_endpoint::StaticToken = |t| defender_endpoint::StaticToken::new(t);
 }
+
+#[test]
+fn the_client_is_clone_send_sync() {
+    fn assert_traits<T: Clone + Send + Sync + 'static>() {}
+    assert_traits::<defender_endpoint::Client>();
+    fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<Error>();
+}
+
+/// Records the scopes it is asked for.
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<Vec<String>>>);
+
+#[defender_endpoint::async_trait]
+impl defender_endpoint::TokenCredential for Recording {
+    async fn get_token(&self, scopes: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(scopes.iter().map(|s| s.to_string()).collect());
+        Ok(defender_endpoint::AccessToken::never_expires(
+            "from-recording",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_requested_for_the_defender_scope_once() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.header("authorization", "Bearer from-recording");
+            then.status(200).body(r#"{"value":[]}"#);
+        })
+        .await;
+    let credential = std::sync::Arc::new(Recording::default());
+    let client = common::builder(&server)
+        .credential(credential.clone())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        client.user_machines("user1").await.unwrap();
+    }
+    mock.assert_calls_async(3).await;
+    assert_eq!(
+        *credential.0.lock().unwrap(),
+        vec![vec![
+            "https://api.securitycenter.microsoft.com/.default".to_string()
+        ]]
+    );
+}
+
+#[tokio::test]
+async fn a_credential_failure_is_a_credential_error_and_sends_nothing() {
+    struct Failing;
+    #[defender_endpoint::async_trait]
+    impl defender_endpoint::TokenCredential for Failing {
+        async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+            Err(Error::Credential {
+                message: "vault unreachable".into(),
+                status: Some(503),
+                code: None,
+                description: None,
+                error_codes: vec![],
+                trace_id: None,
+                correlation_id: None,
+            })
+        }
+    }
+    let server = MockServer::start_async().await;
+    let any = server
+        .mock_async(|_, then| {
+            then.status(200).body(r#"{"value":[]}"#);
+        })
+        .await;
+    let client = common::builder(&server)
+        .credential(Failing)
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Credential { message, status: Some(503), .. } if message == "vault unreachable"),
+        "{err:?}"
+    );
+    any.assert_calls_async(0).await;
+}
