@@ -9,7 +9,8 @@ use std::{
 use tracing::Instrument;
 
 use crate::{
-    auth::{cache::TokenCache, TokenCredential, DEFAULT_SCOPE},
+    auth::{cache::TokenCache, TokenCredential},
+    cloud::Cloud,
     generated,
     hooks::{self, Attempt, Inner, Shared, ATTEMPT},
     quota::{RateLimit, RateLimiter},
@@ -289,6 +290,7 @@ fn body_excerpt(body: &[u8]) -> Option<String> {
 pub struct ClientBuilder {
     base_url: Option<String>,
     credential: Option<Arc<dyn TokenCredential>>,
+    cloud: Cloud,
     scope: Option<String>,
     retry: RetryPolicy,
     rate_limit: RateLimit,
@@ -303,6 +305,7 @@ impl Default for ClientBuilder {
         Self {
             base_url: None,
             credential: None,
+            cloud: Cloud::default(),
             scope: None,
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::default(),
@@ -322,6 +325,7 @@ impl fmt::Debug for ClientBuilder {
                 "credential",
                 &self.credential.as_ref().map(|_| "<dyn TokenCredential>"),
             )
+            .field("cloud", &self.cloud)
             .field("scope", &self.scope)
             .field("retry", &self.retry)
             .field("rate_limit", &self.rate_limit)
@@ -333,7 +337,8 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The API base URL; default [`DEFAULT_BASE_URL`].
+    /// The API base URL; default the cloud's ([`DEFAULT_BASE_URL`] for the
+    /// commercial cloud, see [`cloud`](Self::cloud)).
     ///
     /// Any `https://` URL is accepted (a path prefix too, for proxies); `http://`
     /// only for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), so that
@@ -349,7 +354,30 @@ impl ClientBuilder {
         self
     }
 
-    /// The scope tokens are requested for; default [`DEFAULT_SCOPE`].
+    /// The cloud to talk to; default [`Cloud::Commercial`].
+    ///
+    /// Sets the API base ([`Cloud::api_base`]) and the scope tokens are requested
+    /// for ([`Cloud::scope`]) together. [`base_url`](Self::base_url) and
+    /// [`scope`](Self::scope), in any order, still override either alone. The
+    /// credential signs in at its own authority: give it [`Cloud::authority_host`].
+    ///
+    /// ```no_run
+    /// # fn run(secret: String) -> Result<(), defender_endpoint::Error> {
+    /// use defender_endpoint::{Client, ClientSecretCredential, Cloud};
+    ///
+    /// let cloud = Cloud::UsGovGccHigh;
+    /// let credential = ClientSecretCredential::new("tenant-id", "client-id", secret)
+    ///     .authority_host(cloud.authority_host())?;
+    /// let client = Client::builder().cloud(cloud).credential(credential).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cloud(mut self, cloud: Cloud) -> Self {
+        self.cloud = cloud;
+        self
+    }
+
+    /// The scope tokens are requested for; default the cloud's ([`DEFAULT_SCOPE`](crate::DEFAULT_SCOPE)
+    /// for the commercial cloud).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());
         self
@@ -398,7 +426,8 @@ impl ClientBuilder {
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
     /// fragment or user info, and when no credential was given.
     pub fn build(self) -> Result<Client, Error> {
-        let base_url = normalise_base_url(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
+        let base_url =
+            normalise_base_url(self.base_url.as_deref().unwrap_or(self.cloud.api_base()))?;
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
         })?;
@@ -418,7 +447,7 @@ impl ClientBuilder {
         let shared = Shared {
             tokens: TokenCache::new(
                 credential,
-                self.scope.unwrap_or_else(|| DEFAULT_SCOPE.into()),
+                self.scope.unwrap_or_else(|| self.cloud.scope().into()),
             ),
             limiter: RateLimiter::new(&self.rate_limit),
             max_body: self.max_body,

@@ -4,6 +4,7 @@
 
 mod auth;
 mod client;
+mod cloud;
 mod error;
 mod generated;
 mod hooks;
@@ -12,12 +13,19 @@ mod retry;
 mod user;
 
 pub use async_trait::async_trait;
+#[cfg(feature = "azure")]
+pub use auth::AzureCredential;
 pub use auth::{
     AccessToken, ExposeSecret, SecretString, StaticToken, TokenCredential, DEFAULT_SCOPE,
+};
+pub use auth::{
+    ClientCertificateCredential, ClientSecretCredential, EnvironmentCredential,
+    DEFAULT_AUTHORITY_HOST,
 };
 pub use client::{
     raw, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, USER_AGENT,
 };
+pub use cloud::{Cloud, ParseCloudError, Region};
 pub use error::Error;
 pub use quota::RateLimit;
 pub use retry::RetryPolicy;

@@ -1,0 +1,374 @@
+//! [`ClientCertificateCredential`]: an app registration's certificate.
+
+use std::{
+    fmt,
+    path::Path,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aws_lc_rs::{
+    digest,
+    rand::{SecureRandom, SystemRandom},
+    signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256},
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use rustls_pki_types::{
+    pem::{self, PemObject, SectionKind},
+    CertificateDer,
+};
+use secrecy::{zeroize::Zeroizing, ExposeSecret, SecretString};
+
+use super::{endpoint::TokenEndpoint, AccessToken, TokenCredential};
+use crate::Error;
+
+/// How long a client assertion is valid.
+const ASSERTION_LIFETIME_SECS: u64 = 10 * 60;
+/// The `client_assertion_type` of a JWT client assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Signs in as a Microsoft Entra ID app registration with a certificate
+/// (OAuth 2.0 client credentials grant with a signed client assertion).
+///
+/// Each token request is a form-encoded `POST {authority}/{tenant}/oauth2/v2.0/token`
+/// with `grant_type=client_credentials`, `client_id`, the client's `scope`,
+/// `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`
+/// and a `client_assertion`: a JWT signed with the certificate's RSA key
+/// (RS256), whose header names the certificate by its SHA-1 thumbprint (`x5t`)
+/// and whose claims are `aud` (the token endpoint), `iss` = `sub` (the client
+/// id), a unique `jti`, `nbf`/`iat` (now) and `exp` (ten minutes later).
+///
+/// The certificate's public part must be uploaded to the app registration.
+/// Only RSA keys are supported, in unencrypted PEM (`PRIVATE KEY` or
+/// `RSA PRIVATE KEY`). `Debug` shows the thumbprint, never the key.
+///
+/// ```no_run
+/// # fn run() -> Result<(), defender_endpoint::Error> {
+/// use defender_endpoint::{Client, ClientCertificateCredential};
+///
+/// let credential = ClientCertificateCredential::from_pem(
+///     "00000000-0000-0000-0000-000000000001", // tenant id
+///     "00000000-0000-0000-0000-000000000002", // application (client) id
+///     std::fs::read("app-cert.pem").unwrap_or_default(),
+///     std::fs::read("app-key.pem").unwrap_or_default(),
+/// )?;
+/// let client = Client::builder().credential(credential).build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientCertificateCredential {
+    endpoint: TokenEndpoint,
+    key: Arc<RsaKeyPair>,
+    /// SHA-1 of the certificate's DER.
+    thumbprint: [u8; 20],
+}
+
+impl ClientCertificateCredential {
+    /// A credential for the app `client_id` of the tenant `tenant_id`, signing
+    /// its assertions with `private_key_pem`, the RSA key of the certificate
+    /// in `certificate_pem`, at the commercial cloud's authority.
+    ///
+    /// `certificate_pem` may hold a chain: the first certificate is the app's.
+    /// Both arguments may be the same PEM holding the certificate and the key.
+    ///
+    /// Fails with [`Error::Credential`] when there is no certificate, no key,
+    /// an encrypted or non-RSA key, or a key that does not belong to the certificate.
+    pub fn from_pem(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        certificate_pem: impl AsRef<[u8]>,
+        private_key_pem: impl AsRef<[u8]>,
+    ) -> Result<Self, Error> {
+        let certificate = first_certificate(certificate_pem.as_ref())?;
+        let key = rsa_key(private_key_pem.as_ref())?;
+        if !contains(certificate.as_ref(), key.public_key().as_ref()) {
+            return Err(Error::credential(
+                "the private key does not belong to the certificate",
+            ));
+        }
+        let mut thumbprint = [0u8; 20];
+        thumbprint.copy_from_slice(
+            digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.as_ref()).as_ref(),
+        );
+        Ok(Self {
+            endpoint: TokenEndpoint::new(tenant_id.into(), client_id.into()),
+            key: Arc::new(key),
+            thumbprint,
+        })
+    }
+
+    /// [`from_pem`](Self::from_pem) with one PEM that holds both the certificate
+    /// and its private key (the format of `AZURE_CLIENT_CERTIFICATE_PATH`).
+    pub fn from_pem_bundle(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        pem: impl AsRef<[u8]>,
+    ) -> Result<Self, Error> {
+        let pem = pem.as_ref();
+        Self::from_pem(tenant_id, client_id, pem, pem)
+    }
+
+    /// [`from_pem_bundle`](Self::from_pem_bundle) with the PEM read from `path`.
+    pub fn from_pem_file(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let pem = Zeroizing::new(std::fs::read(path).map_err(|e| {
+            Error::credential(format!(
+                "cannot read the certificate file {}: {e}",
+                path.display()
+            ))
+        })?);
+        Self::from_pem_bundle(tenant_id, client_id, &*pem).map_err(|e| match e {
+            Error::Credential { message, .. } => {
+                Error::credential(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// Signs in at another authority, such as a US Government cloud's
+    /// ([`Cloud::authority_host`](crate::Cloud::authority_host)).
+    ///
+    /// `https://` is required, except for loopback hosts; a bare host name
+    /// gets `https://`. Fails with [`Error::Config`] otherwise.
+    pub fn authority_host(mut self, url: impl AsRef<str>) -> Result<Self, Error> {
+        self.endpoint.set_authority(url.as_ref())?;
+        Ok(self)
+    }
+
+    /// Sends token requests through a `reqwest::Client` of your own (a proxy,
+    /// custom TLS roots, …) instead of the credential's (30 s timeout, no redirects).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.endpoint.set_http_client(client);
+        self
+    }
+
+    /// The certificate's SHA-1 thumbprint in upper-case hex, as the Azure
+    /// portal lists it under the app registration's certificates.
+    pub fn thumbprint(&self) -> String {
+        self.thumbprint.iter().map(|b| format!("{b:02X}")).collect()
+    }
+
+    /// The signed client assertion for the token endpoint `audience`.
+    fn assertion(&self, audience: &str) -> Result<SecretString, Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::credential("the system clock is before 1970"))?
+            .as_secs();
+        let header = serde_json::json!({
+            "alg": "RS256",
+            "typ": "JWT",
+            "x5t": URL_SAFE_NO_PAD.encode(self.thumbprint),
+        });
+        let claims = serde_json::json!({
+            "aud": audience,
+            "iss": self.endpoint.client_id(),
+            "sub": self.endpoint.client_id(),
+            "jti": jti()?,
+            "nbf": now,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECS,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| Error::credential("could not sign the client assertion"))?;
+        Ok(SecretString::from(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        )))
+    }
+}
+
+impl fmt::Debug for ClientCertificateCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertificateCredential")
+            .field("endpoint", &self.endpoint)
+            .field("thumbprint", &self.thumbprint())
+            .field("private_key", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for ClientCertificateCredential {
+    async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
+        let url = self.endpoint.url()?;
+        let scope = super::join_scopes(scopes)?;
+        let assertion = self.assertion(&url)?;
+        let assertion = assertion.expose_secret();
+        self.endpoint
+            .request(
+                &url,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", self.endpoint.client_id()),
+                    ("scope", &scope),
+                    ("client_assertion_type", JWT_BEARER),
+                    ("client_assertion", assertion),
+                ],
+                &[assertion],
+            )
+            .await
+    }
+}
+
+/// A random UUID (version 4), the assertion's `jti`.
+fn jti() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::credential("the system's random number generator failed"))?;
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Words for a PEM syntax error that quote nothing from the input.
+fn pem_problem(e: &pem::Error) -> &'static str {
+    match e {
+        pem::Error::MissingSectionEnd { .. } => "a section has no END line",
+        pem::Error::IllegalSectionStart { .. } => "a BEGIN line is malformed",
+        pem::Error::Base64Decode(_) => "a section's base64 is invalid",
+        pem::Error::SectionTooLarge => "a section is too large",
+        _ => "it could not be read",
+    }
+}
+
+/// The first certificate of a PEM.
+fn first_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, Error> {
+    match CertificateDer::pem_slice_iter(pem).next() {
+        Some(Ok(certificate)) => Ok(certificate),
+        Some(Err(e)) => Err(Error::credential(format!(
+            "the certificate PEM is malformed: {}",
+            pem_problem(&e)
+        ))),
+        None => Err(Error::credential(
+            "no certificate found: expected a `-----BEGIN CERTIFICATE-----` section",
+        )),
+    }
+}
+
+/// The first private key of a PEM, which must be an unencrypted RSA key.
+fn rsa_key(pem: &[u8]) -> Result<RsaKeyPair, Error> {
+    let mut sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(pem);
+    let rejected = |e: aws_lc_rs::error::KeyRejected| {
+        Error::credential(format!("the private key was rejected: {e}"))
+    };
+    loop {
+        let (kind, der) = match sections.next() {
+            Some(Ok((kind, der))) => (kind, Zeroizing::new(der)),
+            Some(Err(e)) => {
+                return Err(Error::credential(format!(
+                    "the private key PEM is malformed: {}",
+                    pem_problem(&e)
+                )))
+            }
+            None => break,
+        };
+        return match kind {
+            SectionKind::PrivateKey => RsaKeyPair::from_pkcs8(&der).map_err(|e| {
+                if e.description_() == "WrongAlgorithm" {
+                    Error::credential(
+                        "the private key is not an RSA key: only RSA keys are supported",
+                    )
+                } else {
+                    rejected(e)
+                }
+            }),
+            SectionKind::RsaPrivateKey => RsaKeyPair::from_der(&der).map_err(rejected),
+            SectionKind::EcPrivateKey => Err(Error::credential(
+                "the private key is an EC key: only RSA keys are supported",
+            )),
+            _ => continue,
+        };
+    }
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+        Err(Error::credential(
+            "the private key is encrypted: give it unencrypted (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`)",
+        ))
+    } else {
+        Err(Error::credential(
+            "no private key found: expected a `-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----` section",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jti_is_a_v4_uuid_and_unique() {
+        let a = jti().unwrap();
+        let b = jti().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+
+    #[test]
+    fn pem_errors_are_clear() {
+        for (pem, words) in [
+            (&b""[..], "no certificate found"),
+            (b"garbage", "no certificate found"),
+            (
+                b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+                "malformed",
+            ),
+            (b"-----BEGIN CERTIFICATE-----\nAAAA\n", "malformed"),
+        ] {
+            let err = ClientCertificateCredential::from_pem("t", "c", pem, pem).unwrap_err();
+            assert!(err.to_string().contains(words), "{err}");
+        }
+        let cert = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        for (key, words) in [
+            (&b""[..], "no private key found"),
+            (
+                b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                "encrypted",
+            ),
+            (
+                b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "rejected",
+            ),
+            (
+                b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+                "only RSA",
+            ),
+        ] {
+            let err = ClientCertificateCredential::from_pem("t", "c", cert, key).unwrap_err();
+            assert!(
+                matches!(err, Error::Credential { .. }) && err.to_string().contains(words),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The OAuth 2.0 token endpoint of Microsoft Entra ID, shared by the app credentials.
+
+use std::{
+    fmt,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::{Map, Value};
+
+use super::AccessToken;
+use crate::{client::USER_AGENT, hooks, Error};
+
+/// The commercial cloud's sign-in authority, the default of the app credentials.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+
+/// The longest a token request may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest connecting to the token endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read from the token endpoint.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// How much of an answer that is not JSON goes into an error message.
+const EXCERPT_CHARS: usize = 200;
+
+/// Where and as whom an app credential asks for tokens.
+#[derive(Clone)]
+pub(crate) struct TokenEndpoint {
+    authority: String,
+    tenant_id: String,
+    client_id: String,
+    http: OnceLock<reqwest::Client>,
+}
+
+impl fmt::Debug for TokenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpoint")
+            .field("authority_host", &self.authority)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenEndpoint {
+    pub(crate) fn new(tenant_id: String, client_id: String) -> Self {
+        Self {
+            authority: DEFAULT_AUTHORITY_HOST.to_owned(),
+            tenant_id: tenant_id.trim().to_owned(),
+            client_id: client_id.trim().to_owned(),
+            http: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub(crate) fn set_authority(&mut self, url: &str) -> Result<(), Error> {
+        self.authority = normalise_authority(url)?;
+        Ok(())
+    }
+
+    pub(crate) fn set_http_client(&mut self, client: reqwest::Client) {
+        self.http = OnceLock::from(client);
+    }
+
+    /// `{authority}/{tenant}/oauth2/v2.0/token`, once the tenant and client ids are checked.
+    pub(crate) fn url(&self) -> Result<String, Error> {
+        check_tenant(&self.tenant_id)?;
+        if self.client_id.is_empty() {
+            return Err(Error::credential("the client id is empty"));
+        }
+        Ok(format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.authority, self.tenant_id
+        ))
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, Error> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot build the HTTP client of the token endpoint: {e}"
+                ))
+            })?;
+        Ok(self.http.get_or_init(|| client))
+    }
+
+    /// Posts `form` to `url` and reads the answer. `secrets` (the client secret or
+    /// assertion) are blanked out of anything the answer echoes into an error.
+    pub(crate) async fn request(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        secrets: &[&str],
+    ) -> Result<AccessToken, Error> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let sent_at = Instant::now();
+        tracing::debug!(url, client_id = %self.client_id, "requesting a token from Microsoft Entra ID");
+        let mut response = self
+            .http()?
+            .post(url)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let mut answer = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(credential_error(
+                    status,
+                    format!("the token endpoint's answer is larger than {MAX_ANSWER_BYTES} bytes"),
+                ));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        let result = parse_answer(status, &answer, sent_at, secrets);
+        if let Err(error) = &result {
+            tracing::warn!(error = %error, "the token endpoint refused to issue a token");
+        }
+        result
+    }
+}
+
+/// Transport failures keep their kind (so the client's retry policy applies) and the
+/// token endpoint's URL, which holds nothing secret.
+fn transport(e: reqwest::Error) -> Error {
+    if e.is_timeout() {
+        Error::Timeout
+    } else {
+        Error::Transport(e)
+    }
+}
+
+fn credential_error(status: u16, message: impl Into<String>) -> Error {
+    Error::Credential {
+        message: message.into(),
+        status: Some(status),
+        code: None,
+        description: None,
+        error_codes: Vec::new(),
+        trace_id: None,
+        correlation_id: None,
+    }
+}
+
+/// Turns the token endpoint's answer into a token or an [`Error::Credential`].
+///
+/// Success: `{"token_type":"Bearer","expires_in":3599,"access_token":"…"}`; the
+/// token's lifetime counts from `sent_at` so that it never outlives the real one.
+/// Failure: `{"error","error_description","error_codes","trace_id","correlation_id"}`,
+/// or any other body, of which a short excerpt is kept.
+pub(crate) fn parse_answer(
+    status: u16,
+    body: &[u8],
+    sent_at: Instant,
+    secrets: &[&str],
+) -> Result<AccessToken, Error> {
+    let json = serde_json::from_slice::<Value>(body).ok();
+    if !(200..300).contains(&status) {
+        return Err(match json {
+            Some(Value::Object(fields)) if fields.contains_key("error") => {
+                refusal(status, &fields, secrets)
+            }
+            _ => credential_error(
+                status,
+                match excerpt(body, secrets) {
+                    Some(text) => format!("the token endpoint answered HTTP {status}: {text}"),
+                    None => format!("the token endpoint answered HTTP {status} with no body"),
+                },
+            ),
+        });
+    }
+    let Some(Value::Object(fields)) = json else {
+        return Err(credential_error(
+            status,
+            "the token endpoint's answer is not a JSON object",
+        ));
+    };
+    if let Some(kind) = fields.get("token_type") {
+        if !kind
+            .as_str()
+            .is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(credential_error(
+                status,
+                format!("the token endpoint issued a token of type {kind}, not Bearer"),
+            ));
+        }
+    }
+    let token = match fields.get("access_token") {
+        Some(Value::String(token)) if !token.is_empty() => token,
+        _ => {
+            return Err(credential_error(
+                status,
+                "the token endpoint's answer holds no access_token",
+            ))
+        }
+    };
+    let lifetime = match fields.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64(),
+        // The v1 endpoint and some proxies send it as a string.
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        credential_error(
+            status,
+            "the token endpoint's answer holds no valid expires_in",
+        )
+    })?;
+    let expires_on = sent_at
+        .checked_add(Duration::from_secs(lifetime))
+        .ok_or_else(|| credential_error(status, "the token's expires_in is out of range"))?;
+    Ok(AccessToken::new(token.clone(), expires_on))
+}
+
+/// An OAuth error answer of Microsoft Entra ID.
+fn refusal(status: u16, fields: &Map<String, Value>, secrets: &[&str]) -> Error {
+    let text = |key: &str| {
+        fields
+            .get(key)
+            .and_then(Value::as_str)
+            .map(|s| redact(s.trim(), secrets))
+            .filter(|s| !s.is_empty())
+    };
+    Error::Credential {
+        message: "the token endpoint refused to issue a token".to_owned(),
+        status: Some(status),
+        code: text("error"),
+        description: text("error_description"),
+        error_codes: fields
+            .get("error_codes")
+            .and_then(Value::as_array)
+            .map(|codes| codes.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default(),
+        trace_id: text("trace_id"),
+        correlation_id: text("correlation_id"),
+    }
+}
+
+/// The start of a body that was not an OAuth error, with secrets blanked out.
+fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
+    let text = redact(String::from_utf8_lossy(body).trim(), secrets);
+    if text.is_empty() {
+        return None;
+    }
+    let mut short: String = text.chars().take(EXCERPT_CHARS).collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        short.push('…');
+    }
+    Some(short.escape_debug().to_string())
+}
+
+/// `text` with every occurrence of a secret (plain or form-encoded) replaced by `***`.
+fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        for form in [*secret, encoded.as_str()] {
+            if text.contains(form) {
+                text = text.replace(form, "***");
+            }
+        }
+    }
+    text
+}
+
+/// Validates an authority host and returns it without a trailing `/`.
+///
+/// A bare host name gets `https://`; plain http is only accepted for loopback hosts.
+pub(crate) fn normalise_authority(input: &str) -> Result<String, Error> {
+    let bad = |why: &str| {
+        Error::Config(format!(
+            "invalid authority host {:?}: {why}",
+            input.escape_debug().to_string()
+        ))
+    };
+    let trimmed = input.trim();
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("https://{trimmed}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad("the scheme must be https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if !hooks::is_secure(&url) {
+        return Err(bad(
+            "plain http is only allowed to loopback hosts (127.0.0.0/8, ::1, localhost); use https",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("it must not hold user info"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A tenant id is a GUID or a domain name (`contoso.onmicrosoft.com`), or one of
+/// `organizations`/`common`: always exactly one URL path segment.
+fn check_tenant(tenant: &str) -> Result<(), Error> {
+    let ok = !tenant.is_empty()
+        && tenant.len() <= 256
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && tenant.bytes().any(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::credential(format!(
+            "invalid tenant id {:?}: expected a GUID or a domain name",
+            tenant.escape_debug().to_string()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn success_answers() {
+        let sent = Instant::now();
+        for body in [
+            r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":0,"access_token":"tok"}"#,
+            r#"{"token_type":"bearer","expires_in":"3599","access_token":"tok"}"#,
+            r#"{"expires_in":3599,"access_token":"tok"}"#,
+        ] {
+            let token = parse_answer(200, body.as_bytes(), sent, &[]).unwrap();
+            assert_eq!(token.token.expose_secret(), "tok");
+            assert_eq!(token.expires_on, Some(sent + Duration::from_secs(3599)));
+        }
+    }
+
+    #[test]
+    fn malformed_success_answers() {
+        let sent = Instant::now();
+        for body in [
+            "",
+            "not json",
+            "[]",
+            r#"{"token_type":"Bearer","expires_in":3599}"#,
+            r#"{"token_type":"Bearer","expires_in":3599,"access_token":""}"#,
+            r#"{"token_type":"Bearer","access_token":"SECRET-TOKEN"}"#,
+            r#"{"token_type":"Bearer","expires_in":-5,"access_token":"SECRET-TOKEN"}"#,
+            r#"{"token_type":"pop","expires_in":5,"access_token":"SECRET-TOKEN"}"#,
+        ] {
+            let err = parse_answer(200, body.as_bytes(), sent, &[]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Credential {
+                        status: Some(200),
+                        ..
+                    }
+                ),
+                "{body}"
+            );
+            assert!(!format!("{err} {err:?}").contains("SECRET-TOKEN"), "{body}");
+        }
+    }
+
+    #[test]
+    fn error_answers() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215],"timestamp":"2024-01-01 00:00:00Z","trace_id":"t-1","correlation_id":"c-1"}"#;
+        let err = parse_answer(401, body, Instant::now(), &[]).unwrap_err();
+        match &err {
+            Error::Credential {
+                status,
+                code,
+                description,
+                error_codes,
+                trace_id,
+                correlation_id,
+                ..
+            } => {
+                assert_eq!(*status, Some(401));
+                assert_eq!(code.as_deref(), Some("invalid_client"));
+                assert!(description.as_deref().unwrap().starts_with("AADSTS7000215"));
+                assert_eq!(error_codes, &[7000215]);
+                assert_eq!(trace_id.as_deref(), Some("t-1"));
+                assert_eq!(correlation_id.as_deref(), Some("c-1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("AADSTS7000215") && text.contains("t-1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_error_bodies_are_excerpted_and_redacted() {
+        let err = parse_answer(
+            502,
+            b"<html>bad gateway for client_secret=s3cr%2Bt-value s3cr+t-value</html>",
+            Instant::now(),
+            &["s3cr+t-value"],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("HTTP 502") && text.contains("bad gateway"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr"), "{text}");
+
+        let err = parse_answer(503, b"", Instant::now(), &[]).unwrap_err();
+        assert!(err.to_string().contains("no body"), "{err}");
+        let long = "x".repeat(5000);
+        let err = parse_answer(500, long.as_bytes(), Instant::now(), &[]).unwrap_err();
+        assert!(err.to_string().len() < 400, "{err}");
+    }
+
+    #[test]
+    fn authorities() {
+        for (input, expected) in [
+            (
+                "https://login.microsoftonline.com/",
+                "https://login.microsoftonline.com",
+            ),
+            (
+                "login.microsoftonline.us",
+                "https://login.microsoftonline.us",
+            ),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://localhost:1/prefix/", "http://localhost:1/prefix"),
+        ] {
+            assert_eq!(normalise_authority(input).unwrap(), expected);
+        }
+        for bad in [
+            "http://login.microsoftonline.com",
+            "ftp://127.0.0.1",
+            "https://h/?q=1",
+            "https://u:p@h",
+            "https://",
+            "",
+        ] {
+            assert!(
+                matches!(normalise_authority(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn tenants() {
+        for ok in [
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "contoso.onmicrosoft.com",
+            "organizations",
+        ] {
+            check_tenant(ok).unwrap();
+        }
+        for bad in ["", "..", ".", "a/b", "a\\b", "a b", "a%2fb", "a?b"] {
+            assert!(check_tenant(bad).is_err(), "{bad}");
+        }
+    }
+}

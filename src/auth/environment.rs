@@ -1,0 +1,154 @@
+//! [`EnvironmentCredential`]: an app credential configured by the Azure SDK's variables.
+
+use std::fmt;
+
+use secrecy::SecretString;
+
+use super::{AccessToken, ClientCertificateCredential, ClientSecretCredential, TokenCredential};
+use crate::Error;
+
+const TENANT_ID: &str = "AZURE_TENANT_ID";
+const CLIENT_ID: &str = "AZURE_CLIENT_ID";
+const CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
+const CERTIFICATE_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
+const CERTIFICATE_PASSWORD: &str = "AZURE_CLIENT_CERTIFICATE_PASSWORD";
+const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
+
+/// An app credential configured by the environment variables the Azure SDKs read:
+///
+/// | variable | meaning |
+/// |---|---|
+/// | `AZURE_TENANT_ID` | the tenant (directory) id, required |
+/// | `AZURE_CLIENT_ID` | the application (client) id, required |
+/// | `AZURE_CLIENT_SECRET` | a client secret: a [`ClientSecretCredential`] |
+/// | `AZURE_CLIENT_CERTIFICATE_PATH` | else, a PEM file holding the certificate and its unencrypted RSA key: a [`ClientCertificateCredential`] |
+/// | `AZURE_AUTHORITY_HOST` | optional sign-in authority, like `https://login.microsoftonline.us` |
+///
+/// Empty variables count as unset. When both a secret and a certificate path
+/// are set, the secret is used, as in the Azure SDKs.
+///
+/// ```no_run
+/// # fn run() -> Result<(), defender_endpoint::Error> {
+/// use defender_endpoint::{Client, EnvironmentCredential};
+///
+/// let client = Client::builder()
+///     .credential(EnvironmentCredential::from_env()?)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EnvironmentCredential {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Secret(ClientSecretCredential),
+    Certificate(ClientCertificateCredential),
+}
+
+impl EnvironmentCredential {
+    /// Reads the process environment.
+    ///
+    /// Fails with an [`Error::Credential`] naming the missing variables, or
+    /// telling why the certificate file could not be used, and with
+    /// [`Error::Config`] for an unusable `AZURE_AUTHORITY_HOST`.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), with variables looked up by `lookup`
+    /// (a configuration file, a secret store, a test) instead of the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let tenant_id = get(TENANT_ID);
+        let client_id = get(CLIENT_ID);
+        // A secret is taken as it is; only an empty one counts as unset.
+        let secret = lookup(CLIENT_SECRET)
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from);
+        let certificate_path = get(CERTIFICATE_PATH);
+
+        let mut missing = Vec::new();
+        if tenant_id.is_none() {
+            missing.push(TENANT_ID.to_owned());
+        }
+        if client_id.is_none() {
+            missing.push(CLIENT_ID.to_owned());
+        }
+        if secret.is_none() && certificate_path.is_none() {
+            missing.push(format!("{CLIENT_SECRET} or {CERTIFICATE_PATH}"));
+        }
+        let (Some(tenant_id), Some(client_id), []) = (tenant_id, client_id, &missing[..]) else {
+            return Err(Error::credential(format!(
+                "EnvironmentCredential: missing environment variable{} {}",
+                if missing.len() > 1 { "s" } else { "" },
+                missing.join(", ")
+            )));
+        };
+        let authority = get(AUTHORITY_HOST);
+        let with_authority = |result: Result<Inner, Error>| -> Result<Inner, Error> {
+            let Some(url) = &authority else {
+                return result;
+            };
+            let named = |e: Error| match e {
+                Error::Config(message) => Error::Config(format!("{AUTHORITY_HOST}: {message}")),
+                other => other,
+            };
+            Ok(match result? {
+                Inner::Secret(c) => Inner::Secret(c.authority_host(url).map_err(named)?),
+                Inner::Certificate(c) => Inner::Certificate(c.authority_host(url).map_err(named)?),
+            })
+        };
+
+        let inner = if let Some(secret) = secret {
+            with_authority(Ok(Inner::Secret(ClientSecretCredential::new(
+                tenant_id, client_id, secret,
+            ))))?
+        } else {
+            let path = certificate_path.unwrap_or_default();
+            if get(CERTIFICATE_PASSWORD).is_some() {
+                return Err(Error::credential(format!(
+                    "{CERTIFICATE_PASSWORD} is set, but password-protected certificates are not \
+                     supported: point {CERTIFICATE_PATH} to an unencrypted PEM file"
+                )));
+            }
+            let certificate = ClientCertificateCredential::from_pem_file(
+                tenant_id, client_id, &path,
+            )
+            .map_err(|e| match e {
+                Error::Credential { message, .. } => {
+                    Error::credential(format!("{CERTIFICATE_PATH}: {message}"))
+                }
+                other => other,
+            })?;
+            with_authority(Ok(Inner::Certificate(certificate)))?
+        };
+        Ok(Self { inner })
+    }
+}
+
+impl fmt::Debug for EnvironmentCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("EnvironmentCredential");
+        match &self.inner {
+            Inner::Secret(c) => s.field("credential", c),
+            Inner::Certificate(c) => s.field("credential", c),
+        };
+        s.finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for EnvironmentCredential {
+    async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
+        match &self.inner {
+            Inner::Secret(c) => c.get_token(scopes).await,
+            Inner::Certificate(c) => c.get_token(scopes).await,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! [`ClientSecretCredential`]: an app registration's client secret.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{endpoint::TokenEndpoint, AccessToken, TokenCredential};
+use crate::Error;
+
+/// Signs in as a Microsoft Entra ID app registration with a client secret
+/// (OAuth 2.0 client credentials grant).
+///
+/// Each token request is a form-encoded `POST {authority}/{tenant}/oauth2/v2.0/token`
+/// with `grant_type=client_credentials`, `client_id`, `client_secret` and the
+/// client's `scope`. The client caches the tokens, so one request serves
+/// every call until shortly before the token expires.
+///
+/// The secret is held in a [`SecretString`] (wiped from memory when dropped)
+/// and `Debug` never shows it.
+///
+/// ```no_run
+/// # fn run() -> Result<(), defender_endpoint::Error> {
+/// use defender_endpoint::{Client, ClientSecretCredential};
+///
+/// let credential = ClientSecretCredential::new(
+///     "00000000-0000-0000-0000-000000000001", // tenant id
+///     "00000000-0000-0000-0000-000000000002", // application (client) id
+///     std::env::var("DEFENDER_CLIENT_SECRET").unwrap_or_default(),
+/// );
+/// let client = Client::builder().credential(credential).build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientSecretCredential {
+    endpoint: TokenEndpoint,
+    secret: SecretString,
+}
+
+impl ClientSecretCredential {
+    /// A credential for the app `client_id` of the tenant `tenant_id` (a GUID or
+    /// a domain like `contoso.onmicrosoft.com`), signing in with `client_secret`
+    /// at the commercial cloud's authority ([`DEFAULT_AUTHORITY_HOST`](crate::DEFAULT_AUTHORITY_HOST)).
+    ///
+    /// Nothing is sent until the first token is needed; a malformed tenant id
+    /// is reported then, as an [`Error::Credential`].
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<SecretString>,
+    ) -> Self {
+        Self {
+            endpoint: TokenEndpoint::new(tenant_id.into(), client_id.into()),
+            secret: client_secret.into(),
+        }
+    }
+
+    /// Signs in at another authority, such as a US Government cloud's
+    /// ([`Cloud::authority_host`](crate::Cloud::authority_host)).
+    ///
+    /// `https://` is required, except for loopback hosts; a bare host name
+    /// gets `https://`. Fails with [`Error::Config`] otherwise.
+    pub fn authority_host(mut self, url: impl AsRef<str>) -> Result<Self, Error> {
+        self.endpoint.set_authority(url.as_ref())?;
+        Ok(self)
+    }
+
+    /// Sends token requests through a `reqwest::Client` of your own (a proxy,
+    /// custom TLS roots, …) instead of the credential's (30 s timeout, no redirects).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.endpoint.set_http_client(client);
+        self
+    }
+}
+
+impl fmt::Debug for ClientSecretCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSecretCredential")
+            .field("endpoint", &self.endpoint)
+            .field("client_secret", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for ClientSecretCredential {
+    async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
+        let url = self.endpoint.url()?;
+        let scope = super::join_scopes(scopes)?;
+        let secret = self.secret.expose_secret();
+        if secret.is_empty() {
+            return Err(Error::credential("the client secret is empty"));
+        }
+        self.endpoint
+            .request(
+                &url,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", self.endpoint.client_id()),
+                    ("client_secret", secret),
+                    ("scope", &scope),
+                ],
+                &[secret],
+            )
+            .await
+    }
+}

@@ -1,0 +1,1266 @@
+//! Production authentication: the client-secret and certificate flows against a
+//! local token endpoint, the token cache seen from outside, the environment
+//! credential, clouds, the `azure` adapter, and secrets kept out of `Debug`.
+//!
+//! One httpmock server on loopback plays both the token endpoint and the API.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use defender_endpoint::{
+    AccessToken, Client, ClientBuilder, ClientCertificateCredential, ClientSecretCredential, Cloud,
+    EnvironmentCredential, Error, ExposeSecret, RateLimit, Region, RetryPolicy, StaticToken,
+    TokenCredential, DEFAULT_AUTHORITY_HOST, DEFAULT_SCOPE,
+};
+use httpmock::{HttpMockRequest, HttpMockResponse, Method::GET, Method::POST, Mock, MockServer};
+use serde_json::{json, Value};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT_ID: &str = "0b0e3a5c-1111-4a2b-9c3d-444455556666";
+/// A client secret that must never show up in any output.
+const SECRET: &str = "SENTINEL-secret-Qx7~v+/=&%";
+const TOKEN_PATH: &str = "/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token";
+const API_PATH: &str = "/api/users/user1/machines";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A request the token endpoint received.
+#[derive(Clone, Debug)]
+struct Seen {
+    form: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.form.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        keys
+    }
+}
+
+/// A token endpoint that issues `tok-1`, `tok-2`, … valid for `expires_in`
+/// seconds, after `delay`, and records what it received.
+struct TokenEndpoint<'a> {
+    mock: Mock<'a>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl TokenEndpoint<'_> {
+    fn calls(&self) -> usize {
+        self.mock.calls()
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn token_endpoint(server: &MockServer, expires_in: u64, delay: Duration) -> TokenEndpoint<'_> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let issued = Arc::new(AtomicUsize::new(0));
+    let record = Arc::clone(&seen);
+    let mock = server.mock(move |when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.delay(delay)
+            .respond_with(move |req: &HttpMockRequest| {
+                let form = url::form_urlencoded::parse(req.body().as_ref())
+                    .into_owned()
+                    .collect();
+                record.lock().unwrap().push(Seen {
+                    form,
+                    headers: req.headers_vec().clone(),
+                });
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                HttpMockResponse::builder()
+                    .status(200)
+                    .header("content-type", "application/json; charset=utf-8")
+                    .body(
+                        json!({
+                            "token_type": "Bearer",
+                            "expires_in": expires_in,
+                            "ext_expires_in": expires_in,
+                            "access_token": format!("tok-{n}"),
+                        })
+                        .to_string(),
+                    )
+                    .build()
+            });
+    });
+    TokenEndpoint { mock, seen }
+}
+
+/// The API: 200 with no machines for any request with a bearer token.
+fn api(server: &MockServer) -> Mock<'_> {
+    server.mock(|when, then| {
+        when.method(GET)
+            .path(API_PATH)
+            .header_exists("authorization");
+        then.status(200)
+            .header("content-type", "application/json")
+            .body(r#"{"value":[]}"#);
+    })
+}
+
+fn builder(server: &MockServer) -> ClientBuilder {
+    Client::builder()
+        .base_url(server.base_url())
+        .rate_limit(RateLimit::none())
+        .retry(RetryPolicy::none())
+}
+
+fn secret_credential(server: &MockServer) -> ClientSecretCredential {
+    ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
+        .authority_host(server.base_url())
+        .unwrap()
+}
+
+/// A self-signed RSA certificate and its key, made once per test run.
+struct TestCert {
+    cert_pem: String,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+fn test_cert() -> &'static TestCert {
+    static CERT: OnceLock<TestCert> = OnceLock::new();
+    CERT.get_or_init(|| rsa_cert("defender-endpoint test app"))
+}
+
+fn rsa_cert(name: &str) -> TestCert {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    TestCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+fn sha1(bytes: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
+        .as_ref()
+        .to_vec()
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A file under the target directory's temp area, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "defender-endpoint-auth-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------- the two flows
+
+#[tokio::test]
+async fn client_secret_flow_posts_exactly_the_oauth_form() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let api = server.mock(|when, then| {
+        when.method(GET)
+            .path(API_PATH)
+            .header("authorization", "Bearer tok-1");
+        then.status(200).body(r#"{"value":[]}"#);
+    });
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+
+    assert!(client.user_machines("user1").await.unwrap().is_empty());
+
+    assert_eq!(tokens.calls(), 1);
+    api.assert();
+    let seen = &tokens.seen()[0];
+    assert_eq!(
+        seen.keys(),
+        ["client_id", "client_secret", "grant_type", "scope"]
+    );
+    assert_eq!(seen.field("grant_type"), Some("client_credentials"));
+    assert_eq!(seen.field("client_id"), Some(CLIENT_ID));
+    assert_eq!(seen.field("client_secret"), Some(SECRET));
+    assert_eq!(seen.field("scope"), Some(DEFAULT_SCOPE));
+    assert_eq!(
+        seen.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert!(seen
+        .header("user-agent")
+        .is_some_and(|ua| ua.starts_with("defender-endpoint/")));
+}
+
+#[tokio::test]
+async fn certificate_flow_posts_a_signed_rs256_assertion() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let cert = test_cert();
+    let credential =
+        ClientCertificateCredential::from_pem(TENANT, CLIENT_ID, &cert.cert_pem, &cert.key_pem)
+            .unwrap()
+            .authority_host(server.base_url())
+            .unwrap();
+    let thumbprint: String = sha1(&cert.der).iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(credential.thumbprint(), thumbprint);
+
+    let first = credential.get_token(&[DEFAULT_SCOPE]).await.unwrap();
+    let second = credential.get_token(&[DEFAULT_SCOPE]).await.unwrap();
+    assert_eq!(first.token.expose_secret(), "tok-1");
+    assert_eq!(second.token.expose_secret(), "tok-2");
+
+    let seen = tokens.seen();
+    assert_eq!(seen.len(), 2);
+    let mut jtis = Vec::new();
+    for request in &seen {
+        assert_eq!(
+            request.keys(),
+            [
+                "client_assertion",
+                "client_assertion_type",
+                "client_id",
+                "grant_type",
+                "scope"
+            ]
+        );
+        assert_eq!(request.field("grant_type"), Some("client_credentials"));
+        assert_eq!(request.field("client_id"), Some(CLIENT_ID));
+        assert_eq!(request.field("scope"), Some(DEFAULT_SCOPE));
+        assert_eq!(request.field("client_assertion_type"), Some(JWT_BEARER));
+
+        let jwt = request.field("client_assertion").unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3, "{jwt}");
+        let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).unwrap();
+        let header: Value = serde_json::from_slice(&decode(parts[0])).unwrap();
+        let claims: Value = serde_json::from_slice(&decode(parts[1])).unwrap();
+        let signature = decode(parts[2]);
+
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["typ"], "JWT");
+        assert_eq!(header["x5t"], URL_SAFE_NO_PAD.encode(sha1(&cert.der)));
+
+        assert_eq!(claims["aud"], server.url(TOKEN_PATH));
+        assert_eq!(claims["iss"], CLIENT_ID);
+        assert_eq!(claims["sub"], CLIENT_ID);
+        let now = now_secs();
+        let nbf = claims["nbf"].as_i64().unwrap();
+        let exp = claims["exp"].as_i64().unwrap();
+        assert!((now - 120..=now + 5).contains(&nbf), "nbf {nbf}, now {now}");
+        assert!((300..=900).contains(&(exp - nbf)), "lifetime {}", exp - nbf);
+        let jti = claims["jti"].as_str().unwrap().to_owned();
+        assert_eq!(jti.len(), 36, "{jti}");
+        jtis.push(jti);
+
+        // The signature checks out against the certificate's public key.
+        let der = rustls_pki_types::CertificateDer::from(cert.der.clone());
+        let end_entity = webpki::EndEntityCert::try_from(&der).unwrap();
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        end_entity
+            .verify_signature(
+                webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+                signed.as_bytes(),
+                &signature,
+            )
+            .expect("the assertion is signed by the certificate's key");
+        // …and not against anything else.
+        assert!(end_entity
+            .verify_signature(
+                webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+                format!("{signed}x").as_bytes(),
+                &signature,
+            )
+            .is_err());
+    }
+    assert_ne!(jtis[0], jtis[1], "every assertion has its own jti");
+}
+
+#[tokio::test]
+async fn certificate_credential_through_the_client() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let api = api(&server);
+    let cert = test_cert();
+    let credential = ClientCertificateCredential::from_pem(
+        TENANT,
+        CLIENT_ID,
+        cert.cert_pem.as_bytes(),
+        cert.key_pem.as_bytes(),
+    )
+    .unwrap()
+    .authority_host(server.base_url())
+    .unwrap();
+    let client = builder(&server).credential(credential).build().unwrap();
+    for _ in 0..3 {
+        client.user_machines("user1@contoso.com").await.unwrap();
+    }
+    assert_eq!(tokens.calls(), 1);
+    assert_eq!(api.calls(), 3);
+}
+
+#[test]
+fn certificate_pem_forms() {
+    let cert = test_cert();
+    // One PEM holding both, in either order, as AZURE_CLIENT_CERTIFICATE_PATH holds them.
+    for bundle in [
+        format!("{}\n{}", cert.cert_pem, cert.key_pem),
+        format!("{}\n{}", cert.key_pem, cert.cert_pem),
+    ] {
+        let c = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap();
+        let d = ClientCertificateCredential::from_pem(TENANT, CLIENT_ID, &bundle, &bundle).unwrap();
+        assert_eq!(c.thumbprint(), d.thumbprint());
+    }
+    let file = TempFile::new("bundle.pem", &format!("{}{}", cert.cert_pem, cert.key_pem));
+    ClientCertificateCredential::from_pem_file(TENANT, CLIENT_ID, &file.0).unwrap();
+
+    let missing = std::env::temp_dir().join("defender-endpoint-no-such-file.pem");
+    let err = ClientCertificateCredential::from_pem_file(TENANT, CLIENT_ID, &missing).unwrap_err();
+    assert!(
+        matches!(err, Error::Credential { .. }) && err.to_string().contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_certificate_pems_are_clear_credential_errors() {
+    let cert = test_cert();
+    let other = rsa_cert("another app");
+    let ec_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let cases: [(&str, &str, &str); 6] = [
+        ("", &cert.key_pem, "no certificate found"),
+        ("not a pem", &cert.key_pem, "no certificate found"),
+        (&cert.cert_pem, "", "no private key found"),
+        (&cert.cert_pem, &cert.cert_pem, "no private key found"),
+        (
+            &cert.cert_pem,
+            &other.key_pem,
+            "does not belong to the certificate",
+        ),
+        (&cert.cert_pem, &ec_key, "only RSA keys are supported"),
+    ];
+    for (cert_pem, key_pem, words) in cases {
+        let err = ClientCertificateCredential::from_pem(TENANT, CLIENT_ID, cert_pem, key_pem)
+            .unwrap_err();
+        assert!(matches!(err, Error::Credential { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(words),
+            "{err} (expected {words:?})"
+        );
+        // A rejected key is never quoted back.
+        let shown = format!("{err} {err:?}");
+        for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!shown.contains(line), "{err}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the token cache
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_first_calls_make_one_token_request() {
+    let server = MockServer::start_async().await;
+    // A slow token endpoint, so that the calls really wait together.
+    let tokens = token_endpoint(&server, 3599, Duration::from_millis(300));
+    let api = api(&server);
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let client = client.clone();
+        tasks.spawn(async move { client.user_machines("user1").await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    assert_eq!(tokens.calls(), 1);
+    assert_eq!(api.calls(), 64);
+}
+
+#[tokio::test]
+async fn ten_sequential_calls_make_one_token_request() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let api = api(&server);
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        client.user_machines("user1").await.unwrap();
+    }
+    assert_eq!(tokens.calls(), 1);
+    assert_eq!(api.calls(), 10);
+}
+
+#[tokio::test]
+async fn a_short_lived_token_is_refreshed_on_a_later_call() {
+    let server = MockServer::start_async().await;
+    // Valid for 2 s: the cache replaces it after half its lifetime.
+    let tokens = token_endpoint(&server, 2, Duration::ZERO);
+    let first = server.mock(|when, then| {
+        when.path(API_PATH).header("authorization", "Bearer tok-1");
+        then.status(200).body(r#"{"value":[]}"#);
+    });
+    let second = server.mock(|when, then| {
+        when.path(API_PATH).header("authorization", "Bearer tok-2");
+        then.status(200).body(r#"{"value":[]}"#);
+    });
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+
+    client.user_machines("user1").await.unwrap();
+    assert_eq!(tokens.calls(), 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    client.user_machines("user1").await.unwrap();
+    assert_eq!(tokens.calls(), 2);
+    assert_eq!((first.calls(), second.calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn api_401_refreshes_the_token_and_retries_once() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let revoked = server.mock(|when, then| {
+        when.path(API_PATH).header("authorization", "Bearer tok-1");
+        then.status(401)
+            .body(r#"{"error":{"code":"Unauthorized","message":"expired","target":"t-1"}}"#);
+    });
+    let fresh = server.mock(|when, then| {
+        when.path(API_PATH).header("authorization", "Bearer tok-2");
+        then.status(200).body(r#"{"value":[]}"#);
+    });
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+
+    client.user_machines("user1").await.unwrap();
+    assert_eq!(tokens.calls(), 2);
+    assert_eq!((revoked.calls(), fresh.calls()), (1, 1));
+
+    // The new token is kept.
+    client.user_machines("user1").await.unwrap();
+    assert_eq!(tokens.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_second_401_is_returned_as_an_api_error() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let api = server.mock(|when, then| {
+        when.path(API_PATH);
+        then.status(401)
+            .body(r#"{"error":{"code":"Unauthorized","message":"no","target":"t-2"}}"#);
+    });
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        // Retries allowed: a 401 still gets exactly one refresh.
+        .retry(RetryPolicy::default().base_delay(Duration::from_millis(1)))
+        .build()
+        .unwrap();
+
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Api { status: 401, code: Some(code), target: Some(target), .. }
+            if code == "Unauthorized" && target == "t-2"),
+        "{err:?}"
+    );
+    assert_eq!(tokens.calls(), 2);
+    assert_eq!(api.calls(), 2);
+}
+
+// ---------------------------------------------------------------- token endpoint errors
+
+#[tokio::test]
+async fn token_endpoint_errors_carry_the_aadsts_details_and_no_secret() {
+    let server = MockServer::start_async().await;
+    let refusal = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(401)
+            .header("content-type", "application/json")
+            .json_body(json!({
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.\r\nTrace ID: 0b5a7c1e\r\nCorrelation ID: 5d2f\r\nTimestamp: 2024-05-01 10:00:00Z",
+                "error_codes": [7000215],
+                "timestamp": "2024-05-01 10:00:00Z",
+                "trace_id": "0b5a7c1e-aaaa-bbbb-cccc-1234567890ab",
+                "correlation_id": "5d2f0000-1111-2222-3333-444455556666",
+                "error_uri": "https://login.microsoftonline.com/error?code=7000215"
+            }));
+    });
+    let api = api(&server);
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+
+    let err = client.user_machines("user1").await.unwrap_err();
+    match &err {
+        Error::Credential {
+            status,
+            code,
+            description,
+            error_codes,
+            trace_id,
+            correlation_id,
+            ..
+        } => {
+            assert_eq!(*status, Some(401));
+            assert_eq!(code.as_deref(), Some("invalid_client"));
+            assert!(description.as_deref().unwrap().starts_with("AADSTS7000215"));
+            assert_eq!(error_codes, &[7000215]);
+            assert_eq!(
+                trace_id.as_deref(),
+                Some("0b5a7c1e-aaaa-bbbb-cccc-1234567890ab")
+            );
+            assert_eq!(
+                correlation_id.as_deref(),
+                Some("5d2f0000-1111-2222-3333-444455556666")
+            );
+        }
+        other => panic!("expected Error::Credential, got {other:?}"),
+    }
+    assert_eq!(err.status(), Some(401));
+    let shown = format!("{err} {err:?} {err:#?}");
+    assert!(shown.contains("AADSTS7000215"), "{shown}");
+    assert!(
+        shown.contains("0b5a7c1e-aaaa-bbbb-cccc-1234567890ab"),
+        "{shown}"
+    );
+    assert!(!shown.contains("SENTINEL"), "{shown}");
+    assert_eq!(api.calls(), 0, "no API call without a token");
+    assert_eq!(refusal.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_token_request_is_not_cached() {
+    let server = MockServer::start_async().await;
+    let mut outage = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(503)
+            .header("content-type", "text/html")
+            .body("<html><body>Service Unavailable</body></html>");
+    });
+    let api = api(&server);
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Credential {
+                status: Some(503),
+                code: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Service Unavailable"), "{err}");
+    assert!(!format!("{err:?}").contains("SENTINEL"));
+    outage.delete();
+
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    client.user_machines("user1").await.unwrap();
+    assert_eq!(tokens.calls(), 1);
+    assert_eq!(api.calls(), 1);
+}
+
+#[tokio::test]
+async fn bad_configuration_is_reported_before_anything_is_sent() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+
+    for url in [
+        "http://login.example.com",
+        "ftp://127.0.0.1",
+        "https://h/?x=1",
+    ] {
+        let err = ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
+            .authority_host(url)
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+    }
+
+    for tenant in ["", "../admin", "a/b", "contoso tenant"] {
+        let credential = ClientSecretCredential::new(tenant, CLIENT_ID, SECRET)
+            .authority_host(server.base_url())
+            .unwrap();
+        let err = credential.get_token(&[DEFAULT_SCOPE]).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Credential { .. }) && err.to_string().contains("tenant"),
+            "{tenant}: {err}"
+        );
+    }
+    let credential = secret_credential(&server);
+    assert!(credential.get_token(&[]).await.is_err());
+    assert_eq!(tokens.calls(), 0);
+}
+
+// ---------------------------------------------------------------- environment
+
+fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| vars.get(name).cloned()
+}
+
+fn env_error(vars: &[(&str, &str)]) -> String {
+    match EnvironmentCredential::from_lookup(lookup(vars)) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(!format!("{text} {e:?}").contains("SENTINEL"), "{text}");
+            text
+        }
+    }
+}
+
+#[test]
+fn environment_credential_names_missing_variables() {
+    let text = env_error(&[]);
+    for name in [
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH",
+    ] {
+        assert!(text.contains(name), "{text}");
+    }
+
+    let text = env_error(&[
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+    ]);
+    assert!(text.contains("AZURE_TENANT_ID"), "{text}");
+    assert!(!text.contains("AZURE_CLIENT_ID"), "{text}");
+
+    let text = env_error(&[("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_SECRET", SECRET)]);
+    assert!(text.contains("AZURE_CLIENT_ID") && !text.contains("AZURE_TENANT_ID"));
+
+    // Empty counts as unset.
+    let text = env_error(&[
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", ""),
+        ("AZURE_CLIENT_CERTIFICATE_PATH", "  "),
+    ]);
+    assert!(
+        text.contains("AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH")
+            && !text.contains("AZURE_TENANT_ID"),
+        "{text}"
+    );
+}
+
+#[test]
+fn environment_credential_rejects_unusable_values() {
+    fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut vars = vec![("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_ID", CLIENT_ID)];
+        vars.extend_from_slice(extra);
+        vars
+    }
+
+    let text = env_error(&with(&[
+        ("AZURE_CLIENT_SECRET", SECRET),
+        ("AZURE_AUTHORITY_HOST", "http://login.example.com"),
+    ]));
+    assert!(text.contains("AZURE_AUTHORITY_HOST"), "{text}");
+
+    let missing = "/nonexistent/defender-endpoint/app.pem";
+    let text = env_error(&with(&[("AZURE_CLIENT_CERTIFICATE_PATH", missing)]));
+    assert!(
+        text.contains("AZURE_CLIENT_CERTIFICATE_PATH") && text.contains(missing),
+        "{text}"
+    );
+
+    let cert = test_cert();
+    let file = TempFile::new("env-cert-only.pem", &cert.cert_pem);
+    let path = file.0.to_str().unwrap();
+    let text = env_error(&with(&[("AZURE_CLIENT_CERTIFICATE_PATH", path)]));
+    assert!(text.contains("no private key found"), "{text}");
+
+    let text = env_error(&with(&[
+        ("AZURE_CLIENT_CERTIFICATE_PATH", path),
+        ("AZURE_CLIENT_CERTIFICATE_PASSWORD", "SENTINEL-pw"),
+    ]));
+    assert!(text.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{text}");
+}
+
+#[tokio::test]
+async fn environment_credential_with_a_secret() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let authority = server.base_url();
+    let credential = EnvironmentCredential::from_lookup(lookup(&[
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+        // Ignored: a secret wins over a certificate, as in the Azure SDKs.
+        ("AZURE_CLIENT_CERTIFICATE_PATH", "/nonexistent.pem"),
+        ("AZURE_AUTHORITY_HOST", authority.as_str()),
+    ]))
+    .unwrap();
+    let debug = format!("{credential:?}");
+    assert!(debug.contains("ClientSecretCredential"), "{debug}");
+    assert!(!debug.contains("SENTINEL"), "{debug}");
+
+    let token = credential.get_token(&["scope-a/.default"]).await.unwrap();
+    assert_eq!(token.token.expose_secret(), "tok-1");
+    let seen = &tokens.seen()[0];
+    assert_eq!(seen.field("client_secret"), Some(SECRET));
+    assert_eq!(seen.field("client_id"), Some(CLIENT_ID));
+    assert_eq!(seen.field("scope"), Some("scope-a/.default"));
+}
+
+#[tokio::test]
+async fn environment_credential_with_a_certificate_file() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let cert = test_cert();
+    let file = TempFile::new(
+        "env-bundle.pem",
+        &format!("{}{}", cert.cert_pem, cert.key_pem),
+    );
+    let authority = server.base_url();
+    let credential = EnvironmentCredential::from_lookup(lookup(&[
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_CERTIFICATE_PATH", file.0.to_str().unwrap()),
+        ("AZURE_AUTHORITY_HOST", authority.as_str()),
+    ]))
+    .unwrap();
+    assert!(format!("{credential:?}").contains("ClientCertificateCredential"));
+
+    credential.get_token(&[DEFAULT_SCOPE]).await.unwrap();
+    let seen = &tokens.seen()[0];
+    assert_eq!(seen.field("client_assertion_type"), Some(JWT_BEARER));
+    assert_eq!(seen.field("client_secret"), None);
+}
+
+#[test]
+fn environment_credential_defaults_to_the_commercial_authority() {
+    let credential = EnvironmentCredential::from_lookup(lookup(&[
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+    ]))
+    .unwrap();
+    assert!(format!("{credential:?}").contains(DEFAULT_AUTHORITY_HOST));
+
+    let credential = EnvironmentCredential::from_lookup(lookup(&[
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+        ("AZURE_AUTHORITY_HOST", "login.microsoftonline.us"),
+    ]))
+    .unwrap();
+    assert!(format!("{credential:?}").contains("https://login.microsoftonline.us"));
+}
+
+/// `from_env` reads the real process environment. The variables are set for a
+/// child process running [`from_env_in_a_child_process`], so that no test of
+/// this process ever changes its own environment.
+#[test]
+fn from_env_reads_the_process_environment() {
+    let run = |vars: &[(&str, &str)], expect: &str| {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "from_env_in_a_child_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("DEFENDER_ENDPOINT_EXPECT", expect);
+        for name in [
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+            "AZURE_AUTHORITY_HOST",
+        ] {
+            command.env_remove(name);
+        }
+        command.envs(vars.iter().copied());
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "child failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+            "the child ran no test"
+        );
+    };
+    run(
+        &[
+            ("AZURE_TENANT_ID", TENANT),
+            ("AZURE_CLIENT_ID", CLIENT_ID),
+            ("AZURE_CLIENT_SECRET", SECRET),
+        ],
+        "ClientSecretCredential",
+    );
+    run(&[("AZURE_CLIENT_ID", CLIENT_ID)], "error:AZURE_TENANT_ID");
+}
+
+#[test]
+#[ignore = "run by from_env_reads_the_process_environment in a child process"]
+fn from_env_in_a_child_process() {
+    let expect = std::env::var("DEFENDER_ENDPOINT_EXPECT").unwrap();
+    match (
+        EnvironmentCredential::from_env(),
+        expect.strip_prefix("error:"),
+    ) {
+        (Ok(c), None) => assert!(format!("{c:?}").contains(&expect), "{c:?}"),
+        (Err(e), Some(name)) => assert!(e.to_string().contains(name), "{e}"),
+        (result, _) => panic!("unexpected {result:?} for {expect}"),
+    }
+}
+
+// ---------------------------------------------------------------- clouds
+
+#[test]
+fn every_cloud_has_its_three_values() {
+    let commercial_scope = "https://api.securitycenter.microsoft.com/.default";
+    let public_login = "https://login.microsoftonline.com";
+    let gov_login = "https://login.microsoftonline.us";
+    let mut table = vec![
+        (
+            Cloud::Commercial,
+            "https://api.security.microsoft.com",
+            public_login,
+            commercial_scope,
+        ),
+        (
+            Cloud::UsGovGcc,
+            "https://api-gcc.securitycenter.microsoft.us",
+            public_login,
+            "https://api-gcc.securitycenter.microsoft.us/.default",
+        ),
+        (
+            Cloud::UsGovGccHigh,
+            "https://api-gov.securitycenter.microsoft.us",
+            gov_login,
+            "https://api-gov.securitycenter.microsoft.us/.default",
+        ),
+        (
+            Cloud::UsGovDod,
+            "https://api-gov.securitycenter.microsoft.us",
+            gov_login,
+            "https://api-gov.securitycenter.microsoft.us/.default",
+        ),
+    ];
+    let geo = [
+        (Region::Us, "https://us.api.security.microsoft.com"),
+        (Region::Eu, "https://eu.api.security.microsoft.com"),
+        (Region::Uk, "https://uk.api.security.microsoft.com"),
+        (Region::Au, "https://au.api.security.microsoft.com"),
+        (Region::Swa, "https://swa.api.security.microsoft.com"),
+        (Region::Ina, "https://ina.api.security.microsoft.com"),
+        (Region::Aea, "https://aea.api.security.microsoft.com"),
+    ];
+    for (region, base) in geo {
+        table.push((Cloud::Geo(region), base, public_login, commercial_scope));
+    }
+    for (cloud, base, authority, scope) in &table {
+        assert_eq!(cloud.api_base(), *base, "{cloud}");
+        assert_eq!(cloud.authority_host(), *authority, "{cloud}");
+        assert_eq!(cloud.scope(), *scope, "{cloud}");
+    }
+    assert_eq!(Cloud::default(), Cloud::Commercial);
+    assert_eq!(Cloud::Commercial.scope(), DEFAULT_SCOPE);
+    assert_eq!(Cloud::Commercial.authority_host(), DEFAULT_AUTHORITY_HOST);
+
+    let custom = Cloud::Custom {
+        api_base: "https://proxy.contoso.com/defender".into(),
+        authority_host: "https://login.contoso.com".into(),
+        scope: "api://defender/.default".into(),
+    };
+    assert_eq!(custom.api_base(), "https://proxy.contoso.com/defender");
+    assert_eq!(custom.authority_host(), "https://login.contoso.com");
+    assert_eq!(custom.scope(), "api://defender/.default");
+}
+
+#[test]
+fn clouds_parse_from_their_names() {
+    for (name, cloud) in [
+        ("commercial", Cloud::Commercial),
+        ("Commercial", Cloud::Commercial),
+        ("us", Cloud::Geo(Region::Us)),
+        ("EU", Cloud::Geo(Region::Eu)),
+        ("uk", Cloud::Geo(Region::Uk)),
+        ("au", Cloud::Geo(Region::Au)),
+        ("swa", Cloud::Geo(Region::Swa)),
+        ("ina", Cloud::Geo(Region::Ina)),
+        ("aea", Cloud::Geo(Region::Aea)),
+        ("gcc", Cloud::UsGovGcc),
+        ("GCC-High", Cloud::UsGovGccHigh),
+        (" dod ", Cloud::UsGovDod),
+    ] {
+        assert_eq!(name.parse::<Cloud>().unwrap(), cloud, "{name}");
+        assert_eq!(cloud.to_string().parse::<Cloud>().unwrap(), cloud);
+    }
+    for bad in ["", "azure", "gcc high", "usgov", "china"] {
+        let err = bad.parse::<Cloud>().unwrap_err();
+        let text = err.to_string();
+        for name in ["commercial", "eu", "gcc", "gcc-high", "dod"] {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+}
+
+/// A credential that records the scopes it is asked for.
+#[derive(Debug, Default)]
+struct Recording {
+    scopes: Mutex<Vec<String>>,
+}
+
+#[defender_endpoint::async_trait]
+impl TokenCredential for Recording {
+    async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
+        self.scopes
+            .lock()
+            .unwrap()
+            .extend(scopes.iter().map(|s| s.to_string()));
+        Ok(AccessToken::never_expires("recorded"))
+    }
+}
+
+#[tokio::test]
+async fn builder_cloud_sets_base_and_scope_and_base_url_overrides_the_base_alone() {
+    let built = Client::builder()
+        .cloud(Cloud::UsGovGcc)
+        .credential(StaticToken::new("t"))
+        .build()
+        .unwrap();
+    assert_eq!(
+        built.base_url(),
+        "https://api-gcc.securitycenter.microsoft.us"
+    );
+    let debug = format!("{built:?}");
+    assert!(
+        debug.contains("https://api-gcc.securitycenter.microsoft.us/.default"),
+        "{debug}"
+    );
+
+    let eu = Client::builder()
+        .cloud("eu".parse().unwrap())
+        .credential(StaticToken::new("t"))
+        .build()
+        .unwrap();
+    assert_eq!(eu.base_url(), "https://eu.api.security.microsoft.com");
+
+    // base_url before or after cloud: the base is overridden, the scope is the cloud's.
+    let server = MockServer::start_async().await;
+    let api = api(&server);
+    for base_url_first in [true, false] {
+        let credential = Arc::new(Recording::default());
+        let mut b = Client::builder().rate_limit(RateLimit::none());
+        if base_url_first {
+            b = b.base_url(server.base_url()).cloud(Cloud::UsGovGccHigh);
+        } else {
+            b = b.cloud(Cloud::UsGovGccHigh).base_url(server.base_url());
+        }
+        let client = b.credential(Arc::clone(&credential)).build().unwrap();
+        assert_eq!(client.base_url(), server.base_url());
+        client.user_machines("user1").await.unwrap();
+        assert_eq!(
+            *credential.scopes.lock().unwrap(),
+            ["https://api-gov.securitycenter.microsoft.us/.default"]
+        );
+    }
+    assert_eq!(api.calls(), 2);
+
+    // An explicit scope wins over the cloud's.
+    let credential = Arc::new(Recording::default());
+    let client = Client::builder()
+        .scope("api://custom/.default")
+        .cloud(Cloud::UsGovDod)
+        .base_url(server.base_url())
+        .rate_limit(RateLimit::none())
+        .credential(Arc::clone(&credential))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap();
+    assert_eq!(
+        *credential.scopes.lock().unwrap(),
+        ["api://custom/.default"]
+    );
+}
+
+// ---------------------------------------------------------------- secrets never print
+
+#[tokio::test]
+async fn debug_never_shows_secret_material() {
+    let server = MockServer::start_async().await;
+    let _tokens = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(200).json_body(json!({
+            "token_type": "Bearer",
+            "expires_in": 3599,
+            "access_token": "SENTINEL-access-token",
+        }));
+    });
+    let _api = api(&server);
+    let cert = test_cert();
+    let key_lines: Vec<&str> = cert
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+
+    let secret = secret_credential(&server);
+    let certificate =
+        ClientCertificateCredential::from_pem(TENANT, CLIENT_ID, &cert.cert_pem, &cert.key_pem)
+            .unwrap()
+            .authority_host(server.base_url())
+            .unwrap();
+    let environment = EnvironmentCredential::from_lookup(lookup(&[
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+    ]))
+    .unwrap();
+    let token = secret.get_token(&[DEFAULT_SCOPE]).await.unwrap();
+    assert_eq!(token.token.expose_secret(), "SENTINEL-access-token");
+
+    let builder = builder(&server).credential(secret.clone());
+    let client = builder.clone().build().unwrap();
+    client.user_machines("user1").await.unwrap(); // the token is now cached
+
+    let shown = [
+        format!("{secret:?}"),
+        format!("{secret:#?}"),
+        format!("{certificate:?}"),
+        format!("{certificate:#?}"),
+        format!("{environment:?}"),
+        format!("{environment:#?}"),
+        format!("{token:?}"),
+        format!("{token:#?}"),
+        format!("{builder:?}"),
+        format!("{client:?}"),
+        format!("{client:#?}"),
+        format!("{:?}", StaticToken::new("SENTINEL-static")),
+    ];
+    for text in &shown {
+        assert!(!text.contains("SENTINEL"), "{text}");
+        for line in &key_lines {
+            assert!(!text.contains(line), "key material in {text}");
+        }
+    }
+    // What is shown helps: ids, authority and thumbprint.
+    assert!(shown[0].contains(CLIENT_ID) && shown[0].contains(TENANT));
+    assert!(shown[2].contains(&certificate.thumbprint()));
+}
+
+// ---------------------------------------------------------------- feature `azure`
+
+#[cfg(feature = "azure")]
+mod azure {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    };
+
+    use azure_core::{
+        credentials::{self, TokenRequestOptions},
+        error::ErrorKind,
+        http::StatusCode,
+        time::{Duration as AzDuration, OffsetDateTime},
+    };
+    use defender_endpoint::{AzureCredential, Client, Error, RateLimit, DEFAULT_SCOPE};
+    use httpmock::MockServer;
+
+    /// A hand-written azure_core credential: issues `az-1`, `az-2`, … that expire
+    /// `lifetime` from now, or fails when `fail` is set. Its `Debug` shows its
+    /// secret on purpose, to prove the adapter does not forward it.
+    #[derive(Debug)]
+    struct Handmade {
+        lifetime: AzDuration,
+        fail: bool,
+        #[allow(dead_code)] // only shown by `Debug`
+        secret: &'static str,
+        calls: AtomicUsize,
+        scopes: Mutex<Vec<String>>,
+    }
+
+    impl Handmade {
+        fn new(lifetime: AzDuration) -> Arc<Self> {
+            Arc::new(Self {
+                lifetime,
+                fail: false,
+                secret: "SENTINEL-azure-secret",
+                calls: AtomicUsize::new(0),
+                scopes: Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl credentials::TokenCredential for Handmade {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _options: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<credentials::AccessToken> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.scopes
+                .lock()
+                .unwrap()
+                .extend(scopes.iter().map(|s| s.to_string()));
+            if self.fail {
+                return Err(azure_core::Error::with_message(
+                    ErrorKind::HttpResponse {
+                        status: StatusCode::BadRequest,
+                        error_code: Some("invalid_request".into()),
+                        raw_response: None,
+                    },
+                    "no managed identity endpoint found",
+                ));
+            }
+            Ok(credentials::AccessToken::new(
+                format!("az-{n}"),
+                OffsetDateTime::now_utc() + self.lifetime,
+            ))
+        }
+    }
+
+    fn api<'a>(server: &'a MockServer, token: &str) -> httpmock::Mock<'a> {
+        let header = format!("Bearer {token}");
+        server.mock(move |when, then| {
+            when.path(super::API_PATH).header("authorization", header);
+            then.status(200).body(r#"{"value":[]}"#);
+        })
+    }
+
+    fn client(server: &MockServer, credential: Arc<Handmade>) -> Client {
+        let credential: Arc<dyn credentials::TokenCredential> = credential;
+        Client::builder()
+            .base_url(server.base_url())
+            .rate_limit(RateLimit::none())
+            .credential(AzureCredential::new(credential))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_azure_credential_is_asked_for_the_scope_and_cached() {
+        let server = MockServer::start_async().await;
+        let api = api(&server, "az-1");
+        let credential = Handmade::new(AzDuration::hours(1));
+        let client = client(&server, Arc::clone(&credential));
+        for _ in 0..3 {
+            client.user_machines("user1").await.unwrap();
+        }
+        assert_eq!(api.calls(), 3);
+        assert_eq!(credential.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(*credential.scopes.lock().unwrap(), [DEFAULT_SCOPE]);
+    }
+
+    #[tokio::test]
+    async fn an_expired_azure_token_is_fetched_again() {
+        let server = MockServer::start_async().await;
+        let first = api(&server, "az-1");
+        let second = api(&server, "az-2");
+        let credential = Handmade::new(AzDuration::seconds(-5));
+        let client = client(&server, Arc::clone(&credential));
+        client.user_machines("user1").await.unwrap();
+        client.user_machines("user1").await.unwrap();
+        assert_eq!(credential.calls.load(Ordering::SeqCst), 2);
+        assert_eq!((first.calls(), second.calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn azure_failures_become_credential_errors() {
+        let server = MockServer::start_async().await;
+        let api = api(&server, "az-1");
+        let credential = Arc::new(Handmade {
+            fail: true,
+            ..Arc::into_inner(Handmade::new(AzDuration::hours(1))).unwrap()
+        });
+        let client = client(&server, Arc::clone(&credential));
+        let err = client.user_machines("user1").await.unwrap_err();
+        match &err {
+            Error::Credential {
+                message,
+                status,
+                code,
+                ..
+            } => {
+                assert!(
+                    message.contains("no managed identity endpoint"),
+                    "{message}"
+                );
+                assert_eq!(*status, Some(400));
+                assert_eq!(code.as_deref(), Some("invalid_request"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(api.calls(), 0);
+    }
+
+    #[test]
+    fn the_adapter_does_not_show_the_wrapped_credential() {
+        let inner: Arc<dyn credentials::TokenCredential> = Handmade::new(AzDuration::hours(1));
+        assert!(format!("{inner:?}").contains("SENTINEL"));
+        let adapter = AzureCredential::from(inner);
+        assert!(!format!("{adapter:?} {adapter:#?}").contains("SENTINEL"));
+    }
+}
