@@ -111,7 +111,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     if let Ok(seconds) = value.parse::<f64>() {
-        if seconds.is_finite() && seconds >= 0.0 && seconds < 1e9 {
+        if (0.0..1e9).contains(&seconds) {
             return Some(Duration::from_secs_f64(seconds));
         }
         return None;

@@ -591,17 +591,6 @@ async fn oversized_answers_are_refused() {
 }
 
 #[test]
-fn readme_quick_start_names_exist() {
-    // The names the README's first example uses, as a downstream crate sees them.
-    fn _compiles(
-        client: defender_endpoint::Client,
-    ) -> impl std::future::Future<Output = Result<Vec<Machine>, Error>> {
-        async move { client.user_machines("user1@contoso.com").await }
-    }
-    let _: fn(&str) -> defender_endpoint::StaticToken = |t| defender_endpoint::StaticToken::new(t);
-}
-
-#[test]
 fn the_client_is_clone_send_sync() {
     fn assert_traits<T: Clone + Send + Sync + 'static>() {}
     assert_traits::<defender_endpoint::Client>();

@@ -5,7 +5,6 @@
 //! until shortly before they expire and concurrent calls share one fetch.
 
 // `Error` is the crate's one error type and carries the token endpoint's details by value.
-#![allow(clippy::result_large_err)]
 
 #[cfg(feature = "azure")]
 mod azure;
