@@ -1,11 +1,16 @@
 //! [`Client`] and [`ClientBuilder`]: the calls users make.
 
 use std::{
+    collections::HashMap,
     fmt,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
+use futures_util::{stream, Stream, StreamExt};
 use tracing::Instrument;
 
 use crate::{
@@ -47,6 +52,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 pub struct Client {
     raw: generated::Client,
     retry: RetryPolicy,
+    counters: Arc<Counters>,
 }
 
 impl fmt::Debug for Client {
@@ -109,6 +115,94 @@ impl Client {
             .await
     }
 
+    /// The machines of many users, looked up at most `concurrency` at a time
+    /// (`0` counts as `1`).
+    ///
+    /// Yields one `(input, result)` pair for every input, in the order the
+    /// lookups finish (not the input order). Each input has its own result: a
+    /// name that breaks the user-name rule yields [`Error::InvalidUserName`] for
+    /// that input only (and sends nothing), and a failed call fails only the
+    /// inputs it was made for.
+    ///
+    /// Inputs that normalise to the same [`UserName`] (`user1@contoso.com`,
+    /// `CONTOSO\user1`, `user1`) are looked up once, and every one of them gets
+    /// the answer: the machines are cloned; an error is copied field by field,
+    /// except a transport error, which cannot be copied and reaches each of those
+    /// inputs as [`Error::Shared`] around the one original.
+    ///
+    /// The lookups go through this client, so its quota ([`RateLimit`]) and
+    /// [`RetryPolicy`] apply to each of them, and [`stats`](Self::stats) counts them.
+    /// The inputs are read up front; nothing is sent until the stream is polled.
+    /// The stream owns a clone of the client, so it can outlive `self` and be
+    /// moved to another task.
+    ///
+    /// ```no_run
+    /// # async fn run(client: defender_endpoint::Client) {
+    /// use futures_util::StreamExt;
+    ///
+    /// let users = ["user1@contoso.com", "CONTOSO\\user2", "user3"];
+    /// let mut results = client.machines_for_users(users, 4);
+    /// while let Some((user, result)) = results.next().await {
+    ///     match result {
+    ///         Ok(machines) => println!("{user}: {} machines", machines.len()),
+    ///         Err(error) => eprintln!("{user}: {error}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn machines_for_users<I>(
+        &self,
+        users: I,
+        concurrency: usize,
+    ) -> impl Stream<Item = (String, Result<Vec<Machine>, Error>)> + Send + 'static
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let mut rejected = Vec::new();
+        let mut groups: Vec<(UserName, Vec<String>)> = Vec::new();
+        let mut seen: HashMap<UserName, usize> = HashMap::new();
+        for input in users {
+            let input: String = input.into();
+            match UserName::parse(&input) {
+                Err(e) => rejected.push((input, Err(Error::InvalidUserName(e)))),
+                Ok(name) => match seen.get(&name) {
+                    Some(&i) => groups[i].1.push(input),
+                    None => {
+                        seen.insert(name.clone(), groups.len());
+                        groups.push((name, vec![input]));
+                    }
+                },
+            }
+        }
+        let client = self.clone();
+        let lookups = stream::iter(groups)
+            .map(move |(name, inputs)| {
+                let client = client.clone();
+                async move {
+                    let result = client.machines_of(&name).await;
+                    stream::iter(share(inputs, result))
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .flatten();
+        stream::iter(rejected).chain(lookups)
+    }
+
+    /// What this client (and its clones) did so far: attempts, retries, and
+    /// the time spent waiting for 429s and for the client-side quota.
+    pub fn stats(&self) -> ClientStats {
+        let c = &*self.counters;
+        let micros = |a: &AtomicU64| Duration::from_micros(a.load(Ordering::Relaxed));
+        ClientStats {
+            attempts: c.attempts.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            throttle_wait: micros(&c.throttle_wait_us),
+            quota_wait: micros(&c.quota_wait_us),
+        }
+    }
+
     /// Runs one generated call under the retry policy, mapping its outcome to [`Error`].
     async fn with_retries<T, U, F, Fut>(
         &self,
@@ -125,14 +219,17 @@ impl Client {
         let policy = &self.retry;
         let mut attempt = 0u32;
         let mut refreshed = false;
+        let counters = &*self.counters;
         loop {
             attempt += 1;
+            counters.attempts.fetch_add(1, Ordering::Relaxed);
             let (result, mut report) = ATTEMPT
                 .scope(Attempt::default(), async {
                     let result = call().await;
                     (result, ATTEMPT.with(Attempt::take))
                 })
                 .await;
+            counters.add_wait(&counters.quota_wait_us, report.quota_wait);
             let span = tracing::Span::current();
             span.record("attempts", attempt);
             if let Some(status) = report.status {
@@ -154,6 +251,7 @@ impl Client {
                     refreshed = true;
                     self.raw.inner.0.tokens.invalidate(token);
                     tracing::debug!(attempt, "401: refreshing the token and retrying once");
+                    counters.retries.fetch_add(1, Ordering::Relaxed);
                     attempt -= 1;
                     continue;
                 }
@@ -189,6 +287,11 @@ impl Client {
                 return Err(error);
             }
             tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
+            counters.retries.fetch_add(1, Ordering::Relaxed);
+            if matches!(error, Error::Throttled { .. }) {
+                counters.throttled.fetch_add(1, Ordering::Relaxed);
+                counters.add_wait(&counters.throttle_wait_us, wait);
+            }
             tokio::time::sleep(wait).await;
         }
     }
@@ -208,6 +311,7 @@ impl Attempt {
             status: self.status.get(),
             retry_after: self.retry_after.get(),
             token: self.token.borrow_mut().take(),
+            quota_wait: self.quota_wait.get(),
         }
     }
 }
@@ -218,6 +322,85 @@ struct Report {
     status: Option<u16>,
     retry_after: Option<Duration>,
     token: Option<secrecy::SecretString>,
+    quota_wait: Duration,
+}
+
+/// What a client did since it was built, summed over all its clones
+/// ([`Client::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Attempts made (each request sent or tried, retries included).
+    pub attempts: u64,
+    /// Attempts repeated after a failure (429, 5xx, timeouts and connection
+    /// errors, and the token refresh after a 401).
+    pub retries: u64,
+    /// 429 answers the client waited on before trying again.
+    pub throttled: u64,
+    /// The time spent waiting as those 429 answers asked.
+    pub throttle_wait: Duration,
+    /// The time requests waited for the client-side quota ([`RateLimit`]).
+    pub quota_wait: Duration,
+}
+
+/// The running counters behind [`ClientStats`], shared by a client's clones.
+#[derive(Default)]
+struct Counters {
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+    throttle_wait_us: AtomicU64,
+    quota_wait_us: AtomicU64,
+}
+
+impl Counters {
+    fn add_wait(&self, counter: &AtomicU64, wait: Duration) {
+        if !wait.is_zero() {
+            let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+            counter.fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Gives the result of one lookup to every input that named the user.
+///
+/// Machines are cloned. An error is copied field by field for every input after
+/// the first; one that cannot be copied is shared, as [`Error::Shared`], by all.
+fn share(
+    inputs: Vec<String>,
+    result: Result<Vec<Machine>, Error>,
+) -> Vec<(String, Result<Vec<Machine>, Error>)> {
+    let mut out = Vec::with_capacity(inputs.len());
+    let mut inputs = inputs.into_iter();
+    let Some(first) = inputs.next() else {
+        return out;
+    };
+    let rest: Vec<String> = inputs.collect();
+    match result {
+        Ok(machines) => {
+            for input in rest {
+                out.push((input, Ok(machines.clone())));
+            }
+            out.insert(0, (first, Ok(machines)));
+        }
+        Err(error) if rest.is_empty() => out.push((first, Err(error))),
+        Err(error) => {
+            let copies: Option<Vec<Error>> = rest.iter().map(|_| error.try_clone()).collect();
+            match copies {
+                Some(copies) => {
+                    out.push((first, Err(error)));
+                    out.extend(rest.into_iter().zip(copies.into_iter().map(Err)));
+                }
+                None => {
+                    let shared = Arc::new(error);
+                    for input in std::iter::once(first).chain(rest) {
+                        out.push((input, Err(Error::Shared(Arc::clone(&shared)))));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn classify<T>(
@@ -456,6 +639,7 @@ impl ClientBuilder {
         Ok(Client {
             raw: generated::Client::new_with_client(&base_url, http, Inner(Arc::new(shared))),
             retry: self.retry,
+            counters: Arc::default(),
         })
     }
 }

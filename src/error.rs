@@ -1,6 +1,6 @@
 //! The one error type of the crate.
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use crate::user::InvalidUserName;
 
@@ -86,6 +86,15 @@ pub enum Error {
     /// The client's configuration is unusable (bad base URL, plain http to a remote host, …).
     #[error("configuration error: {0}")]
     Config(String),
+
+    /// One failure shared by several inputs of a batch
+    /// ([`Client::machines_for_users`](crate::Client::machines_for_users)) that named
+    /// the same user, when it cannot be copied for each of them (a transport error).
+    ///
+    /// `Display`, [`status`](Self::status), [`retry_after`](Self::retry_after) and
+    /// [`target`](Self::target) are those of the shared error.
+    #[error(transparent)]
+    Shared(Arc<Error>),
 }
 
 impl Error {
@@ -96,6 +105,7 @@ impl Error {
             Error::Throttled { .. } => Some(429),
             Error::Credential { status, .. } => *status,
             Error::Transport(e) => e.status().map(|s| s.as_u16()),
+            Error::Shared(e) => e.status(),
             _ => None,
         }
     }
@@ -104,6 +114,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Throttled { retry_after } => *retry_after,
+            Error::Shared(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -112,8 +123,57 @@ impl Error {
     pub fn target(&self) -> Option<&str> {
         match self {
             Error::Api { target, .. } => target.as_deref(),
+            Error::Shared(e) => e.target(),
             _ => None,
         }
+    }
+
+    /// A copy of this error, field by field, or `None` for one that cannot be copied
+    /// (a transport error, which holds a `reqwest::Error`).
+    pub(crate) fn try_clone(&self) -> Option<Error> {
+        Some(match self {
+            Error::InvalidUserName(e) => Error::InvalidUserName(e.clone()),
+            Error::Credential {
+                message,
+                status,
+                code,
+                description,
+                error_codes,
+                trace_id,
+                correlation_id,
+            } => Error::Credential {
+                message: message.clone(),
+                status: *status,
+                code: code.clone(),
+                description: description.clone(),
+                error_codes: error_codes.clone(),
+                trace_id: trace_id.clone(),
+                correlation_id: correlation_id.clone(),
+            },
+            Error::Api {
+                status,
+                code,
+                message,
+                target,
+            } => Error::Api {
+                status: *status,
+                code: code.clone(),
+                message: message.clone(),
+                target: target.clone(),
+            },
+            Error::Throttled { retry_after } => Error::Throttled {
+                retry_after: *retry_after,
+            },
+            Error::Transport(_) => return None,
+            Error::Timeout => Error::Timeout,
+            Error::Decode { status, message } => Error::Decode {
+                status: *status,
+                message: message.clone(),
+            },
+            Error::ResponseTooLarge { limit } => Error::ResponseTooLarge { limit: *limit },
+            Error::Config(message) => Error::Config(message.clone()),
+            Error::Shared(e) => Error::Shared(Arc::clone(e)),
+        })
     }
 
     /// A credential error with only a message.

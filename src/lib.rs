@@ -23,7 +23,8 @@ pub use auth::{
     DEFAULT_AUTHORITY_HOST,
 };
 pub use client::{
-    raw, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, USER_AGENT,
+    raw, Client, ClientBuilder, ClientStats, DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES,
+    USER_AGENT,
 };
 pub use cloud::{Cloud, ParseCloudError, Region};
 pub use error::Error;

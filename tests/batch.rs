@@ -1,0 +1,358 @@
+//! `Client::machines_for_users`: bounded concurrency, de-duplication, per-user results.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use common::{builder, client, quick_retries, TOKEN};
+use defender_endpoint::{types::Machine, Error, InvalidUserNameReason, RetryPolicy};
+use futures_util::StreamExt;
+use httpmock::{HttpMockRequest, HttpMockResponse, Method::GET, MockServer};
+use serde_json::json;
+
+type Results = HashMap<String, Result<Vec<Machine>, Error>>;
+
+async fn collect(
+    stream: impl futures_util::Stream<Item = (String, Result<Vec<Machine>, Error>)>,
+) -> (Vec<String>, Results) {
+    let mut order = Vec::new();
+    let mut results = HashMap::new();
+    futures_util::pin_mut!(stream);
+    while let Some((user, result)) = stream.next().await {
+        order.push(user.clone());
+        assert!(
+            results.insert(user.clone(), result).is_none(),
+            "{user} yielded twice"
+        );
+    }
+    (order, results)
+}
+
+fn one_machine(id: &str) -> serde_json::Value {
+    json!({"value": [{"id": id, "computerDnsName": format!("{id}.corp.example.com")}]})
+}
+
+/// The user segment of a request to `/api/users/{id}/machines`.
+fn user_of(request: &HttpMockRequest) -> String {
+    let path = request.uri().path().to_owned();
+    path.trim_start_matches("/api/users/")
+        .trim_end_matches("/machines")
+        .to_owned()
+}
+
+/// Serves every user one machine named after the user, slowly, counting how
+/// many requests are inside the server at once.
+struct Counting {
+    server: MockServer,
+    max_in_flight: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+}
+
+async fn counting_server(delay: Duration) -> Counting {
+    let server = MockServer::start_async().await;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let max_in_flight = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (arrive, peak, count) = (in_flight.clone(), max_in_flight.clone(), calls.clone());
+    let leave = in_flight;
+    server
+        .mock_async(move |when, then| {
+            when.method(GET)
+                .path_prefix("/api/users/")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                // Runs when a request arrives, before the delay.
+                .is_true(move |_| {
+                    let now = arrive.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    true
+                });
+            // Runs after the delay, just before the answer leaves.
+            then.delay(delay).respond_with(move |request| {
+                leave.fetch_sub(1, Ordering::SeqCst);
+                HttpMockResponse::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(one_machine(&user_of(request)).to_string())
+                    .build()
+            });
+        })
+        .await;
+    Counting {
+        server,
+        max_in_flight,
+        calls,
+    }
+}
+
+#[tokio::test]
+async fn never_more_than_the_concurrency_in_flight() {
+    let counting = counting_server(Duration::from_millis(150)).await;
+    let client = client(&counting.server);
+    let users: Vec<String> = (0..12).map(|i| format!("user{i}@contoso.com")).collect();
+
+    let (order, results) = collect(client.machines_for_users(&users, 3)).await;
+
+    assert_eq!(order.len(), 12);
+    for user in &users {
+        let machines = results[user].as_ref().expect("every lookup succeeds");
+        let name = user.trim_end_matches("@contoso.com");
+        assert_eq!(machines.len(), 1);
+        assert_eq!(machines[0].id, name);
+    }
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 12);
+    let peak = counting.max_in_flight.load(Ordering::SeqCst);
+    assert!(peak <= 3, "{peak} requests were in flight at once");
+    // The bound is a bound, not a queue of one: lookups did overlap.
+    assert!(peak >= 2, "lookups never overlapped (peak {peak})");
+}
+
+#[tokio::test]
+async fn concurrency_zero_means_one() {
+    let counting = counting_server(Duration::from_millis(30)).await;
+    let client = client(&counting.server);
+
+    let (order, results) = collect(client.machines_for_users(["a", "b", "c", "d"], 0)).await;
+
+    assert_eq!(order.len(), 4);
+    assert!(results.values().all(Result::is_ok));
+    assert_eq!(counting.max_in_flight.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn inputs_naming_the_same_user_share_one_request() {
+    let server = MockServer::start_async().await;
+    let user1 = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/users/user1/machines");
+            then.status(200)
+                .header("content-type", "application/json")
+                .json_body(common::seed());
+        })
+        .await;
+    let user2 = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/users/user2/machines");
+            then.status(200)
+                .header("content-type", "application/json")
+                .json_body(one_machine("m2"));
+        })
+        .await;
+    let client = client(&server);
+    // The same user four ways, one of them twice, and another user.
+    let inputs = [
+        "user1@contoso.com",
+        "CONTOSO\\user1",
+        "user1",
+        "  user1  ",
+        "user2",
+        "user1@contoso.com",
+    ];
+
+    let mut stream = Box::pin(client.machines_for_users(inputs, 4));
+    let mut seen = Vec::new();
+    while let Some((input, result)) = stream.next().await {
+        let machines = result.unwrap();
+        let ids: Vec<_> = machines.iter().map(|m| m.id.as_str()).collect();
+        if input.contains("user1") {
+            assert_eq!(ids, ["machine-1", "machine-2"], "{input}");
+        } else {
+            assert_eq!(ids, ["m2"], "{input}");
+        }
+        seen.push(input);
+    }
+
+    // Every input got its answer, the repeated one twice …
+    seen.sort();
+    let mut expected: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    // … from one request per user.
+    user1.assert_calls_async(1).await;
+    user2.assert_calls_async(1).await;
+    assert_eq!(client.stats().attempts, 2);
+}
+
+#[tokio::test]
+async fn one_bad_user_does_not_stop_the_others() {
+    let server = MockServer::start_async().await;
+    let denied = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/users/denied/machines");
+            then.status(403)
+                .header("content-type", "application/json")
+                .json_body(json!({"error": {
+                    "code": "Forbidden",
+                    "message": "Missing Machine.Read.All",
+                    "target": "5c1d1a8e-0c1f-4b0e-9d43-8f0b7c1f2a10",
+                }}));
+        })
+        .await;
+    let others = server
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path_prefix("/api/users/")
+                .path_excludes("denied");
+            then.respond_with(|request| {
+                HttpMockResponse::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(one_machine(&user_of(request)).to_string())
+                    .build()
+            });
+        })
+        .await;
+    let client = client(&server);
+    let inputs = [
+        "alice",
+        "bad/name",
+        "denied@contoso.com",
+        "",
+        "CONTOSO\\denied",
+        "bob",
+    ];
+
+    let (order, results) = collect(client.machines_for_users(inputs, 2)).await;
+
+    assert_eq!(order.len(), inputs.len());
+    assert_eq!(results["alice"].as_ref().unwrap()[0].id, "alice");
+    assert_eq!(results["bob"].as_ref().unwrap()[0].id, "bob");
+    match &results["bad/name"] {
+        Err(Error::InvalidUserName(e)) => {
+            assert_eq!(e.input(), "bad/name");
+            assert!(
+                matches!(e.reason(), InvalidUserNameReason::ForbiddenCharacter('/')),
+                "{e:?}"
+            );
+        }
+        other => panic!("bad/name: {other:?}"),
+    }
+    assert!(matches!(&results[""], Err(Error::InvalidUserName(_))));
+    // Both spellings of `denied` get the same failure, target included, from one request.
+    for input in ["denied@contoso.com", "CONTOSO\\denied"] {
+        match &results[input] {
+            Err(
+                e @ Error::Api {
+                    status: 403,
+                    code,
+                    target,
+                    ..
+                },
+            ) => {
+                assert_eq!(code.as_deref(), Some("Forbidden"));
+                assert_eq!(
+                    target.as_deref(),
+                    Some("5c1d1a8e-0c1f-4b0e-9d43-8f0b7c1f2a10")
+                );
+                assert!(e
+                    .to_string()
+                    .contains("5c1d1a8e-0c1f-4b0e-9d43-8f0b7c1f2a10"));
+            }
+            other => panic!("{input}: {other:?}"),
+        }
+    }
+    denied.assert_calls_async(1).await;
+    // No request for the invalid names: only alice and bob reached the other mock.
+    others.assert_calls_async(2).await;
+}
+
+#[tokio::test]
+async fn a_transport_failure_is_shared_by_the_inputs_that_named_the_user() {
+    // A port nothing listens on.
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client = defender_endpoint::Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .credential(defender_endpoint::StaticToken::new(TOKEN))
+        .rate_limit(defender_endpoint::RateLimit::none())
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+
+    let (_, results) =
+        collect(client.machines_for_users(["u@contoso.com", "CONTOSO\\u", "v"], 2)).await;
+
+    let a = results["u@contoso.com"].as_ref().unwrap_err();
+    let b = results["CONTOSO\\u"].as_ref().unwrap_err();
+    assert!(
+        matches!(a, Error::Shared(inner) if matches!(**inner, Error::Transport(_))),
+        "{a:?}"
+    );
+    assert!(matches!(b, Error::Shared(_)), "{b:?}");
+    assert_eq!(a.to_string(), b.to_string());
+    // A failure that concerns one input only stays as it is.
+    assert!(
+        matches!(results["v"], Err(Error::Transport(_))),
+        "{:?}",
+        results["v"]
+    );
+    assert_eq!(client.stats().attempts, 2, "one attempt per distinct user");
+}
+
+#[tokio::test]
+async fn lookups_go_through_the_retry_policy_and_are_counted() {
+    let server = MockServer::start_async().await;
+    let first = Arc::new(AtomicUsize::new(0));
+    let seen = first.clone();
+    server
+        .mock_async(move |when, then| {
+            when.method(GET).path("/api/users/user1/machines");
+            then.respond_with(move |_| {
+                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    HttpMockResponse::builder()
+                        .status(429)
+                        .header("retry-after", "0")
+                        .build()
+                } else {
+                    HttpMockResponse::builder()
+                        .status(200)
+                        .header("content-type", "application/json")
+                        .body(common::seed().to_string())
+                        .build()
+                }
+            });
+        })
+        .await;
+    let client = builder(&server).retry(quick_retries(3)).build().unwrap();
+
+    let (_, results) = collect(client.machines_for_users(["user1", "user1@contoso.com"], 4)).await;
+
+    assert_eq!(results["user1"].as_ref().unwrap().len(), 2);
+    assert_eq!(results["user1@contoso.com"].as_ref().unwrap().len(), 2);
+    let stats = client.stats();
+    assert_eq!(stats.attempts, 2);
+    assert_eq!(stats.retries, 1);
+    assert_eq!(stats.throttled, 1);
+}
+
+#[tokio::test]
+async fn the_stream_owns_its_client_and_can_move_to_a_task() {
+    let counting = counting_server(Duration::ZERO).await;
+    let stream = {
+        let client = client(&counting.server);
+        client.machines_for_users(vec!["a".to_string(), "b".to_string()], 2)
+    };
+    let (order, results) = tokio::spawn(collect(stream)).await.unwrap();
+    assert_eq!(order.len(), 2);
+    assert!(results.values().all(Result::is_ok));
+}
+
+#[tokio::test]
+async fn nothing_is_sent_before_the_stream_is_polled() {
+    let counting = counting_server(Duration::ZERO).await;
+    let client = client(&counting.server);
+    let stream = client.machines_for_users(["a", "b"], 2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 0);
+    drop(stream);
+}
