@@ -1,0 +1,827 @@
+//! The machines of one user or thousands, from Microsoft Defender for Endpoint.
+//!
+//! ```text
+//! cargo run --example user_machines -- --demo user1@contoso.com
+//! cargo run --example user_machines -- --file users.txt --output csv > machines.csv
+//! ```
+//!
+//! Run with `--help` for the options. Exit codes: 0 when every lookup
+//! succeeded, 1 when some failed, 2 for a usage or configuration error, 130
+//! when interrupted with Ctrl-C.
+
+#[path = "user_machines/demo.rs"]
+mod demo;
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    io::{self, BufRead, IsTerminal, Write},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use defender_endpoint::{
+    types::Machine, Client, ClientSecretCredential, Cloud, EnvironmentCredential, Error,
+    ParseCloudError,
+};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+const HELP: &str = "\
+Look up the machines of users in Microsoft Defender for Endpoint.
+
+Usage: user_machines [OPTIONS] [USER]...
+
+Arguments:
+  [USER]...  User names: user1@contoso.com, CONTOSO\\user1 or user1
+
+Options:
+      --file PATH          Read users from PATH, one per line ('-' = standard input);
+                           blank lines and lines starting with '#' are skipped
+      --output FORMAT      table, json or csv [default: table]
+      --cloud NAME         commercial, us, eu, uk, au, swa, ina, aea, gcc, gcc-high, dod
+                           [default: commercial]
+      --base-url URL       The API base URL (overrides the cloud's) [env: DEFENDER_BASE_URL]
+      --concurrency N      Lookups in flight at once [default: 4]
+      --demo               Run against an embedded local stand-in of the API (no
+                           credentials, no network)
+  -h, --help               Print this help
+
+Credentials come from the environment:
+  AZURE_TENANT_ID          the Microsoft Entra tenant (directory) id
+  AZURE_CLIENT_ID          the application (client) id
+  AZURE_CLIENT_SECRET      its client secret, or
+  AZURE_CLIENT_CERTIFICATE_PATH  a PEM file with its certificate and private key
+  AZURE_AUTHORITY_HOST     the sign-in authority (optional; the cloud's by default)
+The application needs the Machine.Read.All permission of WindowsDefenderATP.
+
+Exit status: 0 all lookups succeeded, 1 some failed, 2 usage or configuration
+error, 130 interrupted (Ctrl-C).
+";
+
+/// The environment variables credentials come from.
+const CREDENTIAL_VARIABLES: &str = "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET \
+(or AZURE_CLIENT_CERTIFICATE_PATH), optionally AZURE_AUTHORITY_HOST";
+
+/// The widest the table gets.
+const TABLE_WIDTH: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug)]
+struct Options {
+    users: Vec<String>,
+    file: Option<String>,
+    format: Format,
+    cloud: Option<String>,
+    base_url: Option<String>,
+    concurrency: usize,
+    demo: bool,
+}
+
+/// A usage or configuration error: exit 2.
+struct Usage(String);
+
+fn main() -> ExitCode {
+    let args = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned());
+    let options = match parse_args(args) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(Usage(message)) => {
+            eprintln!("error: {message}\n\nFor more information, try '--help'.");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(code) => code,
+        Err(Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, Usage> {
+    let mut options = Options {
+        users: Vec::new(),
+        file: None,
+        format: Format::Table,
+        cloud: None,
+        base_url: None,
+        concurrency: 4,
+        demo: false,
+    };
+    let mut args = args.into_iter();
+    let mut only_users = false;
+    while let Some(arg) = args.next() {
+        if only_users || !arg.starts_with("--") && arg != "-h" {
+            options.users.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            only_users = true;
+            continue;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String, Usage> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| Usage(format!("{name} needs a value ({what})")))
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--demo" if inline.is_some() => return Err(Usage("--demo takes no value".into())),
+            "--demo" => options.demo = true,
+            "--file" => options.file = Some(value("a path, or '-' for standard input")?),
+            "--output" => {
+                options.format = match value("table, json or csv")?.as_str() {
+                    "table" => Format::Table,
+                    "json" => Format::Json,
+                    "csv" => Format::Csv,
+                    other => {
+                        return Err(Usage(format!(
+                            "unknown output format {other:?}: use table, json or csv"
+                        )))
+                    }
+                }
+            }
+            "--cloud" => options.cloud = Some(value("a cloud name")?),
+            "--base-url" => options.base_url = Some(value("a URL")?),
+            "--concurrency" => {
+                let n = value("a number")?;
+                options.concurrency = match n.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        return Err(Usage(format!(
+                            "--concurrency must be a whole number of at least 1, not {n:?}"
+                        )))
+                    }
+                };
+            }
+            _ => return Err(Usage(format!("unknown option {name}"))),
+        }
+    }
+    Ok(Some(options))
+}
+
+/// Reads the users of `--file`: one a line, blank lines and `#` comments skipped.
+fn read_users(path: &str) -> Result<Vec<String>, Usage> {
+    let reader: Box<dyn BufRead> = if path == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Usage(format!("cannot read --file {path}: {e}")))?;
+        Box::new(io::BufReader::new(file))
+    };
+    let mut users = Vec::new();
+    for line in reader.lines() {
+        let line = line.map_err(|e| Usage(format!("cannot read --file {path}: {e}")))?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        users.push(line.to_owned());
+    }
+    Ok(users)
+}
+
+/// The cloud named by `--cloud` (default commercial).
+fn cloud(name: Option<&str>) -> Result<Cloud, Usage> {
+    match name {
+        None => Ok(Cloud::Commercial),
+        Some(name) => name
+            .parse()
+            .map_err(|e: ParseCloudError| Usage(e.to_string())),
+    }
+}
+
+/// The credential of the `AZURE_*` variables, signing in at the cloud's
+/// authority unless `AZURE_AUTHORITY_HOST` says otherwise.
+fn credential_from_env(cloud: &Cloud) -> Result<EnvironmentCredential, Usage> {
+    EnvironmentCredential::from_lookup(|name| {
+        let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if name == "AZURE_AUTHORITY_HOST" && value.is_none() {
+            return Some(cloud.authority_host().to_owned());
+        }
+        value
+    })
+    .map_err(|e| match e {
+        Error::Credential { message, .. } => Usage(format!(
+            "no usable credentials: {message}\n\
+             Set {CREDENTIAL_VARIABLES}, or try --demo."
+        )),
+        other => Usage(other.to_string()),
+    })
+}
+
+/// The outcome of one input.
+struct Outcome {
+    user: String,
+    result: Result<Vec<Machine>, Error>,
+}
+
+/// Counts for the summary line.
+#[derive(Default)]
+struct Tally {
+    users: usize,
+    machines: usize,
+    failed: usize,
+    /// `user: reason`, printed on standard error at the end.
+    failures: Vec<String>,
+}
+
+async fn run(options: Options) -> Result<ExitCode, Usage> {
+    let mut users = options.users.clone();
+    if let Some(path) = &options.file {
+        users.extend(read_users(path)?);
+    }
+    if users.is_empty() {
+        return Err(Usage(
+            "no users: name them as arguments or with --file (see --help)".into(),
+        ));
+    }
+
+    let cloud = cloud(options.cloud.as_deref())?;
+    let base_url = options.base_url.clone().or_else(|| {
+        std::env::var("DEFENDER_BASE_URL")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    });
+    let mut demo_server = None;
+    let builder = if options.demo {
+        // The stand-in's token endpoint issues the token its API accepts. It is
+        // on loopback, so no proxy of the environment may stand in between.
+        let demo = demo::Demo::start().await;
+        let direct = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .user_agent(defender_endpoint::USER_AGENT)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| Usage(format!("cannot build the HTTP client: {e}")))
+        };
+        let credential = ClientSecretCredential::new(
+            demo::DEMO_TENANT,
+            demo::DEMO_CLIENT_ID,
+            demo::DEMO_CLIENT_SECRET,
+        )
+        .authority_host(demo.authority_host())
+        .map_err(|e| Usage(e.to_string()))?
+        .http_client(direct()?);
+        let builder = Client::builder()
+            .base_url(demo.base_url())
+            .http_client(direct()?)
+            .credential(credential);
+        demo_server = Some(demo);
+        builder
+    } else {
+        let credential = credential_from_env(&cloud)?;
+        let builder = Client::builder().cloud(cloud).credential(credential);
+        match base_url {
+            Some(url) => builder.base_url(url),
+            None => builder,
+        }
+    };
+    let client = builder.build().map_err(|e| Usage(e.to_string()))?;
+
+    let started = Instant::now();
+    let total = users.len();
+    let mut positions: HashMap<String, VecDeque<usize>> = HashMap::new();
+    for (i, user) in users.iter().enumerate() {
+        positions.entry(user.clone()).or_default().push_back(i);
+    }
+    let mut results = Box::pin(client.machines_for_users(users, options.concurrency));
+
+    let stdout = io::stdout();
+    let mut out = Output::new(options.format, stdout.lock());
+    let mut progress = Progress::new(total);
+    let mut tally = Tally::default();
+    let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut next = 0usize;
+    let mut done = 0usize;
+    let mut interrupted = false;
+    let mut broken_pipe = false;
+
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        // `biased`: the Ctrl-C handler is in place before the first result is printed.
+        let item = tokio::select! {
+            biased;
+            _ = &mut ctrl_c => {
+                interrupted = true;
+                None
+            }
+            item = results.next() => item,
+        };
+        let Some((user, result)) = item else { break };
+        done += 1;
+        let index = positions
+            .get_mut(&user)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(next);
+        pending.insert(index, Outcome { user, result });
+        // Results arrive as lookups finish; print them in input order.
+        while let Some(outcome) = pending.remove(&next) {
+            next += 1;
+            progress.clear();
+            if !broken_pipe {
+                broken_pipe = out.write(&outcome, &mut tally).is_err();
+            }
+        }
+        if broken_pipe {
+            // Nobody reads the output any more (`| head`): stop looking up.
+            break;
+        }
+        progress.update(done, client.stats().throttled);
+    }
+    // What finished out of order before an interruption.
+    for (_, outcome) in std::mem::take(&mut pending) {
+        progress.clear();
+        if !broken_pipe {
+            broken_pipe = out.write(&outcome, &mut tally).is_err();
+        }
+    }
+    progress.clear();
+    if !broken_pipe {
+        let _ = out.finish();
+    }
+    drop(results);
+    drop(demo_server);
+
+    for failure in &tally.failures {
+        eprintln!("failed: {failure}");
+    }
+    let stats = client.stats();
+    let mut summary = format!(
+        "{} {}, {} {}, {} failed, {:.1} s",
+        tally.users,
+        plural(tally.users, "user", "users"),
+        tally.machines,
+        plural(tally.machines, "machine", "machines"),
+        tally.failed,
+        started.elapsed().as_secs_f64(),
+    );
+    if stats.throttled == 0 {
+        summary.push_str(", no throttling waits");
+    } else {
+        summary.push_str(&format!(
+            ", {} throttling {} ({:.1} s)",
+            stats.throttled,
+            plural(stats.throttled as usize, "wait", "waits"),
+            stats.throttle_wait.as_secs_f64(),
+        ));
+    }
+    if stats.quota_wait >= Duration::from_millis(100) {
+        summary.push_str(&format!(
+            ", {:.1} s waiting for the client-side quota",
+            stats.quota_wait.as_secs_f64()
+        ));
+    }
+    if interrupted {
+        eprintln!(
+            "interrupted: {} of {total} users looked up; {summary}",
+            tally.users
+        );
+        return Ok(ExitCode::from(130));
+    }
+    eprintln!("{summary}");
+    Ok(if tally.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// Writes outcomes to standard output in one of the formats, and failures to
+/// standard error.
+struct Output<W: Write> {
+    format: Format,
+    out: W,
+    started: bool,
+    now: DateTime<Utc>,
+}
+
+impl<W: Write> Output<W> {
+    fn new(format: Format, out: W) -> Self {
+        Self {
+            format,
+            out,
+            started: false,
+            now: Utc::now(),
+        }
+    }
+
+    fn write(&mut self, outcome: &Outcome, tally: &mut Tally) -> io::Result<()> {
+        tally.users += 1;
+        match &outcome.result {
+            Ok(machines) => tally.machines += machines.len(),
+            Err(error) => {
+                tally.failed += 1;
+                tally.failures.push(format!("{}: {error}", outcome.user));
+            }
+        }
+        let first = !self.started;
+        self.started = true;
+        match self.format {
+            Format::Table => {
+                if first {
+                    self.table_header()?;
+                }
+                self.table_rows(outcome)?;
+            }
+            Format::Json => {
+                let entry = match &outcome.result {
+                    Ok(machines) => JsonEntry {
+                        user: &outcome.user,
+                        machines: Some(machines),
+                        error: None,
+                    },
+                    Err(error) => JsonEntry {
+                        user: &outcome.user,
+                        machines: None,
+                        error: Some(error_json(error)),
+                    },
+                };
+                let text = serde_json::to_string_pretty(&entry).map_err(io::Error::other)?;
+                let text = text.replace('\n', "\n  ");
+                write!(self.out, "{}\n  {text}", if first { "[" } else { "," })?;
+            }
+            Format::Csv => {
+                if first {
+                    write_csv_row(&mut self.out, CSV_HEADER)?;
+                }
+                self.csv_rows(outcome)?;
+            }
+        }
+        self.out.flush()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        match self.format {
+            Format::Json if self.started => writeln!(self.out, "\n]")?,
+            Format::Json => writeln!(self.out, "[]")?,
+            Format::Csv if !self.started => write_csv_row(&mut self.out, CSV_HEADER)?,
+            _ => {}
+        }
+        self.out.flush()
+    }
+
+    fn table_header(&mut self) -> io::Result<()> {
+        let line1 = table_line(&["USER", "COMPUTER", "OS", "HEALTH", "RISK", "EXPOSURE"]);
+        let line2 = second_line("LAST SEEN", "LAST IP", "TAGS");
+        writeln!(
+            self.out,
+            "{line1}\n{line2}\n{}",
+            "─".repeat(TABLE_WIDTH - 1)
+        )
+    }
+
+    fn table_rows(&mut self, outcome: &Outcome) -> io::Result<()> {
+        let machines = match &outcome.result {
+            Ok(machines) => machines,
+            Err(error) => {
+                let text = format!("failed: {error}");
+                let line = table_line(&[&outcome.user, &text]);
+                return writeln!(self.out, "{}", clip(&line, TABLE_WIDTH - 1));
+            }
+        };
+        if machines.is_empty() {
+            let line = table_line(&[&outcome.user, "(no machines)"]);
+            return writeln!(self.out, "{line}");
+        }
+        for m in machines {
+            let line1 = table_line(&[
+                &outcome.user,
+                m.computer_dns_name.as_deref().unwrap_or("-"),
+                &os(m),
+                &label(&m.health_status),
+                &label(&m.risk_score),
+                &label(&m.exposure_level),
+            ]);
+            let line2 = second_line(
+                &last_seen(m.last_seen, self.now),
+                m.last_ip_address.as_deref().unwrap_or("-"),
+                &m.machine_tags.as_deref().unwrap_or_default().join(", "),
+            );
+            writeln!(self.out, "{line1}\n{line2}")?;
+        }
+        Ok(())
+    }
+
+    fn csv_rows(&mut self, outcome: &Outcome) -> io::Result<()> {
+        let user = outcome.user.as_str();
+        match &outcome.result {
+            Err(error) => {
+                let mut row = [""; CSV_HEADER.len()];
+                row[0] = user;
+                let message = error.to_string();
+                row[CSV_HEADER.len() - 1] = &message;
+                write_csv_row(&mut self.out, &row)
+            }
+            Ok(machines) if machines.is_empty() => {
+                let mut row = [""; CSV_HEADER.len()];
+                row[0] = user;
+                write_csv_row(&mut self.out, &row)
+            }
+            Ok(machines) => {
+                for m in machines {
+                    let build = m.os_build.map(|b| b.to_string()).unwrap_or_default();
+                    let last_seen = m
+                        .last_seen
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                        .unwrap_or_default();
+                    let tags = m.machine_tags.as_deref().unwrap_or_default().join(";");
+                    let row = [
+                        user,
+                        &m.id,
+                        m.computer_dns_name.as_deref().unwrap_or_default(),
+                        m.os_platform.as_deref().unwrap_or_default(),
+                        &build,
+                        &label(&m.health_status),
+                        &label(&m.risk_score),
+                        &label(&m.exposure_level),
+                        &last_seen,
+                        m.last_ip_address.as_deref().unwrap_or_default(),
+                        &tags,
+                        "",
+                    ];
+                    write_csv_row(&mut self.out, &row)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+const CSV_HEADER: &[&str; 12] = &[
+    "user",
+    "machine_id",
+    "computer_dns_name",
+    "os_platform",
+    "os_build",
+    "health_status",
+    "risk_score",
+    "exposure_level",
+    "last_seen",
+    "last_ip_address",
+    "machine_tags",
+    "error",
+];
+
+/// One CSV record (RFC 4180: fields with `,`, `"` or line breaks are quoted).
+fn write_csv_row(out: &mut impl Write, fields: &[&str]) -> io::Result<()> {
+    let mut line = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        if field.contains([',', '"', '\n', '\r']) {
+            line.push('"');
+            line.push_str(&field.replace('"', "\"\""));
+            line.push('"');
+        } else {
+            line.push_str(field);
+        }
+    }
+    line.push_str("\r\n");
+    out.write_all(line.as_bytes())
+}
+
+/// One element of the JSON output: `{"user", "machines"}` or `{"user", "error"}`.
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    machines: Option<&'a [Machine]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// The JSON form of a failure: its message, and the fields Defender sent.
+fn error_json(error: &Error) -> Value {
+    let mut value = json!({"message": error.to_string()});
+    if let Some(status) = error.status() {
+        value["status"] = json!(status);
+    }
+    if let Error::Api {
+        code: Some(code), ..
+    } = error
+    {
+        value["code"] = json!(code);
+    }
+    if let Some(target) = error.target() {
+        value["target"] = json!(target);
+    }
+    if let Some(wait) = error.retry_after() {
+        value["retryAfterSeconds"] = json!(wait.as_secs_f64());
+    }
+    value
+}
+
+// Column widths of the table's first line; the second line starts under COMPUTER.
+const COLUMNS: [usize; 6] = [17, 28, 16, 12, 8, 8];
+const GAP: &str = "  ";
+
+/// The first line of a row: each value clipped to its column.
+fn table_line(values: &[&str]) -> String {
+    let mut line = String::new();
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            line.push_str(GAP);
+        }
+        let width = if i + 1 == values.len() && values.len() < COLUMNS.len() {
+            TABLE_WIDTH - 1 - line.chars().count()
+        } else {
+            COLUMNS[i]
+        };
+        line.push_str(&pad(&clip(value, width), width));
+    }
+    line.trim_end().to_owned()
+}
+
+/// The second line of a row: last seen under COMPUTER, last IP under OS, tags from HEALTH on.
+fn second_line(last_seen: &str, ip: &str, tags: &str) -> String {
+    let indent = COLUMNS[0] + GAP.len();
+    let mut line = " ".repeat(indent);
+    line.push_str(&pad(&clip(last_seen, COLUMNS[1]), COLUMNS[1]));
+    line.push_str(GAP);
+    line.push_str(&pad(&clip(ip, COLUMNS[2]), COLUMNS[2]));
+    line.push_str(GAP);
+    let room = TABLE_WIDTH - 1 - line.chars().count();
+    line.push_str(&clip(tags, room));
+    line.trim_end().to_owned()
+}
+
+/// `text` cut to `width` characters, with `…` where it was cut.
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(width.saturating_sub(1)).collect();
+    clipped.push('…');
+    clipped
+}
+
+fn pad(text: &str, width: usize) -> String {
+    format!("{text:<width$}")
+}
+
+/// The OS platform and build: `Windows11 22000`.
+fn os(machine: &Machine) -> String {
+    match (&machine.os_platform, machine.os_build) {
+        (Some(platform), Some(build)) => format!("{platform} {build}"),
+        (Some(platform), None) => platform.clone(),
+        (None, Some(build)) => format!("build {build}"),
+        (None, None) => "-".into(),
+    }
+}
+
+/// The value of one of the API's open enumerations as the API spelled it.
+fn label<T: Serialize>(value: &Option<T>) -> String {
+    match value.as_ref().map(serde_json::to_value) {
+        Some(Ok(Value::String(s))) => s,
+        Some(Ok(other)) => other.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// `2024-01-02 00:00 (1y ago)`.
+fn last_seen(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let Some(at) = at else { return "-".into() };
+    format!(
+        "{} ({})",
+        at.format("%Y-%m-%d %H:%M"),
+        relative(now.signed_duration_since(at))
+    )
+}
+
+/// A short relative time: `just now`, `5m ago`, `3h ago`, `12d ago`, `4mo ago`, `2y ago`.
+fn relative(age: chrono::TimeDelta) -> String {
+    let seconds = age.num_seconds();
+    let (future, seconds) = (seconds < 0, seconds.unsigned_abs());
+    let text = match seconds {
+        0..60 => return "just now".into(),
+        60..3_600 => format!("{}m", seconds / 60),
+        3_600..86_400 => format!("{}h", seconds / 3_600),
+        86_400..2_592_000 => format!("{}d", seconds / 86_400),
+        2_592_000..31_536_000 => format!("{}mo", seconds / 2_592_000),
+        _ => format!("{}y", seconds / 31_536_000),
+    };
+    if future {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
+/// A progress bar with rate and ETA on standard error, only when it is a terminal.
+struct Progress {
+    enabled: bool,
+    total: usize,
+    started: Instant,
+    drawn_at: Option<Instant>,
+    visible: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            enabled: total > 1 && io::stderr().is_terminal(),
+            total,
+            started: Instant::now(),
+            drawn_at: None,
+            visible: false,
+        }
+    }
+
+    fn update(&mut self, done: usize, throttled: u64) {
+        if !self.enabled || done >= self.total {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .drawn_at
+            .is_some_and(|at| now - at < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.drawn_at = Some(now);
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / elapsed;
+        let eta = if rate > 0.0 {
+            format_duration((self.total - done) as f64 / rate)
+        } else {
+            "?".into()
+        };
+        const BAR: usize = 30;
+        let filled = BAR * done / self.total.max(1);
+        let mut line = format!(
+            "\r[{}{}] {done}/{} {rate:.1}/s ETA {eta}",
+            "#".repeat(filled),
+            "-".repeat(BAR - filled),
+            self.total,
+        );
+        if throttled > 0 {
+            line.push_str(&format!(" (throttled {throttled}×)"));
+        }
+        let mut err = io::stderr().lock();
+        let _ = write!(err, "{line}\x1b[K");
+        let _ = err.flush();
+        self.visible = true;
+    }
+
+    fn clear(&mut self) {
+        if self.visible {
+            let mut err = io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K");
+            let _ = err.flush();
+            self.visible = false;
+            self.drawn_at = None;
+        }
+    }
+}
+
+fn format_duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3_600 {
+        format!("{}h{:02}m", s / 3_600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

@@ -1,0 +1,359 @@
+//! The `user_machines` example, run as a process against its embedded demo stand-in.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Builds the example once per test run and returns its path.
+fn binary() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // This test runs from <target>/<profile>/deps/; examples live in <target>/<profile>/examples/.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "--example", "user_machines"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(
+            status.success(),
+            "cargo build --example user_machines failed"
+        );
+        let path = profile_dir
+            .join("examples")
+            .join(format!("user_machines{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.exists(), "{} was not built", path.display());
+        path
+    })
+}
+
+/// The example with no credentials in its environment and no proxy.
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command.args(args).stdin(Stdio::null());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AZURE_")
+            || name.eq_ignore_ascii_case("http_proxy")
+            || name.eq_ignore_ascii_case("https_proxy")
+            || name.eq_ignore_ascii_case("all_proxy")
+            || name == "DEFENDER_BASE_URL"
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    command(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited normally")
+}
+
+/// Splits one CSV record (RFC 4180 quoting).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+#[test]
+fn demo_prints_the_seed_machines_as_a_table() {
+    let output = run(&["--demo", "user1@contoso.com"]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(code(&output), 0, "{stderr}");
+    for expected in [
+        "device1.corp.example.com",
+        "device2.corp.example.com",
+        "Windows10 19045",
+        "Windows11 22000",
+        "Active",
+        "Inactive",
+        "2024-01-02 00:00",
+        "10.0.0.10",
+        "laptop, finance",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from\n{stdout}"
+        );
+    }
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "wider than 100 columns: {line:?}"
+        );
+    }
+    assert!(
+        stderr.contains("1 user, 2 machines, 0 failed"),
+        "summary: {stderr}"
+    );
+    assert!(stderr.contains("throttling"), "summary: {stderr}");
+}
+
+#[test]
+fn json_output_is_one_array_of_users() {
+    let output = run(&[
+        "--demo",
+        "--output",
+        "json",
+        "user1@contoso.com",
+        "CONTOSO\\alice",
+        "bob",
+    ]);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let json: Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
+    let entries = json.as_array().expect("an array");
+    let users: Vec<&str> = entries
+        .iter()
+        .map(|e| e["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["user1@contoso.com", "CONTOSO\\alice", "bob"]);
+    let seed = &entries[0]["machines"];
+    assert_eq!(seed[0]["id"], "machine-1");
+    assert_eq!(seed[1]["id"], "machine-2");
+    assert_eq!(seed[0]["rbacGroupId"], "group-fin-001");
+    for entry in entries {
+        assert!(entry["machines"].is_array(), "{entry}");
+        assert!(entry.get("error").is_none(), "{entry}");
+    }
+}
+
+#[test]
+fn csv_output_has_a_header_and_equal_records() {
+    let output = run(&[
+        "--demo",
+        "--output=csv",
+        "user1@contoso.com",
+        "carol",
+        "dave",
+        "not/valid",
+    ]);
+    assert_eq!(code(&output), 1, "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let records: Vec<Vec<String>> = stdout.lines().map(csv_fields).collect();
+    let header = &records[0];
+    assert_eq!(header[0], "user");
+    assert_eq!(header.last().unwrap(), "error");
+    for record in &records {
+        assert_eq!(record.len(), header.len(), "{record:?}");
+    }
+    let seed: Vec<_> = records
+        .iter()
+        .filter(|r| r[0] == "user1@contoso.com")
+        .collect();
+    assert_eq!(seed.len(), 2);
+    assert_eq!(seed[0][1], "machine-1");
+    assert_eq!(seed[0][2], "device1.corp.example.com");
+    // Every input has at least one record; the invalid one carries its reason.
+    for user in ["carol", "dave", "not/valid"] {
+        assert!(records.iter().any(|r| r[0] == user), "{user} missing");
+    }
+    let invalid = records.iter().find(|r| r[0] == "not/valid").unwrap();
+    assert!(
+        invalid.last().unwrap().contains("invalid user name"),
+        "{invalid:?}"
+    );
+}
+
+#[test]
+fn a_batch_with_failures_exits_1_and_prints_the_others() {
+    let output = run(&["--demo", "user1@contoso.com", "bad/name", "blocked", "bob"]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(code(&output), 1, "{stderr}");
+    assert!(stdout.contains("device1.corp.example.com"), "{stdout}");
+    assert!(stdout.contains("bob"), "{stdout}");
+    assert!(
+        stderr.contains("failed: bad/name: invalid user name"),
+        "{stderr}"
+    );
+    // Defender's tracking id is part of the reason.
+    assert!(
+        stderr.contains("failed: blocked: ")
+            && stderr.contains("403")
+            && stderr.contains("43f4cb08-8fac-4b65-9ecc-2d9a8b1ab8a4"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 users"), "{stderr}");
+    assert!(stderr.contains("2 failed"), "{stderr}");
+}
+
+#[test]
+fn users_come_from_a_file_or_standard_input() {
+    let list = "# incident 4711\n\nuser1@contoso.com\n   \n  CONTOSO\\alice  \n# done\n";
+    let dir = std::env::temp_dir().join(format!("user-machines-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("users.txt");
+    std::fs::write(&path, list).unwrap();
+
+    let from_file = run(&[
+        "--demo",
+        "--output",
+        "json",
+        "--file",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&from_file), 0, "{}", text(&from_file.stderr));
+
+    let mut child = command(&["--demo", "--output", "json", "--file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.as_bytes())
+        .unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    assert_eq!(code(&from_stdin), 0, "{}", text(&from_stdin.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+
+    for output in [&from_file, &from_stdin] {
+        let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let users: Vec<&str> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["user"].as_str().unwrap())
+            .collect();
+        assert_eq!(users, ["user1@contoso.com", "CONTOSO\\alice"]);
+    }
+}
+
+#[test]
+fn missing_credentials_exit_2_naming_the_variables() {
+    let output = run(&["user1@contoso.com"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 2, "{stderr}");
+    for variable in ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"] {
+        assert!(
+            stderr.contains(variable),
+            "{variable} not named in {stderr}"
+        );
+    }
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["--demo", "--output", "xml", "user1"][..],
+        &["--demo", "--bogus", "user1"],
+        &["--demo", "--concurrency", "many", "user1"],
+        &["--demo", "--file"],
+        &["--demo"],
+        &["--cloud", "mars", "user1"],
+        &["--demo", "--file", "/nonexistent/users.txt"],
+    ] {
+        let output = run(args);
+        assert_eq!(code(&output), 2, "{args:?}: {}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).starts_with("error: "),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn help_lists_the_options() {
+    let output = run(&["--help"]);
+    assert_eq!(code(&output), 0);
+    let help = text(&output.stdout);
+    for option in [
+        "--file",
+        "--output",
+        "--cloud",
+        "--base-url",
+        "DEFENDER_BASE_URL",
+        "--concurrency",
+        "--demo",
+        "AZURE_TENANT_ID",
+    ] {
+        assert!(help.contains(option), "{option} missing from --help");
+    }
+}
+
+/// Ctrl-C stops the batch, prints what was done and exits 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_cleanly() {
+    // Many users, one at a time; some answers are 429 with Retry-After: 1,
+    // so the batch takes far longer than the test waits.
+    let users: Vec<String> = (0..60).map(|i| format!("person{i}")).collect();
+    let mut args = vec!["--demo", "--concurrency", "1", "--output", "csv"];
+    args.extend(users.iter().map(String::as_str));
+    let mut child = command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Wait for the header and a first record: the signal handler is in place by then.
+    let mut header = String::new();
+    stdout.read_line(&mut header).unwrap();
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(header.starts_with("user,"), "{header:?}");
+
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the program did not stop after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains("of 60 users"), "{stderr}");
+    // What was printed is complete records only.
+    for line in first.lines().chain(rest.lines()) {
+        assert_eq!(csv_fields(line).len(), 12, "{line:?}");
+    }
+}
