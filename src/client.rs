@@ -261,7 +261,10 @@ impl Client {
                 Error::Throttled { retry_after } => {
                     Some(retry_after.unwrap_or_else(|| policy.backoff(attempt)))
                 }
-                Error::Api { status, .. } if matches!(status, 500 | 502 | 503 | 504) => {
+                Error::Api {
+                    status: 500 | 502 | 503 | 504,
+                    ..
+                } => {
                     Some(policy.backoff(attempt))
                 }
                 Error::Transport(e) if !e.is_builder() && !e.is_redirect() => {
