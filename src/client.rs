@@ -264,9 +264,7 @@ impl Client {
                 Error::Api {
                     status: 500 | 502 | 503 | 504,
                     ..
-                } => {
-                    Some(policy.backoff(attempt))
-                }
+                } => Some(policy.backoff(attempt)),
                 Error::Transport(e) if !e.is_builder() && !e.is_redirect() => {
                     Some(policy.backoff(attempt))
                 }
