@@ -24,6 +24,10 @@ fn binary() -> &'static PathBuf {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
+        // The features of this test build, so that the example is not rebuilt without them.
+        if cfg!(feature = "azure") {
+            build.args(["--features", "azure"]);
+        }
         let status = build.status().expect("running cargo build");
         assert!(
             status.success(),
