@@ -30,6 +30,9 @@ pub const DEFAULT_BASE_URL: &str = "https://api.security.microsoft.com";
 /// The `User-Agent` of every request: `defender-endpoint/<version>`.
 pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
 
+/// The most `@odata.nextLink` pages one call follows.
+const MAX_PAGES: usize = 1_000;
+
 /// The default limit on the size of an answer's body (after decompression): 64 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -110,9 +113,93 @@ impl Client {
             status = tracing::field::Empty,
         );
         tracing::debug!(parent: &span, user = %user, "looking up the machines of a user");
-        self.with_retries(|| self.raw.get_user_machines(&id), |c| c.value)
-            .instrument(span)
-            .await
+        async {
+            match self
+                .with_retries(|| self.raw.get_user_machines(&id))
+                .await?
+            {
+                Some(first) => self.follow_next_links(first).await,
+                None => Ok(Vec::new()),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Collects the machines of `page` and of every page its `@odata.nextLink` leads to.
+    ///
+    /// Defender documents no paging for this endpoint, but OData services add
+    /// `@odata.nextLink` when an answer is cut; following it means no machine is
+    /// silently dropped. A link must stay on the API's origin and on the
+    /// operation's path (the request hook checks the path), and may not repeat.
+    async fn follow_next_links(
+        &self,
+        mut page: types::MachineCollection,
+    ) -> Result<Vec<Machine>, Error> {
+        let mut machines = std::mem::take(&mut page.value);
+        let mut followed = std::collections::HashSet::new();
+        while let Some(link) = page.extra.get("@odata.nextLink").and_then(|l| l.as_str()) {
+            let url = self.next_page_url(link)?;
+            if followed.len() >= MAX_PAGES || !followed.insert(url.clone()) {
+                return Err(Error::Decode {
+                    status: 200,
+                    message: format!(
+                        "@odata.nextLink {link:?} repeats or leads past {MAX_PAGES} pages"
+                    ),
+                });
+            }
+            tracing::debug!(page = followed.len() + 1, "following @odata.nextLink");
+            page = match self.with_retries(|| self.get_page(url.clone())).await? {
+                Some(next) => next,
+                None => break,
+            };
+            machines.append(&mut page.value);
+        }
+        Ok(machines)
+    }
+
+    /// The absolute URL of a next-page link, refused unless it is on the API's origin.
+    fn next_page_url(&self, link: &str) -> Result<reqwest::Url, Error> {
+        let base = reqwest::Url::parse(&self.raw.baseurl)
+            .map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;
+        let url = base
+            .join(link)
+            .ok()
+            .filter(|url| url.origin() == base.origin());
+        url.ok_or_else(|| Error::Decode {
+            status: 200,
+            message: format!(
+                "refusing to follow @odata.nextLink {link:?} away from {}",
+                self.raw.baseurl
+            ),
+        })
+    }
+
+    /// One next page, through the same hooks as the generated call.
+    async fn get_page(
+        &self,
+        url: reqwest::Url,
+    ) -> Result<raw::ResponseValue<types::MachineCollection>, raw::Error<types::ErrorEnvelope>>
+    {
+        use progenitor_client::{ClientHooks, OperationInfo};
+        let mut request = self
+            .raw
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_user_machines",
+        };
+        self.raw.pre(&mut request, &info).await?;
+        let response = self.raw.exec(request, &info).await?;
+        match response.status().as_u16() {
+            200 => raw::ResponseValue::from_response(response).await,
+            400..=599 => Err(raw::Error::ErrorResponse(
+                raw::ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(raw::Error::UnexpectedResponse(response)),
+        }
     }
 
     /// The machines of many users, looked up at most `concurrency` at a time
@@ -203,12 +290,9 @@ impl Client {
         }
     }
 
-    /// Runs one generated call under the retry policy, mapping its outcome to [`Error`].
-    async fn with_retries<T, U, F, Fut>(
-        &self,
-        call: F,
-        extract: fn(T) -> Vec<U>,
-    ) -> Result<Vec<U>, Error>
+    /// Runs one generated call under the retry policy, mapping its outcome to
+    /// [`Error`]; `None` for a 404 (an unknown user).
+    async fn with_retries<T, F, Fut>(&self, call: F) -> Result<Option<T>, Error>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<
@@ -237,8 +321,8 @@ impl Client {
             }
             let outcome = classify(result, &mut report);
             let error = match outcome {
-                Ok(value) => return Ok(extract(value.into_inner())),
-                Err(Outcome::Empty) => return Ok(Vec::new()),
+                Ok(value) => return Ok(Some(value.into_inner())),
+                Err(Outcome::Empty) => return Ok(None),
                 Err(Outcome::Fail(error)) => error,
             };
             if let Some(target) = error.target() {

@@ -675,3 +675,59 @@ async fn a_credential_failure_is_a_credential_error_and_sends_nothing() {
     );
     any.assert_calls_async(0).await;
 }
+
+#[tokio::test]
+async fn next_links_are_followed_so_no_machine_is_lost() {
+    let server = MockServer::start_async().await;
+    let next = format!("{}/api/users/user1/machines?$skip=2", server.base_url());
+    let first = server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user1/machines")
+                .is_true(|req| req.uri().query().is_none());
+            then.status(200).body(
+                json!({"value": [{"id": "m1"}, {"id": "m2"}], "@odata.nextLink": next}).to_string(),
+            );
+        })
+        .await;
+    let second = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines")
+                .query_param("$skip", "2")
+                .header("authorization", format!("Bearer {TOKEN}"));
+            then.status(200).body(r#"{"value":[{"id":"m3"}]}"#);
+        })
+        .await;
+    let machines = client(&server).user_machines("user1").await.unwrap();
+    let ids: Vec<_> = machines.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["m1", "m2", "m3"]);
+    first.assert_calls_async(1).await;
+    second.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn next_links_away_from_the_api_or_in_a_loop_are_refused() {
+    for (user, link) in [
+        (
+            "away",
+            "https://attacker.example/api/users/away/machines".to_string(),
+        ),
+        ("other", "/api/machines".to_string()),
+        ("loop", "/api/users/loop/machines?$skip=0".to_string()),
+    ] {
+        let server = MockServer::start_async().await;
+        let path = format!("/api/users/{user}/machines");
+        let body = json!({"value": [{"id": "m1"}], "@odata.nextLink": link}).to_string();
+        let mock = server
+            .mock_async(move |when, then| {
+                when.path(path);
+                then.status(200).body(body);
+            })
+            .await;
+        let err = client(&server).user_machines(user).await.unwrap_err();
+        match user {
+            "other" => assert!(err.to_string().contains("refusing"), "{err}"),
+            _ => assert!(matches!(err, Error::Decode { .. }), "{user}: {err:?}"),
+        }
+        assert!(mock.calls_async().await <= 2, "{user}");
+    }
+}
