@@ -745,31 +745,7 @@ fn redirect_policy() -> reqwest::redirect::Policy {
 
 /// Validates a base URL and returns it without a trailing `/`.
 fn normalise_base_url(input: &str) -> Result<String, Error> {
-    let bad = |why: &str| {
-        Error::Config(format!(
-            "invalid base URL {:?}: {why}",
-            input.escape_debug().to_string()
-        ))
-    };
-    let url = reqwest::Url::parse(input.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(bad("the scheme must be https"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
-    }
-    if !hooks::is_secure(&url) {
-        return Err(bad(
-            "plain http is only allowed to loopback hosts (127.0.0.0/8, ::1, localhost); use https",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not hold user info"));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
+    hooks::normalise_service_url(input.trim(), "base URL", input)
 }
 
 /// The generated client, for operations the wrapper does not cover ([`Client::raw`]).

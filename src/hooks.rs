@@ -2,8 +2,9 @@
 //!
 //! `pre` checks the path against the operation's template, attaches the bearer
 //! token (marked sensitive), drops the generator's `api-version` header and
-//! waits for the client-side quota. `exec` sends the request and reads the body
-//! with a size bound.
+//! waits for the client-side quota. `exec` sends the request and bounds the size
+//! of the body: one of known length within the bound goes on untouched, any other
+//! is read here, up to the bound.
 
 use std::{
     cell::{Cell, RefCell},
@@ -120,9 +121,8 @@ impl ClientHooks<Inner> for crate::generated::Client {
         let mut response = self.client().execute(request).await?;
         let status = response.status();
         let version = response.version();
-        let headers = response.headers().clone();
         let retry_after = if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            crate::retry::retry_after(&headers)
+            crate::retry::retry_after(response.headers())
         } else {
             None
         };
@@ -131,8 +131,18 @@ impl ClientHooks<Inner> for crate::generated::Client {
             a.retry_after.set(retry_after);
         });
 
-        // Read the (already decompressed) body, refusing to hold more than `max_body` bytes.
+        // A body whose exact length is known (and enforced by the HTTP layer) needs no
+        // bounded read: hand the response on as it is.
         let limit = self.inner().0.max_body;
+        if response
+            .content_length()
+            .is_some_and(|len| len <= limit as u64)
+        {
+            return Ok(response);
+        }
+        let headers = std::mem::take(response.headers_mut());
+
+        // Read the (already decompressed) body, refusing to hold more than `max_body` bytes.
         let mut first: Option<Bytes> = None;
         let mut rest = BytesMut::new();
         let mut total = 0usize;
@@ -243,6 +253,38 @@ fn percent_decode(s: &str) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// Validates the URL of a service tokens are sent to (the API base, an
+/// authority) and returns it without a trailing `/`: absolute, https (http only
+/// to loopback), with a host and without query, fragment or user info.
+/// `what` names it and `shown` is the caller's input, for the error message.
+pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Result<String, Error> {
+    let bad = |why: &str| {
+        Error::Config(format!(
+            "invalid {what} {:?}: {why}",
+            shown.escape_debug().to_string()
+        ))
+    };
+    let url = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad("the scheme must be https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if !is_secure(&url) {
+        return Err(bad(
+            "plain http is only allowed to loopback hosts (127.0.0.0/8, ::1, localhost); use https",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("it must not hold user info"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// https, or http to a loopback address or `localhost`.

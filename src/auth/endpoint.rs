@@ -285,37 +285,13 @@ fn redact(text: &str, secrets: &[&str]) -> String {
 ///
 /// A bare host name gets `https://`; plain http is only accepted for loopback hosts.
 pub(crate) fn normalise_authority(input: &str) -> Result<String, Error> {
-    let bad = |why: &str| {
-        Error::Config(format!(
-            "invalid authority host {:?}: {why}",
-            input.escape_debug().to_string()
-        ))
-    };
     let trimmed = input.trim();
     let with_scheme = if trimmed.contains("://") {
         trimmed.to_owned()
     } else {
         format!("https://{trimmed}")
     };
-    let url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(bad("the scheme must be https"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
-    }
-    if !hooks::is_secure(&url) {
-        return Err(bad(
-            "plain http is only allowed to loopback hosts (127.0.0.0/8, ::1, localhost); use https",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not hold user info"));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
+    hooks::normalise_service_url(&with_scheme, "authority host", input)
 }
 
 /// A tenant id is a GUID or a domain name (`contoso.onmicrosoft.com`), or one of
