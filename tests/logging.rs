@@ -1,0 +1,90 @@
+//! What the client logs: the retries, waits and Defender's tracking id, never the
+//! token, and the user name only at `debug` level.
+
+mod common;
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use common::{builder, quick_retries, TOKEN};
+use httpmock::MockServer;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Runs a throttled-then-successful call and a failing call, returning the log text.
+async fn logs_at(level: tracing::Level) -> String {
+    let server = MockServer::start_async().await;
+    let throttled = server
+        .mock_async(|when, then| {
+            when.path("/api/users/alice.secretname/machines");
+            then.status(429).header("retry-after", "0");
+        })
+        .await;
+    throttled.up_to_n_times_async(1).await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/alice.secretname/machines");
+            then.status(200).body(r#"{"value":[]}"#);
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/bob/machines");
+            then.status(403).body(
+                r#"{"error":{"code":"Forbidden","message":"no role","target":"track-1234"}}"#,
+            );
+        })
+        .await;
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let client = builder(&server).retry(quick_retries(3)).build().unwrap();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    client.user_machines("alice.secretname@contoso.com").await.unwrap();
+    client.user_machines("bob").await.unwrap_err();
+    drop(_guard);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    text
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
+    let logs = logs_at(tracing::Level::INFO).await;
+    assert!(logs.contains("retrying"), "{logs}");
+    assert!(logs.contains("track-1234"), "{logs}");
+    assert!(logs.contains("defender.call"), "{logs}");
+    assert!(!logs.contains(TOKEN), "{logs}");
+    assert!(!logs.contains("secretname"), "{logs}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn trace_logs_never_show_the_token() {
+    let logs = logs_at(tracing::Level::TRACE).await;
+    assert!(!logs.contains(TOKEN), "{logs}");
+    // The user name appears, at debug level.
+    assert!(logs.contains("secretname"), "{logs}");
+}
