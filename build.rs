@@ -50,10 +50,12 @@ fn generate() -> Result<(), String> {
             .unwrap_or("unknown cause");
         format!("the generator cannot handle this document: {what}")
     })??;
-    let file: syn::File =
+    let mut file: syn::File =
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
+    let direct = direct_deserialize(&mut file);
     let mut code = prettyplease::unparse(&file);
     code.push_str(&open_enum_impls(&spec));
+    code.push_str(&direct);
 
     let out_dir = env::var("OUT_DIR").map_err(|e| e.to_string())?;
     write(&Path::new(&out_dir).join("codegen.rs"), &code)?;
@@ -177,4 +179,254 @@ fn write(path: &Path, contents: &str) -> Result<(), String> {
         return Ok(());
     }
     fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Replaces serde's derived `Deserialize` where it is slow, keeping its behaviour:
+///
+/// - structs that keep unknown fields (`#[serde(flatten)] extra: Map<String, Value>`):
+///   the derive buffers every unknown key and value in serde's private `Content`
+///   tree and builds the map from it afterwards; here each key is matched as it is
+///   read, known fields go straight to their type and unknown ones straight into
+///   `extra` as `serde_json::Value`;
+/// - open enumerations (`#[serde(untagged)] enum N { Known(NKnown), Other(NOther) }`):
+///   the derive buffers the value in `Content` and tries each variant in turn; here
+///   the string is read once and parsed with `N`'s `FromStr` (from `open_enum_impls`).
+///
+/// A missing `Option` field is `None`, a missing field marked `#[serde(default)]` is
+/// its default, a missing required field and a repeated known field are errors, and a
+/// repeated unknown field keeps the last value, as with the derive. A struct with
+/// serde attributes other than `rename`, `default` and `skip_serializing_if` on its
+/// fields keeps its derive.
+fn direct_deserialize(file: &mut syn::File) -> String {
+    let Some(types) = file.items.iter_mut().find_map(|item| match item {
+        syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut().map(|(_, items)| items),
+        _ => None,
+    }) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for item in types.iter_mut() {
+        match item {
+            syn::Item::Struct(s) => {
+                if let Some(code) = struct_deserialize(s) {
+                    drop_derive(&mut s.attrs, "Deserialize");
+                    out.push_str(&code);
+                }
+            }
+            syn::Item::Enum(e) if is_open_enum(e) => {
+                drop_derive(&mut e.attrs, "Deserialize");
+                out.push_str(&format!(
+                    r#"
+impl<'de> ::serde::Deserialize<'de> for types::{name} {{
+    fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
+        struct Open;
+        impl<'de> ::serde::de::Visitor<'de> for Open {{
+            type Value = types::{name};
+            fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
+                f.write_str("a string")
+            }}
+            fn visit_str<E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<Self::Value, E> {{
+                v.parse().map_err(E::custom)
+            }}
+        }}
+        deserializer.deserialize_str(Open)
+    }}
+}}
+"#,
+                    name = e.ident
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `#[serde(untagged)] enum N { Known(NKnown), Other(NOther) }`, as typify writes an open enumeration.
+fn is_open_enum(e: &syn::ItemEnum) -> bool {
+    let untagged = e.attrs.iter().any(|a| {
+        a.path().is_ident("serde") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "untagged")
+    });
+    let variant = |v: &syn::Variant, name: &str, ty: String| {
+        v.ident == name
+            && matches!(&v.fields, syn::Fields::Unnamed(f) if f.unnamed.len() == 1
+                && matches!(&f.unnamed[0].ty, syn::Type::Path(p) if p.path.is_ident(ty.as_str())))
+    };
+    let variants: Vec<&syn::Variant> = e.variants.iter().collect();
+    untagged
+        && variants.len() == 2
+        && variant(variants[0], "Known", format!("{}Known", e.ident))
+        && variant(variants[1], "Other", format!("{}Other", e.ident))
+}
+
+/// Removes `name` from the `#[derive(..)]` lists in `attrs`.
+fn drop_derive(attrs: &mut [syn::Attribute], name: &str) {
+    use syn::punctuated::Punctuated;
+    for attr in attrs.iter_mut().filter(|a| a.path().is_ident("derive")) {
+        let Ok(paths) =
+            attr.parse_args_with(Punctuated::<syn::Path, syn::Token![,]>::parse_terminated)
+        else {
+            continue;
+        };
+        let kept: Punctuated<syn::Path, syn::Token![,]> = paths
+            .into_iter()
+            .filter(|p| p.segments.last().is_none_or(|s| s.ident != name))
+            .collect();
+        *attr = syn::parse_quote!(#[derive(#kept)]);
+    }
+}
+
+/// What `#[serde(..)]` says about a field, when it says only what [`struct_deserialize`] handles.
+#[derive(Default)]
+struct FieldAttrs {
+    rename: Option<String>,
+    /// `Some(None)` for `default`, `Some(Some(path))` for `default = "path"`.
+    default: Option<Option<String>>,
+    flatten: bool,
+}
+
+fn field_attrs(attrs: &[syn::Attribute]) -> Option<FieldAttrs> {
+    let mut out = FieldAttrs::default();
+    let mut supported = true;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        attr.parse_nested_meta(|meta| {
+            let has_value = meta.input.peek(syn::Token![=]);
+            if meta.path.is_ident("rename") {
+                out.rename = Some(meta.value()?.parse::<syn::LitStr>()?.value());
+            } else if meta.path.is_ident("default") {
+                out.default = Some(if has_value {
+                    Some(meta.value()?.parse::<syn::LitStr>()?.value())
+                } else {
+                    None
+                });
+            } else if meta.path.is_ident("flatten") {
+                out.flatten = true;
+            } else if meta.path.is_ident("skip_serializing_if") {
+                meta.value()?.parse::<syn::LitStr>()?;
+            } else {
+                supported = false;
+                if has_value {
+                    meta.value()?.parse::<syn::Expr>()?;
+                }
+            }
+            Ok(())
+        })
+        .ok()?;
+    }
+    supported.then_some(out)
+}
+
+fn is_option(ty: &syn::Type) -> bool {
+    matches!(ty, syn::Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| s.ident == "Option"))
+}
+
+/// A direct `Deserialize` for a struct whose last field is `#[serde(flatten)] extra`.
+fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
+    let syn::Fields::Named(named) = &s.fields else {
+        return None;
+    };
+    if !s.generics.params.is_empty() || s.attrs.iter().any(|a| a.path().is_ident("serde")) {
+        return None;
+    }
+    let fields: Vec<(&syn::Field, FieldAttrs)> = named
+        .named
+        .iter()
+        .map(|f| field_attrs(&f.attrs).map(|a| (f, a)))
+        .collect::<Option<_>>()?;
+    let (last, last_attrs) = fields.last()?;
+    if !last_attrs.flatten || last.ident.as_ref()? != "extra" {
+        return None;
+    }
+    let known = &fields[..fields.len() - 1];
+    if known.iter().any(|(_, a)| a.flatten) {
+        return None;
+    }
+    let name = &s.ident;
+    let (mut variants, mut keys, mut slots, mut arms, mut build) = (
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    );
+    for (i, (field, attrs)) in known.iter().enumerate() {
+        let ident = field.ident.as_ref()?;
+        let plain = ident.to_string();
+        let key = attrs
+            .rename
+            .clone()
+            .unwrap_or_else(|| plain.strip_prefix("r#").unwrap_or(&plain).to_owned());
+        variants.push_str(&format!("F{i}, "));
+        keys.push_str(&format!("{key:?} => Field::F{i},\n"));
+        slots.push_str(&format!("let mut f{i} = ::std::option::Option::None;\n"));
+        arms.push_str(&format!(
+            "Field::F{i} => {{
+                if f{i}.is_some() {{
+                    return Err(<A::Error as ::serde::de::Error>::duplicate_field({key:?}));
+                }}
+                f{i} = Some(map.next_value()?);
+            }}\n"
+        ));
+        let value = match &attrs.default {
+            Some(None) => format!("f{i}.unwrap_or_default()"),
+            Some(Some(path)) => format!("f{i}.unwrap_or_else({path})"),
+            None if is_option(&field.ty) => format!("f{i}.unwrap_or_default()"),
+            None => format!(
+                "f{i}.ok_or_else(|| <A::Error as ::serde::de::Error>::missing_field({key:?}))?"
+            ),
+        };
+        build.push_str(&format!("{ident}: {value},\n"));
+    }
+    Some(format!(
+        r#"
+impl<'de> ::serde::Deserialize<'de> for types::{name} {{
+    fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
+        enum Field {{ {variants} Other(::std::string::String) }}
+        impl<'de> ::serde::Deserialize<'de> for Field {{
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
+                struct Key;
+                impl<'de> ::serde::de::Visitor<'de> for Key {{
+                    type Value = Field;
+                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
+                        f.write_str("a field name")
+                    }}
+                    fn visit_str<E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<Field, E> {{
+                        Ok(match v {{
+                            {keys}
+                            other => Field::Other(other.to_owned()),
+                        }})
+                    }}
+                }}
+                deserializer.deserialize_identifier(Key)
+            }}
+        }}
+        struct Fields;
+        impl<'de> ::serde::de::Visitor<'de> for Fields {{
+            type Value = types::{name};
+            fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
+                f.write_str("struct {name}")
+            }}
+            fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> ::std::result::Result<Self::Value, A::Error> {{
+                {slots}
+                let mut extra = ::serde_json::Map::new();
+                while let Some(field) = map.next_key::<Field>()? {{
+                    match field {{
+                        {arms}
+                        Field::Other(key) => {{
+                            extra.insert(key, map.next_value()?);
+                        }}
+                    }}
+                }}
+                Ok(types::{name} {{
+                    {build}
+                    extra,
+                }})
+            }}
+        }}
+        deserializer.deserialize_map(Fields)
+    }}
+}}
+"#
+    ))
 }

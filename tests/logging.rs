@@ -64,7 +64,10 @@ async fn logs_at(level: tracing::Level) -> String {
         .finish();
     let client = builder(&server).retry(quick_retries(3)).build().unwrap();
     let _guard = tracing::subscriber::set_default(subscriber);
-    client.user_machines("alice.secretname@contoso.com").await.unwrap();
+    client
+        .user_machines("alice.secretname@contoso.com")
+        .await
+        .unwrap();
     client.user_machines("bob").await.unwrap_err();
     drop(_guard);
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -162,3 +162,46 @@ fn every_fixture_round_trips_through_the_types() {
         );
     }
 }
+
+#[test]
+fn the_direct_deserialisers_keep_serde_semantics() {
+    use defender_endpoint::types::{HealthStatus, HealthStatusKnown, Machine};
+    let parse = |s: &str| serde_json::from_str::<Machine>(s);
+    // Missing required field, repeated known field, wrong types: errors that say so.
+    assert!(parse(r#"{"computerDnsName":"x"}"#)
+        .unwrap_err()
+        .to_string()
+        .contains("missing field `id`"));
+    assert!(parse(r#"{"id":"a","id":"b"}"#)
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate field `id`"));
+    assert!(parse(r#"{"id":"a","healthStatus":3}"#)
+        .unwrap_err()
+        .to_string()
+        .contains("expected a string"));
+    assert!(parse(r#"{"id":"a","osBuild":"x"}"#).is_err());
+    assert!(parse(r#"["a"]"#).is_err());
+    // Nulls are None, unknown keys are kept (the last of a repeated one wins).
+    let m = parse(r#"{"id":"a","osBuild":null,"healthStatus":null,"x":1,"x":2}"#).unwrap();
+    assert_eq!(m.os_build, None);
+    assert_eq!(m.health_status, None);
+    assert_eq!(m.extra["x"], json!(2));
+    // From a serde_json::Value too, and open enums either way.
+    let m: Machine =
+        serde_json::from_value(json!({"id": "a", "healthStatus": "Active", "riskScore": "Severe"}))
+            .unwrap();
+    assert_eq!(
+        m.health_status,
+        Some(HealthStatus::Known(HealthStatusKnown::Active))
+    );
+    assert_eq!(m.risk_score.as_ref().unwrap().as_str(), "Severe");
+    assert_eq!(m.risk_score.unwrap().known_ignore_case(), None);
+    let s: defender_endpoint::types::OnboardingStatus =
+        serde_json::from_str(r#""Onboarded""#).unwrap();
+    assert_eq!(s.as_str(), "Onboarded");
+    assert_eq!(
+        s.known_ignore_case(),
+        Some(defender_endpoint::types::OnboardingStatusKnown::Onboarded)
+    );
+}
