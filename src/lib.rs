@@ -30,7 +30,7 @@ pub use client::{
 };
 pub use cloud::{Cloud, ParseCloudError, Region};
 pub use error::Error;
-pub use quota::RateLimit;
+pub use quota::{RateLimit, MAX_WINDOW};
 pub use retry::RetryPolicy;
 pub use user::{InvalidUserName, Reason as InvalidUserNameReason, UserName, MAX_USER_NAME_CHARS};
 

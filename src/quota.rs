@@ -1,10 +1,12 @@
 //! Client-side quota: never start more calls than Defender allows.
 
-use std::{
-    collections::VecDeque,
-    fmt,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, fmt, time::Duration};
+
+// tokio's clock: the same as std's, and controllable in tests.
+use tokio::time::Instant;
+
+/// The longest window a [`RateLimit`] keeps track of: one year.
+pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Client-side limits on how many requests may start in a sliding window.
 ///
@@ -53,10 +55,11 @@ impl RateLimit {
     /// Adds a window: at most `max_calls` requests started in any span of length `per`.
     ///
     /// A window with `max_calls == 0` or a zero `per` is ignored, since it could never
-    /// let a request through (or would not limit anything).
+    /// let a request through (or would not limit anything); `per` is capped at
+    /// [`MAX_WINDOW`].
     pub fn window(mut self, max_calls: u32, per: Duration) -> Self {
         if max_calls > 0 && !per.is_zero() {
-            self.windows.push((max_calls, per));
+            self.windows.push((max_calls, per.min(MAX_WINDOW)));
         }
         self
     }
@@ -125,7 +128,7 @@ impl RateLimiter {
                 })
                 .max();
             match ready_at {
-                Some(at) if at > now => tokio::time::sleep_until(at.into()).await,
+                Some(at) if at > now => tokio::time::sleep_until(at).await,
                 _ => break,
             }
         }
@@ -154,5 +157,31 @@ impl fmt::Debug for RateLimiter {
         f.debug_struct("RateLimiter")
             .field("enabled", &self.enabled)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_sanitised() {
+        let limit = RateLimit::new()
+            .window(0, Duration::from_secs(1))
+            .window(3, Duration::ZERO)
+            .window(2, Duration::MAX);
+        assert_eq!(limit.windows(), &[(2, MAX_WINDOW)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_makes_the_next_call_wait() {
+        let limiter = RateLimiter::new(&RateLimit::new().window(2, Duration::from_secs(10)));
+        assert_eq!(limiter.acquire().await, Duration::ZERO);
+        assert_eq!(limiter.acquire().await, Duration::ZERO);
+        let waited = limiter.acquire().await;
+        assert!(waited >= Duration::from_secs(10), "{waited:?}");
+        // A huge window does not overflow the clock.
+        let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::MAX));
+        assert_eq!(limiter.acquire().await, Duration::ZERO);
     }
 }
