@@ -530,6 +530,13 @@ fn classify<T>(
             }),
         },
         E::UnexpectedResponse(response) => from_status(response.status().as_u16(), None, None),
+        // A body that arrived but cannot be decompressed will not get better on a retry.
+        E::CommunicationError(e) | E::ResponseBodyError(e) if e.is_decode() => {
+            Outcome::Fail(Error::Decode {
+                status: report.status.unwrap_or(200),
+                message: format!("the body could not be decompressed: {}", e.without_url()),
+            })
+        }
         E::CommunicationError(e) | E::ResponseBodyError(e) | E::InvalidUpgrade(e) => {
             Outcome::Fail(Error::from_reqwest(e))
         }
@@ -706,6 +713,9 @@ impl ClientBuilder {
                 .timeout(self.timeout)
                 .connect_timeout(self.connect_timeout)
                 .redirect(redirect_policy())
+                // Deflate is decoded by the hooks, which also accept raw deflate.
+                .deflate(false)
+                .default_headers(accept_encoding())
                 .build()
                 .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
         };
@@ -727,6 +737,16 @@ impl ClientBuilder {
             counters: Arc::default(),
         })
     }
+}
+
+/// `Accept-Encoding: gzip, deflate`: reqwest decodes gzip, the hooks decode deflate.
+fn accept_encoding() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT_ENCODING,
+        reqwest::header::HeaderValue::from_static("gzip, deflate"),
+    );
+    headers
 }
 
 /// Follows up to 10 redirects, never to a plain-http remote host. reqwest itself drops

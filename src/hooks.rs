@@ -16,7 +16,9 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use std::io::Read;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{auth::cache::TokenCache, quota::RateLimiter, Error};
@@ -131,16 +133,24 @@ impl ClientHooks<Inner> for crate::generated::Client {
             a.retry_after.set(retry_after);
         });
 
+        // gzip is decoded by reqwest; deflate is left to `inflate` below, which also
+        // accepts the raw deflate some servers send instead of zlib.
+        let deflated = response
+            .headers()
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"deflate"));
+
         // A body whose exact length is known (and enforced by the HTTP layer) needs no
         // bounded read: hand the response on as it is.
         let limit = self.inner().0.max_body;
-        if response
-            .content_length()
-            .is_some_and(|len| len <= limit as u64)
+        if !deflated
+            && response
+                .content_length()
+                .is_some_and(|len| len <= limit as u64)
         {
             return Ok(response);
         }
-        let headers = std::mem::take(response.headers_mut());
+        let mut headers = std::mem::take(response.headers_mut());
 
         // Read the (already decompressed) body, refusing to hold more than `max_body` bytes.
         let mut first: Option<Bytes> = None;
@@ -167,15 +177,30 @@ impl ClientHooks<Inner> for crate::generated::Client {
             }
         };
         let body = if too_large {
-            let _ = ATTEMPT.try_with(|a| {
-                *a.error.borrow_mut() = Some(Error::ResponseTooLarge { limit });
-            });
-            Bytes::new()
+            Err(Error::ResponseTooLarge { limit })
         } else if rest.is_empty() {
-            first.unwrap_or_default()
+            Ok(first.unwrap_or_default())
         } else {
-            rest.freeze()
+            Ok(rest.freeze())
         };
+        let body = match body {
+            Ok(body) if deflated => {
+                headers.remove(CONTENT_ENCODING);
+                headers.remove(CONTENT_LENGTH);
+                inflate(&body, limit).map_err(|e| match e {
+                    Inflate::TooLarge => Error::ResponseTooLarge { limit },
+                    Inflate::Invalid(e) => Error::Decode {
+                        status: status.as_u16(),
+                        message: format!("the deflate body could not be decompressed: {e}"),
+                    },
+                })
+            }
+            other => other,
+        };
+        let body = body.unwrap_or_else(|error| {
+            let _ = ATTEMPT.try_with(|a| *a.error.borrow_mut() = Some(error));
+            Bytes::new()
+        });
 
         let mut rebuilt = http::Response::new(body);
         *rebuilt.status_mut() = status;
@@ -183,6 +208,33 @@ impl ClientHooks<Inner> for crate::generated::Client {
         *rebuilt.headers_mut() = headers;
         Ok(reqwest::Response::from(rebuilt))
     }
+}
+
+enum Inflate {
+    TooLarge,
+    Invalid(std::io::Error),
+}
+
+/// Decompresses an HTTP `deflate` body: zlib (RFC 1950, what the HTTP standard
+/// means) or, failing that, raw deflate (RFC 1951, what some servers send), never
+/// producing more than `limit` bytes.
+fn inflate(compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
+    fn read_all(reader: impl Read, limit: usize) -> Result<Vec<u8>, Inflate> {
+        let mut out = Vec::new();
+        reader
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(Inflate::Invalid)?;
+        if out.len() > limit {
+            return Err(Inflate::TooLarge);
+        }
+        Ok(out)
+    }
+    match read_all(flate2::read::ZlibDecoder::new(compressed), limit) {
+        Err(Inflate::Invalid(_)) => read_all(flate2::read::DeflateDecoder::new(compressed), limit),
+        other => other,
+    }
+    .map(Bytes::from)
 }
 
 /// The second, independent guard against requests leaving their endpoint: the

@@ -731,3 +731,75 @@ async fn next_links_away_from_the_api_or_in_a_loop_are_refused() {
         assert!(mock.calls_async().await <= 2, "{user}");
     }
 }
+
+#[tokio::test]
+async fn a_corrupt_compressed_body_is_an_error_not_retried() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(200)
+                .header("content-type", JSON)
+                .header("content-encoding", "deflate")
+                .body(b"this is not deflate data at all");
+        })
+        .await;
+    let client = common::builder(&server)
+        .retry(common::quick_retries(4))
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Decode { status: 200, .. }), "{err:?}");
+    mock.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn raw_deflate_bodies_are_decoded_too() {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(fixture("seed-user-machines.json").as_bytes())
+        .unwrap();
+    let raw = e.finish().unwrap();
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines")
+                .header("accept-encoding", "gzip, deflate");
+            then.status(200)
+                .header("content-type", JSON)
+                .header("content-encoding", "deflate")
+                .body(raw);
+        })
+        .await;
+    let machines = client(&server).user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 2);
+    assert_eq!(machines[1].id, "machine-2");
+    mock.assert_async().await;
+}
+
+#[tokio::test]
+async fn a_deflate_bomb_stops_at_the_limit() {
+    // 50 MB of zeros compress to about 50 KB.
+    let bomb = deflate(&vec![b' '; 50 * 1024 * 1024]);
+    assert!(bomb.len() < 200 * 1024);
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(200)
+                .header("content-encoding", "deflate")
+                .body(bomb);
+        })
+        .await;
+    let err = common::builder(&server)
+        .max_response_bytes(1024 * 1024)
+        .build()
+        .unwrap()
+        .user_machines("user1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ResponseTooLarge { limit: 1048576 }),
+        "{err:?}"
+    );
+}
