@@ -345,10 +345,15 @@ impl Client {
                 Error::Throttled { retry_after } => {
                     Some(retry_after.unwrap_or_else(|| policy.backoff(attempt)))
                 }
+                // A 503 may say when to come back; otherwise back off.
                 Error::Api {
                     status: 500 | 502 | 503 | 504,
                     ..
-                } => Some(policy.backoff(attempt)),
+                } => Some(
+                    report
+                        .retry_after
+                        .unwrap_or_else(|| policy.backoff(attempt)),
+                ),
                 Error::Transport(e) if !e.is_builder() && !e.is_redirect() => {
                     Some(policy.backoff(attempt))
                 }

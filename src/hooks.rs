@@ -123,7 +123,10 @@ impl ClientHooks<Inner> for crate::generated::Client {
         let mut response = self.client().execute(request).await?;
         let status = response.status();
         let version = response.version();
-        let retry_after = if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // 429 and 503 may say when to come back.
+        let retry_after = if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        {
             crate::retry::retry_after(response.headers())
         } else {
             None

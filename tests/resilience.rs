@@ -432,3 +432,20 @@ async fn a_redirect_to_plain_http_on_a_remote_host_is_not_followed() {
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
     assert!(err.to_string().contains("plain http"), "{err}");
 }
+
+#[tokio::test]
+async fn a_503_with_retry_after_is_waited_out_as_asked() {
+    let server = MockServer::start_async().await;
+    answer_once(&server, 503, &[("retry-after", "1".into())]).await;
+    let ok = then_ok(&server).await;
+    // The backoff alone would wait at most 50 ms.
+    let client = builder(&server).retry(quick_retries(3)).build().unwrap();
+    let started = Instant::now();
+    client.user_machines("user1").await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+    ok.assert_calls_async(1).await;
+}
