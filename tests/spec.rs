@@ -205,3 +205,44 @@ fn the_direct_deserialisers_keep_serde_semantics() {
         Some(defender_endpoint::types::OnboardingStatusKnown::Onboarded)
     );
 }
+
+/// The generated types are the spec's: every property of every schema is a field
+/// of the Rust type of the same name (seen through the types' own JSON Schema).
+#[test]
+fn every_spec_property_is_a_rust_field() {
+    use defender_endpoint::types::{
+        ErrorDetail, IpAddress, Machine, MachineCollection, VmMetadata,
+    };
+    let spec = spec();
+    let generated = [
+        ("Machine", schemars::schema_for!(Machine)),
+        (
+            "MachineCollection",
+            schemars::schema_for!(MachineCollection),
+        ),
+        ("IpAddress", schemars::schema_for!(IpAddress)),
+        ("VmMetadata", schemars::schema_for!(VmMetadata)),
+        ("ErrorDetail", schemars::schema_for!(ErrorDetail)),
+    ];
+    for (name, schema) in generated {
+        let rust = serde_json::to_value(&schema).unwrap();
+        let rust_props: Vec<&String> = rust["properties"].as_object().unwrap().keys().collect();
+        let spec_props: Vec<&String> = spec["components"]["schemas"][name]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        for prop in &spec_props {
+            assert!(
+                rust_props.contains(prop),
+                "{name}.{prop} is in the spec but not in Rust"
+            );
+        }
+        for prop in &rust_props {
+            assert!(
+                spec_props.contains(prop),
+                "{name}.{prop} is in Rust but not in the spec"
+            );
+        }
+    }
+}
