@@ -130,6 +130,21 @@ impl AsRef<str> for UserName {
     }
 }
 
+impl serde::Serialize for UserName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Deserialising applies [`UserName::parse`], so a configuration file cannot smuggle
+/// in a name that breaks the rule.
+impl<'de> serde::Deserialize<'de> for UserName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl From<UserName> for String {
     fn from(name: UserName) -> Self {
         name.0
@@ -281,6 +296,15 @@ mod tests {
         let err = UserName::parse(&"x".repeat(10_000)).unwrap_err();
         assert!(err.to_string().len() < 300);
         assert_eq!(err.input().len(), 10_000);
+    }
+
+    #[test]
+    fn serde_applies_the_rule() {
+        let name: UserName = serde_json::from_str(r#""CONTOSO\\user1""#).unwrap();
+        assert_eq!(name.as_str(), "user1");
+        assert_eq!(serde_json::to_string(&name).unwrap(), r#""user1""#);
+        let err = serde_json::from_str::<UserName>(r#""..""#).unwrap_err();
+        assert!(err.to_string().contains("invalid user name"), "{err}");
     }
 
     #[test]
