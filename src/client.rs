@@ -786,6 +786,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn documented_defaults() {
+        let b = ClientBuilder::default();
+        assert_eq!(b.timeout, Duration::from_secs(30));
+        assert_eq!(b.connect_timeout, Duration::from_secs(10));
+        assert_eq!(b.max_body, 64 * 1024 * 1024);
+        assert_eq!(b.retry, RetryPolicy::default());
+        assert_eq!(b.retry.max_attempts, 4);
+        assert_eq!(b.retry.budget, Duration::from_secs(60));
+        assert_eq!(b.retry.base_delay, Duration::from_millis(500));
+        assert_eq!(b.retry.max_delay, Duration::from_secs(30));
+        assert_eq!(b.rate_limit, RateLimit::defender());
+    }
+
+    #[test]
     fn base_urls() {
         assert_eq!(
             normalise_base_url("https://api.security.microsoft.com/").unwrap(),
