@@ -213,9 +213,7 @@ impl Client {
     ///
     /// Inputs that normalise to the same [`UserName`] (`user1@contoso.com`,
     /// `CONTOSO\user1`, `user1`) are looked up once, and every one of them gets
-    /// the answer: the machines are cloned; an error is copied field by field,
-    /// except a transport error, which cannot be copied and reaches each of those
-    /// inputs as [`Error::Shared`] around the one original.
+    /// the answer (machines and errors are cloned).
     ///
     /// The lookups go through this client, so its quota ([`RateLimit`]) and
     /// [`RetryPolicy`] apply to each of them, and [`stats`](Self::stats) counts them.
@@ -453,43 +451,18 @@ impl Counters {
 }
 
 /// Gives the result of one lookup to every input that named the user.
-///
-/// Machines are cloned. An error is copied field by field for every input after
-/// the first; one that cannot be copied is shared, as [`Error::Shared`], by all.
 fn share(
-    inputs: Vec<String>,
+    mut inputs: Vec<String>,
     result: Result<Vec<Machine>, Error>,
 ) -> Vec<(String, Result<Vec<Machine>, Error>)> {
-    let mut out = Vec::with_capacity(inputs.len());
-    let mut inputs = inputs.into_iter();
-    let Some(first) = inputs.next() else {
-        return out;
+    let Some(last) = inputs.pop() else {
+        return Vec::new();
     };
-    let rest: Vec<String> = inputs.collect();
-    match result {
-        Ok(machines) => {
-            for input in rest {
-                out.push((input, Ok(machines.clone())));
-            }
-            out.insert(0, (first, Ok(machines)));
-        }
-        Err(error) if rest.is_empty() => out.push((first, Err(error))),
-        Err(error) => {
-            let copies: Option<Vec<Error>> = rest.iter().map(|_| error.try_clone()).collect();
-            match copies {
-                Some(copies) => {
-                    out.push((first, Err(error)));
-                    out.extend(rest.into_iter().zip(copies.into_iter().map(Err)));
-                }
-                None => {
-                    let shared = Arc::new(error);
-                    for input in std::iter::once(first).chain(rest) {
-                        out.push((input, Err(Error::Shared(Arc::clone(&shared)))));
-                    }
-                }
-            }
-        }
-    }
+    let mut out: Vec<_> = inputs
+        .into_iter()
+        .map(|input| (input, result.clone()))
+        .collect();
+    out.push((last, result));
     out
 }
 

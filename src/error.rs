@@ -8,7 +8,10 @@ use crate::user::InvalidUserName;
 ///
 /// No variant ever holds a secret: tokens, client secrets and assertions are
 /// kept out of messages, and the `Display` of every variant is safe to log.
-#[derive(Debug, thiserror::Error)]
+///
+/// It is `Clone` (a transport error is shared behind an `Arc`), so one failure
+/// can be handed to everyone who waited on it.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The user name broke the API's user-name rule; no request was sent.
@@ -59,8 +62,8 @@ pub enum Error {
     },
 
     /// The request could not be sent or its answer could not be received.
-    #[error("transport error: {}", DisplayChain(.0))]
-    Transport(#[source] reqwest::Error),
+    #[error("transport error: {}", DisplayChain(&**.0))]
+    Transport(#[source] Arc<reqwest::Error>),
 
     /// The request (or the wait for its answer) took longer than the configured timeout.
     #[error("the request timed out")]
@@ -86,15 +89,6 @@ pub enum Error {
     /// The client's configuration is unusable (bad base URL, plain http to a remote host, …).
     #[error("configuration error: {0}")]
     Config(String),
-
-    /// One failure shared by several inputs of a batch
-    /// ([`Client::machines_for_users`](crate::Client::machines_for_users)) that named
-    /// the same user, when it cannot be copied for each of them (a transport error).
-    ///
-    /// `Display`, [`status`](Self::status), [`retry_after`](Self::retry_after) and
-    /// [`target`](Self::target) are those of the shared error.
-    #[error(transparent)]
-    Shared(Arc<Error>),
 }
 
 impl Error {
@@ -105,7 +99,6 @@ impl Error {
             Error::Throttled { .. } => Some(429),
             Error::Credential { status, .. } => *status,
             Error::Transport(e) => e.status().map(|s| s.as_u16()),
-            Error::Shared(e) => e.status(),
             _ => None,
         }
     }
@@ -114,7 +107,6 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Throttled { retry_after } => *retry_after,
-            Error::Shared(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -123,57 +115,8 @@ impl Error {
     pub fn target(&self) -> Option<&str> {
         match self {
             Error::Api { target, .. } => target.as_deref(),
-            Error::Shared(e) => e.target(),
             _ => None,
         }
-    }
-
-    /// A copy of this error, field by field, or `None` for one that cannot be copied
-    /// (a transport error, which holds a `reqwest::Error`).
-    pub(crate) fn try_clone(&self) -> Option<Error> {
-        Some(match self {
-            Error::InvalidUserName(e) => Error::InvalidUserName(e.clone()),
-            Error::Credential {
-                message,
-                status,
-                code,
-                description,
-                error_codes,
-                trace_id,
-                correlation_id,
-            } => Error::Credential {
-                message: message.clone(),
-                status: *status,
-                code: code.clone(),
-                description: description.clone(),
-                error_codes: error_codes.clone(),
-                trace_id: trace_id.clone(),
-                correlation_id: correlation_id.clone(),
-            },
-            Error::Api {
-                status,
-                code,
-                message,
-                target,
-            } => Error::Api {
-                status: *status,
-                code: code.clone(),
-                message: message.clone(),
-                target: target.clone(),
-            },
-            Error::Throttled { retry_after } => Error::Throttled {
-                retry_after: *retry_after,
-            },
-            Error::Transport(_) => return None,
-            Error::Timeout => Error::Timeout,
-            Error::Decode { status, message } => Error::Decode {
-                status: *status,
-                message: message.clone(),
-            },
-            Error::ResponseTooLarge { limit } => Error::ResponseTooLarge { limit: *limit },
-            Error::Config(message) => Error::Config(message.clone()),
-            Error::Shared(e) => Error::Shared(Arc::clone(e)),
-        })
     }
 
     /// A credential error with only a message.
@@ -194,7 +137,7 @@ impl Error {
         if e.is_timeout() {
             Error::Timeout
         } else {
-            Error::Transport(e.without_url())
+            Error::Transport(Arc::new(e.without_url()))
         }
     }
 }

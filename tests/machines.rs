@@ -594,7 +594,7 @@ async fn oversized_answers_are_refused() {
 fn the_client_is_clone_send_sync() {
     fn assert_traits<T: Clone + Send + Sync + 'static>() {}
     assert_traits::<defender_endpoint::Client>();
-    fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
+    fn assert_error<T: std::error::Error + Clone + Send + Sync + 'static>() {}
     assert_error::<Error>();
 }
 

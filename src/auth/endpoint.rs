@@ -137,14 +137,9 @@ impl TokenEndpoint {
     }
 }
 
-/// Transport failures keep their kind (so the client's retry policy applies) and the
-/// token endpoint's URL, which holds nothing secret.
+/// Transport failures keep their kind, so the client's retry policy applies.
 fn transport(e: reqwest::Error) -> Error {
-    if e.is_timeout() {
-        Error::Timeout
-    } else {
-        Error::Transport(e)
-    }
+    Error::from_reqwest(e)
 }
 
 fn credential_error(status: u16, message: impl Into<String>) -> Error {
