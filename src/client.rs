@@ -160,8 +160,7 @@ impl Client {
 
     /// The absolute URL of a next-page link, refused unless it is on the API's origin.
     fn next_page_url(&self, link: &str) -> Result<reqwest::Url, Error> {
-        let base = reqwest::Url::parse(&self.raw.baseurl)
-            .map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;
+        let base = &self.raw.inner.0.base_url;
         let url = base
             .join(link)
             .ok()
@@ -697,9 +696,8 @@ impl ClientBuilder {
                 .build()
                 .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
         };
-        let base_path = reqwest::Url::parse(&base_url)
-            .map(|u| u.path().trim_end_matches('/').to_owned())
-            .unwrap_or_default();
+        let parsed_base = reqwest::Url::parse(&base_url)
+            .map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;
         let shared = Shared {
             tokens: TokenCache::new(
                 credential,
@@ -707,7 +705,7 @@ impl ClientBuilder {
             ),
             limiter: RateLimiter::new(&self.rate_limit),
             max_body: self.max_body,
-            base_path,
+            base_url: parsed_base,
         };
         Ok(Client {
             raw: generated::Client::new_with_client(&base_url, http, Inner(Arc::new(shared))),

@@ -38,8 +38,8 @@ pub(crate) struct Shared {
     pub(crate) tokens: TokenCache,
     pub(crate) limiter: RateLimiter,
     pub(crate) max_body: usize,
-    /// The path of the base URL without a trailing `/` (usually empty).
-    pub(crate) base_path: String,
+    /// The API base URL, parsed.
+    pub(crate) base_url: reqwest::Url,
 }
 
 impl fmt::Debug for Inner {
@@ -89,7 +89,7 @@ impl ClientHooks<Inner> for crate::generated::Client {
         let shared = &self.inner().0;
         // The generator sends `info.version` as `api-version`; Defender never asked for it.
         request.headers_mut().remove("api-version");
-        check_url(request.url(), &shared.base_path, info.operation_id).map_err(fail)?;
+        check_url(request.url(), &shared.base_url, info.operation_id).map_err(fail)?;
 
         let token = shared.tokens.token().await.map_err(fail)?;
         let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
@@ -244,7 +244,11 @@ fn inflate(compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
 /// request's URL must be the operation's path template under the base URL, each
 /// parameter filling exactly one real segment, and bearer tokens only travel over
 /// https or to a loopback host.
-pub(crate) fn check_url(url: &reqwest::Url, base_path: &str, operation: &str) -> Result<(), Error> {
+pub(crate) fn check_url(
+    url: &reqwest::Url,
+    base_url: &reqwest::Url,
+    operation: &str,
+) -> Result<(), Error> {
     if !is_secure(url) {
         return Err(Error::Config(format!(
             "refusing to send a bearer token over plain http to {}",
@@ -261,6 +265,7 @@ pub(crate) fn check_url(url: &reqwest::Url, base_path: &str, operation: &str) ->
             "refusing a request whose path does not match {template} (operation {operation})"
         ))
     };
+    let base_path = base_url.path().trim_end_matches('/');
     let path = url.path().strip_prefix(base_path).ok_or_else(refused)?;
     let mut actual = path.split('/');
     for expected in template.split('/') {
@@ -281,33 +286,16 @@ pub(crate) fn check_url(url: &reqwest::Url, base_path: &str, operation: &str) ->
 
 /// Whether `segment` (as it appears in a URL) is exactly one path segment once decoded.
 fn is_single_segment(segment: &str) -> bool {
-    if segment.is_empty() {
-        return false;
-    }
-    let decoded = percent_decode(segment);
-    !(decoded.is_empty()
-        || decoded == b"."
-        || decoded == b".."
-        || decoded.iter().any(|b| matches!(b, b'/' | b'\\')))
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+    let mut len = 0usize;
+    let mut only_dots = true;
+    for byte in percent_encoding::percent_decode_str(segment) {
+        if matches!(byte, b'/' | b'\\') {
+            return false;
         }
-        out.push(bytes[i]);
-        i += 1;
+        only_dots &= byte == b'.';
+        len += 1;
     }
-    out
+    len > 0 && !(only_dots && len <= 2)
 }
 
 /// Validates the URL of a service tokens are sent to (the API base, an
@@ -361,7 +349,12 @@ mod tests {
     use super::*;
 
     fn check(url: &str) -> Result<(), Error> {
-        check_url(&reqwest::Url::parse(url).unwrap(), "", "get_user_machines")
+        let base = reqwest::Url::parse("https://api.security.microsoft.com").unwrap();
+        check_url(
+            &reqwest::Url::parse(url).unwrap(),
+            &base,
+            "get_user_machines",
+        )
     }
 
     #[test]
@@ -372,7 +365,7 @@ mod tests {
         check("https://h/api/users/%2525/machines").unwrap();
         check_url(
             &reqwest::Url::parse("https://proxy/defender/api/users/u/machines").unwrap(),
-            "/defender",
+            &reqwest::Url::parse("https://proxy/defender").unwrap(),
             "get_user_machines",
         )
         .unwrap();
@@ -396,7 +389,7 @@ mod tests {
         }
         assert!(check_url(
             &reqwest::Url::parse("https://h/api/users/u/machines").unwrap(),
-            "",
+            &reqwest::Url::parse("https://h").unwrap(),
             "no_such_operation"
         )
         .is_err());
