@@ -52,9 +52,10 @@ fn generate() -> Result<(), String> {
     })??;
     let mut file: syn::File =
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
-    let direct = direct_deserialize(&mut file);
+    let open = open_enums(&spec);
+    let direct = direct_deserialize(&mut file, &open);
     let mut code = prettyplease::unparse(&file);
-    code.push_str(&open_enum_impls(&spec));
+    code.push_str(&open_enum_impls(&open));
     code.push_str(&direct);
 
     let out_dir = env::var("OUT_DIR").map_err(|e| e.to_string())?;
@@ -65,14 +66,14 @@ fn generate() -> Result<(), String> {
     )
 }
 
-/// Helpers for the spec's open enumerations: a schema `N` that is `oneOf` a
-/// `$ref` to `NKnown` (a string enum) and a string titled `NOther`.
-fn open_enum_impls(spec: &openapiv3::OpenAPI) -> String {
+/// The spec's open enumerations, with their documented values: a schema `N`
+/// that is `oneOf` a `$ref` to `NKnown` (a string enum) and a string titled `NOther`.
+fn open_enums(spec: &openapiv3::OpenAPI) -> Vec<(String, Vec<String>)> {
     use openapiv3::{ReferenceOr, SchemaKind, Type};
     let Some(components) = &spec.components else {
-        return String::new();
+        return Vec::new();
     };
-    let mut out = String::new();
+    let mut out = Vec::new();
     for (name, schema) in &components.schemas {
         let ReferenceOr::Item(schema) = schema else {
             continue;
@@ -96,6 +97,15 @@ fn open_enum_impls(spec: &openapiv3::OpenAPI) -> String {
             },
             _ => continue,
         };
+        out.push((name.clone(), values));
+    }
+    out
+}
+
+/// `as_str`, `known_ignore_case`, `Display` and `FromStr` for each open enumeration.
+fn open_enum_impls(open: &[(String, Vec<String>)]) -> String {
+    let mut out = String::new();
+    for (name, values) in open {
         out.push_str(&format!(
             r#"
 impl types::{name} {{
@@ -197,7 +207,7 @@ fn write(path: &Path, contents: &str) -> Result<(), String> {
 /// repeated unknown field keeps the last value, as with the derive. A struct with
 /// serde attributes other than `rename`, `default` and `skip_serializing_if` on its
 /// fields keeps its derive.
-fn direct_deserialize(file: &mut syn::File) -> String {
+fn direct_deserialize(file: &mut syn::File, open: &[(String, Vec<String>)]) -> String {
     let Some(types) = file.items.iter_mut().find_map(|item| match item {
         syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut().map(|(_, items)| items),
         _ => None,
@@ -213,7 +223,7 @@ fn direct_deserialize(file: &mut syn::File) -> String {
                     out.push_str(&code);
                 }
             }
-            syn::Item::Enum(e) if is_open_enum(e) => {
+            syn::Item::Enum(e) if open.iter().any(|(name, _)| e.ident == name) => {
                 drop_derive(&mut e.attrs, "Deserialize");
                 out.push_str(&format!(
                     r#"
@@ -240,23 +250,6 @@ impl<'de> ::serde::Deserialize<'de> for types::{name} {{
         }
     }
     out
-}
-
-/// `#[serde(untagged)] enum N { Known(NKnown), Other(NOther) }`, as typify writes an open enumeration.
-fn is_open_enum(e: &syn::ItemEnum) -> bool {
-    let untagged = e.attrs.iter().any(|a| {
-        a.path().is_ident("serde") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "untagged")
-    });
-    let variant = |v: &syn::Variant, name: &str, ty: String| {
-        v.ident == name
-            && matches!(&v.fields, syn::Fields::Unnamed(f) if f.unnamed.len() == 1
-                && matches!(&f.unnamed[0].ty, syn::Type::Path(p) if p.path.is_ident(ty.as_str())))
-    };
-    let variants: Vec<&syn::Variant> = e.variants.iter().collect();
-    untagged
-        && variants.len() == 2
-        && variant(variants[0], "Known", format!("{}Known", e.ident))
-        && variant(variants[1], "Other", format!("{}Other", e.ident))
 }
 
 /// Removes `name` from the `#[derive(..)]` lists in `attrs`.
