@@ -1,0 +1,102 @@
+//! Regeneration as a maintainer does it: edit `openapi/defender.yaml`, run
+//! `cargo build`, and the change is in the Rust types; a spec the generator cannot
+//! handle fails the build with a message naming the spec.
+//!
+//! The crate is copied to a temporary folder and built there, sharing this test
+//! run's target directory so that no dependency is rebuilt.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of the crate's sources in a fresh folder.
+fn copy_of_the_crate(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy =
+        std::env::temp_dir().join(format!("defender-endpoint-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&copy);
+    for dir in ["src", "openapi", "benches", "examples"] {
+        copy_tree(&root.join(dir), &copy.join(dir));
+    }
+    for file in ["Cargo.toml", "Cargo.lock", "build.rs", "README.md"] {
+        fs::copy(root.join(file), copy.join(file)).unwrap();
+    }
+    copy
+}
+
+/// `cargo build --lib` of `dir`, in this test run's target directory.
+fn build(dir: &Path) -> Output {
+    // This test runs from <target>/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let target_dir = exe.ancestors().nth(3).unwrap();
+    Command::new(env!("CARGO"))
+        .args(["build", "--lib", "--offline", "--locked", "--target-dir"])
+        .arg(target_dir)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn a_spec_edit_is_a_rebuild_away() {
+    let copy = copy_of_the_crate("edit");
+    // A field the service might start sending.
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "        isAadJoined:\n",
+        "        sensorHealthScore:\n          description: A new field.\n          type: integer\n          nullable: true\n        isAadJoined:\n",
+    );
+    // Rust code that uses it as a field, and parses it from JSON.
+    let mut lib = fs::read_to_string(copy.join("src/lib.rs")).unwrap();
+    lib.push_str(
+        "\n#[doc(hidden)]\npub fn sensor_health_score(json: &str) -> Option<i64> {\n    \
+         serde_json::from_str::<types::Machine>(json).ok()?.sensor_health_score\n}\n",
+    );
+    fs::write(copy.join("src/lib.rs"), lib).unwrap();
+    let output = build(&copy);
+    let _ = fs::remove_dir_all(&copy);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
+    let copy = copy_of_the_crate("broken");
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "  schemas:\n",
+        "  schemas:\n    Broken:\n      type: string\n      not:\n        $ref: \"#/components/schemas/Machine\"\n",
+    );
+    let output = build(&copy);
+    let _ = fs::remove_dir_all(&copy);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("openapi/defender.yaml: the generator cannot handle this document"),
+        "{stderr}"
+    );
+}
