@@ -52,6 +52,7 @@ fn generate() -> Result<(), String> {
     })??;
     let mut file: syn::File =
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
+    drop_api_version_header(&mut file);
     let open = open_enums(&spec);
     let direct = direct_deserialize(&mut file, &open);
     let mut code = prettyplease::unparse(&file);
@@ -64,6 +65,32 @@ fn generate() -> Result<(), String> {
         &Path::new(&out_dir).join("operations.rs"),
         &operations(&spec)?,
     )
+}
+
+/// Removes the `api-version` header the generator adds to every request from
+/// `info.version`: Defender never asked for it.
+fn drop_api_version_header(file: &mut syn::File) {
+    use syn::visit_mut::VisitMut;
+
+    struct Drop;
+    impl VisitMut for Drop {
+        fn visit_block_mut(&mut self, block: &mut syn::Block) {
+            block.stmts.retain(|stmt| {
+                let syn::Stmt::Expr(syn::Expr::MethodCall(call), _) = stmt else {
+                    return true;
+                };
+                let names_api_version = |arg: &syn::Expr| {
+                    matches!(arg, syn::Expr::Call(c) if c.args.iter().any(|a| matches!(
+                        a,
+                        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) if s.value() == "api-version"
+                    )))
+                };
+                !(call.method == "append" && call.args.first().is_some_and(names_api_version))
+            });
+            syn::visit_mut::visit_block_mut(self, block);
+        }
+    }
+    Drop.visit_file_mut(file);
 }
 
 /// The spec's open enumerations, with their documented values: a schema `N`

@@ -1,10 +1,9 @@
 //! The generated client's hooks: every request made through it passes here.
 //!
 //! `pre` checks the path against the operation's template, attaches the bearer
-//! token (marked sensitive), drops the generator's `api-version` header and
-//! waits for the client-side quota. `exec` sends the request and bounds the size
-//! of the body: one of known length within the bound goes on untouched, any other
-//! is read here, up to the bound.
+//! token (marked sensitive) and waits for the client-side quota. `exec` sends the
+//! request and bounds the size of the body: one of known length within the bound
+//! goes on untouched, any other is read (and deflate inflated) here, up to the bound.
 
 use std::{
     cell::{Cell, RefCell},
@@ -87,8 +86,6 @@ impl ClientHooks<Inner> for crate::generated::Client {
         info: &OperationInfo,
     ) -> Result<(), progenitor_client::Error<E>> {
         let shared = &self.inner().0;
-        // The generator sends `info.version` as `api-version`; Defender never asked for it.
-        request.headers_mut().remove("api-version");
         check_url(request.url(), &shared.base_url, info.operation_id).map_err(fail)?;
 
         let token = shared.tokens.token().await.map_err(fail)?;
