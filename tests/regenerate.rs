@@ -24,7 +24,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of the crate's sources in a fresh folder.
+/// A copy of the crate's sources in a fresh folder, under a package and library
+/// name of its own: cargo tells path packages apart by name, not by folder, so an
+/// unrenamed copy would share (and overwrite) this crate's build outputs.
 fn copy_of_the_crate(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let copy =
@@ -36,6 +38,17 @@ fn copy_of_the_crate(name: &str) -> PathBuf {
     for file in ["Cargo.toml", "Cargo.lock", "build.rs", "README.md"] {
         fs::copy(root.join(file), copy.join(file)).unwrap();
     }
+    let manifest = copy.join("Cargo.toml");
+    edit(
+        &manifest,
+        "name = \"defender-endpoint\"",
+        &format!("name = \"defender-endpoint-regenerated-{name}\""),
+    );
+    edit(
+        &manifest,
+        "name = \"defender_endpoint\"",
+        &format!("name = \"defender_endpoint_regenerated_{name}\""),
+    );
     copy
 }
 
@@ -45,7 +58,7 @@ fn build(dir: &Path) -> Output {
     let exe = std::env::current_exe().unwrap();
     let target_dir = exe.ancestors().nth(3).unwrap();
     Command::new(env!("CARGO"))
-        .args(["build", "--lib", "--offline", "--locked", "--target-dir"])
+        .args(["build", "--lib", "--offline", "--target-dir"])
         .arg(target_dir)
         .current_dir(dir)
         .output()
