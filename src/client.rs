@@ -305,9 +305,9 @@ impl Client {
             attempt += 1;
             counters.attempts.fetch_add(1, Ordering::Relaxed);
             let (result, mut report) = ATTEMPT
-                .scope(Attempt::default(), async {
+                .scope(Box::default(), async {
                     let result = call().await;
-                    (result, ATTEMPT.with(Attempt::take))
+                    (result, ATTEMPT.with(|a| a.take()))
                 })
                 .await;
             counters.add_wait(&counters.quota_wait_us, report.quota_wait);
@@ -408,7 +408,7 @@ struct Report {
     error: Option<Error>,
     status: Option<u16>,
     retry_after: Option<Duration>,
-    token: Option<secrecy::SecretString>,
+    token: Option<crate::auth::cache::Bearer>,
     quota_wait: Duration,
 }
 

@@ -17,10 +17,13 @@ use bytes::{Bytes, BytesMut};
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
 use std::io::Read;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
 
-use crate::{auth::cache::TokenCache, quota::RateLimiter, Error};
+use crate::{
+    auth::cache::{Bearer, TokenCache},
+    quota::RateLimiter,
+    Error,
+};
 
 mod operations {
     include!(concat!(env!("OUT_DIR"), "/operations.rs"));
@@ -54,7 +57,8 @@ impl fmt::Debug for Inner {
 
 tokio::task_local! {
     /// What the hooks learn during one attempt of a call made by [`crate::Client`].
-    pub(crate) static ATTEMPT: Attempt;
+    // Boxed: the task-local is swapped in and out on every poll, so it is kept to a pointer.
+    pub(crate) static ATTEMPT: Box<Attempt>;
 }
 
 /// Filled in by the hooks during one attempt; read by the caller afterwards.
@@ -67,7 +71,7 @@ pub(crate) struct Attempt {
     /// The `Retry-After` of the answer, parsed.
     pub(crate) retry_after: Cell<Option<Duration>>,
     /// The token the request carried, so that a 401 can invalidate exactly it.
-    pub(crate) token: RefCell<Option<SecretString>>,
+    pub(crate) token: RefCell<Option<Bearer>>,
     /// How long the request waited for the client-side quota.
     pub(crate) quota_wait: Cell<Duration>,
 }
@@ -89,14 +93,7 @@ impl ClientHooks<Inner> for crate::generated::Client {
         check_url(request.url(), &shared.base_url, info.operation_id).map_err(fail)?;
 
         let token = shared.tokens.token().await.map_err(fail)?;
-        let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
-            .map_err(|_| {
-                fail(Error::credential(
-                    "the token contains characters that are not allowed in an HTTP header",
-                ))
-            })?;
-        value.set_sensitive(true);
-        request.headers_mut().insert(AUTHORIZATION, value);
+        request.headers_mut().insert(AUTHORIZATION, token.header());
 
         let waited = shared.limiter.acquire().await;
         if !waited.is_zero() {
@@ -264,21 +261,37 @@ pub(crate) fn check_url(
     };
     let base_path = base_url.path().trim_end_matches('/');
     let path = url.path().strip_prefix(base_path).ok_or_else(refused)?;
-    let mut actual = path.split('/');
-    for expected in template.split('/') {
-        let segment = actual.next().ok_or_else(refused)?;
-        if expected.starts_with('{') && expected.ends_with('}') {
-            if !is_single_segment(segment) {
-                return Err(refused());
+    if path_matches(path, template) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+/// Whether `path` has the segments of `template`: each literal segment equal,
+/// each `{parameter}` exactly one non-empty segment once decoded.
+fn path_matches(path: &str, template: &str) -> bool {
+    let mut rest = path;
+    for (i, expected) in template.split('/').enumerate() {
+        if i > 0 {
+            match rest.strip_prefix('/') {
+                Some(after) => rest = after,
+                None => return false,
             }
-        } else if segment != expected {
-            return Err(refused());
         }
+        let end = rest.find('/').unwrap_or(rest.len());
+        let (segment, after) = rest.split_at(end);
+        let matches = if expected.starts_with('{') && expected.ends_with('}') {
+            is_single_segment(segment)
+        } else {
+            segment == expected
+        };
+        if !matches {
+            return false;
+        }
+        rest = after;
     }
-    if actual.next().is_some() {
-        return Err(refused());
-    }
-    Ok(())
+    rest.is_empty()
 }
 
 /// Whether `segment` (as it appears in a URL) is exactly one path segment once decoded.
@@ -379,6 +392,10 @@ mod tests {
             "https://h/api/users/a%2Fb/machines",
             "https://h/api/users/a%5cb/machines",
             "https://h/api/users/u/machines/x",
+            "https://h/api/users/u/machines/",
+            "https://h/api/users/u/machinesx",
+            "https://h/api/usersx/u/machines",
+            "https://h/api/users/u",
             "https://h/x/api/users/u/machines",
             "http://example.com/api/users/u/machines",
         ] {

@@ -518,6 +518,46 @@ async fn a_second_401_is_returned_as_an_api_error() {
     assert_eq!(api.calls(), 2);
 }
 
+/// Hands out a token that cannot travel in an HTTP header, counting its calls.
+struct NewlineToken(AtomicUsize);
+
+#[defender_endpoint::async_trait]
+impl TokenCredential for NewlineToken {
+    async fn get_token(&self, _scopes: &[&str]) -> Result<AccessToken, Error> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(AccessToken::expires_in(
+            "tok\r\nX-Injected: 1",
+            Duration::from_secs(3600),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_token_unfit_for_a_header_is_a_credential_error_and_is_not_cached() {
+    let server = MockServer::start_async().await;
+    let api = server.mock(|when, then| {
+        when.path(API_PATH);
+        then.status(200).body(r#"{"value":[]}"#);
+    });
+    let credential = Arc::new(NewlineToken(AtomicUsize::new(0)));
+    let client = builder(&server)
+        .credential(credential.clone())
+        .build()
+        .unwrap();
+
+    for calls in 1..=2 {
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(matches!(err, Error::Credential { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("not allowed in an HTTP header"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("X-Injected"), "{err}");
+        assert_eq!(credential.0.load(Ordering::SeqCst), calls);
+    }
+    assert_eq!(api.calls(), 0);
+}
+
 // ---------------------------------------------------------------- token endpoint errors
 
 #[tokio::test]

@@ -5,7 +5,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::HeaderValue;
+use secrecy::ExposeSecret;
 
 use super::{AccessToken, TokenCredential};
 use crate::Error;
@@ -14,9 +15,43 @@ use crate::Error;
 pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 struct Cached {
-    token: SecretString,
+    bearer: Bearer,
     /// When to fetch a new token; `None` = never.
     refresh_at: Option<Instant>,
+}
+
+/// A token handed out by the cache, as the `Authorization` header value that
+/// carries it (`Bearer …`, marked sensitive). Made once per token, so a call
+/// costs a reference count, not a copy and a check of a 2 KB token.
+#[derive(Clone)]
+pub(crate) struct Bearer(Arc<HeaderValue>);
+
+impl Bearer {
+    fn new(token: &str) -> Result<Self, Error> {
+        let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            Error::credential(
+                "the token contains characters that are not allowed in an HTTP header",
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(Self(Arc::new(value)))
+    }
+
+    /// The `Authorization` header value.
+    pub(crate) fn header(&self) -> HeaderValue {
+        HeaderValue::clone(&self.0)
+    }
+
+    /// Whether both came from the same fetch.
+    fn same(&self, other: &Bearer) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(<redacted>)")
+    }
 }
 
 /// Reuses a token until shortly before it expires; concurrent callers that find
@@ -43,17 +78,17 @@ impl TokenCache {
         &self.scope
     }
 
-    fn valid(&self) -> Option<SecretString> {
+    fn valid(&self) -> Option<Bearer> {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let cached = current.as_ref()?;
         match cached.refresh_at {
             Some(at) if Instant::now() >= at => None,
-            _ => Some(cached.token.clone()),
+            _ => Some(cached.bearer.clone()),
         }
     }
 
     /// A valid token, fetched only when the cached one is missing or about to expire.
-    pub(crate) async fn token(&self) -> Result<SecretString, Error> {
+    pub(crate) async fn token(&self) -> Result<Bearer, Error> {
         if let Some(token) = self.valid() {
             return Ok(token);
         }
@@ -65,6 +100,7 @@ impl TokenCache {
         let fetched_at = Instant::now();
         tracing::debug!(scope = %self.scope, "requesting a token");
         let AccessToken { token, expires_on } = self.credential.get_token(&[&self.scope]).await?;
+        let bearer = Bearer::new(token.expose_secret())?;
         let refresh_at = expires_on.map(|expires| {
             let lifetime = expires.saturating_duration_since(fetched_at);
             expires
@@ -72,19 +108,16 @@ impl TokenCache {
                 .unwrap_or(fetched_at)
         });
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Cached {
-            token: token.clone(),
+            bearer: bearer.clone(),
             refresh_at,
         });
-        Ok(token)
+        Ok(bearer)
     }
 
     /// Forgets `rejected` (a token the API refused with 401), unless it was already replaced.
-    pub(crate) fn invalidate(&self, rejected: &SecretString) {
+    pub(crate) fn invalidate(&self, rejected: &Bearer) {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current
-            .as_ref()
-            .is_some_and(|c| c.token.expose_secret() == rejected.expose_secret())
-        {
+        if current.as_ref().is_some_and(|c| c.bearer.same(rejected)) {
             *current = None;
         }
     }
