@@ -75,6 +75,7 @@ fn drop_api_version_header(file: &mut syn::File) {
     struct Drop;
     impl VisitMut for Drop {
         fn visit_block_mut(&mut self, block: &mut syn::Block) {
+            let before = block.stmts.len();
             block.stmts.retain(|stmt| {
                 let syn::Stmt::Expr(syn::Expr::MethodCall(call), _) = stmt else {
                     return true;
@@ -87,10 +88,52 @@ fn drop_api_version_header(file: &mut syn::File) {
                 };
                 !(call.method == "append" && call.args.first().is_some_and(names_api_version))
             });
+            let removed = before - block.stmts.len();
+            if removed > 0 {
+                // The header map was sized for the removed header too; a map sized
+                // for no header does not allocate.
+                for stmt in &mut block.stmts {
+                    shrink_header_map(stmt, removed);
+                }
+            }
             syn::visit_mut::visit_block_mut(self, block);
         }
     }
     Drop.visit_file_mut(file);
+}
+
+/// In `let mut header_map = HeaderMap::with_capacity(N);`, takes `removed` off `N`.
+fn shrink_header_map(stmt: &mut syn::Stmt, removed: usize) {
+    let syn::Stmt::Local(local) = stmt else {
+        return;
+    };
+    let syn::Pat::Ident(pat) = &local.pat else {
+        return;
+    };
+    if pat.ident != "header_map" {
+        return;
+    }
+    let Some(init) = &mut local.init else {
+        return;
+    };
+    let syn::Expr::Call(call) = &mut *init.expr else {
+        return;
+    };
+    let is_with_capacity = matches!(&*call.func, syn::Expr::Path(p)
+        if p.path.segments.last().is_some_and(|s| s.ident == "with_capacity"));
+    if !is_with_capacity || call.args.len() != 1 {
+        return;
+    }
+    if let Some(syn::Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Int(n),
+        ..
+    })) = call.args.first_mut()
+    {
+        if let Ok(value) = n.base10_parse::<usize>() {
+            let value = value.saturating_sub(removed);
+            *n = syn::LitInt::new(&format!("{value}usize"), n.span());
+        }
+    }
 }
 
 /// The spec's open enumerations, with their documented values: a schema `N`

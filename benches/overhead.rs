@@ -841,28 +841,51 @@ fn profile(what: &str, count: Option<u64>) {
         }
         return;
     }
-    let Some(rest) = what.strip_prefix("calls-") else {
-        panic!("--profile parse-{{sdk,value,hand}} | calls-[big-]{{sdk,bare,typed}} [count]");
+    let (rest, callers) = match (what.strip_prefix("calls-"), what.strip_prefix("calls16-")) {
+        (Some(rest), _) => (rest, 1),
+        (_, Some(rest)) => (rest, 16),
+        _ => panic!(
+            "--profile parse-{{sdk,value,hand}} | calls[16]-[big-]{{sdk,bare,typed}} [count]"
+        ),
     };
     let (user, kind) = match rest.strip_prefix("big-") {
         Some(kind) => (BIG, kind),
         None => (SMALL, rest),
     };
     let server = Server::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = if callers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     let caller = match kind {
         "sdk" => Caller::Sdk(sdk_client(&server.base, StaticToken::new(TOKEN))),
         "bare" => Caller::BareHand(reqwest::Client::new(), server.base.clone()),
         _ => Caller::BareTyped(reqwest::Client::new(), server.base.clone()),
     };
-    rt.block_on(async {
-        for _ in 0..count.unwrap_or(1_000) {
-            std::hint::black_box(caller.call(user).await);
-        }
-    });
+    let calls = count.unwrap_or(1_000);
+    if callers == 1 {
+        rt.block_on(async {
+            for _ in 0..calls {
+                std::hint::black_box(caller.call(user).await);
+            }
+        });
+    } else {
+        let done = rt.block_on(caller.block(user, callers, calls, Duration::MAX));
+        assert_eq!(done.calls, calls.div_ceil(callers as u64) * callers as u64);
+        eprintln!(
+            "{:.1} us CPU/call, {:.0} calls/s",
+            done.cpu_us(),
+            done.per_sec()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
