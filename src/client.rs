@@ -572,7 +572,10 @@ impl Default for ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("base_url", &self.base_url)
+            .field(
+                "base_url",
+                &self.base_url.as_deref().map(hooks::redact_user_info),
+            )
             .field(
                 "credential",
                 &self.credential.as_ref().map(|_| "<dyn TokenCredential>"),
@@ -755,6 +758,22 @@ pub mod raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_the_base_url_is_never_shown() {
+        let builder = Client::builder()
+            .base_url("https://svc:PROXY-PASSWORD@proxy.example/")
+            .credential(crate::StaticToken::new("t"));
+        let debug = format!("{builder:?}");
+        assert!(debug.contains("https://***@proxy.example/"), "{debug}");
+        assert!(!debug.contains("PROXY-PASSWORD"), "{debug}");
+        let err = builder.build().unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("PROXY-PASSWORD"), "{shown}");
+            assert!(shown.contains("user info"), "{shown}");
+        }
+    }
 
     #[test]
     fn documented_defaults() {

@@ -315,8 +315,8 @@ fn is_single_segment(segment: &str) -> bool {
 pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Result<String, Error> {
     let bad = |why: &str| {
         Error::Config(format!(
-            "invalid {what} {:?}: {why}",
-            shown.escape_debug().to_string()
+            "invalid {what} \"{}\": {why}",
+            redact_user_info(shown).escape_debug()
         ))
     };
     let url = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
@@ -338,6 +338,21 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
         return Err(bad("it must not hold user info"));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// `input` with the user info of its authority (`user:password@`) replaced by
+/// `***@`, so that a URL can be shown in a message or in `Debug`. Works on text
+/// that is not a valid URL too.
+pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
+    let start = input.find("://").map_or(0, |i| i + 3);
+    let authority_len = input[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(input.len() - start);
+    let authority = &input[start..start + authority_len];
+    match authority.rfind('@') {
+        Some(at) => format!("{}***{}", &input[..start], &input[start + at..]).into(),
+        None => input.into(),
+    }
 }
 
 /// https, or http to a loopback address or `localhost`.
@@ -407,6 +422,28 @@ mod tests {
             "no_such_operation"
         )
         .is_err());
+    }
+
+    #[test]
+    fn user_info_is_redacted() {
+        for (input, shown) in [
+            (
+                "https://svc:PW@proxy.example/x",
+                "https://***@proxy.example/x",
+            ),
+            ("https://PW@h", "https://***@h"),
+            ("svc:PW@h/a@b", "***@h/a@b"),
+            ("https://a@b:PW@h?q=@", "https://***@h?q=@"),
+            ("https://h/p@x", "https://h/p@x"),
+            ("not a url", "not a url"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_user_info(input), shown, "{input}");
+        }
+        let err = normalise_service_url("https://svc:PW@h", "base URL", "https://svc:PW@h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("user info") && !err.contains("PW"), "{err}");
     }
 
     #[test]

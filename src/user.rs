@@ -229,8 +229,8 @@ impl fmt::Display for InvalidUserName {
         };
         write!(
             f,
-            "invalid user name {:?}{more}: {}",
-            shown.escape_debug().to_string(),
+            "invalid user name \"{}\"{more}: {}",
+            shown.escape_debug(),
             self.reason
         )
     }
@@ -296,6 +296,14 @@ mod tests {
         let err = UserName::parse(&"x".repeat(10_000)).unwrap_err();
         assert!(err.to_string().len() < 300);
         assert_eq!(err.input().len(), 10_000);
+    }
+
+    #[test]
+    fn rejected_input_is_escaped_once() {
+        let err = UserName::parse("A\\B\\C").unwrap_err().to_string();
+        assert!(err.starts_with(r#"invalid user name "A\\B\\C": "#), "{err}");
+        let err = UserName::parse("a\tb\n").unwrap_err().to_string();
+        assert!(err.starts_with(r#"invalid user name "a\tb\n": "#), "{err}");
     }
 
     #[test]
