@@ -92,9 +92,8 @@ impl ClientHooks<Inner> for crate::generated::Client {
         let shared = &self.inner().0;
         check_url(request.url(), &shared.base_url, info.operation_id).map_err(fail)?;
 
-        let token = shared.tokens.token().await.map_err(fail)?;
-        request.headers_mut().insert(AUTHORIZATION, token.header());
-
+        // The quota first: a call may wait for minutes, and the token it then
+        // carries must be the one valid when it is sent.
         let waited = shared.limiter.acquire().await;
         if !waited.is_zero() {
             tracing::debug!(
@@ -102,6 +101,8 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 "waited for the client-side quota"
             );
         }
+        let token = shared.tokens.token().await.map_err(fail)?;
+        request.headers_mut().insert(AUTHORIZATION, token.header());
         let _ = ATTEMPT.try_with(|a| {
             *a.token.borrow_mut() = Some(token);
             a.quota_wait.set(waited);

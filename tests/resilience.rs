@@ -316,6 +316,47 @@ async fn clones_share_the_quota() {
     assert!(busiest(&arrivals, per) <= 3);
 }
 
+/// Issues `tok-0`, `tok-1`, … each valid for one second.
+struct ShortLivedTokens(std::sync::atomic::AtomicUsize);
+
+#[defender_endpoint::async_trait]
+impl defender_endpoint::TokenCredential for ShortLivedTokens {
+    async fn get_token(&self, _scopes: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(defender_endpoint::AccessToken::expires_in(
+            format!("tok-{n}"),
+            Duration::from_secs(1),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_call_that_waited_for_the_quota_carries_a_fresh_token() {
+    let server = MockServer::start_async().await;
+    let stale = server
+        .mock_async(|when, then| {
+            when.path(PATH).header("authorization", "Bearer tok-0");
+            then.status(200).body(ONE);
+        })
+        .await;
+    let fresh = server
+        .mock_async(|when, then| {
+            when.path(PATH).header("authorization", "Bearer tok-1");
+            then.status(200).body(ONE);
+        })
+        .await;
+    let client = builder(&server)
+        .credential(ShortLivedTokens(Default::default()))
+        .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
+        .build()
+        .unwrap();
+
+    client.user_machines("user1").await.unwrap();
+    // This call waits about 2 s for the quota, by which time tok-0 has expired.
+    client.user_machines("user1").await.unwrap();
+    assert_eq!((stale.calls(), fresh.calls()), (1, 1));
+}
+
 #[test]
 fn the_default_quota_is_defenders() {
     assert_eq!(
