@@ -151,7 +151,20 @@ impl Client {
             tracing::debug!(page = followed.len() + 1, "following @odata.nextLink");
             page = match self.with_retries(|| self.get_page(url.clone())).await? {
                 Some(next) => next,
-                None => break,
+                // The first page said there is more: a missing page is a failure,
+                // not the end of the list.
+                None => {
+                    return Err(Error::Api {
+                        status: 404,
+                        code: None,
+                        message: Some(format!(
+                            "page {} of the answer (@odata.nextLink) is not found; \
+                             the list of machines would be incomplete",
+                            followed.len() + 1
+                        )),
+                        target: None,
+                    })
+                }
             };
             machines.append(&mut page.value);
         }
@@ -211,8 +224,9 @@ impl Client {
     /// inputs it was made for.
     ///
     /// Inputs that normalise to the same [`UserName`] (`user1@contoso.com`,
-    /// `CONTOSO\user1`, `user1`) are looked up once, and every one of them gets
-    /// the answer (machines and errors are cloned).
+    /// `CONTOSO\user1`, `user1`), ignoring case (`USER1`), are looked up once,
+    /// with the first input's spelling, and every one of them gets the answer
+    /// (machines and errors are cloned).
     ///
     /// The lookups go through this client, so its quota ([`RateLimit`]) and
     /// [`RetryPolicy`] apply to each of them, and [`stats`](Self::stats) counts them.
@@ -245,15 +259,18 @@ impl Client {
     {
         let mut rejected = Vec::new();
         let mut groups: Vec<(UserName, Vec<String>)> = Vec::new();
-        let mut seen: HashMap<UserName, usize> = HashMap::new();
+        // User names are case-insensitive in Active Directory and in the API.
+        let mut seen: HashMap<String, usize> = HashMap::new();
         for input in users {
             let input: String = input.into();
             match UserName::parse(&input) {
                 Err(e) => rejected.push((input, Err(Error::InvalidUserName(e)))),
-                Ok(name) => match seen.get(&name) {
-                    Some(&i) => groups[i].1.push(input),
-                    None => {
-                        seen.insert(name.clone(), groups.len());
+                Ok(name) => match seen.entry(name.as_str().to_lowercase()) {
+                    std::collections::hash_map::Entry::Occupied(i) => {
+                        groups[*i.get()].1.push(input)
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(groups.len());
                         groups.push((name, vec![input]));
                     }
                 },
@@ -317,11 +334,14 @@ impl Client {
                 span.record("status", status);
             }
             let outcome = classify(result, &mut report);
-            let error = match outcome {
+            let mut error = match outcome {
                 Ok(value) => return Ok(Some(value.into_inner())),
                 Err(Outcome::Empty) => return Ok(None),
                 Err(Outcome::Fail(error)) => error,
             };
+            if let Some(token) = &report.token {
+                error.redact(&token.secret());
+            }
             if let Some(target) = error.target() {
                 tracing::warn!(attempt, target, error = %error, "Defender API error");
             }
@@ -479,15 +499,32 @@ fn classify<T>(
     }
     let from_status =
         |status: u16, envelope: Option<&types::ErrorEnvelope>, body: Option<&[u8]>| {
+            let detail = envelope.and_then(|e| e.error.as_ref());
             if status == 404 {
+                if envelope.is_none() && body.is_some_and(|b| !b.trim_ascii().is_empty()) {
+                    tracing::warn!(
+                        "404 without Defender's error envelope, taken as an unknown user; \
+                         if every user gets it, check the base URL"
+                    );
+                }
                 return Outcome::Empty;
             }
             if status == 429 {
+                if let Some(target) = detail.and_then(|d| d.target.as_deref()) {
+                    tracing::info!(target, "Defender throttled the call (429)");
+                }
                 return Outcome::Fail(Error::Throttled {
                     retry_after: report.retry_after,
                 });
             }
-            let detail = envelope.and_then(|e| e.error.as_ref());
+            if (200..300).contains(&status) {
+                return Outcome::Fail(Error::Decode {
+                    status,
+                    message: format!(
+                        "unexpected success status {status}: this operation answers 200 with a body"
+                    ),
+                });
+            }
             Outcome::Fail(Error::Api {
                 status,
                 code: detail.and_then(|d| d.code.clone()),

@@ -132,6 +132,36 @@ impl Error {
         }
     }
 
+    /// Replaces every occurrence of `secret` in the texts the API sent back
+    /// (a gateway's error page may echo the request's token). Secrets shorter
+    /// than 8 bytes are left alone: they cannot be told apart from ordinary words.
+    pub(crate) fn redact(&mut self, secret: &str) {
+        if secret.len() < 8 {
+            return;
+        }
+        let scrub = |text: &mut Option<String>| {
+            if let Some(t) = text.as_mut().filter(|t| t.contains(secret)) {
+                *t = t.replace(secret, "<redacted>");
+            }
+        };
+        match self {
+            Error::Api {
+                code,
+                message,
+                target,
+                ..
+            } => {
+                scrub(code);
+                scrub(message);
+                scrub(target);
+            }
+            Error::Decode { message, .. } if message.contains(secret) => {
+                *message = message.replace(secret, "<redacted>");
+            }
+            _ => {}
+        }
+    }
+
     /// Maps a reqwest error, telling timeouts apart.
     pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         if e.is_timeout() {

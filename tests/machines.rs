@@ -705,6 +705,73 @@ async fn next_links_are_followed_so_no_machine_is_lost() {
 }
 
 #[tokio::test]
+async fn a_missing_next_page_is_an_error_not_a_shorter_list() {
+    let server = MockServer::start_async().await;
+    let next = format!("{}/api/users/user1/machines?$skip=1", server.base_url());
+    server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user1/machines")
+                .is_true(|req| req.uri().query().is_none());
+            then.status(200)
+                .body(json!({"value": [{"id": "m1"}], "@odata.nextLink": next}).to_string());
+        })
+        .await;
+    let second = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines")
+                .query_param("$skip", "1");
+            then.status(404);
+        })
+        .await;
+    let err = client(&server).user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Api { status: 404, .. }), "{err:?}");
+    assert!(err.to_string().contains("incomplete"), "{err}");
+    second.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn an_error_body_that_echoes_the_token_does_not_reveal_it() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(400).body(format!(
+                r#"{{"error":{{"code":"BadRequest","message":"bad header: Bearer {TOKEN}","target":"t-{TOKEN}"}}}}"#
+            ));
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user2/machines");
+            then.status(502).body(format!(
+                "<html>gateway saw Authorization: Bearer {TOKEN}</html>"
+            ));
+        })
+        .await;
+    let client = client(&server);
+    for user in ["user1", "user2"] {
+        let err = client.user_machines(user).await.unwrap_err();
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains(TOKEN), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_success_status_other_than_200_is_a_decode_error() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(204);
+        })
+        .await;
+    let err = client(&server).user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Decode { status: 204, .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn next_links_away_from_the_api_or_in_a_loop_are_refused() {
     for (user, link) in [
         (

@@ -42,6 +42,12 @@ impl Bearer {
         HeaderValue::clone(&self.0)
     }
 
+    /// The token itself, as it travels (for scrubbing it from what the API echoes).
+    pub(crate) fn secret(&self) -> std::borrow::Cow<'_, str> {
+        let bytes = self.0.as_bytes();
+        String::from_utf8_lossy(bytes.strip_prefix(b"Bearer ").unwrap_or(bytes))
+    }
+
     /// Whether both came from the same fetch.
     fn same(&self, other: &Bearer) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
