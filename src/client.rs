@@ -306,7 +306,10 @@ impl Client {
 
     /// Runs one generated call under the retry policy, mapping its outcome to
     /// [`Error`]; `None` for a 404 (an unknown user).
-    async fn with_retries<T, F, Fut>(&self, call: F) -> Result<Option<T>, Error>
+    async fn with_retries<T: serde::de::DeserializeOwned, F, Fut>(
+        &self,
+        call: F,
+    ) -> Result<Option<T>, Error>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<
@@ -485,7 +488,7 @@ fn share(
     out
 }
 
-fn classify<T>(
+fn classify<T: serde::de::DeserializeOwned>(
     result: Result<raw::ResponseValue<T>, raw::Error<types::ErrorEnvelope>>,
     report: &mut Report,
 ) -> Result<raw::ResponseValue<T>, Outcome> {
@@ -540,7 +543,7 @@ fn classify<T>(
             Some(status) if !(200..300).contains(&status) => from_status(status, None, Some(&body)),
             status => Outcome::Fail(Error::Decode {
                 status: status.unwrap_or(200),
-                message: e.to_string(),
+                message: decode_message::<T>(&body, &e),
             }),
         },
         E::UnexpectedResponse(response) => from_status(response.status().as_u16(), None, None),
@@ -556,6 +559,44 @@ fn classify<T>(
         }
         E::InvalidRequest(message) | E::Custom(message) => Outcome::Fail(Error::Config(message)),
     })
+}
+
+/// serde's message for a body that did not parse, plus where in the document it
+/// failed (`value[3].osBuild`) and which machine that is, so that one odd field
+/// among thousands of machines can be found. Runs only after a failure.
+fn decode_message<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    error: &serde_json::Error,
+) -> String {
+    let mut message = error.to_string();
+    if !error.is_data() {
+        return message;
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let Err(located) = serde_path_to_error::deserialize::<_, T>(&mut de) else {
+        return message;
+    };
+    let path = located.path().to_string();
+    if path.is_empty() || path == "." {
+        return message;
+    }
+    message.push_str(&format!(" (at {path}"));
+    // `value[3]…`: name the machine by its id when it has one.
+    let index = path
+        .strip_prefix("value[")
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|i| i.parse::<usize>().ok());
+    if let Some(index) = index {
+        let id = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.pointer(&format!("/value/{index}/id")).cloned());
+        if let Some(serde_json::Value::String(id)) = id {
+            let id: String = id.chars().take(64).collect();
+            message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
+        }
+    }
+    message.push(')');
+    message
 }
 
 /// The start of a body that was not an error envelope, as text, for `Error::Api::message`.

@@ -472,6 +472,19 @@ async fn malformed_answers_are_decode_errors() {
         (r#"{"value":{"id":"x"}}"#, "invalid type"),
         ("", "EOF"),
         ("[]", "invalid type"),
+        // One odd field among many machines: the message says which field of which machine.
+        (
+            r#"{"value":[{"id":"m1","osBuild":19045},{"id":"odd-one","osBuild":"19045"}]}"#,
+            r#"(at value[1].osBuild, machine id "odd-one")"#,
+        ),
+        (
+            r#"{"value":[{"id":"m1","lastSeen":"yesterday"}]}"#,
+            r#"(at value[0].lastSeen, machine id "m1")"#,
+        ),
+        (
+            r#"{"value":[{"id":"m1","ipAddresses":[null]}]}"#,
+            "(at value[0].ipAddresses[0]",
+        ),
     ] {
         let server = MockServer::start_async().await;
         server
