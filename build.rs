@@ -54,6 +54,7 @@ fn generate() -> Result<(), String> {
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
     drop_api_version_header(&mut file);
     let open = open_enums(&spec);
+    document_the_rest(&mut file, &spec, &open);
     let direct = direct_deserialize(&mut file, &open);
     let mut code = prettyplease::unparse(&file);
     code.push_str(&open_enum_impls(&open));
@@ -134,6 +135,133 @@ fn shrink_header_map(stmt: &mut syn::Stmt, removed: usize) {
             *n = syn::LitInt::new(&format!("{value}usize"), n.span());
         }
     }
+}
+
+/// Gives rustdoc to the public items of `types` that the generator leaves
+/// undocumented because the spec has nowhere to say it:
+///
+/// - the `#[serde(flatten)] extra` map of a struct with `additionalProperties`;
+/// - the `Known` and `Other` variants of an open enumeration (see [`open_enums`])
+///   and each variant of its `*Known` enumeration;
+/// - the variants of any other `oneOf` enumeration, from the `description` of the
+///   alternative whose `title` names the variant (the generator ignores it).
+///
+/// Items that already have a doc comment keep it; anything else stays
+/// undocumented, and `missing_docs` says so.
+fn document_the_rest(
+    file: &mut syn::File,
+    spec: &openapiv3::OpenAPI,
+    open: &[(String, Vec<String>)],
+) {
+    use openapiv3::{ReferenceOr, SchemaKind};
+    let Some(types) = file.items.iter_mut().find_map(|item| match item {
+        syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut().map(|(_, items)| items),
+        _ => None,
+    }) else {
+        return;
+    };
+    let schemas = spec.components.as_ref().map(|c| &c.schemas);
+    // The description of the `oneOf` alternative titled `title` of schema `name`.
+    let alternative = |name: &str, title: &str| -> Option<String> {
+        let ReferenceOr::Item(schema) = schemas?.get(name)? else {
+            return None;
+        };
+        let SchemaKind::OneOf { one_of } = &schema.schema_kind else {
+            return None;
+        };
+        one_of.iter().find_map(|alt| match alt {
+            ReferenceOr::Item(alt) if alt.schema_data.title.as_deref() == Some(title) => {
+                alt.schema_data.description.clone()
+            }
+            _ => None,
+        })
+    };
+    for item in types.iter_mut() {
+        match item {
+            syn::Item::Struct(s) => {
+                for field in s.fields.iter_mut() {
+                    if field.ident.as_ref().is_some_and(|i| i == "extra")
+                        && serde_says(&field.attrs, "flatten")
+                    {
+                        add_doc(
+                            &mut field.attrs,
+                            "Fields the spec does not describe, kept exactly as the service \
+                             sent them (serialised back unchanged).",
+                        );
+                    }
+                }
+            }
+            syn::Item::Enum(e) => {
+                let name = e.ident.to_string();
+                let is_open = open.iter().any(|(n, _)| *n == name);
+                let is_known = name
+                    .strip_suffix("Known")
+                    .is_some_and(|n| open.iter().any(|(o, _)| o == n));
+                for variant in e.variants.iter_mut() {
+                    let ident = variant.ident.to_string();
+                    let doc = if is_open {
+                        match ident.as_str() {
+                            "Known" => Some("A value the spec documents.".to_owned()),
+                            "Other" => {
+                                Some("A value the spec does not document, kept as sent.".to_owned())
+                            }
+                            _ => None,
+                        }
+                    } else if is_known {
+                        let value = serde_rename(&variant.attrs).unwrap_or(ident);
+                        Some(format!("The documented value `{value}`."))
+                    } else {
+                        alternative(&name, &ident)
+                    };
+                    if let Some(doc) = doc {
+                        add_doc(&mut variant.attrs, &doc);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Puts `#[doc = text]` first in `attrs`, unless they already have a doc comment.
+fn add_doc(attrs: &mut Vec<syn::Attribute>, text: &str) {
+    if attrs.iter().any(|a| a.path().is_ident("doc")) {
+        return;
+    }
+    let text = format!(" {text}");
+    attrs.insert(0, syn::parse_quote!(#[doc = #text]));
+}
+
+/// Whether a `#[serde(..)]` in `attrs` has the bare flag `flag` (like `flatten`).
+fn serde_says(attrs: &[syn::Attribute], flag: &str) -> bool {
+    let mut found = false;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident(flag) {
+                found = true;
+            } else if meta.input.peek(syn::Token![=]) {
+                meta.value()?.parse::<syn::Expr>()?;
+            }
+            Ok(())
+        });
+    }
+    found
+}
+
+/// The `rename = ".."` of a `#[serde(..)]` in `attrs`.
+fn serde_rename(attrs: &[syn::Attribute]) -> Option<String> {
+    let mut rename = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("rename") {
+                rename = Some(meta.value()?.parse::<syn::LitStr>()?.value());
+            } else if meta.input.peek(syn::Token![=]) {
+                meta.value()?.parse::<syn::Expr>()?;
+            }
+            Ok(())
+        });
+    }
+    rename
 }
 
 /// The spec's open enumerations, with their documented values: a schema `N`
