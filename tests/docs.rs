@@ -5,16 +5,10 @@
 //! What the spec cannot describe (the `extra` maps, the variants of the open
 //! enumerations) is documented by `build.rs`.
 
-use serde_json::Value;
+mod common;
 
-fn spec() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/openapi/defender.yaml"
-    ))
-    .unwrap();
-    serde_yaml_ng::from_str(&text).unwrap()
-}
+use common::spec;
+use serde_json::Value;
 
 fn schemas(spec: &Value) -> &serde_json::Map<String, Value> {
     spec["components"]["schemas"].as_object().unwrap()

@@ -3,19 +3,9 @@
 
 mod common;
 
-use common::{fixture_json, fixture_path};
+use common::{fixture_json, fixture_path, spec};
 use defender_endpoint::types::MachineCollection;
 use serde_json::{json, Map, Value};
-
-/// The OpenAPI document as JSON.
-fn spec() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/openapi/defender.yaml"
-    ))
-    .unwrap();
-    serde_yaml_ng::from_str(&text).unwrap()
-}
 
 /// OpenAPI 3.0 schema -> JSON Schema: `nullable: true` becomes a null alternative.
 fn to_json_schema(v: &Value) -> Value {

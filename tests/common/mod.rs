@@ -62,3 +62,13 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
 }
+
+/// The OpenAPI document, `openapi/defender.yaml`, as JSON.
+pub fn spec() -> serde_json::Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/openapi/defender.yaml"
+    ))
+    .unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
