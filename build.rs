@@ -181,7 +181,7 @@ fn document_the_rest(
             syn::Item::Struct(s) => {
                 for field in s.fields.iter_mut() {
                     if field.ident.as_ref().is_some_and(|i| i == "extra")
-                        && serde_says(&field.attrs, "flatten")
+                        && field_attrs(&field.attrs).is_some_and(|a| a.flatten)
                     {
                         add_doc(
                             &mut field.attrs,
@@ -208,7 +208,9 @@ fn document_the_rest(
                             _ => None,
                         }
                     } else if is_known {
-                        let value = serde_rename(&variant.attrs).unwrap_or(ident);
+                        let value = field_attrs(&variant.attrs)
+                            .and_then(|a| a.rename)
+                            .unwrap_or(ident);
                         Some(format!("The documented value `{value}`."))
                     } else {
                         alternative(&name, &ident)
@@ -230,38 +232,6 @@ fn add_doc(attrs: &mut Vec<syn::Attribute>, text: &str) {
     }
     let text = format!(" {text}");
     attrs.insert(0, syn::parse_quote!(#[doc = #text]));
-}
-
-/// Whether a `#[serde(..)]` in `attrs` has the bare flag `flag` (like `flatten`).
-fn serde_says(attrs: &[syn::Attribute], flag: &str) -> bool {
-    let mut found = false;
-    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
-        let _ = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident(flag) {
-                found = true;
-            } else if meta.input.peek(syn::Token![=]) {
-                meta.value()?.parse::<syn::Expr>()?;
-            }
-            Ok(())
-        });
-    }
-    found
-}
-
-/// The `rename = ".."` of a `#[serde(..)]` in `attrs`.
-fn serde_rename(attrs: &[syn::Attribute]) -> Option<String> {
-    let mut rename = None;
-    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
-        let _ = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("rename") {
-                rename = Some(meta.value()?.parse::<syn::LitStr>()?.value());
-            } else if meta.input.peek(syn::Token![=]) {
-                meta.value()?.parse::<syn::Expr>()?;
-            }
-            Ok(())
-        });
-    }
-    rename
 }
 
 /// The spec's open enumerations, with their documented values: a schema `N`
@@ -467,7 +437,8 @@ fn drop_derive(attrs: &mut [syn::Attribute], name: &str) {
     }
 }
 
-/// What `#[serde(..)]` says about a field, when it says only what [`struct_deserialize`] handles.
+/// What `#[serde(..)]` says about a field (or a variant), when it says only what
+/// [`struct_deserialize`] handles.
 #[derive(Default)]
 struct FieldAttrs {
     rename: Option<String>,
