@@ -572,8 +572,11 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     if !error.is_data() {
         return message;
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let Err(located) = serde_path_to_error::deserialize::<_, T>(&mut de) else {
+    // Parsed once as a tree: to locate the failure, and to read the machine's id.
+    let Ok(tree) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return message;
+    };
+    let Err(located) = serde_path_to_error::deserialize::<_, T>(&tree) else {
         return message;
     };
     let path = located.path().to_string();
@@ -582,18 +585,14 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     }
     message.push_str(&format!(" (at {path}"));
     // `value[3]…`: name the machine by its id when it has one.
-    let index = path
+    let id = path
         .strip_prefix("value[")
         .and_then(|rest| rest.split(']').next())
-        .and_then(|i| i.parse::<usize>().ok());
-    if let Some(index) = index {
-        let id = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.pointer(&format!("/value/{index}/id")).cloned());
-        if let Some(serde_json::Value::String(id)) = id {
-            let id: String = id.chars().take(64).collect();
-            message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
-        }
+        .and_then(|index| tree.pointer(&format!("/value/{index}/id")))
+        .and_then(serde_json::Value::as_str);
+    if let Some(id) = id {
+        let id: String = id.chars().take(64).collect();
+        message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
     }
     message.push(')');
     message
