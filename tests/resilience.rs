@@ -35,6 +35,16 @@ async fn answer_once(server: &MockServer, status: u16, headers: &[(&str, String)
     mock.id()
 }
 
+/// Answers every request with `status`.
+async fn always(server: &MockServer, status: u16) -> httpmock::Mock<'_> {
+    server
+        .mock_async(move |when, then| {
+            when.path(PATH);
+            then.status(status);
+        })
+        .await
+}
+
 async fn then_ok(server: &MockServer) -> httpmock::Mock<'_> {
     server
         .mock_async(|when, then| {
@@ -101,12 +111,7 @@ async fn transient_5xx_are_retried() {
 async fn other_4xx_are_not_retried() {
     for status in [400u16, 403, 405, 409] {
         let server = MockServer::start_async().await;
-        let mock = server
-            .mock_async(|when, then| {
-                when.path(PATH);
-                then.status(status);
-            })
-            .await;
+        let mock = always(&server, status).await;
         let client = builder(&server).retry(quick_retries(4)).build().unwrap();
         let err = client.user_machines("user1").await.unwrap_err();
         assert_eq!(err.status(), Some(status));
@@ -117,12 +122,7 @@ async fn other_4xx_are_not_retried() {
 #[tokio::test]
 async fn always_503_gives_up_after_the_attempts() {
     let server = MockServer::start_async().await;
-    let mock = server
-        .mock_async(|when, then| {
-            when.path(PATH);
-            then.status(503);
-        })
-        .await;
+    let mock = always(&server, 503).await;
     let client = builder(&server).retry(quick_retries(4)).build().unwrap();
     let err = client.user_machines("user1").await.unwrap_err();
     assert!(matches!(err, Error::Api { status: 503, .. }), "{err:?}");
@@ -132,12 +132,7 @@ async fn always_503_gives_up_after_the_attempts() {
 #[tokio::test]
 async fn always_503_gives_up_within_the_budget() {
     let server = MockServer::start_async().await;
-    let mock = server
-        .mock_async(|when, then| {
-            when.path(PATH);
-            then.status(503);
-        })
-        .await;
+    let mock = always(&server, 503).await;
     let policy = RetryPolicy::default()
         .max_attempts(100)
         .base_delay(Duration::from_millis(100))
