@@ -38,7 +38,9 @@ async fn logs_at(level: tracing::Level) -> String {
     let throttled = server
         .mock_async(|when, then| {
             when.path("/api/users/alice.secretname/machines");
-            then.status(429).header("retry-after", "0");
+            then.status(429)
+                .header("retry-after", "0")
+                .body(r#"{"error":{"code":"TooManyRequests","message":"slow down","target":"throttle-777"}}"#);
         })
         .await;
     throttled.up_to_n_times_async(1).await;
@@ -56,6 +58,13 @@ async fn logs_at(level: tracing::Level) -> String {
             );
         })
         .await;
+    // A 404 that is not Defender's (a proxy's page): still no machines, but a warning.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/carol/machines");
+            then.status(404).body("<html>Not Found</html>");
+        })
+        .await;
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -69,6 +78,7 @@ async fn logs_at(level: tracing::Level) -> String {
         .await
         .unwrap();
     client.user_machines("bob").await.unwrap_err();
+    assert!(client.user_machines("carol").await.unwrap().is_empty());
     drop(_guard);
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     text
@@ -78,6 +88,11 @@ async fn logs_at(level: tracing::Level) -> String {
 async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
     let logs = logs_at(tracing::Level::INFO).await;
     assert!(logs.contains("retrying"), "{logs}");
+    assert!(logs.contains("throttle-777"), "{logs}");
+    assert!(
+        logs.contains("WARN") && logs.contains("check the base URL"),
+        "{logs}"
+    );
     assert!(logs.contains("track-1234"), "{logs}");
     assert!(logs.contains("defender.call"), "{logs}");
     assert!(!logs.contains(TOKEN), "{logs}");
