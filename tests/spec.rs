@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture_json, fixture_path, spec};
+use common::{fixture_json, fixture_path, seed, spec};
 use defender_endpoint::types::MachineCollection;
 use serde_json::{json, Map, Value};
 
@@ -234,5 +234,57 @@ fn every_spec_property_is_a_rust_field() {
                 "{name}.{prop} is in Rust but not in the spec"
             );
         }
+    }
+}
+
+/// The spec says every field but `id` may be missing or null in practice: a machine with
+/// any one field (top-level, in `ipAddresses[]` or in `vmMetadata`) set to `null` still
+/// decodes, and the other fields keep their values.
+#[test]
+fn any_one_field_may_be_null() {
+    use defender_endpoint::types::Machine;
+    let spec = spec();
+    let schemas = &spec["components"]["schemas"];
+    let mut full = seed()["value"][0].clone();
+    full["ipAddresses"] = json!([
+        {"ipAddress": "10.0.0.1", "macAddress": "00155D000001", "type": "Ethernet", "operationalStatus": "Up"}
+    ]);
+    full["vmMetadata"] = json!({
+        "vmId": "a", "cloudProvider": "Azure", "resourceId": "r", "subscriptionId": "s"
+    });
+    let mut cases = Vec::new();
+    for prop in schemas["Machine"]["properties"].as_object().unwrap().keys() {
+        if prop != "id" {
+            let mut m = full.clone();
+            m[prop.as_str()] = Value::Null;
+            cases.push((prop.clone(), m));
+        }
+    }
+    for prop in schemas["IpAddress"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+    {
+        let mut m = full.clone();
+        m["ipAddresses"][0][prop.as_str()] = Value::Null;
+        cases.push((format!("ipAddresses[0].{prop}"), m));
+    }
+    for prop in schemas["VmMetadata"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+    {
+        let mut m = full.clone();
+        m["vmMetadata"][prop.as_str()] = Value::Null;
+        cases.push((format!("vmMetadata.{prop}"), m));
+    }
+    assert!(cases.len() > 30, "{} cases", cases.len());
+    for (what, m) in cases {
+        let parsed: Machine = serde_json::from_value(m.clone())
+            .unwrap_or_else(|e| panic!("{what} = null does not decode: {e}"));
+        assert_eq!(parsed.id, full["id"], "{what}");
+        // The other fields survive: serialised back, only the nulled field differs.
+        let back = without_nulls(&serde_json::to_value(&parsed).unwrap());
+        assert_eq!(back, without_nulls(&m), "{what}");
     }
 }
