@@ -1,3 +1,26 @@
+// The README links its API names to source files, for reading it on GitHub; the first
+// definition of a link wins, so these, given first, link the same names to their rustdoc.
+//! [`AccessToken`]: AccessToken
+//! [`Client::machines_for_users`]: Client::machines_for_users
+//! [`Client::raw`]: Client::raw
+//! [`ClientBuilder::base_url`]: ClientBuilder::base_url
+//! [`ClientBuilder::cloud`]: ClientBuilder::cloud
+//! [`ClientBuilder::connect_timeout`]: ClientBuilder::connect_timeout
+//! [`ClientBuilder::max_response_bytes`]: ClientBuilder::max_response_bytes
+//! [`ClientBuilder::scope`]: ClientBuilder::scope
+//! [`ClientBuilder::timeout`]: ClientBuilder::timeout
+//! [`Cloud`]: Cloud
+//! [`EnvironmentCredential`]: EnvironmentCredential
+//! [`Error::Credential`]: Error::Credential
+//! [`Error::InvalidUserName`]: Error::InvalidUserName
+//! [`Error::Throttled`]: Error::Throttled
+//! [`Error`]: Error
+//! [`Machine`]: types::Machine
+//! [`RateLimit::default`]: RateLimit::default
+//! [`RetryPolicy::default`]: RetryPolicy::default
+//! [`TokenCredential`]: TokenCredential
+//! [`UserName::parse`]: UserName::parse
+//! [`types::Machine`]: types::Machine
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
