@@ -18,16 +18,28 @@ const JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=tr
 
 /// Serves `body` for `user`'s machines, deflate-compressed like the seed's response.
 async fn serve_deflate<'a>(server: &'a MockServer, user: &str, body: &str) -> httpmock::Mock<'a> {
+    serve_encoded(server, user, "deflate", deflate(body.as_bytes())).await
+}
+
+/// Serves `bytes` for `user`'s machines as a body with `Content-Encoding: encoding`, to a
+/// client that says it accepts gzip and deflate.
+async fn serve_encoded<'a>(
+    server: &'a MockServer,
+    user: &str,
+    encoding: &str,
+    bytes: Vec<u8>,
+) -> httpmock::Mock<'a> {
     let path = format!("/api/users/{user}/machines");
-    let compressed = deflate(body.as_bytes());
     server
         .mock_async(move |when, then| {
-            when.method(GET).path(path);
+            when.method(GET)
+                .path(path)
+                .header("accept-encoding", "gzip, deflate");
             then.status(200)
                 .header("content-type", JSON)
-                .header("content-encoding", "deflate")
+                .header("content-encoding", encoding)
                 .header("odata-version", "4.0")
-                .body(compressed);
+                .body(bytes);
         })
         .await
 }
@@ -133,15 +145,7 @@ async fn seed_response_parses_field_by_field() {
 async fn gzip_bodies_are_decoded() {
     let server = MockServer::start_async().await;
     let body = gzip(fixture("seed-user-machines.json").as_bytes());
-    server
-        .mock_async(|when, then| {
-            when.method(GET).path("/api/users/user1/machines");
-            then.status(200)
-                .header("content-type", JSON)
-                .header("content-encoding", "gzip")
-                .body(body);
-        })
-        .await;
+    serve_encoded(&server, "user1", "gzip", body).await;
     let machines = client(&server).user_machines("user1").await.unwrap();
     assert_eq!(machines.len(), 2);
 }
@@ -815,15 +819,13 @@ async fn next_links_away_from_the_api_or_in_a_loop_are_refused() {
 #[tokio::test]
 async fn a_corrupt_compressed_body_is_an_error_not_retried() {
     let server = MockServer::start_async().await;
-    let mock = server
-        .mock_async(|when, then| {
-            when.path("/api/users/user1/machines");
-            then.status(200)
-                .header("content-type", JSON)
-                .header("content-encoding", "deflate")
-                .body(b"this is not deflate data at all");
-        })
-        .await;
+    let mock = serve_encoded(
+        &server,
+        "user1",
+        "deflate",
+        b"this is not deflate data at all".to_vec(),
+    )
+    .await;
     let client = common::builder(&server)
         .retry(common::quick_retries(4))
         .build()
@@ -841,16 +843,7 @@ async fn raw_deflate_bodies_are_decoded_too() {
         .unwrap();
     let raw = e.finish().unwrap();
     let server = MockServer::start_async().await;
-    let mock = server
-        .mock_async(|when, then| {
-            when.path("/api/users/user1/machines")
-                .header("accept-encoding", "gzip, deflate");
-            then.status(200)
-                .header("content-type", JSON)
-                .header("content-encoding", "deflate")
-                .body(raw);
-        })
-        .await;
+    let mock = serve_encoded(&server, "user1", "deflate", raw).await;
     let machines = client(&server).user_machines("user1").await.unwrap();
     assert_eq!(machines.len(), 2);
     assert_eq!(machines[1].id, "machine-2");
@@ -863,14 +856,7 @@ async fn a_deflate_bomb_stops_at_the_limit() {
     let bomb = deflate(&vec![b' '; 50 * 1024 * 1024]);
     assert!(bomb.len() < 200 * 1024);
     let server = MockServer::start_async().await;
-    server
-        .mock_async(|when, then| {
-            when.path("/api/users/user1/machines");
-            then.status(200)
-                .header("content-encoding", "deflate")
-                .body(bomb);
-        })
-        .await;
+    serve_encoded(&server, "user1", "deflate", bomb).await;
     let err = common::builder(&server)
         .max_response_bytes(1024 * 1024)
         .build()
