@@ -40,6 +40,15 @@ fn one_machine(id: &str) -> serde_json::Value {
     json!({"value": [{"id": id, "computerDnsName": format!("{id}.corp.example.com")}]})
 }
 
+/// The answer to a request for a user's machines: one machine named after the user.
+fn one_machine_answer(request: &HttpMockRequest) -> HttpMockResponse {
+    HttpMockResponse::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(one_machine(&user_of(request)).to_string())
+        .build()
+}
+
 /// The user segment of a request to `/api/users/{id}/machines`.
 fn user_of(request: &HttpMockRequest) -> String {
     let path = request.uri().path().to_owned();
@@ -78,11 +87,7 @@ async fn counting_server(delay: Duration) -> Counting {
             // Runs after the delay, just before the answer leaves.
             then.delay(delay).respond_with(move |request| {
                 leave.fetch_sub(1, Ordering::SeqCst);
-                HttpMockResponse::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(one_machine(&user_of(request)).to_string())
-                    .build()
+                one_machine_answer(request)
             });
         })
         .await;
@@ -202,13 +207,7 @@ async fn one_bad_user_does_not_stop_the_others() {
             when.method(GET)
                 .path_prefix("/api/users/")
                 .path_excludes("denied");
-            then.respond_with(|request| {
-                HttpMockResponse::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(one_machine(&user_of(request)).to_string())
-                    .build()
-            });
+            then.respond_with(one_machine_answer);
         })
         .await;
     let client = client(&server);
