@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::{
     auth::{cache::TokenCache, TokenCredential},
     cloud::Cloud,
+    error::redact_text,
     generated,
     hooks::{self, Attempt, Inner, Shared, ATTEMPT},
     quota::{RateLimit, RateLimiter},
@@ -118,7 +119,7 @@ impl Client {
                 .with_retries(|| self.raw.get_user_machines(&id))
                 .await?
             {
-                Some(first) => self.follow_next_links(first).await,
+                Some(first) => self.follow_next_links(first, user).await,
                 None => Ok(Vec::new()),
             }
         }
@@ -135,11 +136,12 @@ impl Client {
     async fn follow_next_links(
         &self,
         mut page: types::MachineCollection,
+        user: &UserName,
     ) -> Result<Vec<Machine>, Error> {
         let mut machines = std::mem::take(&mut page.value);
         let mut followed = std::collections::HashSet::new();
         while let Some(link) = page.extra.get("@odata.nextLink").and_then(|l| l.as_str()) {
-            let url = self.next_page_url(link)?;
+            let url = self.next_page_url(link, user)?;
             if followed.len() >= MAX_PAGES || !followed.insert(url.clone()) {
                 return Err(Error::Decode {
                     status: 200,
@@ -171,17 +173,32 @@ impl Client {
         Ok(machines)
     }
 
-    /// The absolute URL of a next-page link, refused unless it is on the API's origin.
-    fn next_page_url(&self, link: &str) -> Result<reqwest::Url, Error> {
+    /// The absolute URL of a next-page link, refused unless it is on the API's origin
+    /// and is the machines of the same `user` (only the query may differ).
+    fn next_page_url(&self, link: &str, user: &UserName) -> Result<reqwest::Url, Error> {
         let base = &self.raw.inner.0.base_url;
+        let same_user = |url: &reqwest::Url| {
+            let segment = url
+                .path()
+                .strip_prefix(base.path().trim_end_matches('/'))
+                .and_then(|path| path.strip_prefix("/api/users/"))
+                .and_then(|path| path.strip_suffix("/machines"));
+            // The service may spell the name in another case; it is the same user.
+            segment.is_some_and(|segment| {
+                percent_encoding::percent_decode_str(segment)
+                    .decode_utf8()
+                    .is_ok_and(|name| name.to_lowercase() == user.as_str().to_lowercase())
+            })
+        };
         let url = base
             .join(link)
             .ok()
-            .filter(|url| url.origin() == base.origin());
+            .filter(|url| url.origin() == base.origin() && same_user(url));
         url.ok_or_else(|| Error::Decode {
             status: 200,
             message: format!(
-                "refusing to follow @odata.nextLink {link:?} away from {}",
+                "refusing to follow @odata.nextLink {link:?}: it leaves the machines of this \
+                 user at {}",
                 self.raw.baseurl
             ),
         })
@@ -500,6 +517,11 @@ fn classify<T: serde::de::DeserializeOwned>(
     if let Some(error) = report.error.take() {
         return Err(Outcome::Fail(error));
     }
+    let report = &*report;
+    // What the API sent back is scrubbed of the request's token before it is cut
+    // or logged; the error as a whole is scrubbed again by the caller.
+    let token = report.token.as_ref().map(|t| t.secret());
+    let token = token.as_deref().unwrap_or("");
     let from_status =
         |status: u16, envelope: Option<&types::ErrorEnvelope>, body: Option<&[u8]>| {
             let detail = envelope.and_then(|e| e.error.as_ref());
@@ -514,7 +536,8 @@ fn classify<T: serde::de::DeserializeOwned>(
             }
             if status == 429 {
                 if let Some(target) = detail.and_then(|d| d.target.as_deref()) {
-                    tracing::info!(target, "Defender throttled the call (429)");
+                    let target = redact_text(target, token);
+                    tracing::info!(target = &*target, "Defender throttled the call (429)");
                 }
                 return Outcome::Fail(Error::Throttled {
                     retry_after: report.retry_after,
@@ -533,7 +556,7 @@ fn classify<T: serde::de::DeserializeOwned>(
                 code: detail.and_then(|d| d.code.clone()),
                 message: detail
                     .and_then(|d| d.message.clone())
-                    .or_else(|| body.and_then(body_excerpt)),
+                    .or_else(|| body.and_then(|b| body_excerpt(b, token))),
                 target: detail.and_then(|d| d.target.clone()),
             })
         };
@@ -543,7 +566,7 @@ fn classify<T: serde::de::DeserializeOwned>(
             Some(status) if !(200..300).contains(&status) => from_status(status, None, Some(&body)),
             status => Outcome::Fail(Error::Decode {
                 status: status.unwrap_or(200),
-                message: decode_message::<T>(&body, &e),
+                message: decode_message::<T>(&body, &e, token),
             }),
         },
         E::UnexpectedResponse(response) => from_status(response.status().as_u16(), None, None),
@@ -567,6 +590,7 @@ fn classify<T: serde::de::DeserializeOwned>(
 fn decode_message<T: serde::de::DeserializeOwned>(
     body: &[u8],
     error: &serde_json::Error,
+    token: &str,
 ) -> String {
     let mut message = error.to_string();
     if !error.is_data() {
@@ -591,7 +615,7 @@ fn decode_message<T: serde::de::DeserializeOwned>(
         .and_then(|index| tree.pointer(&format!("/value/{index}/id")))
         .and_then(serde_json::Value::as_str);
     if let Some(id) = id {
-        let id: String = id.chars().take(64).collect();
+        let id: String = redact_text(id, token).chars().take(64).collect();
         message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
     }
     message.push(')');
@@ -599,9 +623,9 @@ fn decode_message<T: serde::de::DeserializeOwned>(
 }
 
 /// The start of a body that was not an error envelope, as text, for `Error::Api::message`.
-fn body_excerpt(body: &[u8]) -> Option<String> {
+fn body_excerpt(body: &[u8], token: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+    let text = redact_text(text.trim(), token);
     if text.is_empty() {
         return None;
     }

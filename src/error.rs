@@ -1,6 +1,6 @@
 //! The one error type of the crate.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 
 use crate::user::InvalidUserName;
 
@@ -133,15 +133,11 @@ impl Error {
     }
 
     /// Replaces every occurrence of `secret` in the texts the API sent back
-    /// (a gateway's error page may echo the request's token). Secrets shorter
-    /// than 8 bytes are left alone: they cannot be told apart from ordinary words.
+    /// (a gateway's error page may echo the request's token); see [`redact_text`].
     pub(crate) fn redact(&mut self, secret: &str) {
-        if secret.len() < 8 {
-            return;
-        }
         let scrub = |text: &mut Option<String>| {
-            if let Some(t) = text.as_mut().filter(|t| t.contains(secret)) {
-                *t = t.replace(secret, "<redacted>");
+            if let Some(Cow::Owned(clean)) = text.as_deref().map(|t| redact_text(t, secret)) {
+                *text = Some(clean);
             }
         };
         match self {
@@ -155,8 +151,10 @@ impl Error {
                 scrub(message);
                 scrub(target);
             }
-            Error::Decode { message, .. } if message.contains(secret) => {
-                *message = message.replace(secret, "<redacted>");
+            Error::Decode { message, .. } => {
+                if let Cow::Owned(clean) = redact_text(message, secret) {
+                    *message = clean;
+                }
             }
             _ => {}
         }
@@ -183,7 +181,7 @@ impl fmt::Display for ApiDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Defender API error: HTTP {}", self.status)?;
         if let Some(code) = self.code {
-            write!(f, " {code}")?;
+            write!(f, " {}", code.escape_debug())?;
         }
         if let Some(message) = self.message {
             write!(f, ": {}", message.escape_debug())?;
@@ -223,16 +221,16 @@ impl fmt::Display for CredentialDisplay<'_> {
             write!(f, " (HTTP {status})")?;
         }
         if let Some(code) = self.code {
-            write!(f, ": {code}")?;
+            write!(f, ": {}", code.escape_debug())?;
         }
         if let Some(description) = self.description {
             write!(f, ": {}", description.escape_debug())?;
         }
         if let Some(trace_id) = self.trace_id {
-            write!(f, " [trace id {trace_id}]")?;
+            write!(f, " [trace id {}]", trace_id.escape_debug())?;
         }
         if let Some(correlation_id) = self.correlation_id {
-            write!(f, " [correlation id {correlation_id}]")?;
+            write!(f, " [correlation id {}]", correlation_id.escape_debug())?;
         }
         Ok(())
     }
@@ -250,5 +248,17 @@ impl fmt::Display for DisplayChain<'_> {
             source = s.source();
         }
         Ok(())
+    }
+}
+
+/// `text` with every occurrence of `secret` replaced by `<redacted>`. Secrets
+/// shorter than 8 bytes are left alone: they cannot be told apart from ordinary
+/// words. Anything that cuts a text the API sent must redact it first, so that
+/// no part of a token survives at the cut.
+pub(crate) fn redact_text<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
+    if secret.len() < 8 || !text.contains(secret) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.replace(secret, "<redacted>"))
     }
 }

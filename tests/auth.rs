@@ -558,6 +558,51 @@ async fn a_token_unfit_for_a_header_is_a_credential_error_and_is_not_cached() {
     assert_eq!(api.calls(), 0);
 }
 
+#[tokio::test]
+async fn an_empty_token_is_a_credential_error_and_sends_nothing() {
+    let server = MockServer::start_async().await;
+    let api = api(&server);
+    for token in ["", "   "] {
+        let client = builder(&server)
+            .credential(StaticToken::new(token))
+            .build()
+            .unwrap();
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(matches!(err, Error::Credential { .. }), "{err:?}");
+        assert!(err.to_string().contains("empty token"), "{err}");
+    }
+    assert_eq!(api.calls(), 0);
+}
+
+#[tokio::test]
+async fn refusal_fields_cannot_forge_log_lines() {
+    let server = MockServer::start_async().await;
+    server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(401).json_body(json!({
+            "error": "invalid_client\n2026-01-01T00:00:00Z INFO forged",
+            "error_description": "AADSTS7000215: bad",
+            "trace_id": "t\r\nforged",
+            "correlation_id": "c\u{1b}[2J"
+        }));
+    });
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    let shown = err.to_string();
+    assert!(matches!(err, Error::Credential { .. }), "{err:?}");
+    assert!(!shown.contains(['\n', '\r', '\u{1b}']), "{shown:?}");
+    // The fields themselves keep what was sent.
+    if let Error::Credential { code, .. } = &err {
+        assert_eq!(
+            code.as_deref(),
+            Some("invalid_client\n2026-01-01T00:00:00Z INFO forged")
+        );
+    }
+}
+
 // ---------------------------------------------------------------- token endpoint errors
 
 #[tokio::test]

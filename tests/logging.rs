@@ -65,6 +65,22 @@ async fn logs_at(level: tracing::Level) -> String {
             then.status(404).body("<html>Not Found</html>");
         })
         .await;
+    // A 429 whose tracking id echoes the request's token (a misbehaving gateway).
+    let echo = server
+        .mock_async(|when, then| {
+            when.path("/api/users/dave/machines");
+            then.status(429).header("retry-after", "0").body(format!(
+                r#"{{"error":{{"code":"429","message":"slow down","target":"Bearer {TOKEN}"}}}}"#
+            ));
+        })
+        .await;
+    echo.up_to_n_times_async(1).await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/dave/machines");
+            then.status(200).body(r#"{"value":[]}"#);
+        })
+        .await;
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -79,6 +95,7 @@ async fn logs_at(level: tracing::Level) -> String {
         .unwrap();
     client.user_machines("bob").await.unwrap_err();
     assert!(client.user_machines("carol").await.unwrap().is_empty());
+    client.user_machines("dave").await.unwrap();
     drop(_guard);
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     text
@@ -94,6 +111,7 @@ async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
         "{logs}"
     );
     assert!(logs.contains("track-1234"), "{logs}");
+    assert!(logs.contains("Bearer <redacted>"), "{logs}");
     assert!(logs.contains("defender.call"), "{logs}");
     assert!(!logs.contains(TOKEN), "{logs}");
     assert!(!logs.contains("secretname"), "{logs}");

@@ -765,12 +765,31 @@ async fn an_error_body_that_echoes_the_token_does_not_reveal_it() {
             ));
         })
         .await;
+    // Texts the error shows only the start of: the body of a gateway's page is cut at
+    // 200 characters and a machine id at 64, here in the middle of the token.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user3/machines");
+            then.status(502)
+                .body(format!("{}Bearer {TOKEN} and more", "x".repeat(183)));
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user4/machines");
+            then.status(200).body(format!(
+                r#"{{"value":[{{"id":"{}{TOKEN}","osBuild":"odd"}}]}}"#,
+                "x".repeat(50)
+            ));
+        })
+        .await;
     let client = client(&server);
-    for user in ["user1", "user2"] {
+    for user in ["user1", "user2", "user3", "user4"] {
         let err = client.user_machines(user).await.unwrap_err();
         for shown in [err.to_string(), format!("{err:?}")] {
-            assert!(!shown.contains(TOKEN), "{shown}");
-            assert!(shown.contains("<redacted>"), "{shown}");
+            // Not even the part of the token that would precede a cut.
+            assert!(!shown.contains(&TOKEN[..10]), "{user}: {shown}");
+            assert!(shown.contains("<redacted>"), "{user}: {shown}");
         }
     }
 }
@@ -868,4 +887,73 @@ async fn a_deflate_bomb_stops_at_the_limit() {
         matches!(err, Error::ResponseTooLarge { limit: 1048576 }),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_next_link_to_another_users_machines_is_refused() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/alice/machines");
+            then.status(200).body(
+                json!({"value": [{"id": "a1"}], "@odata.nextLink": "/api/users/mallory/machines?$skip=1"})
+                    .to_string(),
+            );
+        })
+        .await;
+    let mallory = server
+        .mock_async(|when, then| {
+            when.path("/api/users/mallory/machines");
+            then.status(200).body(r#"{"value":[{"id":"m1"}]}"#);
+        })
+        .await;
+    let err = client(&server).user_machines("alice").await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(err.to_string().contains("mallory"), "{err}");
+    mallory.assert_calls_async(0).await;
+}
+
+#[tokio::test]
+async fn a_next_link_may_spell_the_same_user_in_another_case() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/alice/machines");
+            then.status(200).body(
+                json!({"value": [{"id": "a1"}], "@odata.nextLink": "/api/users/Alice/machines?$skip=1"})
+                    .to_string(),
+            );
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/Alice/machines")
+                .query_param("$skip", "1");
+            then.status(200).body(r#"{"value":[{"id":"a2"}]}"#);
+        })
+        .await;
+    let machines = client(&server).user_machines("alice").await.unwrap();
+    let ids: Vec<&str> = machines.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2"]);
+}
+
+#[tokio::test]
+async fn api_error_fields_cannot_forge_log_lines() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(403).json_body(json!({"error": {
+                "code": "Forbidden\n2026-01-01T00:00:00Z INFO forged\u{1b}[2J",
+                "message": "m\r\nforged",
+                "target": "t\nforged"
+            }}));
+        })
+        .await;
+    let err = client(&server).user_machines("user1").await.unwrap_err();
+    let shown = err.to_string();
+    assert!(!shown.contains(['\n', '\r', '\u{1b}']), "{shown:?}");
+    assert!(shown.contains("INFO forged"), "{shown:?}");
+    // The fields themselves keep what was sent.
+    assert_eq!(err.target(), Some("t\nforged"));
 }

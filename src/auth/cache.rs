@@ -28,6 +28,9 @@ pub(crate) struct Bearer(Arc<HeaderValue>);
 
 impl Bearer {
     fn new(token: &str) -> Result<Self, Error> {
+        if token.trim().is_empty() {
+            return Err(Error::credential("the credential gave an empty token"));
+        }
         let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
             Error::credential(
                 "the token contains characters that are not allowed in an HTTP header",
