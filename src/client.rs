@@ -770,7 +770,9 @@ impl ClientBuilder {
     }
 
     /// Uses a `reqwest::Client` of your own (proxies, custom TLS roots, …).
-    /// Its timeouts, user agent and redirect policy then apply instead of the builder's.
+    /// Its timeouts, user agent and redirect policy then apply instead of the builder's;
+    /// an answer its redirect policy fetched from another path is refused
+    /// ([`Error::Config`]), though the request may then have carried the token there.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -787,6 +789,7 @@ impl ClientBuilder {
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
         })?;
+        let own_http_client = self.http.is_some();
         let http = match self.http {
             Some(client) => client,
             None => reqwest::Client::builder()
@@ -810,6 +813,7 @@ impl ClientBuilder {
             limiter: RateLimiter::new(&self.rate_limit),
             max_body: self.max_body,
             base_url: parsed_base,
+            own_http_client,
         };
         Ok(Client {
             raw: generated::Client::new_with_client(&base_url, http, Inner(Arc::new(shared))),
@@ -829,14 +833,19 @@ fn accept_encoding() -> reqwest::header::HeaderMap {
     headers
 }
 
-/// Follows up to 10 redirects, never to a plain-http remote host. reqwest itself drops
-/// `Authorization` whenever a redirect changes host, port or scheme.
+/// Follows up to 10 redirects, never to a plain-http remote host and never to
+/// another path (which would be another endpoint, with the token if on the same
+/// host). reqwest itself drops `Authorization` whenever a redirect changes host,
+/// port or scheme.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
+        let sent_path = attempt.previous().first().map(|url| url.path());
         if attempt.previous().len() >= 10 {
             attempt.error("too many redirects")
         } else if !hooks::is_secure(attempt.url()) {
             attempt.error("refusing to follow a redirect to plain http on a remote host")
+        } else if sent_path.is_some_and(|path| path != attempt.url().path()) {
+            attempt.error("refusing to follow a redirect to another path")
         } else {
             attempt.follow()
         }

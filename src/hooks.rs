@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     pub(crate) max_body: usize,
     /// The API base URL, parsed.
     pub(crate) base_url: reqwest::Url,
+    /// Whether the HTTP client is the caller's own, whose redirect policy may follow
+    /// a redirect to another path: the answer's final URL is then checked.
+    pub(crate) own_http_client: bool,
 }
 
 impl fmt::Debug for Inner {
@@ -115,7 +118,24 @@ impl ClientHooks<Inner> for crate::generated::Client {
         request: reqwest::Request,
         _info: &OperationInfo,
     ) -> reqwest::Result<reqwest::Response> {
+        let sent_path = self
+            .inner()
+            .0
+            .own_http_client
+            .then(|| request.url().path().to_owned());
         let mut response = self.client().execute(request).await?;
+        if let Some(sent_path) = sent_path.filter(|p| p != response.url().path()) {
+            // The answer is another endpoint's: report it, and give the generated
+            // code an empty body, which it cannot mistake for an answer.
+            let error = Error::Config(format!(
+                "refusing an answer redirected from {sent_path:?} to another path, {:?}",
+                response.url().path()
+            ));
+            let _ = ATTEMPT.try_with(|a| *a.error.borrow_mut() = Some(error));
+            let mut empty = http::Response::new(Bytes::new());
+            *empty.status_mut() = response.status();
+            return Ok(reqwest::Response::from(empty));
+        }
         let status = response.status();
         let version = response.version();
         // 429 and 503 may say when to come back.

@@ -485,3 +485,65 @@ async fn a_503_with_retry_after_is_waited_out_as_asked() {
     );
     ok.assert_calls_async(1).await;
 }
+
+/// A redirect on the API's own host to another path would be another endpoint's
+/// answer, fetched with the token: it is not followed, whatever the path.
+#[tokio::test]
+async fn a_redirect_to_another_path_is_not_followed() {
+    for location in [
+        "/api/machines",
+        "/api/users/other/machines",
+        "/api/users/user1/machines/../../../api/alerts",
+    ] {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(move |when, then| {
+                when.path(PATH);
+                then.status(302).header("location", location);
+            })
+            .await;
+        let elsewhere = server
+            .mock_async(|when, then| {
+                when.path_excludes("/api/users/user1/machines");
+                then.status(200).body(ONE);
+            })
+            .await;
+        let err = builder(&server)
+            .build()
+            .unwrap()
+            .user_machines("user1")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("another path"),
+            "{location}: {err}"
+        );
+        elsewhere.assert_calls_async(0).await;
+    }
+}
+
+/// With the caller's own `reqwest::Client`, its redirect policy applies, but an
+/// answer it fetched from another path is still refused.
+#[tokio::test]
+async fn an_own_http_client_cannot_bring_back_another_endpoints_answer() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(302).header("location", "/api/machines");
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/machines");
+            then.status(200).body(ONE);
+        })
+        .await;
+    let client = builder(&server)
+        .http_client(reqwest::Client::new())
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("/api/machines"), "{err}");
+}
