@@ -189,7 +189,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     Ok(Some(options))
 }
 
-/// Reads the users of `--file`: one a line, blank lines and `#` comments skipped.
+/// Reads the users of `--file`: one a line, blank lines and `#` comments skipped,
+/// and the byte-order mark some editors put at the start of a UTF-8 file ignored.
 fn read_users(path: &str) -> Result<Vec<String>, Usage> {
     let reader: Box<dyn BufRead> = if path == "-" {
         Box::new(io::stdin().lock())
@@ -199,9 +200,13 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
         Box::new(io::BufReader::new(file))
     };
     let mut users = Vec::new();
-    for line in reader.lines() {
+    for (number, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| Usage(format!("cannot read --file {path}: {e}")))?;
-        let line = line.trim();
+        let line = match number {
+            0 => line.strip_prefix('\u{FEFF}').unwrap_or(&line),
+            _ => &line,
+        }
+        .trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }

@@ -255,6 +255,41 @@ fn users_come_from_a_file_or_standard_input() {
     }
 }
 
+/// Notepad and other editors start a UTF-8 file with a byte-order mark: it is not
+/// part of the first line's user name or comment.
+#[test]
+fn a_byte_order_mark_at_the_start_of_the_file_is_ignored() {
+    let dir = std::env::temp_dir().join(format!("user-machines-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, list) in [
+        (
+            "comment.txt",
+            "\u{FEFF}# incident 4711\r\nuser1@contoso.com\r\n",
+        ),
+        ("user.txt", "\u{FEFF}user1@contoso.com\r\n"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, list).unwrap();
+        let output = run(&[
+            "--demo",
+            "--output",
+            "json",
+            "--file",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&output), 0, "{name}: {}", text(&output.stderr));
+        let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let users: Vec<&str> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["user"].as_str().unwrap())
+            .collect();
+        assert_eq!(users, ["user1@contoso.com"], "{name}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn missing_credentials_exit_2_naming_the_variables() {
     let output = run(&["user1@contoso.com"]);
