@@ -61,7 +61,11 @@ pub use user::{InvalidUserName, Reason as InvalidUserNameReason, UserName, MAX_U
 ///
 /// [`Machine`](types::Machine) is the device record; its open enumerations keep
 /// values the spec does not list in an `Other` variant, and its `extra` map keeps
-/// fields the spec does not know, so nothing the API sends is lost on a round trip.
+/// fields the spec does not know, so nothing the API sends is lost on a round trip:
+/// serialised back, a machine has every field and value it came with. Two things
+/// are written in their canonical form rather than as sent: timestamps (the same
+/// instant, in UTC, with 0, 3, 6 or 9 fractional digits) and `null` fields, which
+/// are left out, as a missing field means the same.
 pub mod types {
     pub use crate::generated::types::*;
 }
