@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::{
     auth::{cache::TokenCache, TokenCredential},
     cloud::Cloud,
-    error::redact_text,
+    error::{redact_text, shorten},
     generated,
     hooks::{self, Attempt, Inner, Shared, ATTEMPT},
     quota::{RateLimit, RateLimiter},
@@ -615,7 +615,7 @@ fn decode_message<T: serde::de::DeserializeOwned>(
         .and_then(|index| tree.pointer(&format!("/value/{index}/id")))
         .and_then(serde_json::Value::as_str);
     if let Some(id) = id {
-        let id: String = redact_text(id, token).chars().take(64).collect();
+        let id = shorten(&redact_text(id, token), 64);
         message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
     }
     message.push(')');
@@ -626,14 +626,7 @@ fn decode_message<T: serde::de::DeserializeOwned>(
 fn body_excerpt(body: &[u8], token: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let text = redact_text(text.trim(), token);
-    if text.is_empty() {
-        return None;
-    }
-    let mut excerpt: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
-        excerpt.push('…');
-    }
-    Some(excerpt)
+    (!text.is_empty()).then(|| shorten(&text, 200))
 }
 
 /// Configures a [`Client`]. Start with [`Client::builder`].

@@ -262,3 +262,38 @@ pub(crate) fn redact_text<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
         Cow::Owned(text.replace(secret, "<redacted>"))
     }
 }
+
+/// The first `max_chars` characters of `text`, with `…` when something was cut.
+/// Redact before shortening (see [`redact_text`]).
+pub(crate) fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_cuts_at_characters_and_marks_the_cut() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcd", 3), "abc…");
+        assert_eq!(shorten("ééé€", 3), "ééé…");
+        assert_eq!(shorten("", 3), "");
+    }
+
+    #[test]
+    fn redact_text_leaves_short_secrets_and_clean_texts_alone() {
+        assert_eq!(
+            redact_text("a secret-123 b", "secret-123"),
+            "a <redacted> b"
+        );
+        assert!(matches!(
+            redact_text("clean", "secret-123"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(redact_text("a tok b", "tok"), "a tok b");
+    }
+}

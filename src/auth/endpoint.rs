@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
 use super::AccessToken;
-use crate::{client::USER_AGENT, hooks, Error};
+use crate::{client::USER_AGENT, error::shorten, hooks, Error};
 
 /// The commercial cloud's sign-in authority, the default of the app credentials.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
@@ -252,14 +252,7 @@ fn refusal(status: u16, fields: &Map<String, Value>, secrets: &[&str]) -> Error 
 /// The start of a body that was not an OAuth error, with secrets blanked out.
 fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
     let text = redact(String::from_utf8_lossy(body).trim(), secrets);
-    if text.is_empty() {
-        return None;
-    }
-    let mut short: String = text.chars().take(EXCERPT_CHARS).collect();
-    if text.chars().count() > EXCERPT_CHARS {
-        short.push('…');
-    }
-    Some(short.escape_debug().to_string())
+    (!text.is_empty()).then(|| shorten(&text, EXCERPT_CHARS).escape_debug().to_string())
 }
 
 /// `text` with every occurrence of a secret (plain or form-encoded) replaced by `***`.
