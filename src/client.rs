@@ -334,6 +334,10 @@ impl Client {
         >,
     {
         let started = Instant::now();
+        // Waiting for the client-side quota is not the API's doing: it does not
+        // count against the retry budget, or a call queued behind a busy minute
+        // could never retry a 429.
+        let mut quota_waited = Duration::ZERO;
         let policy = &self.retry;
         let mut attempt = 0u32;
         let mut refreshed = false;
@@ -348,6 +352,7 @@ impl Client {
                 })
                 .await;
             counters.add_wait(&counters.quota_wait_us, report.quota_wait);
+            quota_waited += report.quota_wait;
             let span = tracing::Span::current();
             span.record("attempts", attempt);
             if let Some(status) = report.status {
@@ -404,7 +409,8 @@ impl Client {
                 tracing::warn!(attempts = attempt, error = %error, "giving up: no attempts left");
                 return Err(error);
             }
-            if started.elapsed().saturating_add(wait) > policy.budget {
+            let spent = started.elapsed().saturating_sub(quota_waited);
+            if spent.saturating_add(wait) > policy.budget {
                 tracing::warn!(
                     attempts = attempt,
                     wait_ms = wait.as_millis() as u64,
@@ -414,12 +420,13 @@ impl Client {
                 return Err(error);
             }
             tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
+            tokio::time::sleep(wait).await;
+            // Counted once waited: a call dropped during the wait did not retry.
             counters.retries.fetch_add(1, Ordering::Relaxed);
             if matches!(error, Error::Throttled { .. }) {
                 counters.throttled.fetch_add(1, Ordering::Relaxed);
                 counters.add_wait(&counters.throttle_wait_us, wait);
             }
-            tokio::time::sleep(wait).await;
         }
     }
 }

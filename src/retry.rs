@@ -19,6 +19,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 /// The default: 4 attempts in all, a 60 s budget for the whole call, base delay
 /// 0.5 s, maximum delay 30 s. If `Retry-After` asks for more than the budget has
 /// left, the call returns [`Error::Throttled`](crate::Error::Throttled) at once.
+/// Time spent waiting for the client-side quota ([`RateLimit`](crate::RateLimit))
+/// does not count against the budget.
 ///
 /// ```
 /// use std::time::Duration;
@@ -61,7 +63,9 @@ impl RetryPolicy {
         self
     }
 
-    /// The most time one call may take, waits included, before the client gives up.
+    /// The most time one call may take, its attempts and the waits between them
+    /// included, before the client gives up. Waits for the client-side quota are
+    /// not counted.
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
         self

@@ -45,6 +45,21 @@ async fn always(server: &MockServer, status: u16) -> httpmock::Mock<'_> {
         .await
 }
 
+/// Answers every request with `status` and one header.
+async fn always_with<'a>(
+    server: &'a MockServer,
+    status: u16,
+    (name, value): (&str, &str),
+) -> httpmock::Mock<'a> {
+    let (name, value) = (name.to_owned(), value.to_owned());
+    server
+        .mock_async(move |when, then| {
+            when.path(PATH);
+            then.status(status).header(name, value);
+        })
+        .await
+}
+
 async fn then_ok(server: &MockServer) -> httpmock::Mock<'_> {
     server
         .mock_async(|when, then| {
@@ -546,4 +561,57 @@ async fn an_own_http_client_cannot_bring_back_another_endpoints_answer() {
     let err = client.user_machines("user1").await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(err.to_string().contains("/api/machines"), "{err}");
+}
+
+/// A call that first waited for the client-side quota can still retry a 429: the
+/// quota wait is not the API's and does not use up the retry budget.
+#[tokio::test]
+async fn waiting_for_the_quota_does_not_use_up_the_retry_budget() {
+    let server = MockServer::start_async().await;
+    let first = server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(200).body(ONE);
+        })
+        .await;
+    first.up_to_n_times_async(1).await;
+    answer_once(&server, 429, &[("retry-after", "0".into())]).await;
+    let ok = then_ok(&server).await;
+    let client = builder(&server)
+        .rate_limit(RateLimit::new().window(1, Duration::from_millis(1500)))
+        .retry(quick_retries(3).budget(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap();
+    // Waits 1.5 s for the quota (more than the budget), gets the 429, and still
+    // retries it (after another 1.5 s for the quota).
+    let started = Instant::now();
+    let machines = client.user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 1);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    ok.assert_calls_async(1).await;
+    assert_eq!(client.stats().retries, 1);
+}
+
+/// `Client::stats` counts what happened: a call dropped while it waits for a
+/// `Retry-After` made no retry and did not wait the whole time.
+#[tokio::test]
+async fn a_call_dropped_during_its_wait_is_not_counted_as_retried() {
+    let server = MockServer::start_async().await;
+    always_with(&server, 429, ("retry-after", "5")).await;
+    let client = builder(&server)
+        .retry(RetryPolicy::default())
+        .build()
+        .unwrap();
+    let call = client.user_machines("user1");
+    assert!(tokio::time::timeout(Duration::from_millis(500), call)
+        .await
+        .is_err());
+    let stats = client.stats();
+    assert_eq!((stats.attempts, stats.retries, stats.throttled), (1, 0, 0));
+    assert_eq!(stats.throttle_wait, Duration::ZERO);
 }
