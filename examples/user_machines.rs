@@ -45,8 +45,9 @@ Options:
       --base-url URL       The API base URL (overrides the cloud's) [env: DEFENDER_BASE_URL]
       --concurrency N      Lookups in flight at once [default: 4]
       --demo               Run against an embedded local stand-in of the API (no
-                           credentials, no network)
+                           credentials, no network; not with --cloud or --base-url)
   -h, --help               Print this help
+      --                   Everything after it is a user name, even if it starts with '-'
 
 Credentials come from the environment:
   AZURE_TENANT_ID          the Microsoft Entra tenant (directory) id
@@ -56,8 +57,12 @@ Credentials come from the environment:
   AZURE_AUTHORITY_HOST     the sign-in authority (optional; the cloud's by default)
 The application needs the Machine.Read.All permission of WindowsDefenderATP.
 
-Exit status: 0 all lookups succeeded, 1 some failed, 2 usage or configuration
-error, 130 interrupted (Ctrl-C).
+In CSV, a cell that a spreadsheet would take for a formula (one starting with
+=, +, -, @, a tab or a carriage return) gets a leading '. In the table, control
+and invisible characters in the API's values are shown escaped (\u{202e}).
+
+Exit status: 0 all lookups succeeded, 1 some failed or the output could not be
+written, 2 usage or configuration error, 130 interrupted (Ctrl-C).
 ";
 
 /// The environment variables credentials come from.
@@ -88,6 +93,13 @@ struct Options {
 /// A usage or configuration error: exit 2.
 struct Usage(String);
 
+/// `eprintln!` that does not panic when standard error is closed or full.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let args = std::env::args_os()
         .skip(1)
@@ -99,7 +111,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(Usage(message)) => {
-            eprintln!("error: {message}\n\nFor more information, try '--help'.");
+            say!("error: {message}\n\nFor more information, try '--help'.");
             return ExitCode::from(2);
         }
     };
@@ -109,14 +121,14 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(options)) {
         Ok(code) => code,
         Err(Usage(message)) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             ExitCode::from(2)
         }
     }
@@ -135,7 +147,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     let mut args = args.into_iter();
     let mut only_users = false;
     while let Some(arg) = args.next() {
-        if only_users || !arg.starts_with("--") && arg != "-h" {
+        // Anything starting with '-' (but '-' itself) is an option until `--`.
+        if only_users || !arg.starts_with('-') || arg == "-" {
             options.users.push(arg);
             continue;
         }
@@ -183,8 +196,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                     }
                 };
             }
-            _ => return Err(Usage(format!("unknown option {name}"))),
+            _ => {
+                return Err(Usage(format!(
+                    "unknown option {name} (a user name starting with '-' goes after --)"
+                )))
+            }
         }
+    }
+    if options.demo && (options.cloud.is_some() || options.base_url.is_some()) {
+        return Err(Usage(
+            "--demo runs against the embedded stand-in: it cannot be combined with --cloud \
+             or --base-url"
+                .into(),
+        ));
     }
     Ok(Some(options))
 }
@@ -330,7 +354,9 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
     let mut next = 0usize;
     let mut done = 0usize;
     let mut interrupted = false;
-    let mut broken_pipe = false;
+    // The first failed write to standard output: a closed pipe (`| head`) ends the
+    // run quietly, any other failure (a full disk) is an error.
+    let mut write_error: Option<io::Error> = None;
 
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -355,11 +381,11 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
         while let Some(outcome) = pending.remove(&next) {
             next += 1;
             progress.clear();
-            if !broken_pipe {
-                broken_pipe = out.write(&outcome, &mut tally).is_err();
+            if write_error.is_none() {
+                write_error = out.write(&outcome, &mut tally).err();
             }
         }
-        if broken_pipe {
+        if write_error.is_some() {
             // Nobody reads the output any more (`| head`): stop looking up.
             break;
         }
@@ -368,19 +394,20 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
     // What finished out of order before an interruption.
     for (_, outcome) in std::mem::take(&mut pending) {
         progress.clear();
-        if !broken_pipe {
-            broken_pipe = out.write(&outcome, &mut tally).is_err();
+        if write_error.is_none() {
+            write_error = out.write(&outcome, &mut tally).err();
         }
     }
     progress.clear();
-    if !broken_pipe {
-        let _ = out.finish();
+    if write_error.is_none() {
+        write_error = out.finish().err();
     }
+    let write_error = write_error.filter(|e| e.kind() != io::ErrorKind::BrokenPipe);
     drop(results);
     drop(demo_server);
 
     for failure in &tally.failures {
-        eprintln!("failed: {failure}");
+        say!("failed: {failure}");
     }
     let stats = client.stats();
     let mut summary = format!(
@@ -409,13 +436,17 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
         ));
     }
     if interrupted {
-        eprintln!(
+        say!(
             "interrupted: {} of {total} users looked up; {summary}",
             tally.users
         );
         return Ok(ExitCode::from(130));
     }
-    eprintln!("{summary}");
+    say!("{summary}");
+    if let Some(e) = write_error {
+        say!("error: cannot write the output: {e}");
+        return Ok(ExitCode::from(1));
+    }
     Ok(if tally.failed > 0 {
         ExitCode::from(1)
     } else {
@@ -608,12 +639,21 @@ const CSV_HEADER: &[&str; 12] = &[
 ];
 
 /// One CSV record (RFC 4180: fields with `,`, `"` or line breaks are quoted).
+/// A field a spreadsheet would run as a formula gets a leading `'`: device names
+/// and tags can be set by whoever controls a device.
 fn write_csv_row(out: &mut impl Write, fields: &[&str]) -> io::Result<()> {
     let mut line = String::new();
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             line.push(',');
         }
+        let guarded;
+        let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            guarded = format!("'{field}");
+            guarded.as_str()
+        } else {
+            field
+        };
         if field.contains([',', '"', '\n', '\r']) {
             line.push('"');
             line.push_str(&field.replace('"', "\"\""));
@@ -691,14 +731,28 @@ fn second_line(last_seen: &str, ip: &str, tags: &str) -> String {
     line.trim_end().to_owned()
 }
 
-/// `text` cut to `width` characters, with `…` where it was cut.
+/// `text` cut to `width` characters, with `…` where it was cut. Control and
+/// invisible characters (escape sequences, line breaks, bidirectional overrides)
+/// are shown escaped, so that no value can redraw or fake the table's lines.
 fn clip(text: &str, width: usize) -> String {
+    let escaped;
+    let text = if text.chars().any(|c| c.is_control() || is_invisible(c)) {
+        escaped = text.escape_debug().to_string();
+        &escaped
+    } else {
+        text
+    };
     if text.chars().count() <= width {
         return text.to_owned();
     }
     let mut clipped: String = text.chars().take(width.saturating_sub(1)).collect();
     clipped.push('…');
     clipped
+}
+
+/// Formatting characters that change how a terminal shows the text around them.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 fn pad(text: &str, width: usize) -> String {

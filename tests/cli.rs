@@ -314,6 +314,12 @@ fn usage_errors_exit_2() {
         &["--demo"],
         &["--cloud", "mars", "user1"],
         &["--demo", "--file", "/nonexistent/users.txt"],
+        // Short options that do not exist are not user names.
+        &["--demo", "-o", "json", "user1"],
+        &["--demo", "-v", "user1"],
+        // The demo has its own server and cloud.
+        &["--demo", "--base-url", "https://proxy.example", "user1"],
+        &["--demo", "--cloud", "eu", "user1"],
     ] {
         let output = run(args);
         assert_eq!(code(&output), 2, "{args:?}: {}", text(&output.stderr));
@@ -395,4 +401,112 @@ fn ctrl_c_stops_cleanly() {
     for line in first.lines().chain(rest.lines()) {
         assert_eq!(csv_fields(line).len(), 12, "{line:?}");
     }
+}
+
+#[test]
+fn a_name_starting_with_a_dash_is_looked_up_after_double_dash() {
+    let output = run(&["--demo", "--output", "json", "--", "-svc-backup"]);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json[0]["user"], "-svc-backup");
+}
+
+#[test]
+fn an_output_that_cannot_be_written_is_an_error() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = command(&["--demo", "user1@contoso.com"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 1, "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("cannot write the output"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // A standard error that cannot be written does not make the program panic.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = command(&["--demo", "user1@contoso.com"])
+        .stderr(full)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0);
+    assert!(
+        text(&output.stdout).contains("device1"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+/// Machine fields come from devices and from whoever manages them: in CSV they
+/// cannot become spreadsheet formulas, and in the table they cannot move the
+/// cursor, clear the screen or start a line of their own.
+#[test]
+fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
+    const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let server = httpmock::MockServer::start();
+    server.mock(|when, then| {
+        when.method(httpmock::Method::POST)
+            .path(format!("/{TENANT}/oauth2/v2.0/token"));
+        then.status(200).json_body(serde_json::json!({
+            "token_type": "Bearer", "expires_in": 3599, "access_token": "cli-test-token"
+        }));
+    });
+    server.mock(|when, then| {
+        when.path("/api/users/user1/machines");
+        then.status(200).json_body(serde_json::json!({"value": [{
+            "id": "=cmd|' /C calc'!A0",
+            "computerDnsName": "evil\u{1b}[2J\u{1b}[31m,\"name\"\nuser2@contoso.com  spoofed",
+            "osPlatform": "@SUM(1+1)",
+            "lastIpAddress": "10.0.0.1\r\nspoofed-line",
+            "machineTags": ["=HYPERLINK(\"http://x\")", "-2+3"],
+            "healthStatus": "\u{202e}evitcA"
+        }]}));
+    });
+    let run_with = |format: &str| {
+        command(&[
+            "--output",
+            format,
+            "--base-url",
+            &server.base_url(),
+            "user1",
+        ])
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
+        .env("AZURE_CLIENT_SECRET", "cli-test-secret")
+        .env("AZURE_AUTHORITY_HOST", server.base_url())
+        .output()
+        .unwrap()
+    };
+
+    let csv = run_with("csv");
+    assert_eq!(code(&csv), 0, "{}", text(&csv.stderr));
+    let csv_text = text(&csv.stdout);
+    // One header and one record, with line breaks inside its quoted fields.
+    let record = csv_text.split_once("\r\n").unwrap().1;
+    let fields = csv_fields(record.strip_suffix("\r\n").unwrap());
+    assert_eq!(fields.len(), 12, "{fields:?}");
+    assert_eq!(fields[1], "'=cmd|' /C calc'!A0");
+    assert_eq!(fields[3], "'@SUM(1+1)");
+    assert_eq!(fields[10], "'=HYPERLINK(\"http://x\");-2+3");
+    assert!(fields[2].starts_with("evil"), "{fields:?}");
+
+    let table = run_with("table");
+    assert_eq!(code(&table), 0, "{}", text(&table.stderr));
+    let shown = text(&table.stdout);
+    assert!(!shown.contains(['\u{1b}', '\r', '\u{202e}']), "{shown:?}");
+    for line in shown.lines() {
+        assert!(
+            !line.starts_with("user2") && !line.starts_with("spoofed"),
+            "{shown}"
+        );
+    }
+    assert!(shown.contains(r"\u{1b}[2J"), "{shown}");
 }
