@@ -23,8 +23,13 @@ fn main() -> ExitCode {
 
 fn generate() -> Result<(), String> {
     let text = fs::read_to_string(SPEC).map_err(|e| format!("cannot read the spec: {e}"))?;
+    // Read as plain YAML first: that refuses a key given twice in one mapping (a
+    // second `osBuild:` would otherwise silently replace the first).
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+        .map_err(|e| format!("not valid YAML: {e}"))?;
     let spec: openapiv3::OpenAPI = serde_yaml_ng::from_str(&text)
         .map_err(|e| format!("not a valid OpenAPI 3.0 document: {e}"))?;
+    check_names(&spec)?;
 
     let mut settings = progenitor::GenerationSettings::default();
     settings
@@ -55,10 +60,9 @@ fn generate() -> Result<(), String> {
     drop_api_version_header(&mut file);
     let open = open_enums(&spec);
     document_the_rest(&mut file, &spec, &open);
-    let direct = direct_deserialize(&mut file, &open);
+    direct_deserialize(&mut file, &open)?;
     let mut code = prettyplease::unparse(&file);
     code.push_str(&open_enum_impls(&open));
-    code.push_str(&direct);
 
     let out_dir = env::var("OUT_DIR").map_err(|e| e.to_string())?;
     write(&Path::new(&out_dir).join("codegen.rs"), &code)?;
@@ -66,6 +70,39 @@ fn generate() -> Result<(), String> {
         &Path::new(&out_dir).join("operations.rs"),
         &operations(&spec)?,
     )
+}
+
+/// Refuses what the generator would turn into Rust that does not compile: a
+/// property named `extra` in a schema that keeps unknown fields, whose map is the
+/// field `extra`.
+fn check_names(spec: &openapiv3::OpenAPI) -> Result<(), String> {
+    let Some(components) = &spec.components else {
+        return Ok(());
+    };
+    for (name, schema) in &components.schemas {
+        let openapiv3::ReferenceOr::Item(schema) = schema else {
+            continue;
+        };
+        let openapiv3::SchemaKind::Type(openapiv3::Type::Object(object)) = &schema.schema_kind
+        else {
+            continue;
+        };
+        let keeps_unknown = !matches!(
+            object.additional_properties,
+            None | Some(openapiv3::AdditionalProperties::Any(false))
+        );
+        if let Some(property) = object
+            .properties
+            .keys()
+            .find(|p| keeps_unknown && p.eq_ignore_ascii_case("extra"))
+        {
+            return Err(format!(
+                "components/schemas/{name}/properties/{property}: the name `extra` is taken by \
+                 the map that keeps unknown fields; this property needs another name"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Removes the `api-version` header the generator adds to every request from
@@ -375,12 +412,12 @@ fn write(path: &Path, contents: &str) -> Result<(), String> {
 /// repeated unknown field keeps the last value, as with the derive. A struct with
 /// serde attributes other than `rename`, `default` and `skip_serializing_if` on its
 /// fields keeps its derive.
-fn direct_deserialize(file: &mut syn::File, open: &[(String, Vec<String>)]) -> String {
+fn direct_deserialize(file: &mut syn::File, open: &[(String, Vec<String>)]) -> Result<(), String> {
     let Some(types) = file.items.iter_mut().find_map(|item| match item {
         syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut().map(|(_, items)| items),
         _ => None,
     }) else {
-        return String::new();
+        return Ok(());
     };
     let mut out = String::new();
     for item in types.iter_mut() {
@@ -395,11 +432,11 @@ fn direct_deserialize(file: &mut syn::File, open: &[(String, Vec<String>)]) -> S
                 drop_derive(&mut e.attrs, "Deserialize");
                 out.push_str(&format!(
                     r#"
-impl<'de> ::serde::Deserialize<'de> for types::{name} {{
+impl<'de> ::serde::Deserialize<'de> for {name} {{
     fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
         struct Open;
         impl<'de> ::serde::de::Visitor<'de> for Open {{
-            type Value = types::{name};
+            type Value = {name};
             fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
                 f.write_str("a string")
             }}
@@ -417,7 +454,11 @@ impl<'de> ::serde::Deserialize<'de> for types::{name} {{
             _ => {}
         }
     }
-    out
+    // Inside `mod types`, where the generator's `defaults` helpers are visible.
+    let impls: syn::File =
+        syn::parse_str(&out).map_err(|e| format!("the direct deserialisers do not parse: {e}"))?;
+    types.extend(impls.items);
+    Ok(())
 }
 
 /// Removes `name` from the `#[derive(..)]` lists in `attrs`.
@@ -542,7 +583,7 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
     }
     Some(format!(
         r#"
-impl<'de> ::serde::Deserialize<'de> for types::{name} {{
+impl<'de> ::serde::Deserialize<'de> for {name} {{
     fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
         enum Field {{ {variants} Other(::std::string::String) }}
         impl<'de> ::serde::Deserialize<'de> for Field {{
@@ -565,7 +606,7 @@ impl<'de> ::serde::Deserialize<'de> for types::{name} {{
         }}
         struct Fields;
         impl<'de> ::serde::de::Visitor<'de> for Fields {{
-            type Value = types::{name};
+            type Value = {name};
             fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
                 f.write_str("struct {name}")
             }}
@@ -580,7 +621,7 @@ impl<'de> ::serde::Deserialize<'de> for types::{name} {{
                         }}
                     }}
                 }}
-                Ok(types::{name} {{
+                Ok({name} {{
                     {build}
                     extra,
                 }})

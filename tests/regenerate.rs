@@ -78,13 +78,18 @@ fn a_spec_edit_is_a_rebuild_away() {
     edit(
         &copy.join("openapi/defender.yaml"),
         "        isAadJoined:\n",
-        "        sensorHealthScore:\n          description: A new field.\n          type: integer\n          nullable: true\n        isAadJoined:\n",
+        "        sensorHealthScore:\n          description: A new field.\n          type: integer\n          nullable: true\n        \
+         isManaged:\n          description: A new field with a default.\n          type: boolean\n          default: true\n        \
+         isAadJoined:\n",
     );
-    // Rust code that uses it as a field, and parses it from JSON.
+    // Rust code that uses them as fields, and parses them from JSON (a field with a
+    // default is not an `Option`).
     let mut lib = fs::read_to_string(copy.join("src/lib.rs")).unwrap();
     lib.push_str(
         "\n#[doc(hidden)]\npub fn sensor_health_score(json: &str) -> Option<i64> {\n    \
-         serde_json::from_str::<types::Machine>(json).ok()?.sensor_health_score\n}\n",
+         serde_json::from_str::<types::Machine>(json).ok()?.sensor_health_score\n}\n\
+         #[doc(hidden)]\npub fn is_managed(json: &str) -> Option<bool> {\n    \
+         Some(serde_json::from_str::<types::Machine>(json).ok()?.is_managed)\n}\n",
     );
     fs::write(copy.join("src/lib.rs"), lib).unwrap();
     let output = build(&copy);
@@ -99,17 +104,33 @@ fn a_spec_edit_is_a_rebuild_away() {
 #[test]
 fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
     let copy = copy_of_the_crate("broken");
-    edit(
-        &copy.join("openapi/defender.yaml"),
-        "  schemas:\n",
-        "  schemas:\n    Broken:\n      type: string\n      not:\n        $ref: \"#/components/schemas/Machine\"\n",
-    );
-    let output = build(&copy);
+    let spec = copy.join("openapi/defender.yaml");
+    let original = fs::read_to_string(&spec).unwrap();
+    for (from, to, expected) in [
+        (
+            "  schemas:\n",
+            "  schemas:\n    Broken:\n      type: string\n      not:\n        $ref: \"#/components/schemas/Machine\"\n",
+            "openapi/defender.yaml: the generator cannot handle this document",
+        ),
+        // A key given twice: the second would silently replace the first.
+        (
+            "        isAadJoined:\n",
+            "        osBuild:\n          type: string\n        isAadJoined:\n",
+            "openapi/defender.yaml: not valid YAML: ",
+        ),
+        // `extra` is the map of unknown fields.
+        (
+            "        isAadJoined:\n",
+            "        extra:\n          type: string\n        isAadJoined:\n",
+            "openapi/defender.yaml: components/schemas/Machine/properties/extra",
+        ),
+    ] {
+        fs::write(&spec, &original).unwrap();
+        edit(&spec, from, to);
+        let output = build(&copy);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{to}");
+        assert!(stderr.contains(expected), "{to}: {stderr}");
+    }
     let _ = fs::remove_dir_all(&copy);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        stderr.contains("openapi/defender.yaml: the generator cannot handle this document"),
-        "{stderr}"
-    );
 }
