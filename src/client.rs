@@ -399,6 +399,11 @@ impl Client {
                 Error::Transport(e) if !e.is_builder() && !e.is_redirect() => {
                     Some(policy.backoff(attempt))
                 }
+                // Entra ID throttles and fails transiently too.
+                Error::Credential {
+                    status: Some(429 | 500 | 502 | 503 | 504),
+                    ..
+                } => Some(policy.backoff(attempt)),
                 Error::Timeout => Some(policy.backoff(attempt)),
                 _ => None,
             };

@@ -12,7 +12,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 ///
 /// Retried: 429 (after what `Retry-After` asks), 500, 502, 503 (after its
 /// `Retry-After`, when it sends one), 504, connection
-/// errors and timeouts. Never retried: other 4xx (a 401 gets one token refresh and
+/// errors and timeouts; also a 429 or 5xx from the token endpoint (after the
+/// backoff). Never retried: other 4xx (a 401 gets one token refresh and
 /// one retry of its own). Between 5xx attempts the client waits an exponential
 /// backoff with full jitter: a random time up to `min(max_delay, base_delay × 2ⁿ)`.
 ///

@@ -558,6 +558,71 @@ async fn a_token_unfit_for_a_header_is_a_credential_error_and_is_not_cached() {
     assert_eq!(api.calls(), 0);
 }
 
+/// Entra ID answers 429 and 5xx at times; those follow the retry policy like the
+/// API's, while a refusal (400, 401) is final.
+#[tokio::test]
+async fn a_transient_token_endpoint_failure_is_retried() {
+    let server = MockServer::start_async().await;
+    let mut outage = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(503)
+            .json_body(json!({"error": "temporarily_unavailable", "error_description": "AADSTS90033: try again"}));
+    });
+    let api = api(&server);
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(3)
+                .base_delay(Duration::from_millis(10)),
+        )
+        .build()
+        .unwrap();
+    // Every attempt gets the 503: the call fails after the policy's attempts.
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Credential {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(outage.calls(), 3);
+    outage.delete();
+
+    // A 503 once, then a token: the call succeeds.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&hits);
+    let flaky = server.mock(move |when, then| {
+        when.method(POST)
+            .path(TOKEN_PATH)
+            .is_true(move |_| count.fetch_add(1, Ordering::SeqCst) == 0);
+        then.status(503).body("");
+    });
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    client.user_machines("user1").await.unwrap();
+    assert_eq!((flaky.calls(), tokens.calls()), (1, 1));
+    assert_eq!(api.calls(), 1);
+
+    // A refusal is not retried.
+    let refused = MockServer::start_async().await;
+    let refusal = refused.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(401)
+            .json_body(json!({"error": "invalid_client"}));
+    });
+    let client = builder(&refused)
+        .credential(secret_credential(&refused))
+        .retry(RetryPolicy::default().max_attempts(3))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap_err();
+    assert_eq!(refusal.calls(), 1);
+}
+
 #[tokio::test]
 async fn an_empty_token_is_a_credential_error_and_sends_nothing() {
     let server = MockServer::start_async().await;
