@@ -355,6 +355,24 @@ fn certificate_pem_forms() {
     let file = TempFile::new("bundle.pem", &format!("{}{}", cert.cert_pem, cert.key_pem));
     ClientCertificateCredential::from_pem_file(TENANT, CLIENT_ID, &file.0).unwrap();
 
+    // A chain in any order (some .pfx exports put the CA first), and an indented
+    // block with CRLF line ends: the app's certificate is the one of the key.
+    let expected: String = sha1(&cert.der).iter().map(|b| format!("{b:02X}")).collect();
+    let ca = rsa_cert("defender-endpoint test CA");
+    let indented: String = format!("{}{}", cert.cert_pem, cert.key_pem)
+        .lines()
+        .map(|line| format!("    {line}\r\n"))
+        .collect();
+    for bundle in [
+        format!("{}{}{}", ca.cert_pem, cert.cert_pem, cert.key_pem),
+        format!("{}{}{}", cert.key_pem, ca.cert_pem, cert.cert_pem),
+        indented,
+    ] {
+        let c = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle)
+            .unwrap_or_else(|e| panic!("{e}: {bundle}"));
+        assert_eq!(c.thumbprint(), expected);
+    }
+
     let missing = std::env::temp_dir().join("defender-endpoint-no-such-file.pem");
     let err = ClientCertificateCredential::from_pem_file(TENANT, CLIENT_ID, &missing).unwrap_err();
     assert!(

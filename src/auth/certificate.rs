@@ -68,8 +68,10 @@ impl ClientCertificateCredential {
     /// its assertions with `private_key_pem`, the RSA key of the certificate
     /// in `certificate_pem`, at the commercial cloud's authority.
     ///
-    /// `certificate_pem` may hold a chain: the first certificate is the app's.
-    /// Both arguments may be the same PEM holding the certificate and the key.
+    /// `certificate_pem` may hold a chain, in any order: the app's certificate is
+    /// the one whose public key is the private key's. Both arguments may be the
+    /// same PEM holding the certificate and the key. Lines may be indented and
+    /// end in CRLF.
     ///
     /// Fails with [`Error::Credential`] when there is no certificate, no key,
     /// an encrypted or non-RSA key, or a key that does not belong to the certificate.
@@ -79,13 +81,14 @@ impl ClientCertificateCredential {
         certificate_pem: impl AsRef<[u8]>,
         private_key_pem: impl AsRef<[u8]>,
     ) -> Result<Self, Error> {
-        let certificate = first_certificate(certificate_pem.as_ref())?;
-        let key = rsa_key(private_key_pem.as_ref())?;
-        if !contains(certificate.as_ref(), key.public_key().as_ref()) {
-            return Err(Error::credential(
-                "the private key does not belong to the certificate",
-            ));
-        }
+        let certificates = certificates(&trim_lines(certificate_pem.as_ref()))?;
+        let key = rsa_key(&trim_lines(private_key_pem.as_ref()))?;
+        let certificate = certificates
+            .into_iter()
+            .find(|c| contains(c.as_ref(), key.public_key().as_ref()))
+            .ok_or_else(|| {
+                Error::credential("the private key does not belong to the certificate")
+            })?;
         let mut thumbprint = [0u8; 20];
         thumbprint.copy_from_slice(
             digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.as_ref()).as_ref(),
@@ -260,22 +263,46 @@ fn pem_problem(e: &pem::Error) -> &'static str {
     }
 }
 
-/// The first certificate of a PEM.
-fn first_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, Error> {
-    match CertificateDer::pem_slice_iter(pem).next() {
-        Some(Ok(certificate)) => Ok(certificate),
-        Some(Err(e)) => Err(Error::credential(format!(
-            "the certificate PEM is malformed: {}",
-            pem_problem(&e)
-        ))),
-        None => Err(Error::credential(
-            "no certificate found: expected a `-----BEGIN CERTIFICATE-----` section",
-        )),
+/// `pem` with the white space around each line removed, so that an indented
+/// block (pasted from a YAML file, say) reads like any other.
+fn trim_lines(pem: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(pem.len()));
+    for line in pem.split(|&b| b == b'\n') {
+        out.extend_from_slice(line.trim_ascii());
+        out.push(b'\n');
     }
+    out
+}
+
+/// Every certificate of a PEM (a chain may hold several), at least one.
+fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::credential(format!(
+                "the certificate PEM is malformed: {}",
+                pem_problem(&e)
+            ))
+        })?;
+    if certificates.is_empty() {
+        return Err(Error::credential(
+            "no certificate found: expected a `-----BEGIN CERTIFICATE-----` section",
+        ));
+    }
+    Ok(certificates)
 }
 
 /// The first private key of a PEM, which must be an unencrypted RSA key.
 fn rsa_key(pem: &[u8]) -> Result<RsaKeyPair, Error> {
+    let encrypted = || {
+        Error::credential(
+            "the private key is encrypted: give it unencrypted (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`)",
+        )
+    };
+    // An encrypted PKCS#1 key has headers in its section, which are not base64.
+    if contains(pem, b"Proc-Type: 4,ENCRYPTED") {
+        return Err(encrypted());
+    }
     let mut sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(pem);
     let rejected = |e: aws_lc_rs::error::KeyRejected| {
         Error::credential(format!("the private key was rejected: {e}"))
@@ -308,11 +335,8 @@ fn rsa_key(pem: &[u8]) -> Result<RsaKeyPair, Error> {
             _ => continue,
         };
     }
-    let text = String::from_utf8_lossy(pem);
-    if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
-        Err(Error::credential(
-            "the private key is encrypted: give it unencrypted (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`)",
-        ))
+    if contains(pem, b"ENCRYPTED PRIVATE KEY") {
+        Err(encrypted())
     } else {
         Err(Error::credential(
             "no private key found: expected a `-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----` section",
@@ -353,6 +377,10 @@ mod tests {
             (&b""[..], "no private key found"),
             (
                 b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                "encrypted",
+            ),
+            (
+                b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
                 "encrypted",
             ),
             (
