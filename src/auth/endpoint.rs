@@ -23,6 +23,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// How much of an answer that is not JSON goes into an error message.
 const EXCERPT_CHARS: usize = 200;
+/// The longest a token is used, whatever `expires_in` says (Entra ID's last at
+/// most a day).
+const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 60 * 60;
 
 /// Where and as whom an app credential asks for tokens.
 #[derive(Clone)]
@@ -187,7 +190,7 @@ pub(crate) fn parse_answer(
             "the token endpoint's answer is not a JSON object",
         ));
     };
-    if let Some(kind) = fields.get("token_type") {
+    if let Some(kind) = fields.get("token_type").filter(|kind| !kind.is_null()) {
         if !kind
             .as_str()
             .is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
@@ -208,7 +211,12 @@ pub(crate) fn parse_answer(
         }
     };
     let lifetime = match fields.get("expires_in") {
-        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::Number(n)) => n.as_u64().or_else(|| {
+            // `3599.0`: a whole number written as a float.
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        }),
         // The v1 endpoint and some proxies send it as a string.
         Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
         _ => None,
@@ -219,8 +227,10 @@ pub(crate) fn parse_answer(
             "the token endpoint's answer holds no valid expires_in",
         )
     })?;
+    // No token is kept longer than a day, whatever the answer claims.
+    let lifetime = Duration::from_secs(lifetime.min(MAX_TOKEN_LIFETIME_SECS));
     let expires_on = sent_at
-        .checked_add(Duration::from_secs(lifetime))
+        .checked_add(lifetime)
         .ok_or_else(|| credential_error(status, "the token's expires_in is out of range"))?;
     Ok(AccessToken::new(token.clone(), expires_on))
 }
@@ -314,11 +324,15 @@ mod tests {
             r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":0,"access_token":"tok"}"#,
             r#"{"token_type":"bearer","expires_in":"3599","access_token":"tok"}"#,
             r#"{"expires_in":3599,"access_token":"tok"}"#,
+            r#"{"token_type":null,"expires_in":3599.0,"access_token":"tok"}"#,
         ] {
             let token = parse_answer(200, body.as_bytes(), sent, &[]).unwrap();
             assert_eq!(token.token.expose_secret(), "tok");
             assert_eq!(token.expires_on, Some(sent + Duration::from_secs(3599)));
         }
+        let body = r#"{"expires_in":18446744073709551615,"access_token":"tok"}"#;
+        let token = parse_answer(200, body.as_bytes(), sent, &[]).unwrap();
+        assert_eq!(token.expires_on, Some(sent + Duration::from_secs(86_400)));
     }
 
     #[test]
