@@ -70,6 +70,16 @@ fn code(output: &Output) -> i32 {
     output.status.code().expect("exited normally")
 }
 
+/// The `user` of each entry of the JSON output, in order.
+fn json_users(output: &Output) -> Vec<String> {
+    let json: Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
+    json.as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| e["user"].as_str().expect("a user").to_owned())
+        .collect()
+}
+
 /// Splits one CSV record (RFC 4180 quoting).
 fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = vec![String::new()];
@@ -136,11 +146,10 @@ fn json_output_is_one_array_of_users() {
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
     let json: Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
     let entries = json.as_array().expect("an array");
-    let users: Vec<&str> = entries
-        .iter()
-        .map(|e| e["user"].as_str().unwrap())
-        .collect();
-    assert_eq!(users, ["user1@contoso.com", "CONTOSO\\alice", "bob"]);
+    assert_eq!(
+        json_users(&output),
+        ["user1@contoso.com", "CONTOSO\\alice", "bob"]
+    );
     let seed = &entries[0]["machines"];
     assert_eq!(seed[0]["id"], "machine-1");
     assert_eq!(seed[1]["id"], "machine-2");
@@ -244,14 +253,7 @@ fn users_come_from_a_file_or_standard_input() {
     std::fs::remove_dir_all(&dir).ok();
 
     for output in [&from_file, &from_stdin] {
-        let json: Value = serde_json::from_slice(&output.stdout).unwrap();
-        let users: Vec<&str> = json
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["user"].as_str().unwrap())
-            .collect();
-        assert_eq!(users, ["user1@contoso.com", "CONTOSO\\alice"]);
+        assert_eq!(json_users(output), ["user1@contoso.com", "CONTOSO\\alice"]);
     }
 }
 
@@ -278,14 +280,7 @@ fn a_byte_order_mark_at_the_start_of_the_file_is_ignored() {
             path.to_str().unwrap(),
         ]);
         assert_eq!(code(&output), 0, "{name}: {}", text(&output.stderr));
-        let json: Value = serde_json::from_slice(&output.stdout).unwrap();
-        let users: Vec<&str> = json
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["user"].as_str().unwrap())
-            .collect();
-        assert_eq!(users, ["user1@contoso.com"], "{name}");
+        assert_eq!(json_users(&output), ["user1@contoso.com"], "{name}");
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -889,18 +889,21 @@ async fn a_deflate_bomb_stops_at_the_limit() {
     );
 }
 
-#[tokio::test]
-async fn a_next_link_to_another_users_machines_is_refused() {
-    let server = MockServer::start_async().await;
+/// Serves alice's machine `a1` with an `@odata.nextLink` to `link`.
+async fn alice_with_next_link(server: &MockServer, link: &str) {
+    let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
     server
         .mock_async(|when, then| {
             when.path("/api/users/alice/machines");
-            then.status(200).body(
-                json!({"value": [{"id": "a1"}], "@odata.nextLink": "/api/users/mallory/machines?$skip=1"})
-                    .to_string(),
-            );
+            then.status(200).body(body);
         })
         .await;
+}
+
+#[tokio::test]
+async fn a_next_link_to_another_users_machines_is_refused() {
+    let server = MockServer::start_async().await;
+    alice_with_next_link(&server, "/api/users/mallory/machines?$skip=1").await;
     let mallory = server
         .mock_async(|when, then| {
             when.path("/api/users/mallory/machines");
@@ -916,15 +919,7 @@ async fn a_next_link_to_another_users_machines_is_refused() {
 #[tokio::test]
 async fn a_next_link_may_spell_the_same_user_in_another_case() {
     let server = MockServer::start_async().await;
-    server
-        .mock_async(|when, then| {
-            when.path("/api/users/alice/machines");
-            then.status(200).body(
-                json!({"value": [{"id": "a1"}], "@odata.nextLink": "/api/users/Alice/machines?$skip=1"})
-                    .to_string(),
-            );
-        })
-        .await;
+    alice_with_next_link(&server, "/api/users/Alice/machines?$skip=1").await;
     server
         .mock_async(|when, then| {
             when.path("/api/users/Alice/machines")
