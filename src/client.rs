@@ -14,7 +14,7 @@ use futures_util::{stream, Stream, StreamExt};
 use tracing::Instrument;
 
 use crate::{
-    auth::{cache::TokenCache, TokenCredential},
+    auth::{cache::TokenCache, IntoCredential, TokenCredential},
     cloud::Cloud,
     error::{redact_text, shorten},
     generated,
@@ -647,7 +647,8 @@ fn body_excerpt(body: &[u8], token: &str) -> Option<String> {
 #[derive(Clone)]
 pub struct ClientBuilder {
     base_url: Option<String>,
-    credential: Option<Arc<dyn TokenCredential>>,
+    /// The credential, or why it could not be had (returned by `build`).
+    credential: Option<Result<Arc<dyn TokenCredential>, Error>>,
     cloud: Cloud,
     scope: Option<String>,
     retry: RetryPolicy,
@@ -709,9 +710,12 @@ impl ClientBuilder {
         self
     }
 
-    /// Where tokens come from: any [`TokenCredential`] (including `Arc<dyn TokenCredential>`).
-    pub fn credential(mut self, credential: impl TokenCredential + 'static) -> Self {
-        self.credential = Some(Arc::new(credential));
+    /// Where tokens come from: any [`TokenCredential`] (including
+    /// `Arc<dyn TokenCredential>`), a `Result` of one (its error is what
+    /// [`build`](Self::build) returns), or with the feature `azure` any
+    /// `Arc<dyn azure_core::credentials::TokenCredential>`; see [`IntoCredential`].
+    pub fn credential(mut self, credential: impl IntoCredential) -> Self {
+        self.credential = Some(credential.into_credential());
         self
     }
 
@@ -793,7 +797,7 @@ impl ClientBuilder {
             normalise_base_url(self.base_url.as_deref().unwrap_or(self.cloud.api_base()))?;
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
-        })?;
+        })??;
         let own_http_client = self.http.is_some();
         let http = match self.http {
             Some(client) => client,

@@ -41,7 +41,8 @@ pub use async_trait::async_trait;
 #[cfg(feature = "azure")]
 pub use auth::AzureCredential;
 pub use auth::{
-    AccessToken, ExposeSecret, SecretString, StaticToken, TokenCredential, DEFAULT_SCOPE,
+    AccessToken, ExposeSecret, IntoCredential, SecretString, StaticToken, TokenCredential,
+    DEFAULT_SCOPE,
 };
 pub use auth::{
     ClientCertificateCredential, ClientSecretCredential, EnvironmentCredential,

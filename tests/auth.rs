@@ -578,6 +578,42 @@ async fn a_token_unfit_for_a_header_is_a_credential_error_and_is_not_cached() {
 
 /// Entra ID answers 429 and 5xx at times; those follow the retry policy like the
 /// API's, while a refusal (400, 401) is final.
+/// `authority_host` can fail, so it returns a `Result`; the builder takes that
+/// `Result` as it is and `build()` reports its error, before anything is sent.
+#[tokio::test]
+async fn a_fallible_credential_step_chains_into_the_builder() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    let api = api(&server);
+    let client = builder(&server)
+        .credential(
+            ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
+                .authority_host(server.base_url()),
+        )
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap();
+    assert_eq!((tokens.calls(), api.calls()), (1, 1));
+
+    let err = builder(&server)
+        .credential(
+            ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
+                .authority_host("http://login.example.com"),
+        )
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("login.example.com"), "{err}");
+    let err = builder(&server)
+        .credential(ClientCertificateCredential::from_pem(
+            TENANT, CLIENT_ID, "", "",
+        ))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Credential { .. }), "{err:?}");
+    assert_eq!(tokens.calls(), 1);
+}
+
 #[tokio::test]
 async fn a_transient_token_endpoint_failure_is_retried() {
     let server = MockServer::start_async().await;
@@ -1380,6 +1416,22 @@ mod azure {
         assert_eq!(api.calls(), 3);
         assert_eq!(credential.calls.load(Ordering::SeqCst), 1);
         assert_eq!(*credential.scopes.lock().unwrap(), [DEFAULT_SCOPE]);
+    }
+
+    /// The `Arc` an `azure_identity` credential comes in goes to the builder as it is.
+    #[tokio::test]
+    async fn the_builder_takes_an_azure_credential_as_it_is() {
+        let server = MockServer::start_async().await;
+        let api = api(&server, "az-1");
+        let credential: Arc<dyn credentials::TokenCredential> = Handmade::new(AzDuration::hours(1));
+        let client = Client::builder()
+            .base_url(server.base_url())
+            .rate_limit(RateLimit::none())
+            .credential(credential)
+            .build()
+            .unwrap();
+        client.user_machines("user1").await.unwrap();
+        assert_eq!(api.calls(), 1);
     }
 
     #[tokio::test]

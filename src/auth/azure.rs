@@ -45,6 +45,13 @@ impl From<Arc<dyn credentials::TokenCredential>> for AzureCredential {
     }
 }
 
+/// `ClientBuilder::credential(arc)` takes any `azure_core` credential as it is.
+impl super::IntoCredential for Arc<dyn credentials::TokenCredential> {
+    fn into_credential(self) -> Result<Arc<dyn TokenCredential>, Error> {
+        Ok(Arc::new(AzureCredential::new(self)))
+    }
+}
+
 impl fmt::Debug for AzureCredential {
     /// Does not show the wrapped credential, whose `Debug` this crate cannot vouch for.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

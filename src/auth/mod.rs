@@ -23,6 +23,7 @@ pub use secret::ClientSecretCredential;
 
 use std::{
     fmt,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -133,6 +134,45 @@ impl<T: TokenCredential + ?Sized> TokenCredential for std::sync::Arc<T> {
 impl<T: TokenCredential + ?Sized> TokenCredential for Box<T> {
     async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
         (**self).get_token(scopes).await
+    }
+}
+
+/// What [`ClientBuilder::credential`](crate::ClientBuilder::credential) accepts.
+///
+/// - any [`TokenCredential`] (including `Arc<dyn TokenCredential>`);
+/// - a `Result` of one, so that a credential's fallible builder step chains
+///   straight in; an `Err` is what [`ClientBuilder::build`](crate::ClientBuilder::build)
+///   then returns, before anything is sent;
+/// - with the feature `azure`, an `Arc<dyn azure_core::credentials::TokenCredential>`
+///   (managed identity, workload identity, the Azure CLI, …), wrapped in
+///   [`AzureCredential`](crate::AzureCredential).
+///
+/// ```no_run
+/// use defender_endpoint::{Client, ClientSecretCredential, Error};
+///
+/// fn client(secret: String) -> Result<Client, Error> {
+///     Client::builder()
+///         .credential(
+///             ClientSecretCredential::new("<tenant id>", "<client id>", secret)
+///                 .authority_host("https://login.microsoftonline.us"),
+///         )
+///         .build()
+/// }
+/// ```
+pub trait IntoCredential {
+    /// The credential, or the error that `build()` returns.
+    fn into_credential(self) -> Result<Arc<dyn TokenCredential>, Error>;
+}
+
+impl<T: TokenCredential + 'static> IntoCredential for T {
+    fn into_credential(self) -> Result<Arc<dyn TokenCredential>, Error> {
+        Ok(Arc::new(self))
+    }
+}
+
+impl<T: TokenCredential + 'static> IntoCredential for Result<T, Error> {
+    fn into_credential(self) -> Result<Arc<dyn TokenCredential>, Error> {
+        self.map(|credential| Arc::new(credential) as Arc<dyn TokenCredential>)
     }
 }
 
