@@ -114,6 +114,14 @@ impl Client {
             status = tracing::field::Empty,
         );
         tracing::debug!(parent: &span, user = %user, "looking up the machines of a user");
+        if let Some(oddity) = user.oddity() {
+            // The name itself only at debug level, above.
+            tracing::warn!(
+                parent: &span,
+                "the user name {oddity}: Defender is unlikely to know it, and answers \
+                 such a name with no machines"
+            );
+        }
         async {
             match self
                 .with_retries(|| self.raw.get_user_machines(&id))

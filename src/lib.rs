@@ -20,6 +20,7 @@
 //! [`RetryPolicy::default`]: RetryPolicy::default
 //! [`TokenCredential`]: TokenCredential
 //! [`UserName::parse`]: UserName::parse
+//! [`UserName::oddity`]: UserName::oddity
 //! [`types::Machine`]: types::Machine
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]

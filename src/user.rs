@@ -20,16 +20,10 @@ pub const MAX_USER_NAME_CHARS: usize = 256;
 /// 4. A bare name stays as it is.
 ///
 /// The result is rejected ([`InvalidUserName`]) when it is empty, is `.` or
-/// `..`, still contains `@`, `\` or `/`, begins or ends with white space (as in
-/// `user1 @contoso.com`), contains a control character or an invisible
-/// formatting character, or is longer than [`MAX_USER_NAME_CHARS`] characters.
-/// The invisible characters are the zero-width space, the byte-order mark (which
-/// files saved by some editors start with), word joiners, the soft hyphen and the
-/// bidirectional controls, any of which would make the name another user's;
-/// the zero-width joiner and non-joiner, which some scripts spell names with,
-/// are kept. Everything else — dots, apostrophes, `#`, `%`, spaces inside the
-/// name, non-ASCII letters — is kept unchanged and sent percent-encoded as
-/// exactly one path segment.
+/// `..`, still contains `@`, `\` or `/`, contains a control character, or is
+/// longer than [`MAX_USER_NAME_CHARS`] characters. Everything else — dots,
+/// apostrophes, `#`, `%`, spaces inside the name, non-ASCII letters — is kept
+/// unchanged and sent percent-encoded as exactly one path segment.
 ///
 /// Only one of steps 2 and 3 applies: `CONTOSO\user1@contoso.com` is rejected
 /// rather than guessed at.
@@ -67,9 +61,6 @@ impl UserName {
         } else {
             trimmed
         };
-        if name.trim() != name {
-            return Err(InvalidUserName::new(input, Reason::SurroundingWhiteSpace));
-        }
         if name == "." || name == ".." {
             return Err(InvalidUserName::new(input, Reason::DotSegment));
         }
@@ -78,9 +69,6 @@ impl UserName {
         }
         if name.chars().any(char::is_control) {
             return Err(InvalidUserName::new(input, Reason::ControlCharacter));
-        }
-        if let Some(c) = name.chars().find(|&c| is_invisible(c)) {
-            return Err(InvalidUserName::new(input, Reason::InvisibleCharacter(c)));
         }
         let chars = name.chars().count();
         if chars > MAX_USER_NAME_CHARS {
@@ -94,15 +82,30 @@ impl UserName {
         &self.0
     }
 
+    /// What makes this name unlikely to be one Defender knows, although the rule
+    /// keeps it: white space at either end (`user1 @contoso.com` gives `user1 `)
+    /// or an invisible formatting character (a byte-order mark, a zero-width space,
+    /// a bidirectional control). [`Client`](crate::Client) logs a warning for such
+    /// a name, since the API answers it with no machines rather than an error.
+    pub fn oddity(&self) -> Option<&'static str> {
+        if self.0.trim() != self.0 {
+            Some("begins or ends with white space")
+        } else if self.0.chars().any(is_invisible) {
+            Some("holds an invisible formatting character")
+        } else {
+            None
+        }
+    }
+
     /// Consumes the user name, returning the normalised string.
     pub fn into_string(self) -> String {
         self.0
     }
 }
 
-/// Formatting characters (Unicode category Cf) that have no place in a user name:
-/// invisible, they make a name that looks right another user's. The zero-width
-/// joiner and non-joiner (U+200C, U+200D) are left out: some scripts need them.
+/// Formatting characters (Unicode category Cf) that are invisible where a name
+/// is shown. The zero-width joiner and non-joiner (U+200C, U+200D) are left out:
+/// some scripts spell names with them.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
@@ -206,12 +209,6 @@ pub enum Reason {
     ForbiddenCharacter(char),
     /// The name contains a control character (such as a newline or NUL).
     ControlCharacter,
-    /// The name (after the domain is removed) begins or ends with white space,
-    /// as in `user1 @contoso.com`.
-    SurroundingWhiteSpace,
-    /// The name contains an invisible formatting character (such as a
-    /// zero-width space, a byte-order mark or a bidirectional control).
-    InvisibleCharacter(char),
     /// The name is longer than [`MAX_USER_NAME_CHARS`] characters (the count is given).
     TooLong(usize),
 }
@@ -248,12 +245,6 @@ impl fmt::Display for Reason {
             Reason::DotSegment => f.write_str("'.' and '..' are not user names"),
             Reason::ForbiddenCharacter(c) => write!(f, "it contains {c:?}"),
             Reason::ControlCharacter => f.write_str("it contains a control character"),
-            Reason::SurroundingWhiteSpace => {
-                f.write_str("the name part begins or ends with white space")
-            }
-            Reason::InvisibleCharacter(c) => {
-                write!(f, "it contains the invisible character {c:?}")
-            }
             Reason::TooLong(n) => {
                 write!(f, "it has {n} characters, more than {MAX_USER_NAME_CHARS}")
             }
@@ -302,7 +293,6 @@ mod tests {
         assert_eq!(ok(" \tuser1@contoso.com\n"), "user1");
         assert_eq!(ok("o'brien.j"), "o'brien.j");
         assert_eq!(ok("first last"), "first last");
-        assert_eq!(ok("first\u{A0}last@x"), "first\u{A0}last");
         assert_eq!(ok("jörg#1%"), "jörg#1%");
         assert_eq!(ok("..."), "...");
         assert_eq!(ok(&"a".repeat(256)), "a".repeat(256));
@@ -332,33 +322,22 @@ mod tests {
         assert_eq!(reason("a\nb"), Reason::ControlCharacter);
         assert_eq!(reason("a\u{85}b"), Reason::ControlCharacter);
         assert_eq!(reason(&"a".repeat(257)), Reason::TooLong(257));
-        assert_eq!(reason("user1 @contoso.com"), Reason::SurroundingWhiteSpace);
-        assert_eq!(reason("CONTOSO\\ user1"), Reason::SurroundingWhiteSpace);
-        assert_eq!(reason("user1\u{A0}@x"), Reason::SurroundingWhiteSpace);
-        for c in [
-            '\u{FEFF}',
-            '\u{200B}',
-            '\u{202E}',
-            '\u{2066}',
-            '\u{AD}',
-            '\u{E0041}',
-        ] {
-            assert_eq!(reason(&format!("us{c}er1")), Reason::InvisibleCharacter(c));
-        }
-        // A byte-order mark before the name is not white space: it is refused too.
-        assert_eq!(
-            reason("\u{FEFF}user1@contoso.com"),
-            Reason::InvisibleCharacter('\u{FEFF}')
-        );
     }
 
     #[test]
-    fn joiners_that_scripts_need_are_kept() {
-        assert_eq!(ok("\u{645}\u{200C}\u{645}"), "\u{645}\u{200C}\u{645}");
-        assert_eq!(
-            ok("\u{915}\u{94D}\u{200D}\u{937}"),
-            "\u{915}\u{94D}\u{200D}\u{937}"
-        );
+    fn names_the_rule_keeps_but_defender_will_not_know_are_flagged() {
+        for odd in [
+            "user1 @contoso.com",
+            "CONTOSO\\ user1",
+            "us\u{200B}er1",
+            "\u{FEFF}user1",
+        ] {
+            let name = UserName::parse(odd).unwrap();
+            assert!(name.oddity().is_some(), "{odd:?}");
+        }
+        for fine in ["user1", "first last", "jörg", "\u{645}\u{200C}\u{645}"] {
+            assert_eq!(UserName::parse(fine).unwrap().oddity(), None, "{fine:?}");
+        }
     }
 
     #[test]

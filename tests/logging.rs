@@ -96,6 +96,8 @@ async fn logs_at(level: tracing::Level) -> String {
     client.user_machines("bob").await.unwrap_err();
     assert!(client.user_machines("carol").await.unwrap().is_empty());
     client.user_machines("dave").await.unwrap();
+    // A name the rule keeps but Defender will not know: a warning, without the name.
+    let _ = client.user_machines("erin.secretname @contoso.com").await;
     drop(_guard);
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     text
@@ -112,6 +114,10 @@ async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
     );
     assert!(logs.contains("track-1234"), "{logs}");
     assert!(logs.contains("Bearer <redacted>"), "{logs}");
+    assert!(
+        logs.contains("the user name begins or ends with white space"),
+        "{logs}"
+    );
     assert!(logs.contains("defender.call"), "{logs}");
     assert!(!logs.contains(TOKEN), "{logs}");
     assert!(!logs.contains("secretname"), "{logs}");
