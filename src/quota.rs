@@ -184,4 +184,50 @@ mod tests {
         let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::MAX));
         assert_eq!(limiter.acquire().await, Duration::ZERO);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_window_is_kept() {
+        let limiter = RateLimiter::new(
+            &RateLimit::new()
+                .window(2, Duration::from_secs(1))
+                .window(3, Duration::from_secs(10)),
+        );
+        let start = Instant::now();
+        let mut started = Vec::new();
+        for _ in 0..4 {
+            limiter.acquire().await;
+            started.push(start.elapsed());
+        }
+        // Two at once; the third when the 1 s window has room; the fourth when
+        // the 10 s window has.
+        assert_eq!(started[..2], [Duration::ZERO, Duration::ZERO]);
+        assert!(
+            started[2] >= Duration::from_secs(1) && started[2] < Duration::from_secs(2),
+            "{started:?}"
+        );
+        assert!(started[3] >= Duration::from_secs(10), "{started:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_callers_are_served_in_arrival_order() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(
+            &RateLimit::new().window(1, Duration::from_secs(1)),
+        ));
+        limiter.acquire().await;
+        let served = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut callers = Vec::new();
+        for i in 0..5 {
+            let (limiter, served) = (limiter.clone(), served.clone());
+            callers.push(tokio::spawn(async move {
+                limiter.acquire().await;
+                served.lock().unwrap().push(i);
+            }));
+            // The next caller arrives later.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        assert_eq!(*served.lock().unwrap(), [0, 1, 2, 3, 4]);
+    }
 }

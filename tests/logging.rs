@@ -118,7 +118,13 @@ async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
         logs.contains("the user name begins or ends with white space"),
         "{logs}"
     );
-    assert!(logs.contains("defender.call"), "{logs}");
+    // The span carries the operation, the attempt count and the status; the
+    // retry event its wait.
+    assert!(
+        logs.contains(r#"defender.call{operation="get_user_machines" attempts=1 status=429}"#),
+        "{logs}"
+    );
+    assert!(logs.contains("retrying attempt=1 wait_ms=0"), "{logs}");
     assert!(!logs.contains(TOKEN), "{logs}");
     assert!(!logs.contains("secretname"), "{logs}");
 }

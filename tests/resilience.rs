@@ -120,6 +120,24 @@ async fn transient_5xx_are_retried() {
     assert_eq!(client.user_machines("user1").await.unwrap().len(), 1);
     ok.assert_calls_async(1).await;
     // Three requests in all: two 503s (each limited to one call) and the 200.
+    assert_eq!(client.stats().attempts, 3);
+}
+
+#[tokio::test]
+async fn each_retried_status_is_retried() {
+    // 429 without Retry-After waits the backoff instead.
+    for status in [429u16, 500, 502, 503, 504] {
+        let server = MockServer::start_async().await;
+        answer_once(&server, status, &[]).await;
+        let ok = then_ok(&server).await;
+        let client = builder(&server).retry(quick_retries(4)).build().unwrap();
+        let machines = client.user_machines("user1").await;
+        assert_eq!(machines.map(|m| m.len()).ok(), Some(1), "{status}");
+        ok.assert_calls_async(1).await;
+        let stats = client.stats();
+        assert_eq!((stats.attempts, stats.retries), (2, 1), "{status}");
+        assert_eq!(stats.throttled, u64::from(status == 429), "{status}");
+    }
 }
 
 #[tokio::test]
@@ -218,6 +236,8 @@ async fn a_hanging_server_times_out() {
         Err(Error::Timeout)
     ));
     assert!(started.elapsed() < Duration::from_secs(5));
+    // A timeout is retried.
+    assert!(client.stats().attempts >= 2, "{:?}", client.stats());
 }
 
 #[tokio::test]
@@ -238,6 +258,8 @@ async fn connection_failures_are_transport_errors() {
     let err = client.user_machines("user1").await.unwrap_err();
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
     assert!(!err.to_string().is_empty());
+    // Retried: both attempts of the policy were made.
+    assert_eq!(client.stats().attempts, 2);
 }
 
 /// Records when each request arrives.

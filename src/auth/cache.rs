@@ -131,3 +131,48 @@ impl TokenCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issues tokens that expire `lifetime` after they are asked for.
+    struct Lasting(Duration);
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Lasting {
+        async fn get_token(&self, _: &[&str]) -> Result<AccessToken, Error> {
+            Ok(AccessToken::new("a-token", Instant::now() + self.0))
+        }
+    }
+
+    async fn refresh_lead(lifetime: Duration) -> Duration {
+        let cache = TokenCache::new(Arc::new(Lasting(lifetime)), "scope".into());
+        let before = Instant::now();
+        cache.token().await.unwrap();
+        let after = Instant::now();
+        let refresh_at = cache.current.lock().unwrap().as_ref().unwrap().refresh_at;
+        let refresh_at = refresh_at.expect("an expiring token is refreshed");
+        // The token expires between `before + lifetime` and `after + lifetime`.
+        let lead = (before + lifetime).saturating_duration_since(refresh_at);
+        assert!(refresh_at <= after + lifetime);
+        lead
+    }
+
+    #[tokio::test]
+    async fn a_token_is_replaced_five_minutes_before_it_expires() {
+        let lead = refresh_lead(Duration::from_secs(3599)).await;
+        let margin = Duration::from_secs(5 * 60);
+        assert!(
+            lead <= margin && lead + Duration::from_secs(1) >= margin,
+            "{lead:?}"
+        );
+        // A token that lives less than ten minutes is replaced after half its life.
+        let lead = refresh_lead(Duration::from_secs(4 * 60)).await;
+        let half = Duration::from_secs(2 * 60);
+        assert!(
+            lead <= half && lead + Duration::from_secs(1) >= half,
+            "{lead:?}"
+        );
+    }
+}
