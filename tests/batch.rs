@@ -120,6 +120,28 @@ async fn never_more_than_the_concurrency_in_flight() {
     assert!(peak >= 2, "lookups never overlapped (peak {peak})");
 }
 
+/// A batch goes through the client's quota like single calls: with 2 calls per
+/// 400 ms, five lookups cannot all start in less than 800 ms, however many may
+/// be in flight.
+#[tokio::test]
+async fn a_batch_keeps_to_the_quota() {
+    let counting = counting_server(Duration::ZERO).await;
+    let client = builder(&counting.server)
+        .rate_limit(defender_endpoint::RateLimit::new().window(2, Duration::from_millis(400)))
+        .build()
+        .unwrap();
+    let users: Vec<String> = (0..5).map(|i| format!("user{i}")).collect();
+    let started = std::time::Instant::now();
+    let (order, _) = collect(client.machines_for_users(&users, 5)).await;
+    assert_eq!(order.len(), 5);
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(client.stats().quota_wait >= Duration::from_millis(800));
+}
+
 #[tokio::test]
 async fn concurrency_zero_means_one() {
     let counting = counting_server(Duration::from_millis(30)).await;

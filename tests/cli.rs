@@ -70,6 +70,32 @@ fn code(output: &Output) -> i32 {
     output.status.code().expect("exited normally")
 }
 
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+/// A local server standing in for Entra ID (its token endpoint for `TENANT`);
+/// each test adds the API's answers.
+fn entra_and_api() -> httpmock::MockServer {
+    let server = httpmock::MockServer::start();
+    server.mock(|when, then| {
+        when.method(httpmock::Method::POST)
+            .path(format!("/{TENANT}/oauth2/v2.0/token"));
+        then.status(200).json_body(serde_json::json!({
+            "token_type": "Bearer", "expires_in": 3599, "access_token": "cli-test-token"
+        }));
+    });
+    server
+}
+
+/// `command` with the `AZURE_*` variables of an app of `TENANT`, signing in at `server`.
+fn signed_in(mut command: Command, server: &httpmock::MockServer) -> Command {
+    command
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
+        .env("AZURE_CLIENT_SECRET", "cli-test-secret")
+        .env("AZURE_AUTHORITY_HOST", server.base_url());
+    command
+}
+
 /// The `user` of each entry of the JSON output, in order.
 fn json_users(output: &Output) -> Vec<String> {
     let json: Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
@@ -126,11 +152,35 @@ fn demo_prints_the_seed_machines_as_a_table() {
             "wider than 100 columns: {line:?}"
         );
     }
+    // Risk and exposure, in their columns; the last seen time, absolute and relative.
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("device")).collect();
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(words(rows[0])[4..], ["Active", "Low", "Medium"], "{stdout}");
+    assert_eq!(
+        words(rows[1])[4..],
+        ["Inactive", "Medium", "Low"],
+        "{stdout}"
+    );
+    let seen = stdout
+        .lines()
+        .find(|l| l.contains("2024-01-02 00:00"))
+        .unwrap();
+    assert!(seen.contains("y ago)"), "{seen}");
     assert!(
         stderr.contains("1 user, 2 machines, 0 failed"),
         "summary: {stderr}"
     );
     assert!(stderr.contains("throttling"), "summary: {stderr}");
+    // The summary gives the time taken, in seconds.
+    let time = stderr
+        .split(", ")
+        .find(|part| part.ends_with(" s"))
+        .unwrap_or_else(|| panic!("no time in {stderr}"));
+    assert!(time.trim_end_matches(" s").parse::<f64>().is_ok(), "{time}");
 }
 
 #[test]
@@ -445,15 +495,7 @@ fn an_output_that_cannot_be_written_is_an_error() {
 /// cursor, clear the screen or start a line of their own.
 #[test]
 fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
-    const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-    let server = httpmock::MockServer::start();
-    server.mock(|when, then| {
-        when.method(httpmock::Method::POST)
-            .path(format!("/{TENANT}/oauth2/v2.0/token"));
-        then.status(200).json_body(serde_json::json!({
-            "token_type": "Bearer", "expires_in": 3599, "access_token": "cli-test-token"
-        }));
-    });
+    let server = entra_and_api();
     server.mock(|when, then| {
         when.path("/api/users/user1/machines");
         then.status(200).json_body(serde_json::json!({"value": [{
@@ -466,19 +508,14 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
         }]}));
     });
     let run_with = |format: &str| {
-        command(&[
+        let args = [
             "--output",
             format,
             "--base-url",
             &server.base_url(),
             "user1",
-        ])
-        .env("AZURE_TENANT_ID", TENANT)
-        .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
-        .env("AZURE_CLIENT_SECRET", "cli-test-secret")
-        .env("AZURE_AUTHORITY_HOST", server.base_url())
-        .output()
-        .unwrap()
+        ];
+        signed_in(command(&args), &server).output().unwrap()
     };
 
     let csv = run_with("csv");
@@ -504,4 +541,42 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
         );
     }
     assert!(shown.contains(r"\u{1b}[2J"), "{shown}");
+}
+
+/// `DEFENDER_BASE_URL` points the program at another API base (a proxy, say),
+/// like `--base-url`; and a batch keeps to `--concurrency` (4 by default).
+#[test]
+fn the_base_url_comes_from_the_environment_and_the_batch_keeps_its_concurrency() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+    let server = entra_and_api();
+    let (in_flight, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (arrive, top, leave) = (in_flight.clone(), peak.clone(), in_flight);
+    server.mock(move |when, then| {
+        when.path_prefix("/api/users/").is_true(move |_| {
+            let now = arrive.fetch_add(1, Ordering::SeqCst) + 1;
+            top.fetch_max(now, Ordering::SeqCst);
+            true
+        });
+        then.delay(Duration::from_millis(200))
+            .respond_with(move |_| {
+                leave.fetch_sub(1, Ordering::SeqCst);
+                httpmock::HttpMockResponse::builder()
+                    .status(200)
+                    .body(r#"{"value":[]}"#)
+                    .build()
+            });
+    });
+    let users: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
+    let mut args = vec!["--output", "json"];
+    args.extend(users.iter().map(String::as_str));
+    let output = signed_in(command(&args), &server)
+        .env("DEFENDER_BASE_URL", server.base_url())
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(json_users(&output), users);
+    assert_eq!(peak.load(Ordering::SeqCst), 4);
 }
