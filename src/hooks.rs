@@ -240,7 +240,7 @@ fn inflate(compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
     fn read_all(reader: impl Read, limit: usize) -> Result<Vec<u8>, Inflate> {
         let mut out = Vec::new();
         reader
-            .take(limit as u64 + 1)
+            .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
             .read_to_end(&mut out)
             .map_err(Inflate::Invalid)?;
         if out.len() > limit {

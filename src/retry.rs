@@ -94,7 +94,12 @@ impl RetryPolicy {
         if nanos == 0 {
             return Duration::ZERO;
         }
-        Duration::from_nanos(random_u64() % (nanos + 1))
+        // `checked_add`: a ceiling of u64::MAX ns (a policy of Duration::MAX delays)
+        // leaves every value possible.
+        Duration::from_nanos(match nanos.checked_add(1) {
+            Some(bound) => random_u64() % bound,
+            None => random_u64(),
+        })
     }
 }
 
@@ -168,5 +173,15 @@ mod tests {
         }
         assert_eq!(RetryPolicy::none().max_attempts, 1);
         assert_eq!(RetryPolicy::default().max_attempts(0).max_attempts, 1);
+    }
+
+    #[test]
+    fn the_largest_delays_do_not_overflow() {
+        let p = RetryPolicy::default()
+            .base_delay(Duration::MAX)
+            .max_delay(Duration::MAX);
+        for retry in [1, 2, 30, u32::MAX] {
+            p.backoff(retry);
+        }
     }
 }

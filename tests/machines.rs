@@ -952,3 +952,15 @@ async fn api_error_fields_cannot_forge_log_lines() {
     // The fields themselves keep what was sent.
     assert_eq!(err.target(), Some("t\nforged"));
 }
+
+/// `usize::MAX` is the natural way to say "no limit"; deflate bodies still decode.
+#[tokio::test]
+async fn the_largest_body_limit_still_decodes_deflate() {
+    let server = MockServer::start_async().await;
+    serve_deflate(&server, "user1", &fixture("seed-user-machines.json")).await;
+    let client = common::builder(&server)
+        .max_response_bytes(usize::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 2);
+}
