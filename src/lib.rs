@@ -23,6 +23,7 @@
 //! [`UserName::oddity`]: UserName::oddity
 //! [`types::Machine`]: types::Machine
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 // `Error` keeps the token endpoint's diagnostics inline; it is created on cold paths only.
@@ -40,6 +41,7 @@ mod user;
 
 pub use async_trait::async_trait;
 #[cfg(feature = "azure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub use auth::AzureCredential;
 pub use auth::{
     AccessToken, ExposeSecret, IntoCredential, SecretString, StaticToken, TokenCredential,

@@ -28,6 +28,7 @@ use crate::Error;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub struct AzureCredential {
     inner: Arc<dyn credentials::TokenCredential>,
 }
@@ -46,6 +47,7 @@ impl From<Arc<dyn credentials::TokenCredential>> for AzureCredential {
 }
 
 /// `ClientBuilder::credential(arc)` takes any `azure_core` credential as it is.
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 impl super::IntoCredential for Arc<dyn credentials::TokenCredential> {
     fn into_credential(self) -> Result<Arc<dyn TokenCredential>, Error> {
         Ok(Arc::new(AzureCredential::new(self)))

@@ -145,7 +145,8 @@ impl<T: TokenCredential + ?Sized> TokenCredential for Box<T> {
 ///   then returns, before anything is sent;
 /// - with the feature `azure`, an `Arc<dyn azure_core::credentials::TokenCredential>`
 ///   (managed identity, workload identity, the Azure CLI, …), wrapped in
-///   [`AzureCredential`](crate::AzureCredential).
+///   `AzureCredential`. The `Arc` of a concrete `azure_identity` credential
+///   goes through `AzureCredential::new`, where it coerces.
 ///
 /// ```no_run
 /// use defender_endpoint::{Client, ClientSecretCredential, Error};
