@@ -430,6 +430,8 @@ fn direct_deserialize(file: &mut syn::File, open: &[(String, Vec<String>)]) -> R
             }
             syn::Item::Enum(e) if open.iter().any(|(name, _)| e.ident == name) => {
                 drop_derive(&mut e.attrs, "Deserialize");
+                // Both parts are `Eq + Hash`; so is the whole (a map key, a set member).
+                e.attrs.push(syn::parse_quote!(#[derive(Eq, Hash)]));
                 out.push_str(&format!(
                     r#"
 impl<'de> ::serde::Deserialize<'de> for {name} {{

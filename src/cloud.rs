@@ -224,8 +224,8 @@ impl fmt::Display for ParseCloudError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown cloud {:?}; expected one of: {CLOUD_NAMES}",
-            self.input.escape_debug().to_string()
+            "unknown cloud \"{}\"; expected one of: {CLOUD_NAMES}",
+            self.input.escape_debug()
         )
     }
 }
@@ -261,5 +261,8 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("\"mars\""), "{text}");
         assert!(text.contains(CLOUD_NAMES), "{text}");
+        // Escaped once: a quote and a tab read as they would in Rust source.
+        let text = "a\"b\tc".parse::<Cloud>().unwrap_err().to_string();
+        assert!(text.starts_with(r#"unknown cloud "a\"b\tc";"#), "{text}");
     }
 }

@@ -288,3 +288,21 @@ fn any_one_field_may_be_null() {
         assert_eq!(back, without_nulls(&m), "{what}");
     }
 }
+
+/// The open enumerations can be map keys and set members, like their parts.
+#[test]
+fn open_enumerations_are_eq_and_hash() {
+    use defender_endpoint::types::{HealthStatus, HealthStatusKnown};
+    use std::collections::HashMap;
+    let mut per_status: HashMap<HealthStatus, usize> = HashMap::new();
+    for text in [r#""Active""#, r#""Active""#, r#""Sleeping""#] {
+        *per_status
+            .entry(serde_json::from_str(text).unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_status[&HealthStatus::Known(HealthStatusKnown::Active)],
+        2
+    );
+    assert_eq!(per_status.len(), 2);
+}
