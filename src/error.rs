@@ -119,8 +119,28 @@ impl Error {
         }
     }
 
-    /// A credential error with only a message.
-    pub(crate) fn credential(message: impl Into<String>) -> Self {
+    /// An [`Error::Credential`] with only a message, for a [`TokenCredential`]
+    /// of your own that cannot get a token (the other fields are for answers of
+    /// Entra ID's token endpoint).
+    ///
+    /// ```
+    /// use defender_endpoint::{AccessToken, Error, TokenCredential};
+    ///
+    /// struct FromVault(Option<String>);
+    ///
+    /// #[defender_endpoint::async_trait]
+    /// impl TokenCredential for FromVault {
+    ///     async fn get_token(&self, _scopes: &[&str]) -> Result<AccessToken, Error> {
+    ///         match &self.0 {
+    ///             Some(token) => Ok(AccessToken::never_expires(token.clone())),
+    ///             None => Err(Error::credential("the vault holds no Defender token")),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// [`TokenCredential`]: crate::TokenCredential
+    pub fn credential(message: impl Into<String>) -> Self {
         Error::Credential {
             message: message.into(),
             status: None,
