@@ -653,6 +653,7 @@ fn body_excerpt(body: &[u8], token: &str) -> Option<String> {
 ///
 /// Everything has a default except the credential.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `build()` is called"]
 pub struct ClientBuilder {
     base_url: Option<String>,
     /// The credential, or why it could not be had (returned by `build`).

@@ -27,6 +27,7 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 /// # let _ = (custom, off);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a quota applies only once given to `ClientBuilder::rate_limit`"]
 pub struct RateLimit {
     windows: Vec<(u32, Duration)>,
 }

@@ -34,6 +34,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 /// # let _ = (patient, never);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a policy applies only once given to `ClientBuilder::retry`"]
 pub struct RetryPolicy {
     pub(crate) max_attempts: u32,
     pub(crate) budget: Duration,

@@ -66,6 +66,7 @@ impl ClientSecretCredential {
 
     /// Sends token requests through a `reqwest::Client` of your own (a proxy,
     /// custom TLS roots, …) instead of the credential's (30 s timeout, no redirects).
+    #[must_use]
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.endpoint.set_http_client(client);
         self
