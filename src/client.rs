@@ -229,7 +229,9 @@ impl Client {
             operation_id: "get_user_machines",
         };
         self.raw.pre(&mut request, &info).await?;
-        let response = self.raw.exec(request, &info).await?;
+        let result = self.raw.exec(request, &info).await;
+        self.raw.post(&result, &info).await?;
+        let response = result?;
         match response.status().as_u16() {
             200 => raw::ResponseValue::from_response(response).await,
             400..=599 => Err(raw::Error::ErrorResponse(

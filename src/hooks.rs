@@ -79,6 +79,13 @@ pub(crate) struct Attempt {
     pub(crate) quota_wait: Cell<Duration>,
 }
 
+/// An answer `exec` refused, carried in the response's extensions to [`post`]'s
+/// check, with an empty body in place of the refused one.
+///
+/// [`post`]: ClientHooks::post
+#[derive(Clone)]
+struct Refused(Error);
+
 /// Reports `error` to the caller through [`ATTEMPT`] and gives the generated code its string form.
 fn fail<E>(error: Error) -> progenitor_client::Error<E> {
     let text = error.to_string();
@@ -113,6 +120,23 @@ impl ClientHooks<Inner> for crate::generated::Client {
         Ok(())
     }
 
+    /// Turns an answer `exec` refused (too large, not decompressible, redirected
+    /// elsewhere) into the generated code's error, for calls through
+    /// [`Client::raw`](crate::Client::raw) too; the wrapper reads the typed error.
+    async fn post<E>(
+        &self,
+        result: &reqwest::Result<reqwest::Response>,
+        _info: &OperationInfo,
+    ) -> Result<(), progenitor_client::Error<E>> {
+        match result {
+            Ok(response) => match response.extensions().get::<Refused>() {
+                Some(Refused(error)) => Err(fail(error.clone())),
+                None => Ok(()),
+            },
+            Err(_) => Ok(()),
+        }
+    }
+
     async fn exec(
         &self,
         request: reqwest::Request,
@@ -131,9 +155,9 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 "refusing an answer redirected from {sent_path:?} to another path, {:?}",
                 response.url().path()
             ));
-            let _ = ATTEMPT.try_with(|a| *a.error.borrow_mut() = Some(error));
             let mut empty = http::Response::new(Bytes::new());
             *empty.status_mut() = response.status();
+            empty.extensions_mut().insert(Refused(error));
             return Ok(reqwest::Response::from(empty));
         }
         let status = response.status();
@@ -215,12 +239,15 @@ impl ClientHooks<Inner> for crate::generated::Client {
             }
             other => other,
         };
-        let body = body.unwrap_or_else(|error| {
-            let _ = ATTEMPT.try_with(|a| *a.error.borrow_mut() = Some(error));
-            Bytes::new()
-        });
+        let (body, refused) = match body {
+            Ok(body) => (body, None),
+            Err(error) => (Bytes::new(), Some(Refused(error))),
+        };
 
         let mut rebuilt = http::Response::new(body);
+        if let Some(refused) = refused {
+            rebuilt.extensions_mut().insert(refused);
+        }
         *rebuilt.status_mut() = status;
         *rebuilt.version_mut() = version;
         *rebuilt.headers_mut() = headers;

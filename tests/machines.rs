@@ -964,3 +964,55 @@ async fn the_largest_body_limit_still_decodes_deflate() {
         .unwrap();
     assert_eq!(client.user_machines("user1").await.unwrap().len(), 2);
 }
+
+/// The escape hatch passes the same hooks: an answer over the size limit is an
+/// error there too, not an empty body.
+#[tokio::test]
+async fn the_raw_client_reports_what_the_hooks_refused() {
+    let server = MockServer::start_async().await;
+    serve_deflate(&server, "user1", &fixture("seed-user-machines.json")).await;
+    let client = common::builder(&server)
+        .max_response_bytes(16)
+        .build()
+        .unwrap();
+    let id = defender_endpoint::types::GetUserMachinesId::try_from("user1").unwrap();
+    let err = client.raw().get_user_machines(&id).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("larger than the limit of 16 bytes"),
+        "{err}"
+    );
+    // Through the wrapper, the same answer is the typed error.
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(err, Error::ResponseTooLarge { limit: 16 }),
+        "{err:?}"
+    );
+}
+
+/// A next page is read through the same hooks, with the same limit.
+#[tokio::test]
+async fn a_next_page_over_the_limit_is_too_large() {
+    let server = MockServer::start_async().await;
+    let big = json!({"value": vec![json!({"id": "x".repeat(100)}); 100]}).to_string();
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/alice/machines")
+                .query_param("$skip", "1");
+            then.status(200)
+                .header("content-encoding", "deflate")
+                .body(deflate(big.as_bytes()));
+        })
+        .await;
+    // Created after the page it leads to, which httpmock would otherwise not reach.
+    alice_with_next_link(&server, "/api/users/alice/machines?$skip=1").await;
+    let client = common::builder(&server)
+        .max_response_bytes(4096)
+        .build()
+        .unwrap();
+    let err = client.user_machines("alice").await.unwrap_err();
+    assert!(
+        matches!(err, Error::ResponseTooLarge { limit: 4096 }),
+        "{err:?}"
+    );
+}
