@@ -59,7 +59,7 @@ pub use cloud::{Cloud, ParseCloudError, Region};
 pub use error::Error;
 pub use quota::{RateLimit, MAX_WINDOW};
 pub use retry::RetryPolicy;
-pub use user::{InvalidUserName, Reason as InvalidUserNameReason, UserName, MAX_USER_NAME_CHARS};
+pub use user::{InvalidUserName, InvalidUserNameReason, UserName, MAX_USER_NAME_CHARS};
 
 /// The API's data types, generated from `openapi/defender.yaml`.
 ///

@@ -46,33 +46,51 @@ impl UserName {
     pub fn parse(input: &str) -> Result<Self, InvalidUserName> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
-            return Err(InvalidUserName::new(input, Reason::Empty));
+            return Err(InvalidUserName::new(input, InvalidUserNameReason::Empty));
         }
         let name = if let Some((local, domain)) = trimmed.split_once('@') {
             if local.is_empty() || domain.is_empty() || domain.contains('@') {
-                return Err(InvalidUserName::new(input, Reason::MalformedUpn));
+                return Err(InvalidUserName::new(
+                    input,
+                    InvalidUserNameReason::MalformedUpn,
+                ));
             }
             local
         } else if let Some((domain, name)) = trimmed.split_once('\\') {
             if domain.is_empty() || name.is_empty() || name.contains('\\') {
-                return Err(InvalidUserName::new(input, Reason::MalformedDownLevel));
+                return Err(InvalidUserName::new(
+                    input,
+                    InvalidUserNameReason::MalformedDownLevel,
+                ));
             }
             name
         } else {
             trimmed
         };
         if name == "." || name == ".." {
-            return Err(InvalidUserName::new(input, Reason::DotSegment));
+            return Err(InvalidUserName::new(
+                input,
+                InvalidUserNameReason::DotSegment,
+            ));
         }
         if let Some(c) = name.chars().find(|c| matches!(c, '@' | '\\' | '/')) {
-            return Err(InvalidUserName::new(input, Reason::ForbiddenCharacter(c)));
+            return Err(InvalidUserName::new(
+                input,
+                InvalidUserNameReason::ForbiddenCharacter(c),
+            ));
         }
         if name.chars().any(char::is_control) {
-            return Err(InvalidUserName::new(input, Reason::ControlCharacter));
+            return Err(InvalidUserName::new(
+                input,
+                InvalidUserNameReason::ControlCharacter,
+            ));
         }
         let chars = name.chars().count();
         if chars > MAX_USER_NAME_CHARS {
-            return Err(InvalidUserName::new(input, Reason::TooLong(chars)));
+            return Err(InvalidUserName::new(
+                input,
+                InvalidUserNameReason::TooLong(chars),
+            ));
         }
         Ok(Self(name.to_owned()))
     }
@@ -190,13 +208,13 @@ impl From<UserName> for String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidUserName {
     input: String,
-    reason: Reason,
+    reason: InvalidUserNameReason,
 }
 
 /// The broken part of the user-name rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Reason {
+pub enum InvalidUserNameReason {
     /// Empty, or only white space.
     Empty,
     /// Contains `@` but is not `local@domain` with exactly one `@` and both sides non-empty.
@@ -214,7 +232,7 @@ pub enum Reason {
 }
 
 impl InvalidUserName {
-    fn new(input: &str, reason: Reason) -> Self {
+    fn new(input: &str, reason: InvalidUserNameReason) -> Self {
         Self {
             input: input.to_owned(),
             reason,
@@ -227,25 +245,25 @@ impl InvalidUserName {
     }
 
     /// Which part of the rule it broke.
-    pub fn reason(&self) -> &Reason {
+    pub fn reason(&self) -> &InvalidUserNameReason {
         &self.reason
     }
 }
 
-impl fmt::Display for Reason {
+impl fmt::Display for InvalidUserNameReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reason::Empty => f.write_str("it is empty"),
-            Reason::MalformedUpn => {
+            InvalidUserNameReason::Empty => f.write_str("it is empty"),
+            InvalidUserNameReason::MalformedUpn => {
                 f.write_str("a UPN must be local@domain with exactly one '@' and both parts present")
             }
-            Reason::MalformedDownLevel => f.write_str(
+            InvalidUserNameReason::MalformedDownLevel => f.write_str(
                 r"a down-level name must be DOMAIN\name with exactly one '\' and both parts present",
             ),
-            Reason::DotSegment => f.write_str("'.' and '..' are not user names"),
-            Reason::ForbiddenCharacter(c) => write!(f, "it contains {c:?}"),
-            Reason::ControlCharacter => f.write_str("it contains a control character"),
-            Reason::TooLong(n) => {
+            InvalidUserNameReason::DotSegment => f.write_str("'.' and '..' are not user names"),
+            InvalidUserNameReason::ForbiddenCharacter(c) => write!(f, "it contains {c:?}"),
+            InvalidUserNameReason::ControlCharacter => f.write_str("it contains a control character"),
+            InvalidUserNameReason::TooLong(n) => {
                 write!(f, "it has {n} characters, more than {MAX_USER_NAME_CHARS}")
             }
         }
@@ -281,7 +299,7 @@ mod tests {
         UserName::parse(input).unwrap().into_string()
     }
 
-    fn reason(input: &str) -> Reason {
+    fn reason(input: &str) -> InvalidUserNameReason {
         UserName::parse(input).unwrap_err().reason
     }
 
@@ -301,27 +319,36 @@ mod tests {
 
     #[test]
     fn rejections() {
-        assert_eq!(reason(""), Reason::Empty);
-        assert_eq!(reason("   "), Reason::Empty);
-        assert_eq!(reason("@contoso.com"), Reason::MalformedUpn);
-        assert_eq!(reason("user1@"), Reason::MalformedUpn);
-        assert_eq!(reason("a@b@c"), Reason::MalformedUpn);
-        assert_eq!(reason(r"\user1"), Reason::MalformedDownLevel);
-        assert_eq!(reason(r"CONTOSO\"), Reason::MalformedDownLevel);
-        assert_eq!(reason(r"A\B\c"), Reason::MalformedDownLevel);
-        assert_eq!(reason("."), Reason::DotSegment);
-        assert_eq!(reason(".."), Reason::DotSegment);
-        assert_eq!(reason("..@contoso.com"), Reason::DotSegment);
-        assert_eq!(reason(r"X\.."), Reason::DotSegment);
-        assert_eq!(reason("a/b"), Reason::ForbiddenCharacter('/'));
+        assert_eq!(reason(""), InvalidUserNameReason::Empty);
+        assert_eq!(reason("   "), InvalidUserNameReason::Empty);
+        assert_eq!(reason("@contoso.com"), InvalidUserNameReason::MalformedUpn);
+        assert_eq!(reason("user1@"), InvalidUserNameReason::MalformedUpn);
+        assert_eq!(reason("a@b@c"), InvalidUserNameReason::MalformedUpn);
+        assert_eq!(reason(r"\user1"), InvalidUserNameReason::MalformedDownLevel);
+        assert_eq!(
+            reason(r"CONTOSO\"),
+            InvalidUserNameReason::MalformedDownLevel
+        );
+        assert_eq!(reason(r"A\B\c"), InvalidUserNameReason::MalformedDownLevel);
+        assert_eq!(reason("."), InvalidUserNameReason::DotSegment);
+        assert_eq!(reason(".."), InvalidUserNameReason::DotSegment);
+        assert_eq!(reason("..@contoso.com"), InvalidUserNameReason::DotSegment);
+        assert_eq!(reason(r"X\.."), InvalidUserNameReason::DotSegment);
+        assert_eq!(
+            reason("a/b"),
+            InvalidUserNameReason::ForbiddenCharacter('/')
+        );
         assert_eq!(
             reason(r"C\u1@contoso.com"),
-            Reason::ForbiddenCharacter('\\')
+            InvalidUserNameReason::ForbiddenCharacter('\\')
         );
-        assert_eq!(reason("a\u{0}b"), Reason::ControlCharacter);
-        assert_eq!(reason("a\nb"), Reason::ControlCharacter);
-        assert_eq!(reason("a\u{85}b"), Reason::ControlCharacter);
-        assert_eq!(reason(&"a".repeat(257)), Reason::TooLong(257));
+        assert_eq!(reason("a\u{0}b"), InvalidUserNameReason::ControlCharacter);
+        assert_eq!(reason("a\nb"), InvalidUserNameReason::ControlCharacter);
+        assert_eq!(reason("a\u{85}b"), InvalidUserNameReason::ControlCharacter);
+        assert_eq!(
+            reason(&"a".repeat(257)),
+            InvalidUserNameReason::TooLong(257)
+        );
     }
 
     #[test]
