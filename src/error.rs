@@ -62,8 +62,12 @@ pub enum Error {
     },
 
     /// The request could not be sent or its answer could not be received.
+    ///
+    /// `Display` shows the whole chain of causes (`… tcp connect error: Connection
+    /// refused`), so `source()` is `None` and a report that walks the chain shows
+    /// each cause once; the reqwest error itself is the field.
     #[error("transport error: {}", DisplayChain(&**.0))]
-    Transport(#[source] Arc<reqwest::Error>),
+    Transport(Arc<reqwest::Error>),
 
     /// The request (or the wait for its answer) took longer than the configured timeout.
     #[error("the request timed out")]

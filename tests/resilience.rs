@@ -260,6 +260,10 @@ async fn connection_failures_are_transport_errors() {
     assert!(!err.to_string().is_empty());
     // Retried: both attempts of the policy were made.
     assert_eq!(client.stats().attempts, 2);
+    // The cause is in the message, once: not repeated by `source()`, which
+    // error reports (anyhow's `{:#}`) append.
+    assert!(err.to_string().contains("Connection refused"), "{err}");
+    assert!(std::error::Error::source(&err).is_none());
 }
 
 /// Records when each request arrives.
