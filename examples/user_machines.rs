@@ -752,7 +752,8 @@ fn clip(text: &str, width: usize) -> String {
 
 /// Formatting characters that change how a terminal shows the text around them.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+    // Not the zero-width (non-)joiners U+200C and U+200D, which scripts and emoji need.
+    matches!(c, '\u{200B}' | '\u{200E}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 fn pad(text: &str, width: usize) -> String {

@@ -792,7 +792,9 @@ impl ClientBuilder {
     /// Uses a `reqwest::Client` of your own (proxies, custom TLS roots, …).
     /// Its timeouts, user agent and redirect policy then apply instead of the builder's;
     /// an answer its redirect policy fetched from another path is refused
-    /// ([`Error::Config`]), though the request may then have carried the token there.
+    /// ([`Error::Decode`]), though the request may then have carried the token there.
+    /// (The builder's own client does not follow such a redirect: the call fails
+    /// with an [`Error::Transport`] whose error `is_redirect()`.)
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self

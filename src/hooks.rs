@@ -111,12 +111,11 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 "waited for the client-side quota"
             );
         }
+        // Recorded before the token is fetched: a failed fetch waited too.
+        let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
         let token = shared.tokens.token().await.map_err(fail)?;
         request.headers_mut().insert(AUTHORIZATION, token.header());
-        let _ = ATTEMPT.try_with(|a| {
-            *a.token.borrow_mut() = Some(token);
-            a.quota_wait.set(waited);
-        });
+        let _ = ATTEMPT.try_with(|a| *a.token.borrow_mut() = Some(token));
         Ok(())
     }
 
@@ -151,10 +150,13 @@ impl ClientHooks<Inner> for crate::generated::Client {
         if let Some(sent_path) = sent_path.filter(|p| p != response.url().path()) {
             // The answer is another endpoint's: report it, and give the generated
             // code an empty body, which it cannot mistake for an answer.
-            let error = Error::Config(format!(
-                "refusing an answer redirected from {sent_path:?} to another path, {:?}",
-                response.url().path()
-            ));
+            let error = Error::Decode {
+                status: response.status().as_u16(),
+                message: format!(
+                    "refusing an answer redirected from {sent_path:?} to another path, {:?}",
+                    response.url().path()
+                ),
+            };
             let mut empty = http::Response::new(Bytes::new());
             *empty.status_mut() = response.status();
             empty.extensions_mut().insert(Refused(error));
@@ -210,8 +212,13 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 None => first = Some(chunk),
                 Some(head) => {
                     if rest.is_empty() {
-                        let hint = response.content_length().unwrap_or(0) as usize;
-                        rest.reserve(hint.clamp(head.len() + chunk.len(), limit));
+                        // The declared length sizes the buffer, but only up to what
+                        // a default client may read: a server can declare anything.
+                        let hint = usize::try_from(response.content_length().unwrap_or(0))
+                            .unwrap_or(usize::MAX)
+                            .min(limit)
+                            .min(crate::DEFAULT_MAX_RESPONSE_BYTES);
+                        rest.reserve(hint.max(head.len() + chunk.len()));
                         rest.extend_from_slice(head);
                     }
                     rest.extend_from_slice(&chunk);

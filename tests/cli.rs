@@ -505,6 +505,10 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
             "lastIpAddress": "10.0.0.1\r\nspoofed-line",
             "machineTags": ["=HYPERLINK(\"http://x\")", "-2+3"],
             "healthStatus": "\u{202e}evitcA"
+        }, {
+            // A Persian name spelled with a zero-width non-joiner: shown as it is.
+            "id": "m2",
+            "computerDnsName": "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}-pc"
         }]}));
     });
     let run_with = |format: &str| {
@@ -521,8 +525,10 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
     let csv = run_with("csv");
     assert_eq!(code(&csv), 0, "{}", text(&csv.stderr));
     let csv_text = text(&csv.stdout);
-    // One header and one record, with line breaks inside its quoted fields.
-    let record = csv_text.split_once("\r\n").unwrap().1;
+    // The header, the record of the hostile machine (with line breaks inside its
+    // quoted fields) and the record of the second machine.
+    let records = csv_text.split_once("\r\n").unwrap().1;
+    let (record, _second) = records.split_at(records.rfind("user1,m2,").unwrap());
     let fields = csv_fields(record.strip_suffix("\r\n").unwrap());
     assert_eq!(fields.len(), 12, "{fields:?}");
     assert_eq!(fields[1], "'=cmd|' /C calc'!A0");
@@ -541,6 +547,10 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
         );
     }
     assert!(shown.contains(r"\u{1b}[2J"), "{shown}");
+    assert!(
+        shown.contains("\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}-pc"),
+        "{shown}"
+    );
 }
 
 /// `DEFENDER_BASE_URL` points the program at another API base (a proxy, say),

@@ -1016,3 +1016,40 @@ async fn a_next_page_over_the_limit_is_too_large() {
         "{err:?}"
     );
 }
+
+/// A server can declare any `Content-Length`; the buffer for a body read in
+/// chunks is not sized by it beyond the default limit, even with no limit set.
+#[tokio::test]
+async fn a_lying_content_length_cannot_make_the_client_allocate_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                    content-encoding: deflate\r\ncontent-length: 1000000000000000\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(&[0x78; 64]).await.unwrap();
+        socket.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        socket.write_all(&[0x9c; 64]).await.unwrap();
+        socket.flush().await.unwrap();
+        // Then the connection ends, far short of the declared length.
+    });
+    let client = defender_endpoint::Client::builder()
+        .base_url(base)
+        .credential(defender_endpoint::StaticToken::new(TOKEN))
+        .rate_limit(defender_endpoint::RateLimit::none())
+        .retry(defender_endpoint::RetryPolicy::none())
+        .max_response_bytes(usize::MAX)
+        .build()
+        .unwrap();
+    // The process is still here to see the error: the body ends short.
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Decode { .. } | Error::Transport(_)),
+        "{err:?}"
+    );
+}

@@ -585,7 +585,7 @@ async fn an_own_http_client_cannot_bring_back_another_endpoints_answer() {
         .build()
         .unwrap();
     let err = client.user_machines("user1").await.unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(matches!(err, Error::Decode { status: 200, .. }), "{err:?}");
     assert!(err.to_string().contains("/api/machines"), "{err}");
 }
 
@@ -640,4 +640,55 @@ async fn a_call_dropped_during_its_wait_is_not_counted_as_retried() {
     let stats = client.stats();
     assert_eq!((stats.attempts, stats.retries, stats.throttled), (1, 0, 0));
     assert_eq!(stats.throttle_wait, Duration::ZERO);
+}
+
+/// Issues tokens that expire at once (so every call asks again), failing its
+/// `fail_on`-th request with a 503 of the token endpoint.
+struct FlakyTokens {
+    calls: std::sync::atomic::AtomicUsize,
+    fail_on: usize,
+}
+
+#[defender_endpoint::async_trait]
+impl defender_endpoint::TokenCredential for FlakyTokens {
+    async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.fail_on {
+            return Err(Error::Credential {
+                message: "the token endpoint is unavailable".into(),
+                status: Some(503),
+                code: None,
+                description: None,
+                error_codes: Vec::new(),
+                trace_id: None,
+                correlation_id: None,
+            });
+        }
+        Ok(defender_endpoint::AccessToken::new(
+            common::TOKEN,
+            Instant::now(),
+        ))
+    }
+}
+
+/// The quota wait of an attempt whose token request failed is not the call's own
+/// time either: the token request is still retried.
+#[tokio::test]
+async fn a_quota_wait_before_a_failed_token_request_does_not_use_up_the_budget() {
+    let server = MockServer::start_async().await;
+    let ok = then_ok(&server).await;
+    let client = builder(&server)
+        .credential(FlakyTokens {
+            calls: Default::default(),
+            fail_on: 2,
+        })
+        .rate_limit(RateLimit::new().window(1, Duration::from_millis(1500)))
+        .retry(quick_retries(3).budget(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap();
+    // Waits 1.5 s for the quota, gets the 503 for its token, and still retries.
+    client.user_machines("user1").await.unwrap();
+    ok.assert_calls_async(2).await;
+    assert!(client.stats().quota_wait >= Duration::from_millis(2500));
 }
