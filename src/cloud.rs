@@ -120,6 +120,22 @@ impl Region {
     }
 }
 
+impl FromStr for Region {
+    type Err = ParseCloudError;
+
+    /// Parses a region's short name (`eu`, `uk`, …), ignoring case and surrounding
+    /// white space.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim();
+        Region::ALL
+            .into_iter()
+            .find(|region| region.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| ParseCloudError {
+                input: s.to_owned(),
+            })
+    }
+}
+
 impl fmt::Display for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -189,10 +205,10 @@ impl FromStr for Cloud {
 
     /// Parses a cloud name, ignoring case and surrounding white space.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let name = s.trim().to_ascii_lowercase();
-        if let Some(region) = Region::ALL.into_iter().find(|r| r.as_str() == name) {
+        if let Ok(region) = s.parse::<Region>() {
             return Ok(Cloud::Geo(region));
         }
+        let name = s.trim().to_ascii_lowercase();
         Ok(match name.as_str() {
             "commercial" => Cloud::Commercial,
             "gcc" => Cloud::UsGovGcc,
@@ -252,6 +268,21 @@ mod tests {
                 cloud
             );
         }
+    }
+
+    #[test]
+    fn regions_parse_from_their_short_names() {
+        for region in Region::ALL {
+            assert_eq!(region.as_str().parse::<Region>().unwrap(), region);
+            assert_eq!(
+                format!(" {} ", region.as_str().to_uppercase())
+                    .parse::<Region>()
+                    .unwrap(),
+                region
+            );
+        }
+        assert!("gcc".parse::<Region>().is_err());
+        assert!("".parse::<Region>().is_err());
     }
 
     #[test]
