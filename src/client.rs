@@ -107,6 +107,56 @@ impl Client {
         // Cannot fail: the user-name rule is stricter than the spec's length limits.
         let id = types::GetUserMachinesId::try_from(user.as_str())
             .map_err(|e| Error::Config(format!("user name outside the spec's limits: {e}")))?;
+        self.collect(user, || self.raw.get_user_machines(&id)).await
+    }
+
+    /// The machines of `user` as the API sent them, each a JSON object, without
+    /// decoding them into [`Machine`].
+    ///
+    /// The same call as [`user_machines`](Self::user_machines): the same user-name
+    /// rule, hooks, quota, retries, error answers and paging. For when a field
+    /// holds what the spec does not allow (say `"osBuild": "19045"`), which makes
+    /// `user_machines` fail with an [`Error::Decode`] that names the field and the
+    /// machine, and the machines are still wanted; each one may then be decoded
+    /// on its own, `serde_json::from_value::<Machine>(Value::Object(m))`.
+    ///
+    /// ```no_run
+    /// # async fn run(client: defender_endpoint::Client) -> Result<(), defender_endpoint::Error> {
+    /// for machine in client.user_machines_json("user1@contoso.com").await? {
+    ///     println!("{} {:?}", machine["id"], machine.get("osBuild"));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn user_machines_json(
+        &self,
+        user: impl AsRef<str>,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, Error> {
+        let user = UserName::parse(user.as_ref())?;
+        // The URL the generated operation builds; the request hook checks it the same way.
+        let url = format!(
+            "{}/api/users/{}/machines",
+            self.raw.baseurl,
+            progenitor_client::encode_path(user.as_str())
+        );
+        let url = reqwest::Url::parse(&url)
+            .map_err(|e| Error::Config(format!("cannot build the request URL: {e}")))?;
+        self.collect(&user, || self.get_page::<JsonPage>(url.clone()))
+            .await
+    }
+
+    /// One call for the machines of `user`: its first page from `first`, under
+    /// the retry policy, then every page `@odata.nextLink` leads to.
+    async fn collect<P: Page, F, Fut>(
+        &self,
+        user: &UserName,
+        first: F,
+    ) -> Result<Vec<P::Item>, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+            Output = Result<raw::ResponseValue<P>, raw::Error<types::ErrorEnvelope>>,
+        >,
+    {
         let span = tracing::info_span!(
             "defender.call",
             operation = "get_user_machines",
@@ -123,10 +173,7 @@ impl Client {
             );
         }
         async {
-            match self
-                .with_retries(|| self.raw.get_user_machines(&id))
-                .await?
-            {
+            match self.with_retries(first).await? {
                 Some(first) => self.follow_next_links(first, user).await,
                 None => Ok(Vec::new()),
             }
@@ -141,14 +188,14 @@ impl Client {
     /// `@odata.nextLink` when an answer is cut; following it means no machine is
     /// silently dropped. A link must stay on the API's origin and on the
     /// operation's path (the request hook checks the path), and may not repeat.
-    async fn follow_next_links(
+    async fn follow_next_links<P: Page>(
         &self,
-        mut page: types::MachineCollection,
+        mut page: P,
         user: &UserName,
-    ) -> Result<Vec<Machine>, Error> {
-        let mut machines = std::mem::take(&mut page.value);
+    ) -> Result<Vec<P::Item>, Error> {
+        let mut machines = page.take_items();
         let mut followed = std::collections::HashSet::new();
-        while let Some(link) = page.extra.get("@odata.nextLink").and_then(|l| l.as_str()) {
+        while let Some(link) = page.next_link() {
             let url = self.next_page_url(link, user)?;
             if followed.len() >= MAX_PAGES || !followed.insert(url.clone()) {
                 return Err(Error::Decode {
@@ -159,7 +206,10 @@ impl Client {
                 });
             }
             tracing::debug!(page = followed.len() + 1, "following @odata.nextLink");
-            page = match self.with_retries(|| self.get_page(url.clone())).await? {
+            page = match self
+                .with_retries(|| self.get_page::<P>(url.clone()))
+                .await?
+            {
                 Some(next) => next,
                 // The first page said there is more: a missing page is a failure,
                 // not the end of the list.
@@ -176,7 +226,7 @@ impl Client {
                     })
                 }
             };
-            machines.append(&mut page.value);
+            machines.append(&mut page.take_items());
         }
         Ok(machines)
     }
@@ -212,12 +262,11 @@ impl Client {
         })
     }
 
-    /// One next page, through the same hooks as the generated call.
-    async fn get_page(
+    /// One page at `url`, through the same hooks as the generated call.
+    async fn get_page<T: serde::de::DeserializeOwned>(
         &self,
         url: reqwest::Url,
-    ) -> Result<raw::ResponseValue<types::MachineCollection>, raw::Error<types::ErrorEnvelope>>
-    {
+    ) -> Result<raw::ResponseValue<T>, raw::Error<types::ErrorEnvelope>> {
         use progenitor_client::{ClientHooks, OperationInfo};
         let mut request = self
             .raw
@@ -445,6 +494,52 @@ impl Client {
         }
     }
 }
+
+/// One page of the machines of a user: its machines and the link to the next page.
+trait Page: serde::de::DeserializeOwned {
+    /// One machine.
+    type Item;
+    /// Takes the page's machines out.
+    fn take_items(&mut self) -> Vec<Self::Item>;
+    /// The page's `@odata.nextLink`, if it has one (a string).
+    fn next_link(&self) -> Option<&str>;
+}
+
+impl Page for types::MachineCollection {
+    type Item = Machine;
+
+    fn take_items(&mut self) -> Vec<Machine> {
+        std::mem::take(&mut self.value)
+    }
+
+    fn next_link(&self) -> Option<&str> {
+        self.extra.get(NEXT_LINK).and_then(|l| l.as_str())
+    }
+}
+
+/// A page of [`Client::user_machines_json`]: the collection's shape, each machine
+/// any JSON object.
+#[derive(serde::Deserialize)]
+struct JsonPage {
+    value: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<serde_json::Value>,
+}
+
+impl Page for JsonPage {
+    type Item = serde_json::Map<String, serde_json::Value>;
+
+    fn take_items(&mut self) -> Vec<Self::Item> {
+        std::mem::take(&mut self.value)
+    }
+
+    fn next_link(&self) -> Option<&str> {
+        self.next_link.as_ref().and_then(|l| l.as_str())
+    }
+}
+
+/// The OData annotation that links to the next page of an answer.
+const NEXT_LINK: &str = "@odata.nextLink";
 
 /// How an attempt ended, when it did not succeed.
 enum Outcome {

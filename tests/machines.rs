@@ -1053,3 +1053,72 @@ async fn a_lying_content_length_cannot_make_the_client_allocate_it() {
         "{err:?}"
     );
 }
+
+/// When one field holds what the spec does not allow, the typed call fails and
+/// names it; the JSON call still gets every machine, through the same hooks.
+#[tokio::test]
+async fn the_json_call_gets_machines_the_types_cannot_hold() {
+    let server = MockServer::start_async().await;
+    let body = r#"{"value":[{"id":"m1","osBuild":19045},{"id":"odd-one","osBuild":"19045","newField":[1]}],
+                   "@odata.nextLink":"/api/users/user1/machines?$skip=2"}"#;
+    let page2 = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines")
+                .query_param("$skip", "2")
+                .header("authorization", format!("Bearer {TOKEN}"));
+            then.status(200).body(r#"{"value":[{"id":"m3"}]}"#);
+        })
+        .await;
+    serve_deflate(&server, "user1", body).await;
+    let client = client(&server);
+
+    let err = client.user_machines("user1@contoso.com").await.unwrap_err();
+    assert!(err.to_string().contains("odd-one"), "{err}");
+
+    let machines = client
+        .user_machines_json("user1@contoso.com")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = machines.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["m1", "odd-one", "m3"]);
+    assert_eq!(machines[1]["osBuild"], "19045");
+    assert_eq!(machines[1]["newField"], json!([1]));
+    // Each machine decodes on its own, but the odd one.
+    let typed: Vec<bool> = machines
+        .iter()
+        .map(|m| serde_json::from_value::<Machine>(Value::Object(m.clone())).is_ok())
+        .collect();
+    assert_eq!(typed, [true, false, true]);
+    // Asked for once: the typed call stopped at the first page.
+    page2.assert_calls_async(1).await;
+}
+
+#[tokio::test]
+async fn the_json_call_keeps_every_rule_of_the_typed_one() {
+    let server = MockServer::start_async().await;
+    let any = server
+        .mock_async(|when, then| {
+            when.path_prefix("/api/users/");
+            then.status(404);
+        })
+        .await;
+    let lookups = client(&server);
+    // An unknown user: no machines.
+    assert!(lookups
+        .user_machines_json("nobody")
+        .await
+        .unwrap()
+        .is_empty());
+    // A name that breaks the rule: nothing sent.
+    let err = lookups.user_machines_json("..").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidUserName(_)), "{err:?}");
+    any.assert_calls_async(1).await;
+    // A next link to another user is refused.
+    let server = MockServer::start_async().await;
+    alice_with_next_link(&server, "/api/users/mallory/machines").await;
+    let err = client(&server)
+        .user_machines_json("alice")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("mallory"), "{err}");
+}
