@@ -123,7 +123,7 @@ impl Client {
     /// ```no_run
     /// # async fn run(client: defender_endpoint::Client) -> Result<(), defender_endpoint::Error> {
     /// for machine in client.user_machines_json("user1@contoso.com").await? {
-    ///     println!("{} {:?}", machine["id"], machine.get("osBuild"));
+    ///     println!("{:?} {:?}", machine.get("id"), machine.get("osBuild"));
     /// }
     /// # Ok(()) }
     /// ```
@@ -519,11 +519,14 @@ impl Page for types::MachineCollection {
 
 /// A page of [`Client::user_machines_json`]: the collection's shape, each machine
 /// any JSON object.
+/// Decoded like the generated `MachineCollection`: an object, `value` missing
+/// means none, other members (the last of a repeated one) kept aside.
 #[derive(serde::Deserialize)]
 struct JsonPage {
+    #[serde(default)]
     value: Vec<serde_json::Map<String, serde_json::Value>>,
-    #[serde(rename = "@odata.nextLink", default)]
-    next_link: Option<serde_json::Value>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Page for JsonPage {
@@ -534,7 +537,7 @@ impl Page for JsonPage {
     }
 
     fn next_link(&self) -> Option<&str> {
-        self.next_link.as_ref().and_then(|l| l.as_str())
+        self.rest.get(NEXT_LINK).and_then(|l| l.as_str())
     }
 }
 

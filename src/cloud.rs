@@ -132,6 +132,7 @@ impl FromStr for Region {
             .find(|region| region.as_str().eq_ignore_ascii_case(name))
             .ok_or_else(|| ParseCloudError {
                 input: s.to_owned(),
+                region: true,
             })
     }
 }
@@ -199,6 +200,8 @@ impl fmt::Display for Cloud {
 
 /// The names [`Cloud`] parses from, as listed in [`ParseCloudError`].
 const CLOUD_NAMES: &str = "commercial, us, eu, uk, au, swa, ina, aea, gcc, gcc-high, dod";
+/// The names [`Region`]'s `FromStr` accepts, for its error message.
+const REGION_NAMES: &str = "us, eu, uk, au, swa, ina, aea";
 
 impl FromStr for Cloud {
     type Err = ParseCloudError;
@@ -217,6 +220,7 @@ impl FromStr for Cloud {
             _ => {
                 return Err(ParseCloudError {
                     input: s.to_owned(),
+                    region: false,
                 })
             }
         })
@@ -227,6 +231,8 @@ impl FromStr for Cloud {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseCloudError {
     input: String,
+    /// A [`Region`] was asked for, not any cloud.
+    region: bool,
 }
 
 impl ParseCloudError {
@@ -240,8 +246,14 @@ impl fmt::Display for ParseCloudError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown cloud \"{}\"; expected one of: {CLOUD_NAMES}",
-            self.input.escape_debug()
+            "unknown {} \"{}\"; expected one of: {}",
+            if self.region { "region" } else { "cloud" },
+            self.input.escape_debug(),
+            if self.region {
+                REGION_NAMES
+            } else {
+                CLOUD_NAMES
+            }
         )
     }
 }
@@ -281,7 +293,11 @@ mod tests {
                 region
             );
         }
-        assert!("gcc".parse::<Region>().is_err());
+        let err = "gcc".parse::<Region>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#"unknown region "gcc"; expected one of: us, eu, uk, au, swa, ina, aea"#
+        );
         assert!("".parse::<Region>().is_err());
     }
 

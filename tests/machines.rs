@@ -1122,3 +1122,31 @@ async fn the_json_call_keeps_every_rule_of_the_typed_one() {
         .unwrap_err();
     assert!(err.to_string().contains("mallory"), "{err}");
 }
+
+/// The JSON call reads a page as the typed call does: `value` missing means no
+/// machines, a page must be an object, and a repeated member keeps its last value.
+#[tokio::test]
+async fn both_calls_read_a_page_the_same_way() {
+    for (body, machines) in [
+        ("{}", Some(0)),
+        (r#"{"@odata.context":"x"}"#, Some(0)),
+        (r#"[[{"id":"m"}]]"#, None),
+        (r#"{"value":[{"id":"m"}],"value":[]}"#, None),
+        (
+            r#"{"value":[{"id":"m"}],"@odata.nextLink":"/elsewhere","@odata.nextLink":null}"#,
+            Some(1),
+        ),
+    ] {
+        let server = MockServer::start_async().await;
+        serve_deflate(&server, "user1", body).await;
+        let client = client(&server);
+        let typed = client.user_machines("user1").await.map(|m| m.len());
+        let json = client.user_machines_json("user1").await.map(|m| m.len());
+        assert_eq!(typed.as_ref().ok(), machines.as_ref(), "{body}: {typed:?}");
+        assert_eq!(json.as_ref().ok(), machines.as_ref(), "{body}: {json:?}");
+        if machines.is_none() {
+            assert!(matches!(typed, Err(Error::Decode { .. })), "{body}");
+            assert!(matches!(json, Err(Error::Decode { .. })), "{body}");
+        }
+    }
+}
