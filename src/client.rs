@@ -236,9 +236,7 @@ impl Client {
     fn next_page_url(&self, link: &str, user: &UserName) -> Result<reqwest::Url, Error> {
         let base = &self.raw.inner.0.base_url;
         let same_user = |url: &reqwest::Url| {
-            let segment = url
-                .path()
-                .strip_prefix(base.path().trim_end_matches('/'))
+            let segment = hooks::path_under(url, base)
                 .and_then(|path| path.strip_prefix("/api/users/"))
                 .and_then(|path| path.strip_suffix("/machines"));
             // The service may spell the name in another case; it is the same user.

@@ -314,13 +314,18 @@ pub(crate) fn check_url(
             "refusing a request whose path does not match {template} (operation {operation})"
         ))
     };
-    let base_path = base_url.path().trim_end_matches('/');
-    let path = url.path().strip_prefix(base_path).ok_or_else(refused)?;
+    let path = path_under(url, base_url).ok_or_else(refused)?;
     if path_matches(path, template) {
         Ok(())
     } else {
         Err(refused())
     }
+}
+
+/// The path of `url` below the base URL's path (`/api/users/…`), if it is below it.
+pub(crate) fn path_under<'a>(url: &'a reqwest::Url, base_url: &reqwest::Url) -> Option<&'a str> {
+    url.path()
+        .strip_prefix(base_url.path().trim_end_matches('/'))
 }
 
 /// Whether `path` has the segments of `template`: each literal segment equal,
