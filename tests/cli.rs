@@ -96,6 +96,23 @@ fn signed_in(mut command: Command, server: &httpmock::MockServer) -> Command {
     command
 }
 
+/// The demo's JSON output for the users of a file `name` holding `list`.
+fn demo_json_from_file(name: &str, list: &str) -> Output {
+    let dir = std::env::temp_dir().join(format!("user-machines-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, list).unwrap();
+    let output = run(&[
+        "--demo",
+        "--output",
+        "json",
+        "--file",
+        path.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&path).ok();
+    output
+}
+
 /// The `user` of each entry of the JSON output, in order.
 fn json_users(output: &Output) -> Vec<String> {
     let json: Value = serde_json::from_slice(&output.stdout).expect("valid JSON");
@@ -272,18 +289,7 @@ fn a_batch_with_failures_exits_1_and_prints_the_others() {
 #[test]
 fn users_come_from_a_file_or_standard_input() {
     let list = "# incident 4711\n\nuser1@contoso.com\n   \n  CONTOSO\\alice  \n# done\n";
-    let dir = std::env::temp_dir().join(format!("user-machines-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("users.txt");
-    std::fs::write(&path, list).unwrap();
-
-    let from_file = run(&[
-        "--demo",
-        "--output",
-        "json",
-        "--file",
-        path.to_str().unwrap(),
-    ]);
+    let from_file = demo_json_from_file("users.txt", list);
     assert_eq!(code(&from_file), 0, "{}", text(&from_file.stderr));
 
     let mut child = command(&["--demo", "--output", "json", "--file", "-"])
@@ -300,7 +306,6 @@ fn users_come_from_a_file_or_standard_input() {
         .unwrap();
     let from_stdin = child.wait_with_output().unwrap();
     assert_eq!(code(&from_stdin), 0, "{}", text(&from_stdin.stderr));
-    std::fs::remove_dir_all(&dir).ok();
 
     for output in [&from_file, &from_stdin] {
         assert_eq!(json_users(output), ["user1@contoso.com", "CONTOSO\\alice"]);
@@ -311,8 +316,6 @@ fn users_come_from_a_file_or_standard_input() {
 /// part of the first line's user name or comment.
 #[test]
 fn a_byte_order_mark_at_the_start_of_the_file_is_ignored() {
-    let dir = std::env::temp_dir().join(format!("user-machines-bom-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     for (name, list) in [
         (
             "comment.txt",
@@ -320,19 +323,10 @@ fn a_byte_order_mark_at_the_start_of_the_file_is_ignored() {
         ),
         ("user.txt", "\u{FEFF}user1@contoso.com\r\n"),
     ] {
-        let path = dir.join(name);
-        std::fs::write(&path, list).unwrap();
-        let output = run(&[
-            "--demo",
-            "--output",
-            "json",
-            "--file",
-            path.to_str().unwrap(),
-        ]);
+        let output = demo_json_from_file(name, list);
         assert_eq!(code(&output), 0, "{name}: {}", text(&output.stderr));
         assert_eq!(json_users(&output), ["user1@contoso.com"], "{name}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
