@@ -584,3 +584,24 @@ fn the_base_url_comes_from_the_environment_and_the_batch_keeps_its_concurrency()
     assert_eq!(json_users(&output), users);
     assert_eq!(peak.load(Ordering::SeqCst), 4);
 }
+
+/// A reader that goes away (`| head`) ends the run quietly: not an error.
+#[test]
+fn a_closed_pipe_ends_the_run_quietly() {
+    // One lookup, printed for each of 5,000 inputs: far more than a pipe holds.
+    let dir = std::env::temp_dir().join(format!("user-machines-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("users.txt");
+    std::fs::write(&path, "user1@contoso.com\n".repeat(5_000)).unwrap();
+    let mut child = command(&["--demo", "--file", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(!stderr.contains("cannot write"), "{stderr}");
+}
