@@ -102,18 +102,35 @@ impl ClientHooks<Inner> for crate::generated::Client {
         let shared = &self.inner().0;
         check_url(request.url(), &shared.base_url, info.operation_id).map_err(fail)?;
 
-        // The quota first: a call may wait for minutes, and the token it then
-        // carries must be the one valid when it is sent.
-        let waited = shared.limiter.acquire().await;
+        // The token first, then the quota: a call that cannot get a token uses no
+        // slot, and time spent fetching one does not come between the slot's start
+        // and the request's. A wait for the quota may outlast the token: then the
+        // slot is given back and a new token fetched first.
+        let mut token = shared.tokens.token().await.map_err(fail)?;
+        let mut slot = shared.limiter.acquire().await;
+        let mut waited = slot.waited();
+        if !waited.is_zero() {
+            let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
+            match shared.tokens.cached() {
+                Some(current) => token = current,
+                None => {
+                    // Expired during the wait: the slot is given back, a new token
+                    // fetched, and the call queues once more.
+                    drop(slot);
+                    token = shared.tokens.token().await.map_err(fail)?;
+                    slot = shared.limiter.acquire().await;
+                    waited += slot.waited();
+                    let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
+                }
+            }
+        }
+        slot.keep();
         if !waited.is_zero() {
             tracing::debug!(
                 wait_ms = waited.as_millis() as u64,
                 "waited for the client-side quota"
             );
         }
-        // Recorded before the token is fetched: a failed fetch waited too.
-        let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
-        let token = shared.tokens.token().await.map_err(fail)?;
         request.headers_mut().insert(AUTHORIZATION, token.header());
         let _ = ATTEMPT.try_with(|a| *a.token.borrow_mut() = Some(token));
         Ok(())

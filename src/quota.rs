@@ -77,19 +77,58 @@ impl Default for RateLimit {
     }
 }
 
-/// The running state of a [`RateLimit`]: the start times of recent requests.
+/// The running state of a [`RateLimit`]: the start times of recent requests,
+/// and of those that have a slot reserved and are waiting for it.
+///
+/// A caller reserves the earliest start time every window allows, behind every
+/// earlier reservation (so callers are served in arrival order), and then waits
+/// for it without holding any lock: a caller that stops being polled holds up
+/// no one but itself, and one that is dropped gives its slot back.
 pub(crate) struct RateLimiter {
-    /// One log per window, holding at most `max_calls` instants, oldest first.
-    /// The async mutex is fair (FIFO), and is held while a caller waits for its slot,
-    /// so callers are served in arrival order.
-    windows: tokio::sync::Mutex<Vec<Window>>,
+    windows: std::sync::Mutex<Vec<Window>>,
     enabled: bool,
+    /// How late after its reserved time a request may still start in that slot:
+    /// within the spacing [`guard`] adds, which others' slots already allow for
+    /// (and at least [`TIMER_SLACK`]).
+    tolerance: Duration,
 }
 
 struct Window {
     max: usize,
     per: Duration,
+    /// Start times, past and reserved, in order. Kept: those still inside the
+    /// window, at most `max` of the past ones, and every reserved one.
     starts: VecDeque<Instant>,
+}
+
+/// A start time reserved in every window of a [`RateLimiter`]. Dropped before
+/// [`keep`](Slot::keep), it is given back, so a call that is cancelled while it
+/// waits, or that does not send its request after all, uses no quota.
+pub(crate) struct Slot<'a> {
+    limiter: &'a RateLimiter,
+    /// `None` when the limiter has no windows.
+    at: Option<Instant>,
+    waited: Duration,
+}
+
+impl Slot<'_> {
+    /// How long the caller waited for this slot.
+    pub(crate) fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The request is being sent: the slot counts as used.
+    pub(crate) fn keep(mut self) {
+        self.at = None;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(at) = self.at {
+            self.limiter.release(at);
+        }
+    }
 }
 
 impl RateLimiter {
@@ -105,47 +144,97 @@ impl RateLimiter {
             .collect::<Vec<_>>();
         Self {
             enabled: !windows.is_empty(),
-            windows: tokio::sync::Mutex::new(windows),
+            tolerance: windows
+                .iter()
+                .map(|w| guard(w.per))
+                .min()
+                .unwrap_or_default()
+                .max(TIMER_SLACK),
+            windows: std::sync::Mutex::new(windows),
         }
     }
 
-    /// Waits until a request may start, records its start, and returns how long it waited.
-    pub(crate) async fn acquire(&self) -> Duration {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Window>> {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until a request may start and returns its slot; the caller
+    /// [`keep`](Slot::keep)s it when it sends the request.
+    pub(crate) async fn acquire(&self) -> Slot<'_> {
         if !self.enabled {
-            return Duration::ZERO;
+            return Slot {
+                limiter: self,
+                at: None,
+                waited: Duration::ZERO,
+            };
         }
-        let mut windows = self.windows.lock().await;
         let arrived = Instant::now();
         loop {
+            let at = self.reserve();
+            let mut slot = Slot {
+                limiter: self,
+                at: Some(at),
+                waited: Duration::ZERO,
+            };
+            if at <= Instant::now() {
+                return slot;
+            }
+            tokio::time::sleep_until(at).await;
             let now = Instant::now();
-            // The earliest instant at which every full window has a free slot.
-            let ready_at = windows
-                .iter()
-                .filter(|w| w.starts.len() >= w.max)
-                .filter_map(|w| {
-                    w.starts
-                        .front()
-                        .map(|&oldest| oldest + w.per + guard(w.per))
-                })
-                .max();
-            match ready_at {
-                Some(at) if at > now => tokio::time::sleep_until(at).await,
-                _ => break,
+            // A caller polled again only well after its time (its task was busy or
+            // parked) would start later than the others' slots allow for: it gives
+            // the slot back and queues again.
+            if now <= at + self.tolerance {
+                slot.waited = now - arrived;
+                return slot;
             }
         }
+    }
+
+    /// Reserves the earliest start time that every window allows and that comes
+    /// after every earlier reservation.
+    fn reserve(&self) -> Instant {
         let now = Instant::now();
+        let mut windows = self.lock();
+        let mut at = now;
         for w in windows.iter_mut() {
             while w.starts.front().is_some_and(|&t| t + w.per <= now) {
                 w.starts.pop_front();
             }
-            if w.starts.len() >= w.max {
+            // Of the past starts only the newest `max` can matter; reserved ones
+            // are kept, since one given back leaves the others to count.
+            while w.starts.get(w.max).is_some_and(|&t| t <= now) {
                 w.starts.pop_front();
             }
-            w.starts.push_back(now);
+            if let Some(&last) = w.starts.back() {
+                at = at.max(last);
+            }
+            if w.starts.len() >= w.max {
+                let oldest_counted = w.starts[w.starts.len() - w.max];
+                at = at.max(oldest_counted + w.per + guard(w.per));
+            }
         }
-        now - arrived
+        for w in windows.iter_mut() {
+            w.starts.push_back(at);
+        }
+        at
+    }
+
+    /// Gives back a slot reserved for `at`.
+    fn release(&self, at: Instant) {
+        for w in self.lock().iter_mut() {
+            if let Some(i) = w.starts.iter().rposition(|&t| t == at) {
+                w.starts.remove(i);
+            }
+        }
     }
 }
+
+/// How late a timer may wake a caller on a busy runtime without the caller
+/// losing its slot.
+const TIMER_SLACK: Duration = Duration::from_millis(5);
 
 /// Extra spacing when a window rolls over, so that a server measuring arrival times
 /// (which lag start times by a varying network delay) still never counts one too many.
@@ -165,6 +254,14 @@ impl fmt::Debug for RateLimiter {
 mod tests {
     use super::*;
 
+    /// Takes a slot and uses it, as a request does; returns how long that waited.
+    async fn start(limiter: &RateLimiter) -> Duration {
+        let slot = limiter.acquire().await;
+        let waited = slot.waited();
+        slot.keep();
+        waited
+    }
+
     #[test]
     fn windows_are_sanitised() {
         let limit = RateLimit::new()
@@ -177,13 +274,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_window_makes_the_next_call_wait() {
         let limiter = RateLimiter::new(&RateLimit::new().window(2, Duration::from_secs(10)));
-        assert_eq!(limiter.acquire().await, Duration::ZERO);
-        assert_eq!(limiter.acquire().await, Duration::ZERO);
-        let waited = limiter.acquire().await;
+        assert_eq!(start(&limiter).await, Duration::ZERO);
+        assert_eq!(start(&limiter).await, Duration::ZERO);
+        let waited = start(&limiter).await;
         assert!(waited >= Duration::from_secs(10), "{waited:?}");
         // A huge window does not overflow the clock.
         let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::MAX));
-        assert_eq!(limiter.acquire().await, Duration::ZERO);
+        assert_eq!(start(&limiter).await, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
@@ -193,11 +290,11 @@ mod tests {
                 .window(2, Duration::from_secs(1))
                 .window(3, Duration::from_secs(10)),
         );
-        let start = Instant::now();
+        let t0 = Instant::now();
         let mut started = Vec::new();
         for _ in 0..4 {
-            limiter.acquire().await;
-            started.push(start.elapsed());
+            start(&limiter).await;
+            started.push(t0.elapsed());
         }
         // Two at once; the third when the 1 s window has room; the fourth when
         // the 10 s window has.
@@ -214,13 +311,13 @@ mod tests {
         let limiter = std::sync::Arc::new(RateLimiter::new(
             &RateLimit::new().window(1, Duration::from_secs(1)),
         ));
-        limiter.acquire().await;
+        start(&limiter).await;
         let served = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut callers = Vec::new();
         for i in 0..5 {
             let (limiter, served) = (limiter.clone(), served.clone());
             callers.push(tokio::spawn(async move {
-                limiter.acquire().await;
+                start(&limiter).await;
                 served.lock().unwrap().push(i);
             }));
             // The next caller arrives later.
@@ -230,5 +327,48 @@ mod tests {
             caller.await.unwrap();
         }
         assert_eq!(*served.lock().unwrap(), [0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_not_used_is_given_back() {
+        let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::from_secs(10)));
+        let t0 = Instant::now();
+        // Taken but not used (the request was not sent after all).
+        drop(limiter.acquire().await);
+        assert_eq!(start(&limiter).await, Duration::ZERO);
+        // A caller that gives up while it waits for the slot at 10 s leaves it
+        // to the next one.
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), start(&limiter)).await;
+        assert!(gave_up.is_err());
+        start(&limiter).await;
+        let next = t0.elapsed();
+        assert!(
+            next >= Duration::from_secs(10) && next < Duration::from_secs(11),
+            "{next:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_is_not_polled_holds_up_no_one() {
+        let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::from_secs(10)));
+        let t0 = Instant::now();
+        start(&limiter).await;
+        // Reserves the slot at 10 s, and is then left alone.
+        let mut parked = Box::pin(limiter.acquire());
+        let polled = tokio::time::timeout(Duration::from_millis(1), &mut parked).await;
+        assert!(polled.is_err());
+        // The next caller gets the slot after the parked one's.
+        start(&limiter).await;
+        let second = t0.elapsed();
+        assert!(
+            second >= Duration::from_secs(20) && second < Duration::from_secs(21),
+            "{second:?}"
+        );
+        // Polled again long after its time, the parked caller queues again,
+        // behind the second: its late start would crowd the second's window.
+        let slot = parked.await;
+        let late = t0.elapsed();
+        assert!(late >= Duration::from_secs(30), "{late:?}");
+        slot.keep();
     }
 }

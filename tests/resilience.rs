@@ -680,15 +680,75 @@ async fn a_quota_wait_before_a_failed_token_request_does_not_use_up_the_budget()
     let client = builder(&server)
         .credential(FlakyTokens {
             calls: Default::default(),
-            fail_on: 2,
+            fail_on: 3,
         })
         .rate_limit(RateLimit::new().window(1, Duration::from_millis(1500)))
         .retry(quick_retries(3).budget(Duration::from_secs(1)))
         .build()
         .unwrap();
     client.user_machines("user1").await.unwrap();
-    // Waits 1.5 s for the quota, gets the 503 for its token, and still retries.
+    // Gets a token, waits 1.5 s for the quota, by which time the token has expired,
+    // gets the 503 for the new one, and still retries.
     client.user_machines("user1").await.unwrap();
     ok.assert_calls_async(2).await;
-    assert!(client.stats().quota_wait >= Duration::from_millis(2500));
+    let stats = client.stats();
+    assert!(stats.quota_wait >= Duration::from_millis(1400), "{stats:?}");
+    assert_eq!(stats.retries, 1, "{stats:?}");
+}
+
+/// Takes a second to issue a token that never expires.
+struct SlowTokens;
+
+#[defender_endpoint::async_trait]
+impl defender_endpoint::TokenCredential for SlowTokens {
+    async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(defender_endpoint::AccessToken::never_expires(common::TOKEN))
+    }
+}
+
+/// The time a token takes to arrive does not come between a request's slot in
+/// the quota and its start, where it would let more requests reach the server
+/// in one window than the quota allows.
+#[tokio::test]
+async fn a_slow_token_does_not_crowd_a_window() {
+    let (server, arrivals) = recording_server().await;
+    let per = Duration::from_secs(2);
+    let client = builder(&server)
+        .credential(SlowTokens)
+        .rate_limit(RateLimit::new().window(2, per))
+        .build()
+        .unwrap();
+    let calls = (0..4).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.user_machines("user1").await })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        call.await.unwrap().unwrap();
+    }
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 4);
+    assert!(busiest(&arrivals, per) <= 2, "{arrivals:?}");
+}
+
+/// A batch whose stream is not polled for a while (its consumer is busy) keeps
+/// its own place in the quota, and no other call waits behind it.
+#[tokio::test]
+async fn a_batch_left_unpolled_holds_up_no_other_call() {
+    use futures_util::StreamExt;
+    let (server, _) = recording_server().await;
+    let client = builder(&server)
+        .rate_limit(RateLimit::new().window(1, Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap();
+    // Its lookup takes the next slot and waits for it; then the stream is left alone.
+    let mut batch = Box::pin(client.machines_for_users(["user1"], 1));
+    let polled = tokio::time::timeout(Duration::from_millis(50), batch.next()).await;
+    assert!(polled.is_err());
+    let other = client.clone();
+    let call = tokio::time::timeout(Duration::from_secs(10), other.user_machines("user1")).await;
+    call.expect("a call on a clone waited behind the unpolled batch")
+        .unwrap();
+    drop(batch);
 }

@@ -5,6 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::future::{BoxFuture, FutureExt, WeakShared};
 use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
 
@@ -64,22 +65,47 @@ impl std::fmt::Debug for Bearer {
 }
 
 /// Reuses a token until shortly before it expires; concurrent callers that find
-/// no valid token share a single fetch ("single flight"). Failures are not cached.
+/// no valid token share a single fetch ("single flight"), and its outcome: a
+/// failure reaches every caller that waited for it, and is not cached.
+///
+/// The fetch is a shared future that every waiting caller drives, so a caller
+/// that stops being polled holds up no one; when every caller waiting for it
+/// has gone, the fetch is dropped and the next caller starts a new one.
 pub(crate) struct TokenCache {
     credential: Arc<dyn TokenCredential>,
-    scope: String,
-    current: Mutex<Option<Cached>>,
-    /// Held while fetching, so only one fetch runs at a time.
-    fetch: tokio::sync::Mutex<()>,
+    scope: Arc<str>,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<Cached>,
+    /// The fetch in flight, if any caller still waits for it.
+    flight: Option<WeakShared<Fetch>>,
+}
+
+type Fetch = BoxFuture<'static, Result<Bearer, Error>>;
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl State {
+    fn valid(&self) -> Option<Bearer> {
+        let cached = self.current.as_ref()?;
+        match cached.refresh_at {
+            Some(at) if Instant::now() >= at => None,
+            _ => Some(cached.bearer.clone()),
+        }
+    }
 }
 
 impl TokenCache {
     pub(crate) fn new(credential: Arc<dyn TokenCredential>, scope: String) -> Self {
         Self {
             credential,
-            scope,
-            current: Mutex::new(None),
-            fetch: tokio::sync::Mutex::new(()),
+            scope: scope.into(),
+            state: Arc::default(),
         }
     }
 
@@ -87,47 +113,69 @@ impl TokenCache {
         &self.scope
     }
 
-    fn valid(&self) -> Option<Bearer> {
-        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let cached = current.as_ref()?;
-        match cached.refresh_at {
-            Some(at) if Instant::now() >= at => None,
-            _ => Some(cached.bearer.clone()),
-        }
+    /// The cached token, if it is still valid; never fetches.
+    pub(crate) fn cached(&self) -> Option<Bearer> {
+        lock(&self.state).valid()
     }
 
     /// A valid token, fetched only when the cached one is missing or about to expire.
     pub(crate) async fn token(&self) -> Result<Bearer, Error> {
-        if let Some(token) = self.valid() {
-            return Ok(token);
-        }
-        let _flight = self.fetch.lock().await;
-        // Another caller may have fetched while this one waited.
-        if let Some(token) = self.valid() {
-            return Ok(token);
-        }
-        let fetched_at = Instant::now();
-        tracing::debug!(scope = %self.scope, "requesting a token");
-        let AccessToken { token, expires_on } = self.credential.get_token(&[&self.scope]).await?;
-        let bearer = Bearer::new(token.expose_secret())?;
-        let refresh_at = expires_on.map(|expires| {
-            let lifetime = expires.saturating_duration_since(fetched_at);
-            expires
-                .checked_sub(REFRESH_MARGIN.min(lifetime / 2))
-                .unwrap_or(fetched_at)
-        });
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Cached {
-            bearer: bearer.clone(),
-            refresh_at,
-        });
-        Ok(bearer)
+        let flight = {
+            let mut state = lock(&self.state);
+            if let Some(token) = state.valid() {
+                return Ok(token);
+            }
+            match state.flight.as_ref().and_then(WeakShared::upgrade) {
+                Some(flight) => flight,
+                None => {
+                    let flight = self.fetch().shared();
+                    state.flight = flight.downgrade();
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// One request to the credential; stores the token it gets.
+    fn fetch(&self) -> Fetch {
+        let (credential, scope, state) = (
+            self.credential.clone(),
+            self.scope.clone(),
+            Arc::downgrade(&self.state),
+        );
+        Box::pin(async move {
+            let fetched_at = Instant::now();
+            tracing::debug!(scope = %scope, "requesting a token");
+            let outcome = credential.get_token(&[&scope]).await.and_then(|token| {
+                let AccessToken { token, expires_on } = token;
+                let bearer = Bearer::new(token.expose_secret())?;
+                let refresh_at = expires_on.map(|expires| {
+                    let lifetime = expires.saturating_duration_since(fetched_at);
+                    expires
+                        .checked_sub(REFRESH_MARGIN.min(lifetime / 2))
+                        .unwrap_or(fetched_at)
+                });
+                Ok(Cached { bearer, refresh_at })
+            });
+            let Some(state) = state.upgrade() else {
+                return outcome.map(|cached| cached.bearer);
+            };
+            let mut state = lock(&state);
+            // This fetch is over: the next caller without a valid token starts another.
+            state.flight = None;
+            let cached = outcome?;
+            let bearer = cached.bearer.clone();
+            state.current = Some(cached);
+            Ok(bearer)
+        })
     }
 
     /// Forgets `rejected` (a token the API refused with 401), unless it was already replaced.
     pub(crate) fn invalidate(&self, rejected: &Bearer) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|c| c.bearer.same(rejected)) {
-            *current = None;
+        let mut state = lock(&self.state);
+        if state.current.as_ref().is_some_and(|c| c.bearer.same(rejected)) {
+            state.current = None;
         }
     }
 }
@@ -151,7 +199,7 @@ mod tests {
         let before = Instant::now();
         cache.token().await.unwrap();
         let after = Instant::now();
-        let refresh_at = cache.current.lock().unwrap().as_ref().unwrap().refresh_at;
+        let refresh_at = lock(&cache.state).current.as_ref().unwrap().refresh_at;
         let refresh_at = refresh_at.expect("an expiring token is refreshed");
         // The token expires between `before + lifetime` and `after + lifetime`.
         let lead = (before + lifetime).saturating_duration_since(refresh_at);
@@ -174,5 +222,89 @@ mod tests {
             lead <= half && lead + Duration::from_secs(1) >= half,
             "{lead:?}"
         );
+    }
+
+    /// Answers after `delay`, with a token or (`fail`) an error; counts its calls.
+    struct Slow {
+        delay: Duration,
+        fail: bool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Slow {
+        fn new(delay_secs: u64, fail: bool) -> Arc<Self> {
+            Arc::new(Self {
+                delay: Duration::from_secs(delay_secs),
+                fail,
+                calls: Default::default(),
+            })
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Slow {
+        async fn get_token(&self, _: &[&str]) -> Result<AccessToken, Error> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if self.fail {
+                return Err(Error::credential("no token today"));
+            }
+            Ok(AccessToken::new("a-token", Instant::now() + Duration::from_secs(3600)))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_waiting_for_a_failed_fetch_all_get_its_error() {
+        let credential = Slow::new(1, true);
+        let cache = Arc::new(TokenCache::new(credential.clone(), "scope".into()));
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.token().await })
+            })
+            .collect();
+        for caller in callers {
+            let err = caller.await.unwrap().unwrap_err();
+            assert!(err.to_string().contains("no token today"), "{err}");
+        }
+        assert_eq!(credential.calls(), 1);
+        // A failure is not kept: the next caller asks again.
+        assert!(cache.token().await.is_err());
+        assert_eq!(credential.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_is_not_polled_holds_up_no_one() {
+        let credential = Slow::new(5, false);
+        let cache = TokenCache::new(credential.clone(), "scope".into());
+        // Starts the fetch, and is then left alone.
+        let mut parked = Box::pin(cache.token());
+        let polled = tokio::time::timeout(Duration::from_millis(1), &mut parked).await;
+        assert!(polled.is_err());
+        // Another caller drives the same fetch to its end.
+        let started = tokio::time::Instant::now();
+        cache.token().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(6));
+        assert_eq!(credential.calls(), 1);
+        parked.await.unwrap();
+        assert_eq!(credential.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_no_one_waits_for_is_dropped() {
+        let credential = Slow::new(5, false);
+        let cache = TokenCache::new(credential.clone(), "scope".into());
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), cache.token()).await;
+        assert!(gave_up.is_err());
+        // The next caller starts a fetch of its own, and gets a token.
+        cache.token().await.unwrap();
+        assert_eq!(credential.calls(), 2);
+        // Which is then reused.
+        cache.token().await.unwrap();
+        assert_eq!(credential.calls(), 2);
     }
 }
