@@ -688,8 +688,12 @@ fn classify<T: serde::de::DeserializeOwned>(
             }),
         },
         E::UnexpectedResponse(response) => from_status(response.status().as_u16(), None, None),
-        // A body that arrived but cannot be decompressed will not get better on a retry.
-        E::CommunicationError(e) | E::ResponseBodyError(e) if e.is_decode() => {
+        // A body that arrived but cannot be decompressed will not get better on a
+        // retry. One the connection cut short, or that stalled, is the network's
+        // failure (reqwest calls any failed read of a body it may decompress "decode").
+        E::CommunicationError(e) | E::ResponseBodyError(e)
+            if e.is_decode() && !e.is_timeout() && !cut_short(&e) =>
+        {
             Outcome::Fail(Error::Decode {
                 status: report.status.unwrap_or(200),
                 message: format!("the body could not be decompressed: {}", e.without_url()),
@@ -700,6 +704,19 @@ fn classify<T: serde::de::DeserializeOwned>(
         }
         E::InvalidRequest(message) | E::Custom(message) => Outcome::Fail(Error::Config(message)),
     })
+}
+
+/// Whether reading a body failed in the HTTP layer (the connection closed or
+/// reset before the body's end), as opposed to in its decompression.
+fn cut_short(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<hyper::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// serde's message for a body that did not parse, plus where in the document it

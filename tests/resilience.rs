@@ -696,6 +696,34 @@ async fn a_quota_wait_before_a_failed_token_request_does_not_use_up_the_budget()
     assert_eq!(stats.retries, 1, "{stats:?}");
 }
 
+/// A body the connection cuts short is the network's failure: retried, and
+/// reported as a transport error, not as a body that cannot be decoded.
+#[tokio::test]
+async fn a_body_cut_short_is_retried_as_a_transport_failure() {
+    for encoding in [None, Some("gzip")] {
+        let server = MockServer::start_async().await;
+        let mock = server
+            .mock_async(|when, then| {
+                when.path(PATH);
+                let then = then.status(200).header("content-length", "1000");
+                match encoding {
+                    Some(encoding) => then
+                        .header("content-encoding", encoding)
+                        .body(&common::gzip(ONE.repeat(20).as_bytes())[..20]),
+                    None => then.body(r#"{"value":[{"id":"#),
+                };
+            })
+            .await;
+        let client = builder(&server).retry(quick_retries(2)).build().unwrap();
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(
+            matches!(err, Error::Transport(_)),
+            "{encoding:?}: {err:?}"
+        );
+        mock.assert_calls_async(2).await;
+    }
+}
+
 /// Takes a second to issue a token that never expires.
 struct SlowTokens;
 
