@@ -194,17 +194,24 @@ impl ClientHooks<Inner> for crate::generated::Client {
             a.retry_after.set(retry_after);
         });
 
-        // gzip is decoded by reqwest; deflate is left to `inflate` below, which also
-        // accepts the raw deflate some servers send instead of zlib.
-        let deflated = response
-            .headers()
-            .get(CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"deflate"));
+        // Content codings are case-insensitive, but reqwest decodes only `gzip` in
+        // lower case: gzip in other letters, and deflate (as zlib or as the raw
+        // deflate some servers send), are decoded here.
+        let coding = response.headers().get(CONTENT_ENCODING).and_then(|v| {
+            let v = v.as_bytes();
+            if v.eq_ignore_ascii_case(b"deflate") {
+                Some(Coding::Deflate)
+            } else if v.eq_ignore_ascii_case(b"gzip") && v != b"gzip" {
+                Some(Coding::Gzip)
+            } else {
+                None
+            }
+        });
 
         // A body whose exact length is known (and enforced by the HTTP layer) needs no
         // bounded read: hand the response on as it is.
         let limit = self.inner().0.max_body;
-        if !deflated
+        if coding.is_none()
             && response
                 .content_length()
                 .is_some_and(|len| len <= limit as u64)
@@ -250,16 +257,23 @@ impl ClientHooks<Inner> for crate::generated::Client {
             Ok(rest.freeze())
         };
         let body = match body {
-            Ok(body) if deflated => {
+            Ok(body) if coding.is_some() => {
                 headers.remove(CONTENT_ENCODING);
                 headers.remove(CONTENT_LENGTH);
-                inflate(&body, limit).map_err(|e| match e {
-                    Inflate::TooLarge => Error::ResponseTooLarge { limit },
-                    Inflate::Invalid(e) => Error::Decode {
-                        status: status.as_u16(),
-                        message: format!("the deflate body could not be decompressed: {e}"),
-                    },
-                })
+                // An empty body (a 404 or 429 without one) has nothing to decode.
+                match coding.filter(|_| !body.is_empty()) {
+                    Some(coding) => decompress(coding, &body, limit).map_err(|e| match e {
+                        Inflate::TooLarge => Error::ResponseTooLarge { limit },
+                        Inflate::Invalid(e) => Error::Decode {
+                            status: status.as_u16(),
+                            message: format!(
+                                "the {} body could not be decompressed: {e}",
+                                coding.name()
+                            ),
+                        },
+                    }),
+                    None => Ok(body),
+                }
             }
             other => other,
         };
@@ -279,15 +293,31 @@ impl ClientHooks<Inner> for crate::generated::Client {
     }
 }
 
+/// A content coding the hook decodes itself.
+#[derive(Clone, Copy)]
+enum Coding {
+    Deflate,
+    Gzip,
+}
+
+impl Coding {
+    fn name(self) -> &'static str {
+        match self {
+            Coding::Deflate => "deflate",
+            Coding::Gzip => "gzip",
+        }
+    }
+}
+
 enum Inflate {
     TooLarge,
     Invalid(std::io::Error),
 }
 
-/// Decompresses an HTTP `deflate` body: zlib (RFC 1950, what the HTTP standard
-/// means) or, failing that, raw deflate (RFC 1951, what some servers send), never
-/// producing more than `limit` bytes.
-fn inflate(compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
+/// Decompresses a body, never producing more than `limit` bytes. `deflate` is
+/// zlib (RFC 1950, what the HTTP standard means) or, failing that, raw deflate
+/// (RFC 1951, what some servers send).
+fn decompress(coding: Coding, compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
     fn read_all(reader: impl Read, limit: usize) -> Result<Vec<u8>, Inflate> {
         let mut out = Vec::new();
         reader
@@ -299,9 +329,14 @@ fn inflate(compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
         }
         Ok(out)
     }
-    match read_all(flate2::read::ZlibDecoder::new(compressed), limit) {
-        Err(Inflate::Invalid(_)) => read_all(flate2::read::DeflateDecoder::new(compressed), limit),
-        other => other,
+    match coding {
+        Coding::Gzip => read_all(flate2::read::MultiGzDecoder::new(compressed), limit),
+        Coding::Deflate => match read_all(flate2::read::ZlibDecoder::new(compressed), limit) {
+            Err(Inflate::Invalid(_)) => {
+                read_all(flate2::read::DeflateDecoder::new(compressed), limit)
+            }
+            other => other,
+        },
     }
     .map(Bytes::from)
 }

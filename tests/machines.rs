@@ -1150,3 +1150,51 @@ async fn both_calls_read_a_page_the_same_way() {
         }
     }
 }
+
+#[tokio::test]
+async fn content_codings_are_read_in_any_letter_case() {
+    let seed = fixture("seed-user-machines.json");
+    for (encoding, body) in [
+        ("GZIP", gzip(seed.as_bytes())),
+        ("Gzip", gzip(seed.as_bytes())),
+        ("DEFLATE", deflate(seed.as_bytes())),
+    ] {
+        let server = MockServer::start_async().await;
+        serve_encoded(&server, "user1", encoding, body).await;
+        let machines = client(&server).user_machines("user1").await.unwrap();
+        assert_eq!(machines.len(), 2, "{encoding}");
+    }
+}
+
+/// An error answer may say it is compressed and have no body at all: its status still counts.
+#[tokio::test]
+async fn an_empty_compressed_error_answer_keeps_its_status() {
+    for encoding in ["deflate", "gzip", "GZIP"] {
+        for status in [404, 429, 500] {
+            let server = MockServer::start_async().await;
+            server
+                .mock_async(|when, then| {
+                    when.path("/api/users/user1/machines");
+                    then.status(status).header("content-encoding", encoding);
+                })
+                .await;
+            let result = common::builder(&server)
+                .retry(defender_endpoint::RetryPolicy::none())
+                .build()
+                .unwrap()
+                .user_machines("user1")
+                .await;
+            match status {
+                404 => assert!(result.unwrap().is_empty(), "{encoding}"),
+                429 => assert!(
+                    matches!(result, Err(Error::Throttled { .. })),
+                    "{encoding}: {result:?}"
+                ),
+                _ => assert!(
+                    matches!(result, Err(Error::Api { status: 500, .. })),
+                    "{encoding}: {result:?}"
+                ),
+            }
+        }
+    }
+}
