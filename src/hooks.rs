@@ -356,6 +356,17 @@ pub(crate) fn check_url(
             url.host_str().unwrap_or("<no host>")
         )));
     }
+    // A generated client built anew on the same hooks (`raw::Client::new`) could
+    // point anywhere: the token goes only to the client's own origin.
+    let same_origin = url.scheme() == base_url.scheme()
+        && url.host_str() == base_url.host_str()
+        && url.port_or_known_default() == base_url.port_or_known_default();
+    if !same_origin {
+        return Err(Error::Config(format!(
+            "refusing to send the bearer token to {}: it goes only to the client's base URL",
+            url.host_str().unwrap_or("<no host>")
+        )));
+    }
     let template = operations::OPERATIONS
         .iter()
         .find(|(id, _)| *id == operation)

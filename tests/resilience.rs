@@ -724,6 +724,30 @@ async fn a_body_cut_short_is_retried_as_a_transport_failure() {
     }
 }
 
+/// A generated client built anew on the client's hooks (`raw::Client::new`)
+/// cannot carry the token to another server.
+#[tokio::test]
+async fn the_token_goes_only_to_the_base_url() {
+    use progenitor_client::ClientInfo;
+    let server = MockServer::start_async().await;
+    let elsewhere = MockServer::start_async().await;
+    let stolen = elsewhere
+        .mock_async(|when, then| {
+            when.any_request();
+            then.status(200).body(ONE);
+        })
+        .await;
+    let client = builder(&server).build().unwrap();
+    let other = defender_endpoint::raw::Client::new(
+        &elsewhere.base_url(),
+        client.raw().inner().clone(),
+    );
+    let id = defender_endpoint::types::GetUserMachinesId::try_from("user1").unwrap();
+    let err = other.get_user_machines(&id).await.unwrap_err();
+    assert!(err.to_string().contains("refusing"), "{err}");
+    stolen.assert_calls_async(0).await;
+}
+
 /// Takes a second to issue a token that never expires.
 struct SlowTokens;
 
