@@ -14,7 +14,10 @@ use futures_util::{stream, Stream, StreamExt};
 use tracing::Instrument;
 
 use crate::{
-    auth::{cache::TokenCache, IntoCredential, TokenCredential},
+    auth::{
+        cache::{Bearer, TokenCache},
+        IntoCredential, TokenCredential,
+    },
     cloud::Cloud,
     error::{redact_text, shorten},
     generated,
@@ -174,7 +177,7 @@ impl Client {
         }
         async {
             match self.with_retries(first).await? {
-                Some(first) => self.follow_next_links(first, user).await,
+                Some((first, token)) => self.follow_next_links(first, token, user).await,
                 None => Ok(Vec::new()),
             }
         }
@@ -191,22 +194,47 @@ impl Client {
     async fn follow_next_links<P: Page>(
         &self,
         mut page: P,
+        mut token: Option<Bearer>,
         user: &UserName,
     ) -> Result<Vec<P::Item>, Error> {
         let mut machines = page.take_items();
         let mut followed = std::collections::HashSet::new();
-        while let Some(link) = page.next_link() {
-            let url = self.next_page_url(link, user)?;
+        loop {
+            // The link as it may be shown: without the token the page's request
+            // carried (the service could echo it), and cut short.
+            let secret = token.as_ref().map(Bearer::secret);
+            let shown = |link: &str| {
+                shorten(&redact_text(link, secret.as_deref().unwrap_or("")), 200)
+            };
+            let link = match page.next_link() {
+                None | Some(serde_json::Value::Null) => break,
+                Some(serde_json::Value::String(link)) => link,
+                Some(other) => {
+                    return Err(Error::Decode {
+                        status: 200,
+                        message: format!(
+                            "@odata.nextLink is {}, not a link: the rest of the machines \
+                             cannot be fetched",
+                            json_kind(other)
+                        ),
+                    })
+                }
+            };
+            let url = self.next_page_url(link, user).map_err(|message| Error::Decode {
+                status: 200,
+                message: format!("refusing to follow @odata.nextLink {:?}: {message}", shown(link)),
+            })?;
             if followed.len() >= MAX_PAGES || !followed.insert(url.clone()) {
                 return Err(Error::Decode {
                     status: 200,
                     message: format!(
-                        "@odata.nextLink {link:?} repeats or leads past {MAX_PAGES} pages"
+                        "@odata.nextLink {:?} repeats or leads past {MAX_PAGES} pages",
+                        shown(link)
                     ),
                 });
             }
             tracing::debug!(page = followed.len() + 1, "following @odata.nextLink");
-            page = match self
+            (page, token) = match self
                 .with_retries(|| self.get_page::<P>(url.clone()))
                 .await?
             {
@@ -233,7 +261,7 @@ impl Client {
 
     /// The absolute URL of a next-page link, refused unless it is on the API's origin
     /// and is the machines of the same `user` (only the query may differ).
-    fn next_page_url(&self, link: &str, user: &UserName) -> Result<reqwest::Url, Error> {
+    fn next_page_url(&self, link: &str, user: &UserName) -> Result<reqwest::Url, String> {
         let base = &self.raw.inner.0.base_url;
         let same_user = |url: &reqwest::Url| {
             let segment = hooks::path_under(url, base)
@@ -246,18 +274,15 @@ impl Client {
                     .is_ok_and(|name| name.to_lowercase() == user.as_str().to_lowercase())
             })
         };
-        let url = base
-            .join(link)
+        base.join(link)
             .ok()
-            .filter(|url| url.origin() == base.origin() && same_user(url));
-        url.ok_or_else(|| Error::Decode {
-            status: 200,
-            message: format!(
-                "refusing to follow @odata.nextLink {link:?}: it leaves the machines of this \
-                 user at {}",
-                self.raw.baseurl
-            ),
-        })
+            .filter(|url| url.origin() == base.origin() && same_user(url))
+            .ok_or_else(|| {
+                format!(
+                    "it leaves the machines of this user at {}",
+                    self.raw.baseurl
+                )
+            })
     }
 
     /// One page at `url`, through the same hooks as the generated call.
@@ -383,7 +408,7 @@ impl Client {
     async fn with_retries<T: serde::de::DeserializeOwned, F, Fut>(
         &self,
         call: F,
-    ) -> Result<Option<T>, Error>
+    ) -> Result<Option<(T, Option<Bearer>)>, Error>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<
@@ -417,7 +442,7 @@ impl Client {
             }
             let outcome = classify(result, &mut report);
             let mut error = match outcome {
-                Ok(value) => return Ok(Some(value.into_inner())),
+                Ok(value) => return Ok(Some((value.into_inner(), report.token))),
                 Err(Outcome::Empty) => return Ok(None),
                 Err(Outcome::Fail(error)) => error,
             };
@@ -499,8 +524,8 @@ trait Page: serde::de::DeserializeOwned {
     type Item;
     /// Takes the page's machines out.
     fn take_items(&mut self) -> Vec<Self::Item>;
-    /// The page's `@odata.nextLink`, if it has one (a string).
-    fn next_link(&self) -> Option<&str>;
+    /// The page's `@odata.nextLink`, if it has one.
+    fn next_link(&self) -> Option<&serde_json::Value>;
 }
 
 impl Page for types::MachineCollection {
@@ -510,8 +535,8 @@ impl Page for types::MachineCollection {
         std::mem::take(&mut self.value)
     }
 
-    fn next_link(&self) -> Option<&str> {
-        self.extra.get(NEXT_LINK).and_then(|l| l.as_str())
+    fn next_link(&self) -> Option<&serde_json::Value> {
+        self.extra.get(NEXT_LINK)
     }
 }
 
@@ -534,8 +559,20 @@ impl Page for JsonPage {
         std::mem::take(&mut self.value)
     }
 
-    fn next_link(&self) -> Option<&str> {
-        self.rest.get(NEXT_LINK).and_then(|l| l.as_str())
+    fn next_link(&self) -> Option<&serde_json::Value> {
+        self.rest.get(NEXT_LINK)
+    }
+}
+
+/// What kind of JSON value `value` is, for messages that must not quote it.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -566,7 +603,7 @@ struct Report {
     error: Option<Error>,
     status: Option<u16>,
     retry_after: Option<Duration>,
-    token: Option<crate::auth::cache::Bearer>,
+    token: Option<Bearer>,
     quota_wait: Duration,
 }
 

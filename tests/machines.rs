@@ -1198,3 +1198,63 @@ async fn an_empty_compressed_error_answer_keeps_its_status() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_next_link_that_is_not_a_string_is_an_error_not_the_end() {
+    for link in [json!(42), json!({"href": "/api/users/alice/machines?$skip=1"}), json!([])] {
+        let server = MockServer::start_async().await;
+        let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
+        server
+            .mock_async(|when, then| {
+                when.path("/api/users/alice/machines");
+                then.status(200).body(body);
+            })
+            .await;
+        let err = client(&server).user_machines("alice").await.unwrap_err();
+        assert!(matches!(err, Error::Decode { status: 200, .. }), "{link}: {err:?}");
+        assert!(err.to_string().contains("@odata.nextLink"), "{err}");
+        let err = client(&server).user_machines_json("alice").await.unwrap_err();
+        assert!(matches!(err, Error::Decode { status: 200, .. }), "{link}: {err:?}");
+    }
+    // A null link is no link: the last page.
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/alice/machines");
+            then.status(200)
+                .body(r#"{"value":[{"id":"a1"}],"@odata.nextLink":null}"#);
+        })
+        .await;
+    assert_eq!(client(&server).user_machines("alice").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_next_link_does_not_show_the_token() {
+    let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-part.signature";
+    let server = MockServer::start_async().await;
+    let links = [
+        format!("https://evil.example/steal?t={token}"),
+        format!("/api/users/alice/machines?t={token}"),
+    ];
+    for (i, link) in links.iter().enumerate() {
+        let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
+        let mock = server
+            .mock_async(|when, then| {
+                when.path("/api/users/alice/machines");
+                then.status(200).body(body);
+            })
+            .await;
+        let client = common::builder(&server)
+            .credential(defender_endpoint::StaticToken::new(token))
+            .build()
+            .unwrap();
+        let err = client.user_machines("alice").await.unwrap_err();
+        // The second link repeats the first page, which is refused as a loop.
+        assert!(matches!(err, Error::Decode { status: 200, .. }), "{i}: {err:?}");
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("secret-part"), "{i}: {shown}");
+            assert!(shown.contains("<redacted>"), "{i}: {shown}");
+        }
+        mock.delete_async().await;
+    }
+}
