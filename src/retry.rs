@@ -119,14 +119,17 @@ fn random_u64() -> u64 {
 /// Parses `Retry-After`: delta-seconds or an HTTP-date (a date in the past means now).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    // A number too large for the clock still means "not for a long time".
+    let forever = Duration::from_secs(u64::MAX);
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(value.parse().map_or(forever, Duration::from_secs));
     }
     if let Ok(seconds) = value.parse::<f64>() {
-        if (0.0..1e9).contains(&seconds) {
-            return Some(Duration::from_secs_f64(seconds));
-        }
-        return None;
+        return match seconds {
+            s if (0.0..1e9).contains(&s) => Some(Duration::from_secs_f64(s)),
+            s if s >= 1e9 => Some(forever),
+            _ => None,
+        };
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -144,6 +147,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
         h
+    }
+
+    #[test]
+    fn a_retry_after_too_large_for_the_clock_is_the_longest_wait() {
+        let forever = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(retry_after(&headers("99999999999999999999999")), forever);
+        assert_eq!(retry_after(&headers("18446744073709551616")), forever);
+        assert_eq!(retry_after(&headers("1e30")), forever);
+        assert_eq!(retry_after(&headers("-5")), None);
+        assert_eq!(retry_after(&headers("soon")), None);
     }
 
     #[test]
