@@ -222,8 +222,9 @@ fn document_the_rest(
                     {
                         add_doc(
                             &mut field.attrs,
-                            "Fields the spec does not describe, kept exactly as the service \
-                             sent them (serialised back unchanged).",
+                            "Fields the spec does not describe, kept as JSON values and \
+                             serialised back. Numbers are kept as `serde_json` holds them: \
+                             integers within 64 bits exactly, any other number as an `f64`.",
                         );
                     }
                 }
