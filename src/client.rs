@@ -203,9 +203,8 @@ impl Client {
             // The link as it may be shown: without the token the page's request
             // carried (the service could echo it), and cut short.
             let secret = token.as_ref().map(Bearer::secret);
-            let shown = |link: &str| {
-                shorten(&redact_text(link, secret.as_deref().unwrap_or("")), 200)
-            };
+            let shown =
+                |link: &str| shorten(&redact_text(link, secret.as_deref().unwrap_or("")), 200);
             let link = match page.next_link() {
                 None | Some(serde_json::Value::Null) => break,
                 Some(serde_json::Value::String(link)) => link,
@@ -220,10 +219,15 @@ impl Client {
                     })
                 }
             };
-            let url = self.next_page_url(link, user).map_err(|message| Error::Decode {
-                status: 200,
-                message: format!("refusing to follow @odata.nextLink {:?}: {message}", shown(link)),
-            })?;
+            let url = self
+                .next_page_url(link, user)
+                .map_err(|message| Error::Decode {
+                    status: 200,
+                    message: format!(
+                        "refusing to follow @odata.nextLink {:?}: {message}",
+                        shown(link)
+                    ),
+                })?;
             if followed.len() >= MAX_PAGES || !followed.insert(url.clone()) {
                 return Err(Error::Decode {
                     status: 200,

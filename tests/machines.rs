@@ -1201,7 +1201,11 @@ async fn an_empty_compressed_error_answer_keeps_its_status() {
 
 #[tokio::test]
 async fn a_next_link_that_is_not_a_string_is_an_error_not_the_end() {
-    for link in [json!(42), json!({"href": "/api/users/alice/machines?$skip=1"}), json!([])] {
+    for link in [
+        json!(42),
+        json!({"href": "/api/users/alice/machines?$skip=1"}),
+        json!([]),
+    ] {
         let server = MockServer::start_async().await;
         let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
         server
@@ -1211,10 +1215,19 @@ async fn a_next_link_that_is_not_a_string_is_an_error_not_the_end() {
             })
             .await;
         let err = client(&server).user_machines("alice").await.unwrap_err();
-        assert!(matches!(err, Error::Decode { status: 200, .. }), "{link}: {err:?}");
+        assert!(
+            matches!(err, Error::Decode { status: 200, .. }),
+            "{link}: {err:?}"
+        );
         assert!(err.to_string().contains("@odata.nextLink"), "{err}");
-        let err = client(&server).user_machines_json("alice").await.unwrap_err();
-        assert!(matches!(err, Error::Decode { status: 200, .. }), "{link}: {err:?}");
+        let err = client(&server)
+            .user_machines_json("alice")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Decode { status: 200, .. }),
+            "{link}: {err:?}"
+        );
     }
     // A null link is no link: the last page.
     let server = MockServer::start_async().await;
@@ -1225,7 +1238,10 @@ async fn a_next_link_that_is_not_a_string_is_an_error_not_the_end() {
                 .body(r#"{"value":[{"id":"a1"}],"@odata.nextLink":null}"#);
         })
         .await;
-    assert_eq!(client(&server).user_machines("alice").await.unwrap().len(), 1);
+    assert_eq!(
+        client(&server).user_machines("alice").await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -1250,7 +1266,10 @@ async fn a_refused_next_link_does_not_show_the_token() {
             .unwrap();
         let err = client.user_machines("alice").await.unwrap_err();
         // The second link repeats the first page, which is refused as a loop.
-        assert!(matches!(err, Error::Decode { status: 200, .. }), "{i}: {err:?}");
+        assert!(
+            matches!(err, Error::Decode { status: 200, .. }),
+            "{i}: {err:?}"
+        );
         for shown in [err.to_string(), format!("{err:?}")] {
             assert!(!shown.contains("secret-part"), "{i}: {shown}");
             assert!(shown.contains("<redacted>"), "{i}: {shown}");

@@ -716,10 +716,7 @@ async fn a_body_cut_short_is_retried_as_a_transport_failure() {
             .await;
         let client = builder(&server).retry(quick_retries(2)).build().unwrap();
         let err = client.user_machines("user1").await.unwrap_err();
-        assert!(
-            matches!(err, Error::Transport(_)),
-            "{encoding:?}: {err:?}"
-        );
+        assert!(matches!(err, Error::Transport(_)), "{encoding:?}: {err:?}");
         mock.assert_calls_async(2).await;
     }
 }
@@ -738,10 +735,8 @@ async fn the_token_goes_only_to_the_base_url() {
         })
         .await;
     let client = builder(&server).build().unwrap();
-    let other = defender_endpoint::raw::Client::new(
-        &elsewhere.base_url(),
-        client.raw().inner().clone(),
-    );
+    let other =
+        defender_endpoint::raw::Client::new(&elsewhere.base_url(), client.raw().inner().clone());
     let id = defender_endpoint::types::GetUserMachinesId::try_from("user1").unwrap();
     let err = other.get_user_machines(&id).await.unwrap_err();
     assert!(err.to_string().contains("refusing"), "{err}");

@@ -174,7 +174,11 @@ impl TokenCache {
     /// Forgets `rejected` (a token the API refused with 401), unless it was already replaced.
     pub(crate) fn invalidate(&self, rejected: &Bearer) {
         let mut state = lock(&self.state);
-        if state.current.as_ref().is_some_and(|c| c.bearer.same(rejected)) {
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.bearer.same(rejected))
+        {
             state.current = None;
         }
     }
@@ -253,7 +257,10 @@ mod tests {
             if self.fail {
                 return Err(Error::credential("no token today"));
             }
-            Ok(AccessToken::new("a-token", Instant::now() + Duration::from_secs(3600)))
+            Ok(AccessToken::new(
+                "a-token",
+                Instant::now() + Duration::from_secs(3600),
+            ))
         }
     }
 
