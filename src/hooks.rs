@@ -496,13 +496,28 @@ pub(crate) fn is_secure(url: &reqwest::Url) -> bool {
 mod tests {
     use super::*;
 
+    /// Checks `url` against a base URL on its own origin.
     fn check(url: &str) -> Result<(), Error> {
+        let url = reqwest::Url::parse(url).unwrap();
+        let base = reqwest::Url::parse(&url[..url::Position::BeforePath]).unwrap();
+        check_url(&url, &base, "get_user_machines")
+    }
+
+    #[test]
+    fn guard_refuses_another_origin() {
         let base = reqwest::Url::parse("https://api.security.microsoft.com").unwrap();
-        check_url(
-            &reqwest::Url::parse(url).unwrap(),
-            &base,
-            "get_user_machines",
-        )
+        for url in [
+            "https://evil.example/api/users/u/machines",
+            "https://api.security.microsoft.com:8443/api/users/u/machines",
+            "http://127.0.0.1/api/users/u/machines",
+        ] {
+            let url = reqwest::Url::parse(url).unwrap();
+            let err = check_url(&url, &base, "get_user_machines").unwrap_err();
+            assert!(
+                err.to_string().contains("only to the client's base URL"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
