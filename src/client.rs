@@ -202,9 +202,11 @@ impl Client {
         loop {
             // The link as it may be shown: without the token the page's request
             // carried (the service could echo it), and cut short.
-            let secret = token.as_ref().map(Bearer::secret);
-            let shown =
-                |link: &str| shorten(&redact_text(link, secret.as_deref().unwrap_or("")), 200);
+            // (Only for an error: reading the token out of its header is not free.)
+            let shown = |link: &str| {
+                let secret = token.as_ref().map(Bearer::secret);
+                shorten(&redact_text(link, secret.as_deref().unwrap_or("")), 200)
+            };
             let link = match page.next_link() {
                 None | Some(serde_json::Value::Null) => break,
                 Some(serde_json::Value::String(link)) => link,
