@@ -336,8 +336,10 @@ impl Client {
     /// The lookups go through this client, so its quota ([`RateLimit`]) and
     /// [`RetryPolicy`] apply to each of them, and [`stats`](Self::stats) counts them.
     /// The inputs are read up front; nothing is sent until the stream is polled.
-    /// The stream owns a clone of the client, so it can outlive `self` and be
-    /// moved to another task.
+    /// Each lookup then runs as a Tokio task of its own, so it goes on while the
+    /// consumer is busy between items, and dropping the stream cancels the
+    /// lookups in flight. The stream owns a clone of the client, so it can outlive
+    /// `self` and be moved to another task.
     ///
     /// ```no_run
     /// # async fn run(client: defender_endpoint::Client) {
@@ -384,11 +386,12 @@ impl Client {
         let client = self.clone();
         let lookups = stream::iter(groups)
             .map(move |(name, inputs)| {
+                // A task of its own, so that a lookup goes on while the consumer is
+                // busy between items: a request nobody polls would run into its
+                // timeout. Dropping the stream cancels the lookups in flight.
                 let client = client.clone();
-                async move {
-                    let result = client.machines_of(&name).await;
-                    stream::iter(share(inputs, result))
-                }
+                let lookup = Lookup(tokio::spawn(async move { client.machines_of(&name).await }));
+                async move { stream::iter(share(inputs, lookup.await)) }
             })
             .buffer_unordered(concurrency.max(1))
             .flatten();
@@ -521,6 +524,33 @@ impl Client {
                 counters.add_wait(&counters.throttle_wait_us, wait);
             }
         }
+    }
+}
+
+/// A lookup of [`Client::machines_for_users`] running as a task; cancelled when dropped.
+struct Lookup(tokio::task::JoinHandle<Result<Vec<Machine>, Error>>);
+
+impl Drop for Lookup {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::future::Future for Lookup {
+    type Output = Result<Vec<Machine>, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(Error::Config(
+                    "the lookup was cancelled: its runtime is shutting down".into(),
+                )),
+            })
+        })
     }
 }
 

@@ -375,3 +375,63 @@ async fn nothing_is_sent_before_the_stream_is_polled() {
     assert_eq!(counting.calls.load(Ordering::SeqCst), 0);
     drop(stream);
 }
+
+/// The lookups go on while the consumer is busy with an item: an answer that
+/// arrives meanwhile is not lost to the request's timeout.
+#[tokio::test]
+async fn a_slow_consumer_does_not_make_lookups_time_out() {
+    let server = MockServer::start_async().await;
+    for (user, delay) in [("fast", 100), ("slow", 400)] {
+        let body = one_machine(user).to_string();
+        server
+            .mock_async(move |when, then| {
+                when.path(format!("/api/users/{user}/machines"));
+                then.status(200)
+                    .body(body)
+                    .delay(Duration::from_millis(delay));
+            })
+            .await;
+    }
+    let client = builder(&server)
+        .timeout(Duration::from_millis(1000))
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let mut results = Box::pin(client.machines_for_users(["fast", "slow"], 2));
+    let (first, result) = results.next().await.unwrap();
+    assert_eq!(first, "fast");
+    result.unwrap();
+    // Busy with the first item for longer than the second request may take.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (second, result) = results.next().await.unwrap();
+    assert_eq!(second, "slow");
+    assert_eq!(result.unwrap()[0].id, "slow");
+}
+
+/// Dropping the stream cancels the lookups it started: none of them goes on
+/// to retry.
+#[tokio::test]
+async fn dropping_the_stream_cancels_its_lookups() {
+    let server = MockServer::start_async().await;
+    let first = server
+        .mock_async(|when, then| {
+            when.path("/api/users/first/machines");
+            then.status(200).body(one_machine("first").to_string());
+        })
+        .await;
+    let failing = server
+        .mock_async(|when, then| {
+            when.path_prefix("/api/users/slow");
+            then.status(503).delay(Duration::from_millis(300));
+        })
+        .await;
+    let client = builder(&server).retry(quick_retries(4)).build().unwrap();
+    let mut results = Box::pin(client.machines_for_users(["first", "slow1", "slow2"], 3));
+    assert_eq!(results.next().await.unwrap().0, "first");
+    drop(results);
+    // Long enough for the lookups, had they gone on, to get their 503s and retry.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    first.assert_calls_async(1).await;
+    assert!(failing.calls_async().await <= 2);
+    assert_eq!(client.stats().retries, 0);
+}
