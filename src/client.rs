@@ -992,6 +992,9 @@ impl ClientBuilder {
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
     /// fragment or user info, and when no credential was given.
     pub fn build(self) -> Result<Client, Error> {
+        if let Some(problem) = self.rate_limit.problem() {
+            return Err(Error::Config(problem));
+        }
         let base_url =
             normalise_base_url(self.base_url.as_deref().unwrap_or(self.cloud.api_base()))?;
         let credential = self.credential.ok_or_else(|| {

@@ -30,6 +30,8 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 #[must_use = "a quota applies only once given to `ClientBuilder::rate_limit`"]
 pub struct RateLimit {
     windows: Vec<(u32, Duration)>,
+    /// Windows that cannot work (no calls, or no length), refused by `build()`.
+    unusable: Vec<(u32, Duration)>,
 }
 
 impl RateLimit {
@@ -38,6 +40,7 @@ impl RateLimit {
     pub fn new() -> Self {
         Self {
             windows: Vec::new(),
+            unusable: Vec::new(),
         }
     }
 
@@ -55,14 +58,31 @@ impl RateLimit {
 
     /// Adds a window: at most `max_calls` requests started in any span of length `per`.
     ///
-    /// A window with `max_calls == 0` or a zero `per` is ignored, since it could never
-    /// let a request through (or would not limit anything); `per` is capped at
-    /// [`MAX_WINDOW`].
+    /// `per` is capped at [`MAX_WINDOW`]. A window with `max_calls == 0` (which
+    /// would never let a request through) or a zero `per` (which would limit
+    /// nothing) makes [`ClientBuilder::build`](crate::ClientBuilder::build) fail
+    /// with [`Error::Config`](crate::Error::Config); [`RateLimit::none`] is the
+    /// way to have no limit.
     pub fn window(mut self, max_calls: u32, per: Duration) -> Self {
         if max_calls > 0 && !per.is_zero() {
             self.windows.push((max_calls, per.min(MAX_WINDOW)));
+        } else {
+            self.unusable.push((max_calls, per));
         }
         self
+    }
+
+    /// Why this quota cannot be used, if it cannot.
+    pub(crate) fn problem(&self) -> Option<String> {
+        let &(max_calls, per) = self.unusable.first()?;
+        let why = if max_calls == 0 {
+            "0 calls would never let a request through (RateLimit::none() is no limit)"
+        } else {
+            "a window of no length limits nothing"
+        };
+        Some(format!(
+            "unusable rate-limit window of {max_calls} calls per {per:?}: {why}"
+        ))
     }
 
     /// The configured windows, as `(max_calls, per)`.
@@ -263,12 +283,15 @@ mod tests {
     }
 
     #[test]
-    fn windows_are_sanitised() {
-        let limit = RateLimit::new()
-            .window(0, Duration::from_secs(1))
-            .window(3, Duration::ZERO)
-            .window(2, Duration::MAX);
+    fn windows_are_checked() {
+        let limit = RateLimit::new().window(2, Duration::MAX);
         assert_eq!(limit.windows(), &[(2, MAX_WINDOW)]);
+        assert_eq!(limit.problem(), None);
+        let never = RateLimit::new().window(0, Duration::from_secs(1));
+        assert!(never.problem().unwrap().contains("never"));
+        let nothing = limit.window(3, Duration::ZERO);
+        assert!(nothing.problem().unwrap().contains("limits nothing"));
+        assert_eq!(nothing.windows(), &[(2, MAX_WINDOW)]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -394,6 +394,27 @@ async fn a_call_that_waited_for_the_quota_carries_a_fresh_token() {
 }
 
 #[test]
+fn a_window_that_cannot_work_is_refused_by_build() {
+    for (limit, expected) in [
+        (RateLimit::new().window(0, Duration::from_secs(60)), "never"),
+        (
+            RateLimit::defender().window(5, Duration::ZERO),
+            "limits nothing",
+        ),
+    ] {
+        let err = Client::builder()
+            .credential(StaticToken::new("t"))
+            .rate_limit(limit)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains(expected)),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
 fn the_default_quota_is_defenders() {
     assert_eq!(
         RateLimit::default().windows(),
