@@ -742,13 +742,19 @@ fn classify<T: serde::de::DeserializeOwned>(
                     ),
                 });
             }
+            // The envelope's texts as sent, unless a hostile or broken server sends
+            // pages of them: an error stays a readable size.
+            let field = |text: &Option<String>| {
+                text.as_deref()
+                    .map(|t| shorten(&redact_text(t, token), MAX_ERROR_TEXT))
+            };
             Outcome::Fail(Error::Api {
                 status,
-                code: detail.and_then(|d| d.code.clone()),
+                code: detail.and_then(|d| field(&d.code)),
                 message: detail
-                    .and_then(|d| d.message.clone())
+                    .and_then(|d| field(&d.message))
                     .or_else(|| body.and_then(|b| body_excerpt(b, token))),
-                target: detail.and_then(|d| d.target.clone()),
+                target: detail.and_then(|d| field(&d.target)),
             })
         };
     Err(match error {
@@ -831,6 +837,9 @@ fn decode_message<T: serde::de::DeserializeOwned>(
 }
 
 /// The start of a body that was not an error envelope, as text, for `Error::Api::message`.
+/// The most characters of one text of Defender's error envelope an [`Error`] keeps.
+const MAX_ERROR_TEXT: usize = 4_096;
+
 fn body_excerpt(body: &[u8], token: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let text = redact_text(text.trim(), token);

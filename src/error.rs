@@ -40,7 +40,9 @@ pub enum Error {
     /// The API answered with an error status (anything but 2xx, 404 and 429).
     ///
     /// The fields come from Defender's error envelope
-    /// `{"error":{"code","message","target"}}` when the body holds one.
+    /// `{"error":{"code","message","target"}}` when the body holds one, each cut
+    /// at 4,096 characters (marked with `…`), and any copy of the request's token
+    /// in them replaced with `<redacted>`.
     #[error("{}", ApiDisplay { status: *status, code: code.as_deref(), message: message.as_deref(), target: target.as_deref() })]
     Api {
         /// The HTTP status code.

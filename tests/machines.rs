@@ -1277,3 +1277,32 @@ async fn a_refused_next_link_does_not_show_the_token() {
         mock.delete_async().await;
     }
 }
+
+#[tokio::test]
+async fn an_envelope_with_pages_of_text_gives_an_error_of_readable_size() {
+    let server = MockServer::start_async().await;
+    let huge = "x".repeat(2_000_000);
+    let body = json!({"error": {"code": huge, "message": huge, "target": huge}}).to_string();
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(400).body(body);
+        })
+        .await;
+    let err = client(&server).user_machines("user1").await.unwrap_err();
+    let Error::Api {
+        code,
+        message,
+        target,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    for text in [code, message, target] {
+        let text = text.as_deref().unwrap();
+        assert_eq!(text.chars().count(), 4_097, "cut, and marked as cut");
+        assert!(text.ends_with("x…"));
+    }
+    assert!(err.to_string().len() < 20_000);
+}
