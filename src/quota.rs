@@ -108,16 +108,15 @@ pub(crate) struct RateLimiter {
     windows: std::sync::Mutex<Vec<Window>>,
     enabled: bool,
     /// How late after its reserved time a request may still start in that slot:
-    /// within the spacing [`guard`] adds, which others' slots already allow for
-    /// (and at least [`TIMER_SLACK`]).
+    /// half the spacing [`guard`] adds, which others' slots already allow for
+    /// (the other half is left for the network), and at least [`TIMER_SLACK`].
     tolerance: Duration,
 }
 
 struct Window {
     max: usize,
     per: Duration,
-    /// Start times, past and reserved, in order. Kept: those still inside the
-    /// window, at most `max` of the past ones, and every reserved one.
+    /// Start times, past and reserved, in order: those still inside the window.
     starts: VecDeque<Instant>,
 }
 
@@ -164,12 +163,13 @@ impl RateLimiter {
             .collect::<Vec<_>>();
         Self {
             enabled: !windows.is_empty(),
-            tolerance: windows
+            tolerance: (windows
                 .iter()
                 .map(|w| guard(w.per))
                 .min()
                 .unwrap_or_default()
-                .max(TIMER_SLACK),
+                / 2)
+            .max(TIMER_SLACK),
             windows: std::sync::Mutex::new(windows),
         }
     }
@@ -191,6 +191,7 @@ impl RateLimiter {
             };
         }
         let arrived = Instant::now();
+        let mut slept = false;
         loop {
             let at = self.reserve();
             let mut slot = Slot {
@@ -198,16 +199,22 @@ impl RateLimiter {
                 at: Some(at),
                 waited: Duration::ZERO,
             };
-            if at <= Instant::now() {
-                return slot;
-            }
-            tokio::time::sleep_until(at).await;
             let now = Instant::now();
             // A caller polled again only well after its time (its task was busy or
             // parked) would start later than the others' slots allow for: it gives
             // the slot back and queues again.
-            if now <= at + self.tolerance {
-                slot.waited = now - arrived;
+            if at > now {
+                tokio::time::sleep_until(at).await;
+                slept = true;
+                let now = Instant::now();
+                if now <= at + self.tolerance {
+                    slot.waited = now - arrived;
+                    return slot;
+                }
+            } else {
+                if slept {
+                    slot.waited = now - arrived;
+                }
                 return slot;
             }
         }
@@ -220,12 +227,10 @@ impl RateLimiter {
         let mut windows = self.lock();
         let mut at = now;
         for w in windows.iter_mut() {
+            // Starts that left the window no longer count. (Any `max + 1` starts
+            // in a row span more than `per`, so this also keeps at most `max`
+            // past ones.)
             while w.starts.front().is_some_and(|&t| t + w.per <= now) {
-                w.starts.pop_front();
-            }
-            // Of the past starts only the newest `max` can matter; reserved ones
-            // are kept, since one given back leaves the others to count.
-            while w.starts.get(w.max).is_some_and(|&t| t <= now) {
                 w.starts.pop_front();
             }
             if let Some(&last) = w.starts.back() {
@@ -392,6 +397,26 @@ mod tests {
         let slot = parked.await;
         let late = t0.elapsed();
         assert!(late >= Duration::from_secs(30), "{late:?}");
+        slot.keep();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_queues_again_reports_all_its_wait() {
+        let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::from_secs(10)));
+        let t0 = Instant::now();
+        start(&limiter).await;
+        let mut parked = Box::pin(limiter.acquire());
+        let polled = tokio::time::timeout(Duration::from_millis(1), &mut parked).await;
+        assert!(polled.is_err());
+        // Polled again at 15 s, past its slot at 10 s: it queues again, and the
+        // window has room at once.
+        tokio::time::sleep_until(t0 + Duration::from_secs(15)).await;
+        let slot = parked.await;
+        assert!(
+            slot.waited() >= Duration::from_secs(15),
+            "{:?}",
+            slot.waited()
+        );
         slot.keep();
     }
 }
