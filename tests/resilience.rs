@@ -799,24 +799,51 @@ async fn a_slow_token_does_not_crowd_a_window() {
     assert!(busiest(&arrivals, per) <= 2, "{arrivals:?}");
 }
 
-/// A batch whose stream is not polled for a while (its consumer is busy) keeps
-/// its own place in the quota, and no other call waits behind it.
+/// Issues `tok-0`, `tok-1`, … each valid for four seconds, so each is due for a
+/// refresh after two.
+struct FourSecondTokens(std::sync::atomic::AtomicUsize);
+
+#[defender_endpoint::async_trait]
+impl defender_endpoint::TokenCredential for FourSecondTokens {
+    async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(defender_endpoint::AccessToken::expires_in(
+            format!("tok-{n}"),
+            Duration::from_secs(4),
+        ))
+    }
+}
+
+/// A token that falls due for its refresh while a call waits for the quota is
+/// still valid: the call keeps its turn and sends it.
 #[tokio::test]
-async fn a_batch_left_unpolled_holds_up_no_other_call() {
-    use futures_util::StreamExt;
-    let (server, _) = recording_server().await;
+async fn a_refresh_due_during_the_wait_does_not_cost_the_call_its_turn() {
+    let (server, arrivals) = recording_server().await;
     let client = builder(&server)
-        .rate_limit(RateLimit::new().window(1, Duration::from_secs(1)))
+        .credential(FourSecondTokens(Default::default()))
+        .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
         .build()
         .unwrap();
-    client.user_machines("user1").await.unwrap();
-    // Its lookup takes the next slot and waits for it; then the stream is left alone.
-    let mut batch = Box::pin(client.machines_for_users(["user1"], 1));
-    let polled = tokio::time::timeout(Duration::from_millis(50), batch.next()).await;
-    assert!(polled.is_err());
-    let other = client.clone();
-    let call = tokio::time::timeout(Duration::from_secs(10), other.user_machines("user1")).await;
-    call.expect("a call on a clone waited behind the unpolled batch")
-        .unwrap();
-    drop(batch);
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let client = client.clone();
+        calls.push(tokio::spawn(
+            async move { client.user_machines("user1").await },
+        ));
+        // The next caller arrives later.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // The second call's slot comes at about 2 s, when tok-0 is due for a refresh
+    // but valid: it goes then, not behind the third (at about 4 s).
+    let mut arrivals = arrivals.lock().unwrap().clone();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 3);
+    let second = arrivals[1] - started;
+    assert!(second < Duration::from_millis(3500), "{second:?}");
+    let last = arrivals[2] - started;
+    assert!(last < Duration::from_millis(5500), "{last:?}");
 }

@@ -25,10 +25,11 @@ struct Cached {
 /// carries it (`Bearer …`, marked sensitive). Made once per token, so a call
 /// costs a reference count, not a copy and a check of a 2 KB token.
 #[derive(Clone)]
-pub(crate) struct Bearer(Arc<HeaderValue>);
+pub(crate) struct Bearer(Arc<(HeaderValue, Option<Instant>)>);
 
 impl Bearer {
-    fn new(token: &str) -> Result<Self, Error> {
+    /// `expires`: when the token stops being valid; `None` = never.
+    fn new(token: &str, expires: Option<Instant>) -> Result<Self, Error> {
         if token.trim().is_empty() {
             return Err(Error::credential("the credential gave an empty token"));
         }
@@ -38,17 +39,22 @@ impl Bearer {
             )
         })?;
         value.set_sensitive(true);
-        Ok(Self(Arc::new(value)))
+        Ok(Self(Arc::new((value, expires))))
     }
 
     /// The `Authorization` header value.
     pub(crate) fn header(&self) -> HeaderValue {
-        HeaderValue::clone(&self.0)
+        HeaderValue::clone(&self.0 .0)
+    }
+
+    /// Whether the token is past its expiry (not merely due for a refresh).
+    pub(crate) fn expired(&self) -> bool {
+        self.0 .1.is_some_and(|expires| Instant::now() >= expires)
     }
 
     /// The token itself, as it travels (for scrubbing it from what the API echoes).
     pub(crate) fn secret(&self) -> std::borrow::Cow<'_, str> {
-        let bytes = self.0.as_bytes();
+        let bytes = self.0 .0.as_bytes();
         String::from_utf8_lossy(bytes.strip_prefix(b"Bearer ").unwrap_or(bytes))
     }
 
@@ -149,7 +155,7 @@ impl TokenCache {
             tracing::debug!(scope = %scope, "requesting a token");
             let outcome = credential.get_token(&[&scope]).await.and_then(|token| {
                 let AccessToken { token, expires_on } = token;
-                let bearer = Bearer::new(token.expose_secret())?;
+                let bearer = Bearer::new(token.expose_secret(), expires_on)?;
                 let refresh_at = expires_on.map(|expires| {
                     let lifetime = expires.saturating_duration_since(fetched_at);
                     expires
