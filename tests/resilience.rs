@@ -799,6 +799,27 @@ async fn a_slow_token_does_not_crowd_a_window() {
     assert!(busiest(&arrivals, per) <= 2, "{arrivals:?}");
 }
 
+/// A call that is not polled for a while keeps its own place in the quota, and
+/// no other call waits behind it.
+#[tokio::test]
+async fn a_call_left_unpolled_holds_up_no_other_call() {
+    let (server, _) = recording_server().await;
+    let client = builder(&server)
+        .rate_limit(RateLimit::new().window(1, Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap();
+    // Takes the next slot and waits for it; then it is left alone.
+    let mut parked = Box::pin(client.user_machines("user1"));
+    let polled = tokio::time::timeout(Duration::from_millis(50), &mut parked).await;
+    assert!(polled.is_err());
+    let other = client.clone();
+    let call = tokio::time::timeout(Duration::from_secs(10), other.user_machines("user1")).await;
+    call.expect("a call on a clone waited behind the unpolled one")
+        .unwrap();
+    drop(parked);
+}
+
 /// Issues `tok-0`, `tok-1`, … each valid for four seconds, so each is due for a
 /// refresh after two.
 struct FourSecondTokens(std::sync::atomic::AtomicUsize);
