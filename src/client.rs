@@ -390,7 +390,8 @@ impl Client {
                 // busy between items: a request nobody polls would run into its
                 // timeout. Dropping the stream cancels the lookups in flight.
                 let client = client.clone();
-                let lookup = Lookup(tokio::spawn(async move { client.machines_of(&name).await }));
+                let lookup = async move { client.machines_of(&name).await };
+                let lookup = Lookup(tokio::spawn(lookup.in_current_span()));
                 async move { stream::iter(share(inputs, lookup.await)) }
             })
             .buffer_unordered(concurrency.max(1))
@@ -999,7 +1000,8 @@ impl ClientBuilder {
     ///
     /// Fails with [`Error::Config`] for a base URL that is not an absolute
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
-    /// fragment or user info, and when no credential was given.
+    /// fragment or user info, when no credential was given, and for a
+    /// [`RateLimit`] window of 0 calls or of no length.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(problem) = self.rate_limit.problem() {
             return Err(Error::Config(problem));
