@@ -287,6 +287,16 @@ mod tests {
         waited
     }
 
+    /// A caller that reserves its slot and is then left alone (not polled).
+    async fn park(
+        limiter: &RateLimiter,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = Slot<'_>> + '_>> {
+        let mut parked = Box::pin(limiter.acquire());
+        let polled = tokio::time::timeout(Duration::from_millis(1), &mut parked).await;
+        assert!(polled.is_err(), "the slot was free");
+        parked
+    }
+
     #[test]
     fn windows_are_checked() {
         let limit = RateLimit::new().window(2, Duration::MAX);
@@ -382,9 +392,7 @@ mod tests {
         let t0 = Instant::now();
         start(&limiter).await;
         // Reserves the slot at 10 s, and is then left alone.
-        let mut parked = Box::pin(limiter.acquire());
-        let polled = tokio::time::timeout(Duration::from_millis(1), &mut parked).await;
-        assert!(polled.is_err());
+        let parked = park(&limiter).await;
         // The next caller gets the slot after the parked one's.
         start(&limiter).await;
         let second = t0.elapsed();
@@ -405,9 +413,7 @@ mod tests {
         let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::from_secs(10)));
         let t0 = Instant::now();
         start(&limiter).await;
-        let mut parked = Box::pin(limiter.acquire());
-        let polled = tokio::time::timeout(Duration::from_millis(1), &mut parked).await;
-        assert!(polled.is_err());
+        let parked = park(&limiter).await;
         // Polled again at 15 s, past its slot at 10 s: it queues again, and the
         // window has room at once.
         tokio::time::sleep_until(t0 + Duration::from_secs(15)).await;

@@ -352,16 +352,30 @@ async fn clones_share_the_quota() {
     assert!(busiest(&arrivals, per) <= 3);
 }
 
-/// Issues `tok-0`, `tok-1`, … each valid for one second.
-struct ShortLivedTokens(std::sync::atomic::AtomicUsize);
+/// Issues `tok-0`, `tok-1`, … each valid for `lifetime`.
+struct NumberedTokens {
+    issued: std::sync::atomic::AtomicUsize,
+    lifetime: Duration,
+}
+
+impl NumberedTokens {
+    fn lasting(lifetime: Duration) -> Self {
+        Self {
+            issued: Default::default(),
+            lifetime,
+        }
+    }
+}
 
 #[defender_endpoint::async_trait]
-impl defender_endpoint::TokenCredential for ShortLivedTokens {
+impl defender_endpoint::TokenCredential for NumberedTokens {
     async fn get_token(&self, _scopes: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(defender_endpoint::AccessToken::expires_in(
             format!("tok-{n}"),
-            Duration::from_secs(1),
+            self.lifetime,
         ))
     }
 }
@@ -382,7 +396,7 @@ async fn a_call_that_waited_for_the_quota_carries_a_fresh_token() {
         })
         .await;
     let client = builder(&server)
-        .credential(ShortLivedTokens(Default::default()))
+        .credential(NumberedTokens::lasting(Duration::from_secs(1)))
         .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
         .build()
         .unwrap();
@@ -820,28 +834,14 @@ async fn a_call_left_unpolled_holds_up_no_other_call() {
     drop(parked);
 }
 
-/// Issues `tok-0`, `tok-1`, … each valid for four seconds, so each is due for a
-/// refresh after two.
-struct FourSecondTokens(std::sync::atomic::AtomicUsize);
-
-#[defender_endpoint::async_trait]
-impl defender_endpoint::TokenCredential for FourSecondTokens {
-    async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(defender_endpoint::AccessToken::expires_in(
-            format!("tok-{n}"),
-            Duration::from_secs(4),
-        ))
-    }
-}
-
 /// A token that falls due for its refresh while a call waits for the quota is
 /// still valid: the call keeps its turn and sends it.
 #[tokio::test]
 async fn a_refresh_due_during_the_wait_does_not_cost_the_call_its_turn() {
     let (server, arrivals) = recording_server().await;
     let client = builder(&server)
-        .credential(FourSecondTokens(Default::default()))
+        // Each token is due for a refresh two seconds into its four.
+        .credential(NumberedTokens::lasting(Duration::from_secs(4)))
         .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
         .build()
         .unwrap();
