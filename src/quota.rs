@@ -98,34 +98,71 @@ impl Default for RateLimit {
 }
 
 /// The running state of a [`RateLimit`]: the start times of recent requests,
-/// and of those that have a slot reserved and are waiting for it.
+/// and the times reserved by callers waiting for their turn.
 ///
-/// A caller reserves the earliest start time every window allows, behind every
-/// earlier reservation (so callers are served in arrival order), and then waits
-/// for it without holding any lock: a caller that stops being polled holds up
-/// no one but itself, and one that is dropped gives its slot back.
+/// A caller reserves the earliest time every window allows, behind every
+/// caller already waiting (so callers are served in arrival order), and then
+/// waits for it without holding any lock: a caller that stops being polled
+/// holds up no one but itself, and one that is dropped gives its time back.
+/// What lets a request start is only the requests that did start: when its
+/// time comes (or later, if its task was busy), a caller starts if every
+/// window has room for it then, and otherwise takes a new time.
 pub(crate) struct RateLimiter {
     windows: std::sync::Mutex<Vec<Window>>,
     enabled: bool,
-    /// How late after its reserved time a request may still start in that slot:
-    /// half the spacing [`guard`] adds, which others' slots already allow for
-    /// (the other half is left for the network), and at least [`TIMER_SLACK`].
-    tolerance: Duration,
 }
 
 struct Window {
     max: usize,
     per: Duration,
-    /// Start times, past and reserved, in order: those still inside the window.
-    starts: VecDeque<Instant>,
+    /// Start times of requests, in order: those that still count.
+    started: VecDeque<Instant>,
+    /// Times reserved by callers that wait, in order.
+    waiting: VecDeque<Instant>,
 }
 
-/// A start time reserved in every window of a [`RateLimiter`]. Dropped before
-/// [`keep`](Slot::keep), it is given back, so a call that is cancelled while it
-/// waits, or that does not send its request after all, uses no quota.
+impl Window {
+    /// Forgets starts that no longer count at `now`.
+    fn prune(&mut self, now: Instant) {
+        let span = self.per + guard(self.per);
+        while self.started.front().is_some_and(|&t| t + span <= now) {
+            self.started.pop_front();
+        }
+    }
+
+    /// The earliest time at or after `now` that has room for one more start,
+    /// counting the waiting callers' times too when `queue` is set.
+    fn earliest(&self, now: Instant, queue: bool) -> Instant {
+        let span = self.per + guard(self.per);
+        let mut at = now;
+        let counted = self.started.len() + if queue { self.waiting.len() } else { 0 };
+        if queue {
+            if let Some(&last) = self.waiting.back() {
+                at = at.max(last);
+            }
+        }
+        if counted >= self.max {
+            // The start that must leave the window first: the `max`-th newest.
+            let oldest = if queue {
+                let mut times: Vec<Instant> =
+                    self.started.iter().chain(&self.waiting).copied().collect();
+                times.sort_unstable();
+                times[counted - self.max]
+            } else {
+                self.started[counted - self.max]
+            };
+            at = at.max(oldest + span);
+        }
+        at
+    }
+}
+
+/// A start in every window of a [`RateLimiter`]. Dropped before
+/// [`keep`](Slot::keep), it is taken back, so a call that does not send its
+/// request after all uses no quota.
 pub(crate) struct Slot<'a> {
     limiter: &'a RateLimiter,
-    /// `None` when the limiter has no windows.
+    /// The start; `None` when the limiter has no windows or the slot is kept.
     at: Option<Instant>,
     waited: Duration,
 }
@@ -145,8 +182,20 @@ impl Slot<'_> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Some(at) = self.at {
-            self.limiter.release(at);
+            self.limiter.remove(at, |w| &mut w.started);
         }
+    }
+}
+
+/// A reserved time of a caller that waits; given back if the caller is dropped.
+struct Reservation<'a> {
+    limiter: &'a RateLimiter,
+    at: Instant,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.limiter.remove(self.at, |w| &mut w.waiting);
     }
 }
 
@@ -158,18 +207,12 @@ impl RateLimiter {
             .map(|&(max, per)| Window {
                 max: max as usize,
                 per,
-                starts: VecDeque::with_capacity((max as usize).min(4096)),
+                started: VecDeque::with_capacity((max as usize).min(4096)),
+                waiting: VecDeque::new(),
             })
             .collect::<Vec<_>>();
         Self {
             enabled: !windows.is_empty(),
-            tolerance: (windows
-                .iter()
-                .map(|w| guard(w.per))
-                .min()
-                .unwrap_or_default()
-                / 2)
-            .max(TIMER_SLACK),
             windows: std::sync::Mutex::new(windows),
         }
     }
@@ -191,75 +234,62 @@ impl RateLimiter {
             };
         }
         let arrived = Instant::now();
-        let mut slept = false;
+        let mut queue = true;
         loop {
-            let at = self.reserve();
-            let mut slot = Slot {
-                limiter: self,
-                at: Some(at),
-                waited: Duration::ZERO,
+            let reservation = match self.start_or_reserve(queue) {
+                Ok(at) => {
+                    let waited = if queue { Duration::ZERO } else { at - arrived };
+                    return Slot {
+                        limiter: self,
+                        at: Some(at),
+                        waited,
+                    };
+                }
+                Err(at) => Reservation { limiter: self, at },
             };
-            let now = Instant::now();
-            // A caller polled again only well after its time (its task was busy or
-            // parked) would start later than the others' slots allow for: it gives
-            // the slot back and queues again.
-            if at > now {
-                tokio::time::sleep_until(at).await;
-                slept = true;
-                let now = Instant::now();
-                if now <= at + self.tolerance {
-                    slot.waited = now - arrived;
-                    return slot;
-                }
-            } else {
-                if slept {
-                    slot.waited = now - arrived;
-                }
-                return slot;
-            }
+            tokio::time::sleep_until(reservation.at).await;
+            // Its time has come: the caller keeps its place, and is not queued
+            // again behind those who came later.
+            queue = false;
+            drop(reservation);
         }
     }
 
-    /// Reserves the earliest start time that every window allows and that comes
-    /// after every earlier reservation.
-    fn reserve(&self) -> Instant {
+    /// Starts a request now if every window has room, behind the waiting
+    /// callers when `queue` is set (`Ok(now)`); otherwise reserves the earliest
+    /// time that may have room (`Err(at)`).
+    fn start_or_reserve(&self, queue: bool) -> Result<Instant, Instant> {
         let now = Instant::now();
         let mut windows = self.lock();
         let mut at = now;
         for w in windows.iter_mut() {
-            // Starts that left the window no longer count. (Any `max + 1` starts
-            // in a row span more than `per`, so this also keeps at most `max`
-            // past ones.)
-            while w.starts.front().is_some_and(|&t| t + w.per <= now) {
-                w.starts.pop_front();
-            }
-            if let Some(&last) = w.starts.back() {
-                at = at.max(last);
-            }
-            if w.starts.len() >= w.max {
-                let oldest_counted = w.starts[w.starts.len() - w.max];
-                at = at.max(oldest_counted + w.per + guard(w.per));
-            }
+            w.prune(now);
+            at = at.max(w.earliest(now, queue));
         }
-        for w in windows.iter_mut() {
-            w.starts.push_back(at);
+        if at <= now {
+            for w in windows.iter_mut() {
+                w.started.push_back(now);
+            }
+            Ok(now)
+        } else {
+            for w in windows.iter_mut() {
+                let i = w.waiting.partition_point(|&t| t <= at);
+                w.waiting.insert(i, at);
+            }
+            Err(at)
         }
-        at
     }
 
-    /// Gives back a slot reserved for `at`.
-    fn release(&self, at: Instant) {
+    /// Removes one time `at` from the list `which` picks, in every window.
+    fn remove(&self, at: Instant, which: impl Fn(&mut Window) -> &mut VecDeque<Instant>) {
         for w in self.lock().iter_mut() {
-            if let Some(i) = w.starts.iter().rposition(|&t| t == at) {
-                w.starts.remove(i);
+            let times = which(w);
+            if let Some(i) = times.iter().rposition(|&t| t == at) {
+                times.remove(i);
             }
         }
     }
 }
-
-/// How late a timer may wake a caller on a busy runtime without the caller
-/// losing its slot.
-const TIMER_SLACK: Duration = Duration::from_millis(5);
 
 /// Extra spacing when a window rolls over, so that a server measuring arrival times
 /// (which lag start times by a varying network delay) still never counts one too many.
@@ -424,5 +454,100 @@ mod tests {
             slot.waited()
         );
         slot.keep();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_always_polled_late_still_start() {
+        let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::from_secs(10)));
+        start(&limiter).await;
+        let mut callers = vec![Some(park(&limiter).await), Some(park(&limiter).await)];
+        // The runtime is busy for 15 s at a time: whenever a caller is polled
+        // again, its time is long past.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(15)).await;
+            for caller in callers.iter_mut() {
+                if let Some(future) = caller {
+                    let polled = tokio::time::timeout(Duration::from_millis(1), future).await;
+                    if let Ok(slot) = polled {
+                        slot.keep();
+                        *caller = None;
+                    }
+                }
+            }
+        }
+        assert!(
+            callers.iter().all(Option::is_none),
+            "a late caller never started"
+        );
+    }
+
+    /// Callers that arrive, give up, are dropped with their slot unused, or are
+    /// polled late, at random: the starts never exceed any window.
+    #[tokio::test(start_paused = true)]
+    async fn no_mix_of_callers_exceeds_a_window() {
+        let windows = [(3, Duration::from_secs(2)), (5, Duration::from_secs(10))];
+        let limiter = std::sync::Arc::new(RateLimiter::new(
+            &windows
+                .iter()
+                .fold(RateLimit::new(), |l, &(max, per)| l.window(max, per)),
+        ));
+        let starts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut callers = Vec::new();
+        for _ in 0..60 {
+            let (limiter, starts) = (limiter.clone(), starts.clone());
+            let (kind, late) = (next(4), Duration::from_millis(next(3_000)));
+            callers.push(tokio::spawn(async move {
+                let wait = limiter.acquire();
+                let slot = match kind {
+                    // Gives up after a while.
+                    0 => match tokio::time::timeout(late, wait).await {
+                        Ok(slot) => slot,
+                        Err(_) => return,
+                    },
+                    // Polled once, then busy elsewhere for a while.
+                    1 => {
+                        let mut wait = Box::pin(wait);
+                        if let Ok(slot) =
+                            tokio::time::timeout(Duration::from_millis(1), &mut wait).await
+                        {
+                            slot
+                        } else {
+                            tokio::time::sleep(late).await;
+                            wait.await
+                        }
+                    }
+                    _ => wait.await,
+                };
+                // Does not send after all.
+                if kind == 2 && late < Duration::from_millis(1_000) {
+                    return drop(slot);
+                }
+                starts.lock().unwrap().push(Instant::now());
+                slot.keep();
+            }));
+            tokio::time::sleep(Duration::from_millis(next(700))).await;
+        }
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        let mut starts = starts.lock().unwrap().clone();
+        starts.sort();
+        assert!(starts.len() > 20, "{}", starts.len());
+        for (max, per) in windows {
+            for (i, &t) in starts.iter().enumerate() {
+                let in_window = starts[i..].iter().take_while(|&&u| u - t < per).count();
+                assert!(
+                    in_window <= max as usize,
+                    "{in_window} starts within {per:?}"
+                );
+            }
+        }
     }
 }
