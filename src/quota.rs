@@ -460,7 +460,7 @@ mod tests {
     async fn callers_always_polled_late_still_start() {
         let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::from_secs(10)));
         start(&limiter).await;
-        let mut callers = vec![Some(park(&limiter).await), Some(park(&limiter).await)];
+        let mut callers = [Some(park(&limiter).await), Some(park(&limiter).await)];
         // The runtime is busy for 15 s at a time: whenever a caller is polled
         // again, its time is long past.
         for _ in 0..3 {
