@@ -113,11 +113,12 @@ impl ClientHooks<Inner> for crate::generated::Client {
             let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
             match shared.tokens.cached() {
                 Some(current) => token = current,
-                // Due for a refresh, but still valid: good for this request (the
-                // next call refreshes it), and the call keeps its turn.
-                None if !token.expired() => {}
+                // Due for a refresh, but still valid (and not refused by the API):
+                // good for this request (the next call refreshes it), and the
+                // call keeps its turn.
+                None if token.usable() => {}
                 None => {
-                    // Expired during the wait: the slot is given back, a new token
+                    // Expired (or refused) during the wait: the slot is given back, a new token
                     // fetched, and the call queues once more.
                     drop(slot);
                     token = shared.tokens.token().await.map_err(fail)?;

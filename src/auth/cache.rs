@@ -25,7 +25,15 @@ struct Cached {
 /// carries it (`Bearer …`, marked sensitive). Made once per token, so a call
 /// costs a reference count, not a copy and a check of a 2 KB token.
 #[derive(Clone)]
-pub(crate) struct Bearer(Arc<(HeaderValue, Option<Instant>)>);
+pub(crate) struct Bearer(Arc<BearerInner>);
+
+struct BearerInner {
+    header: HeaderValue,
+    /// When the token stops being valid; `None` = never.
+    expires: Option<Instant>,
+    /// Set when the API refused the token (401).
+    rejected: std::sync::atomic::AtomicBool,
+}
 
 impl Bearer {
     /// `expires`: when the token stops being valid; `None` = never.
@@ -39,22 +47,31 @@ impl Bearer {
             )
         })?;
         value.set_sensitive(true);
-        Ok(Self(Arc::new((value, expires))))
+        Ok(Self(Arc::new(BearerInner {
+            header: value,
+            expires,
+            rejected: Default::default(),
+        })))
     }
 
     /// The `Authorization` header value.
     pub(crate) fn header(&self) -> HeaderValue {
-        HeaderValue::clone(&self.0 .0)
+        HeaderValue::clone(&self.0.header)
     }
 
-    /// Whether the token is past its expiry (not merely due for a refresh).
-    pub(crate) fn expired(&self) -> bool {
-        self.0 .1.is_some_and(|expires| Instant::now() >= expires)
+    /// Whether the token may still be sent: not past its expiry (it may be due
+    /// for a refresh) and not refused by the API.
+    pub(crate) fn usable(&self) -> bool {
+        !self.0.rejected.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .0
+                .expires
+                .is_none_or(|expires| Instant::now() < expires)
     }
 
     /// The token itself, as it travels (for scrubbing it from what the API echoes).
     pub(crate) fn secret(&self) -> std::borrow::Cow<'_, str> {
-        let bytes = self.0 .0.as_bytes();
+        let bytes = self.0.header.as_bytes();
         String::from_utf8_lossy(bytes.strip_prefix(b"Bearer ").unwrap_or(bytes))
     }
 
@@ -179,6 +196,10 @@ impl TokenCache {
 
     /// Forgets `rejected` (a token the API refused with 401), unless it was already replaced.
     pub(crate) fn invalidate(&self, rejected: &Bearer) {
+        rejected
+            .0
+            .rejected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut state = lock(&self.state);
         if state
             .current
@@ -319,5 +340,16 @@ mod tests {
         // Which is then reused.
         cache.token().await.unwrap();
         assert_eq!(credential.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_the_api_refused_is_not_usable() {
+        let cache = TokenCache::new(Arc::new(Lasting(Duration::from_secs(3600))), "s".into());
+        let token = cache.token().await.unwrap();
+        assert!(token.usable());
+        cache.invalidate(&token);
+        assert!(!token.usable());
+        assert!(cache.cached().is_none());
+        assert!(cache.token().await.unwrap().usable());
     }
 }
