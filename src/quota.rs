@@ -430,8 +430,8 @@ mod tests {
             second >= Duration::from_secs(20) && second < Duration::from_secs(21),
             "{second:?}"
         );
-        // Polled again long after its time, the parked caller queues again,
-        // behind the second: its late start would crowd the second's window.
+        // Polled again long after its time, the parked caller finds the
+        // second's start in the window, and takes the next time after it.
         let slot = parked.await;
         let late = t0.elapsed();
         assert!(late >= Duration::from_secs(30), "{late:?}");
@@ -439,13 +439,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_caller_that_queues_again_reports_all_its_wait() {
+    async fn a_caller_polled_late_reports_all_its_wait() {
         let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::from_secs(10)));
         let t0 = Instant::now();
         start(&limiter).await;
         let parked = park(&limiter).await;
-        // Polled again at 15 s, past its slot at 10 s: it queues again, and the
-        // window has room at once.
+        // Polled again at 15 s, past its time at 10 s: the window has room, and
+        // it starts then.
         tokio::time::sleep_until(t0 + Duration::from_secs(15)).await;
         let slot = parked.await;
         assert!(
