@@ -76,6 +76,10 @@ fn main() {
     match arg(0) {
         Some("--serve") => serve(),
         Some("--peak-parse") => peak_parse(arg(1).expect("file"), arg(2).expect("parser")),
+        Some("--heap-parse") => heap_parse(arg(1).expect("file")),
+        Some("--write-huge") => {
+            std::fs::write(arg(1).expect("file"), collection(HUGE_MACHINES, 3)).unwrap()
+        }
         Some("--peak-call") => peak_call(arg(1).expect("port"), arg(2).expect("client")),
         Some("--profile") => profile(arg(1).unwrap_or(""), arg(2).and_then(|n| n.parse().ok())),
         _ if args.iter().any(|a| a == "--bench") => {
@@ -800,13 +804,68 @@ impl Drop for Server {
 // ---------------------------------------------------------------------------
 
 /// Reads the body from `file`, parses it, and prints `baseline_kib body_bytes peak_kib`.
+///
+/// `sdk-reader` parses into the generated types straight from the file (a
+/// buffered reader), without holding the body: the least a parse that streams
+/// the answer could peak at.
 fn peak_parse(file: &str, parser: &str) {
-    let parser = Parser::from_name(parser);
     let baseline = status_kib("VmHWM");
+    if parser == "sdk-reader" {
+        let reader = std::io::BufReader::new(std::fs::File::open(file).unwrap());
+        let c: types::MachineCollection = serde_json::from_reader(reader).unwrap();
+        assert_eq!(c.value.len(), HUGE_MACHINES);
+        let len = std::fs::metadata(file).unwrap().len();
+        println!("{baseline} {len} {}", status_kib("VmHWM"));
+        return;
+    }
+    let parser = Parser::from_name(parser);
     let body = std::fs::read(file).unwrap();
     let n = parser.parse(&body);
     assert_eq!(n, HUGE_MACHINES);
     println!("{baseline} {} {}", body.len(), status_kib("VmHWM"));
+}
+
+/// Where the heap goes when the 10,000-machine body in `file` is parsed into the
+/// generated types, from the allocator's own count of the bytes it has handed
+/// out (`mallinfo2`: chunk sizes, so malloc's overhead is included). Prints
+/// `body vec_len_bytes vec_capacity_bytes unknown_fields_bytes rest_bytes`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_parse(file: &str) {
+    fn heap() -> u64 {
+        // SAFETY: `mallinfo2` only reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks + info.hblkhd) as u64
+    }
+    let body = std::fs::read(file).unwrap();
+    let with_body = heap();
+    let mut c: types::MachineCollection = serde_json::from_slice(&body).unwrap();
+    let parsed = heap();
+    let size = std::mem::size_of::<types::Machine>() as u64;
+    let (len, capacity) = (
+        c.value.len() as u64 * size,
+        c.value.capacity() as u64 * size,
+    );
+    for m in &mut c.value {
+        m.extra = serde_json::Map::new();
+        for ip in m.ip_addresses.iter_mut().flatten() {
+            ip.extra = serde_json::Map::new();
+        }
+        if let Some(vm) = &mut m.vm_metadata {
+            vm.extra = serde_json::Map::new();
+        }
+    }
+    let without_unknown = heap();
+    println!(
+        "{} {len} {capacity} {} {}",
+        body.len(),
+        parsed - without_unknown,
+        without_unknown - with_body - capacity
+    );
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_parse(_file: &str) {
+    println!("0 0 0 0 0");
 }
 
 /// Fetches the 10,000-machine answer once and prints `baseline_kib peak_kib`.
@@ -1076,20 +1135,37 @@ fn run(quick: bool) {
     drop(body);
     println!("\n## Peak RSS parsing the 10,000-machine answer (child processes)");
     let mut sdk_peak_ratio = f64::NAN;
-    for parser in Parser::ALL {
-        let v = child_output(&["--peak-parse", file.to_str().unwrap(), parser.name()]);
+    for parser in Parser::ALL
+        .map(Parser::name)
+        .into_iter()
+        .chain(["sdk-reader"])
+    {
+        let v = child_output(&["--peak-parse", file.to_str().unwrap(), parser]);
         let (baseline, len, peak) = (v[0] as f64 * 1024.0, v[1] as f64, v[2] as f64 * 1024.0);
         let ratio = peak / len;
         println!(
-            "  {:<6} peak {:>6.1} MB = {ratio:.2}x body ({:.1} MB before reading; {:.2}x body above that)",
-            parser.name(),
+            "  {:<10} peak {:>6.1} MB = {ratio:.2}x body ({:.1} MB before reading; {:.2}x body above that)",
+            parser,
             peak / 1e6,
             baseline / 1e6,
             (peak - baseline) / len
         );
-        if parser == Parser::Sdk {
+        if parser == Parser::Sdk.name() {
             sdk_peak_ratio = ratio;
         }
+    }
+    let v = child_output(&["--heap-parse", file.to_str().unwrap()]);
+    if v[0] > 0 {
+        let of_body = |bytes: u64| bytes as f64 / v[0] as f64;
+        println!(
+            "  heap of the parsed Vec<Machine> (malloc's count, body = 1.00): {:.2} the \
+             machines' Vec ({:.2} of it written), {:.2} the unknown-field maps, {:.2} the \
+             rest (strings and lists of the known fields)",
+            of_body(v[2]),
+            of_body(v[1]),
+            of_body(v[3]),
+            of_body(v[4])
+        );
     }
     let _ = std::fs::remove_file(&file);
     report.push(format!(
