@@ -771,13 +771,17 @@ fn classify<T: serde::de::DeserializeOwned>(
         // A body that arrived but cannot be decompressed will not get better on a
         // retry. One the connection cut short, or that stalled, is the network's
         // failure (reqwest calls any failed read of a body it may decompress "decode").
+        // An error answer's status says more than its unreadable body, as in the hooks.
         E::CommunicationError(e) | E::ResponseBodyError(e)
             if e.is_decode() && !e.is_timeout() && !cut_short(&e) =>
         {
-            Outcome::Fail(Error::Decode {
-                status: report.status.unwrap_or(200),
-                message: format!("the body could not be decompressed: {}", e.without_url()),
-            })
+            match report.status {
+                Some(status) if !(200..300).contains(&status) => from_status(status, None, None),
+                status => Outcome::Fail(Error::Decode {
+                    status: status.unwrap_or(200),
+                    message: format!("the body could not be decompressed: {}", e.without_url()),
+                }),
+            }
         }
         E::CommunicationError(e) | E::ResponseBodyError(e) | E::InvalidUpgrade(e) => {
             Outcome::Fail(Error::from_reqwest(e))

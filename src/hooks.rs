@@ -3,7 +3,8 @@
 //! `pre` checks the path against the operation's template, attaches the bearer
 //! token (marked sensitive) and waits for the client-side quota. `exec` sends the
 //! request and bounds the size of the body: one of known length within the bound
-//! goes on untouched, any other is read (and deflate inflated) here, up to the bound.
+//! goes on untouched, any other is read (and decoded, when reqwest has not) here, up to
+//! the bound.
 
 use std::{
     cell::{Cell, RefCell},
@@ -198,19 +199,10 @@ impl ClientHooks<Inner> for crate::generated::Client {
             a.retry_after.set(retry_after);
         });
 
-        // Content codings are case-insensitive, but reqwest decodes only `gzip` in
-        // lower case: gzip in other letters, and deflate (as zlib or as the raw
-        // deflate some servers send), are decoded here.
-        let coding = response.headers().get(CONTENT_ENCODING).and_then(|v| {
-            let v = v.as_bytes();
-            if v.eq_ignore_ascii_case(b"deflate") {
-                Some(Coding::Deflate)
-            } else if v.eq_ignore_ascii_case(b"gzip") && v != b"gzip" {
-                Some(Coding::Gzip)
-            } else {
-                None
-            }
-        });
+        let coding = response
+            .headers()
+            .get(CONTENT_ENCODING)
+            .and_then(|v| Coding::of(v.as_bytes()));
 
         // A body whose exact length is known (and enforced by the HTTP layer) needs no
         // bounded read: hand the response on as it is.
@@ -260,26 +252,29 @@ impl ClientHooks<Inner> for crate::generated::Client {
         } else {
             Ok(rest.freeze())
         };
-        let body = match body {
-            Ok(body) if coding.is_some() => {
+        let body = match (body, coding) {
+            // An empty body (a 404 or 429 without one) has nothing to decode.
+            (Ok(body), Some(coding)) if !body.is_empty() => {
                 headers.remove(CONTENT_ENCODING);
                 headers.remove(CONTENT_LENGTH);
-                // An empty body (a 404 or 429 without one) has nothing to decode.
-                match coding.filter(|_| !body.is_empty()) {
-                    Some(coding) => decompress(coding, &body, limit).map_err(|e| match e {
-                        Inflate::TooLarge => Error::ResponseTooLarge { limit },
-                        Inflate::Invalid(e) => Error::Decode {
-                            status: status.as_u16(),
-                            message: format!(
-                                "the {} body could not be decompressed: {e}",
-                                coding.name()
-                            ),
-                        },
+                match decompress(&coding, &body, limit) {
+                    Err(Inflate::TooLarge) => Err(Error::ResponseTooLarge { limit }),
+                    // An error answer's status says more than its unreadable body:
+                    // it goes on without the body (so a 429 is still `Throttled`).
+                    Err(Inflate::Invalid(_)) if !status.is_success() => Ok(Bytes::new()),
+                    Err(Inflate::Invalid(e)) => Err(Error::Decode {
+                        status: status.as_u16(),
+                        message: format!("the {} body could not be decoded: {e}", coding.name()),
                     }),
-                    None => Ok(body),
+                    Ok(decoded) => Ok(decoded),
                 }
             }
-            other => other,
+            (Ok(body), Some(_)) => {
+                headers.remove(CONTENT_ENCODING);
+                headers.remove(CONTENT_LENGTH);
+                Ok(body)
+            }
+            (other, _) => other,
         };
         let (body, refused) = match body {
             Ok(body) => (body, None),
@@ -297,18 +292,42 @@ impl ClientHooks<Inner> for crate::generated::Client {
     }
 }
 
-/// A content coding the hook decodes itself.
-#[derive(Clone, Copy)]
+/// The content coding of a body that reached the hook still encoded.
 enum Coding {
     Deflate,
     Gzip,
+    /// A coding this client does not decode (`br`, `zstd`, a list of codings…),
+    /// as the server named it, cut short.
+    Other(String),
 }
 
 impl Coding {
-    fn name(self) -> &'static str {
+    /// The coding of a body sent with `Content-Encoding: value`, or `None` when
+    /// there is nothing to decode (`identity`).
+    ///
+    /// Codings are case-insensitive. reqwest decodes a lower-case `gzip` itself
+    /// and then removes the header, so a `gzip` still here (in other letters, or
+    /// from a caller's own `reqwest::Client` built without gzip) was not decoded;
+    /// `x-gzip` is the same coding.
+    fn of(value: &[u8]) -> Option<Coding> {
+        let value = value.trim_ascii();
+        if value.is_empty() || value.eq_ignore_ascii_case(b"identity") {
+            None
+        } else if value.eq_ignore_ascii_case(b"deflate") {
+            Some(Coding::Deflate)
+        } else if value.eq_ignore_ascii_case(b"gzip") || value.eq_ignore_ascii_case(b"x-gzip") {
+            Some(Coding::Gzip)
+        } else {
+            let name = String::from_utf8_lossy(value);
+            Some(Coding::Other(crate::error::shorten(&name, 40)))
+        }
+    }
+
+    fn name(&self) -> &str {
         match self {
             Coding::Deflate => "deflate",
             Coding::Gzip => "gzip",
+            Coding::Other(name) => name,
         }
     }
 }
@@ -318,10 +337,10 @@ enum Inflate {
     Invalid(std::io::Error),
 }
 
-/// Decompresses a body, never producing more than `limit` bytes. `deflate` is
-/// zlib (RFC 1950, what the HTTP standard means) or, failing that, raw deflate
-/// (RFC 1951, what some servers send).
-fn decompress(coding: Coding, compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
+/// Decodes a body sent with `coding`, never producing more than `limit` bytes.
+/// `deflate` is zlib (RFC 1950, what the HTTP standard means) or, failing that,
+/// raw deflate (RFC 1951, what some servers send).
+fn decompress(coding: &Coding, compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
     fn read_all(reader: impl Read, limit: usize) -> Result<Vec<u8>, Inflate> {
         let mut out = Vec::new();
         reader
@@ -341,6 +360,9 @@ fn decompress(coding: Coding, compressed: &[u8], limit: usize) -> Result<Bytes, 
             }
             other => other,
         },
+        Coding::Other(_) => Err(Inflate::Invalid(std::io::Error::other(
+            "this client decodes only gzip and deflate",
+        ))),
     }
     .map(Bytes::from)
 }

@@ -1166,6 +1166,86 @@ async fn content_codings_are_read_in_any_letter_case() {
     }
 }
 
+/// `x-gzip` is gzip; and a caller's own `reqwest::Client` built without gzip support
+/// leaves a gzip body to the client, which decodes it.
+#[tokio::test]
+async fn gzip_is_decoded_whoever_sent_it_and_however_it_is_named() {
+    let seed = fixture("seed-user-machines.json");
+    let server = MockServer::start_async().await;
+    serve_encoded(&server, "user1", "x-gzip", gzip(seed.as_bytes())).await;
+    let machines = client(&server).user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 2);
+
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(200)
+                .header("content-type", JSON)
+                .header("content-encoding", "gzip")
+                .body(gzip(seed.as_bytes()));
+        })
+        .await;
+    let own = reqwest::Client::builder().no_gzip().build().unwrap();
+    let client = common::builder(&server).http_client(own).build().unwrap();
+    let machines = client.user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 2);
+    assert_eq!(machines[1].id, "machine-2");
+}
+
+/// A coding the client does not decode is named in the error, not reported as bad
+/// JSON; on an error answer, the status still counts.
+#[tokio::test]
+async fn an_unknown_content_coding_is_named() {
+    for (status, encoding) in [(200, "br"), (200, "gzip, br"), (429, "br"), (503, "zstd")] {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.path("/api/users/user1/machines");
+                then.status(status)
+                    .header("content-type", JSON)
+                    .header("content-encoding", encoding)
+                    .body(b"\x1b\x8f\x00\xf8\x25\x09\x60\x1d");
+            })
+            .await;
+        let err = client(&server).user_machines("user1").await.unwrap_err();
+        match status {
+            200 => match &err {
+                Error::Decode {
+                    status: 200,
+                    message,
+                } => {
+                    assert!(message.contains(encoding), "{message}")
+                }
+                other => panic!("{encoding}: {other:?}"),
+            },
+            429 => assert!(matches!(err, Error::Throttled { .. }), "{err:?}"),
+            _ => assert!(matches!(err, Error::Api { status: 503, .. }), "{err:?}"),
+        }
+    }
+}
+
+/// A corrupt compressed body on an error answer: the status is what the caller gets.
+#[tokio::test]
+async fn a_corrupt_compressed_error_answer_keeps_its_status() {
+    for encoding in ["gzip", "deflate"] {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.path("/api/users/user1/machines");
+                then.status(500)
+                    .header("content-encoding", encoding)
+                    .body("not compressed at all");
+            })
+            .await;
+        let err = client(&server).user_machines("user1").await.unwrap_err();
+        assert!(
+            matches!(err, Error::Api { status: 500, .. }),
+            "{encoding}: {err:?}"
+        );
+    }
+}
+
 /// An error answer may say it is compressed and have no body at all: its status still counts.
 #[tokio::test]
 async fn an_empty_compressed_error_answer_keeps_its_status() {
