@@ -97,7 +97,9 @@ impl Client {
     /// (`CONTOSO\user1`) or a bare user name; it is normalised by
     /// [`UserName::parse`], and nothing is sent if that fails. A user Defender
     /// does not know yields an empty list (whether the service answers 200 with
-    /// no machines or, as it used to, 404).
+    /// an empty `value` or, as it used to, 404). A 200 answer without a `value`
+    /// array (an error object, a single machine, a misspelt member) is an
+    /// [`Error::Decode`], not a user without machines.
     ///
     /// Failed attempts are retried as the client's [`RetryPolicy`] says.
     pub async fn user_machines(&self, user: impl AsRef<str>) -> Result<Vec<Machine>, Error> {
@@ -579,11 +581,10 @@ impl Page for types::MachineCollection {
 
 /// A page of [`Client::user_machines_json`]: the collection's shape, each machine
 /// any JSON object.
-/// Decoded like the generated `MachineCollection`: an object, `value` missing
-/// means none, other members (the last of a repeated one) kept aside.
+/// Decoded like the generated `MachineCollection`: an object with a `value`
+/// array, other members (the last of a repeated one) kept aside.
 #[derive(serde::Deserialize)]
 struct JsonPage {
-    #[serde(default)]
     value: Vec<serde_json::Map<String, serde_json::Value>>,
     #[serde(flatten)]
     rest: serde_json::Map<String, serde_json::Value>,
