@@ -1024,6 +1024,8 @@ impl ClientBuilder {
                 .timeout(self.timeout)
                 .connect_timeout(self.connect_timeout)
                 .redirect(redirect_policy())
+                // A redirect must not tell its target which user was looked up.
+                .referer(false)
                 // Deflate is decoded by the hooks, which also accept raw deflate.
                 .deflate(false)
                 .default_headers(accept_encoding())

@@ -467,6 +467,7 @@ fn plain_http_to_a_remote_host_is_refused() {
     }
 }
 
+/// Neither the token nor, in a `Referer`, the user looked up goes to another host.
 #[tokio::test]
 async fn a_cross_host_redirect_drops_the_token() {
     let origin = MockServer::start_async().await;
@@ -487,13 +488,22 @@ async fn a_cross_host_redirect_drops_the_token() {
         .await;
     let clean = other
         .mock_async(|when, then| {
-            when.path(PATH).header_missing("authorization");
+            when.path(PATH)
+                .header_missing("authorization")
+                .header_missing("referer");
+            then.status(200).body(ONE);
+        })
+        .await;
+    let referer = other
+        .mock_async(|when, then| {
+            when.path(PATH).header_exists("referer");
             then.status(200).body(ONE);
         })
         .await;
     let client = builder(&origin).build().unwrap();
     assert_eq!(client.user_machines("user1").await.unwrap().len(), 1);
     leaked.assert_calls_async(0).await;
+    referer.assert_calls_async(0).await;
     clean.assert_calls_async(1).await;
 }
 
