@@ -812,7 +812,9 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     error: &serde_json::Error,
     token: &str,
 ) -> String {
-    let mut message = error.to_string();
+    // serde quotes the offending value, which may be anything the service sent:
+    // scrubbed of the token, then cut, so that an error stays a readable size.
+    let mut message = shorten(&redact_text(&error.to_string(), token), MAX_ERROR_TEXT);
     if !error.is_data() {
         return message;
     }
@@ -842,10 +844,11 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     message
 }
 
-/// The start of a body that was not an error envelope, as text, for `Error::Api::message`.
-/// The most characters of one text of Defender's error envelope an [`Error`] keeps.
+/// The most characters of one text of Defender's error envelope, or of serde's
+/// message for a body that did not parse, an [`Error`] keeps.
 const MAX_ERROR_TEXT: usize = 4_096;
 
+/// The start of a body that was not an error envelope, as text, for `Error::Api::message`.
 fn body_excerpt(body: &[u8], token: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let text = redact_text(text.trim(), token);

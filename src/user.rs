@@ -205,7 +205,10 @@ impl From<UserName> for String {
 }
 
 /// Why a string is not a valid Defender user name. See [`UserName`] for the rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Display` and `Debug` show the input cut at 64 characters (so that a huge
+/// input does not flood a log); [`input`](Self::input) gives it whole.
+#[derive(Clone, PartialEq, Eq)]
 pub struct InvalidUserName {
     input: String,
     reason: InvalidUserNameReason,
@@ -289,6 +292,16 @@ impl fmt::Display for InvalidUserName {
     }
 }
 
+impl fmt::Debug for InvalidUserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `{:?}` of an error is what `fn main() -> Result<..>` prints: cut like `Display`.
+        f.debug_struct("InvalidUserName")
+            .field("input", &crate::error::shorten(&self.input, 64))
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
 impl std::error::Error for InvalidUserName {}
 
 #[cfg(test)]
@@ -349,6 +362,20 @@ mod tests {
             reason(&"a".repeat(257)),
             InvalidUserNameReason::TooLong(257)
         );
+    }
+
+    /// `{:?}` of an error is what `fn main() -> Result<..>` prints: a huge input
+    /// is cut there as in `Display`, and kept whole by `input()`.
+    #[test]
+    fn a_huge_input_is_cut_when_shown() {
+        let input = "x".repeat(10_000_000);
+        let err = UserName::parse(&input).unwrap_err();
+        assert_eq!(err.input().len(), 10_000_000);
+        let debug = format!("{err:?}");
+        assert!(debug.len() < 200, "{debug}");
+        assert!(debug.contains("TooLong(10000000)"), "{debug}");
+        assert!(format!("{:?}", crate::Error::from(err.clone())).len() < 250);
+        assert!(err.to_string().len() < 200);
     }
 
     #[test]

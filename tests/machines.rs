@@ -459,6 +459,32 @@ async fn throttling_is_its_own_error() {
     assert!(matches!(err, Error::Throttled { retry_after: None }));
 }
 
+/// serde quotes the odd value in its message: a huge one is cut, and the message
+/// still says which field of which machine it was.
+#[tokio::test]
+async fn a_huge_odd_value_gives_an_error_of_readable_size() {
+    let body = format!(
+        r#"{{"value":[{{"id":"odd-one","osBuild":"{}"}}]}}"#,
+        "A".repeat(2_000_000)
+    );
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(200).header("content-type", JSON).body(body);
+        })
+        .await;
+    let err = client(&server).user_machines("user1").await.unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.len() < 6_000, "{} bytes", shown.len());
+    assert!(format!("{err:?}").len() < 6_000);
+    assert!(
+        shown.contains(r#"(at value[0].osBuild, machine id "odd-one")"#),
+        "{}",
+        &shown[shown.len() - 200..]
+    );
+}
+
 #[tokio::test]
 async fn malformed_answers_are_decode_errors() {
     for (body, needle) in [
@@ -1128,7 +1154,10 @@ async fn both_calls_read_a_page_the_same_way() {
         (r#"{"@odata.context":"x"}"#, None),
         (r#"{"Value":[{"id":"a"},{"id":"b"}]}"#, None),
         (r#"{"error":{"code":"Unauthorized","message":"no"}}"#, None),
-        (r#"{"@odata.context":"x#Machines/$entity","id":"abc"}"#, None),
+        (
+            r#"{"@odata.context":"x#Machines/$entity","id":"abc"}"#,
+            None,
+        ),
         (r#"[[{"id":"m"}]]"#, None),
         (r#"{"value":[{"id":"m"}],"value":[]}"#, None),
         (
