@@ -202,7 +202,7 @@ impl ClientHooks<Inner> for crate::generated::Client {
         let coding = response
             .headers()
             .get(CONTENT_ENCODING)
-            .and_then(|v| Coding::of(v.as_bytes()));
+            .and_then(|v| Encoding::of(v.as_bytes()));
 
         // A body whose exact length is known (and enforced by the HTTP layer) needs no
         // bounded read: hand the response on as it is.
@@ -264,7 +264,7 @@ impl ClientHooks<Inner> for crate::generated::Client {
                     Err(Inflate::Invalid(_)) if !status.is_success() => Ok(Bytes::new()),
                     Err(Inflate::Invalid(e)) => Err(Error::Decode {
                         status: status.as_u16(),
-                        message: format!("the {} body could not be decoded: {e}", coding.name()),
+                        message: format!("the {} body could not be decoded: {e}", coding.name),
                     }),
                     Ok(decoded) => Ok(decoded),
                 }
@@ -292,43 +292,52 @@ impl ClientHooks<Inner> for crate::generated::Client {
     }
 }
 
-/// The content coding of a body that reached the hook still encoded.
+/// How a body that reached the hook is still encoded: its content codings in the
+/// order the server applied them, and the header as the server wrote it (cut
+/// short), for messages.
+struct Encoding {
+    codings: Vec<Coding>,
+    name: String,
+}
+
+#[derive(Clone, Copy)]
 enum Coding {
     Deflate,
     Gzip,
-    /// A coding this client does not decode (`br`, `zstd`, a list of codings…),
-    /// as the server named it, cut short.
-    Other(String),
+    /// A coding this client does not decode (`br`, `zstd`, …).
+    Unsupported,
 }
 
-impl Coding {
-    /// The coding of a body sent with `Content-Encoding: value`, or `None` when
-    /// there is nothing to decode (`identity`).
-    ///
-    /// Codings are case-insensitive. reqwest decodes a lower-case `gzip` itself
-    /// and then removes the header, so a `gzip` still here (in other letters, or
-    /// from a caller's own `reqwest::Client` built without gzip) was not decoded;
-    /// `x-gzip` is the same coding.
-    fn of(value: &[u8]) -> Option<Coding> {
-        let value = value.trim_ascii();
-        if value.is_empty() || value.eq_ignore_ascii_case(b"identity") {
-            None
-        } else if value.eq_ignore_ascii_case(b"deflate") {
-            Some(Coding::Deflate)
-        } else if value.eq_ignore_ascii_case(b"gzip") || value.eq_ignore_ascii_case(b"x-gzip") {
-            Some(Coding::Gzip)
-        } else {
-            let name = String::from_utf8_lossy(value);
-            Some(Coding::Other(crate::error::shorten(&name, 40)))
-        }
-    }
+/// The most content codings, one applied over another, the hook undoes.
+const MAX_CODINGS: usize = 3;
 
-    fn name(&self) -> &str {
-        match self {
-            Coding::Deflate => "deflate",
-            Coding::Gzip => "gzip",
-            Coding::Other(name) => name,
-        }
+impl Encoding {
+    /// The encoding of a body sent with `Content-Encoding: value`, or `None` when
+    /// there is nothing to decode (no coding but `identity`).
+    ///
+    /// Codings are case-insensitive. reqwest decodes a lone lower-case `gzip`
+    /// itself and then removes the header, so a `gzip` still here (in other
+    /// letters, in a list, or from a caller's own `reqwest::Client` built without
+    /// gzip) was not decoded; `x-gzip` is the same coding.
+    fn of(value: &[u8]) -> Option<Encoding> {
+        let codings: Vec<Coding> = value
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
+            .map(|c| {
+                if c.eq_ignore_ascii_case(b"deflate") {
+                    Coding::Deflate
+                } else if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") {
+                    Coding::Gzip
+                } else {
+                    Coding::Unsupported
+                }
+            })
+            .collect();
+        (!codings.is_empty()).then(|| Encoding {
+            codings,
+            name: crate::error::shorten(&String::from_utf8_lossy(value.trim_ascii()), 40),
+        })
     }
 }
 
@@ -337,10 +346,10 @@ enum Inflate {
     Invalid(std::io::Error),
 }
 
-/// Decodes a body sent with `coding`, never producing more than `limit` bytes.
-/// `deflate` is zlib (RFC 1950, what the HTTP standard means) or, failing that,
-/// raw deflate (RFC 1951, what some servers send).
-fn decompress(coding: &Coding, compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
+/// Decodes a body sent with `encoding`, the last coding applied first, never
+/// producing more than `limit` bytes. `deflate` is zlib (RFC 1950, what the HTTP
+/// standard means) or, failing that, raw deflate (RFC 1951, what some servers send).
+fn decompress(encoding: &Encoding, compressed: &[u8], limit: usize) -> Result<Bytes, Inflate> {
     fn read_all(reader: impl Read, limit: usize) -> Result<Vec<u8>, Inflate> {
         let mut out = Vec::new();
         reader
@@ -352,19 +361,25 @@ fn decompress(coding: &Coding, compressed: &[u8], limit: usize) -> Result<Bytes,
         }
         Ok(out)
     }
-    match coding {
-        Coding::Gzip => read_all(flate2::read::MultiGzDecoder::new(compressed), limit),
-        Coding::Deflate => match read_all(flate2::read::ZlibDecoder::new(compressed), limit) {
-            Err(Inflate::Invalid(_)) => {
-                read_all(flate2::read::DeflateDecoder::new(compressed), limit)
-            }
-            other => other,
-        },
-        Coding::Other(_) => Err(Inflate::Invalid(std::io::Error::other(
-            "this client decodes only gzip and deflate",
-        ))),
+    let invalid = |why: &str| Err(Inflate::Invalid(std::io::Error::other(why)));
+    if encoding.codings.len() > MAX_CODINGS {
+        return invalid("more codings, one over another, than this client undoes");
     }
-    .map(Bytes::from)
+    let mut decoded: Option<Vec<u8>> = None;
+    for coding in encoding.codings.iter().rev() {
+        let input = decoded.as_deref().unwrap_or(compressed);
+        decoded = Some(match coding {
+            Coding::Gzip => read_all(flate2::read::MultiGzDecoder::new(input), limit)?,
+            Coding::Deflate => match read_all(flate2::read::ZlibDecoder::new(input), limit) {
+                Err(Inflate::Invalid(_)) => {
+                    read_all(flate2::read::DeflateDecoder::new(input), limit)?
+                }
+                other => other?,
+            },
+            Coding::Unsupported => return invalid("this client decodes only gzip and deflate"),
+        });
+    }
+    Ok(decoded.map(Bytes::from).unwrap_or_default())
 }
 
 /// The second, independent guard against requests leaving their endpoint: the

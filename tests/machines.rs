@@ -1221,6 +1221,23 @@ async fn gzip_is_decoded_whoever_sent_it_and_however_it_is_named() {
     assert_eq!(machines[1].id, "machine-2");
 }
 
+/// A list of codings is undone last first, and `identity` in it is no coding.
+#[tokio::test]
+async fn lists_of_content_codings_are_undone_in_order() {
+    let seed = fixture("seed-user-machines.json");
+    for (encoding, body) in [
+        ("gzip, identity", gzip(seed.as_bytes())),
+        ("identity", seed.clone().into_bytes()),
+        ("deflate, gzip", gzip(&deflate(seed.as_bytes()))),
+        ("GZIP,deflate", deflate(&gzip(seed.as_bytes()))),
+    ] {
+        let server = MockServer::start_async().await;
+        serve_encoded(&server, "user1", encoding, body).await;
+        let machines = client(&server).user_machines("user1").await;
+        assert_eq!(machines.map(|m| m.len()).ok(), Some(2), "{encoding}");
+    }
+}
+
 /// A coding the client does not decode is named in the error, not reported as bad
 /// JSON; on an error answer, the status still counts.
 #[tokio::test]
