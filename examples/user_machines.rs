@@ -107,8 +107,14 @@ fn main() -> ExitCode {
     let options = match parse_args(args) {
         Ok(Some(options)) => options,
         Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
+            // A closed pipe (`--help | head -1`) ends the run quietly, as a lookup's does.
+            return match io::stdout().write_all(HELP.as_bytes()) {
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                    say!("error: cannot write the output: {e}");
+                    ExitCode::from(1)
+                }
+                _ => ExitCode::SUCCESS,
+            };
         }
         Err(Usage(message)) => {
             say!("error: {message}\n\nFor more information, try '--help'.");
@@ -487,7 +493,10 @@ impl<W: Write> Output<W> {
             Ok(machines) => tally.machines += machines.len(),
             Err(error) => {
                 tally.failed += 1;
-                tally.failures.push(format!("{}: {error}", outcome.user));
+                // For standard error: the input and the service's texts escaped like
+                // the table's values, so that neither can drive the terminal.
+                let failure = format!("{}: {error}", clip(&outcome.user, 200));
+                tally.failures.push(clip(&failure, usize::MAX));
             }
         }
         let first = !self.started;

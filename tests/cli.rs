@@ -466,6 +466,13 @@ fn an_output_that_cannot_be_written_is_an_error() {
         "{}",
         text(&output.stderr)
     );
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = command(&["--help"]).stdout(full).output().unwrap();
+    assert_eq!(code(&output), 1, "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("cannot write the output"));
 
     // A standard error that cannot be written does not make the program panic.
     let full = std::fs::OpenOptions::new()
@@ -547,6 +554,33 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
     );
 }
 
+/// The failure lines on standard error show the input and the service's texts
+/// escaped, like the table's values: neither can retitle or redraw the terminal.
+#[test]
+fn failure_lines_cannot_drive_the_terminal() {
+    let server = entra_and_api();
+    server.mock(|when, then| {
+        when.path("/api/users/user1/machines");
+        then.status(403).json_body(serde_json::json!({"error": {
+            "code": "Forbidden",
+            "message": "no\u{1b}[2J\u{1b}]0;pwned\u{7}",
+            "target": "t-1"
+        }}));
+    });
+    let args = [
+        "--base-url",
+        &server.base_url(),
+        "user1",
+        "a\u{1b}]0;pwned\u{7}",
+    ];
+    let output = signed_in(command(&args), &server).output().unwrap();
+    assert_eq!(code(&output), 1, "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains(['\u{1b}', '\u{7}']), "{stderr:?}");
+    assert!(stderr.contains(r"no\u{1b}[2J"), "{stderr}");
+    assert!(stderr.contains(r"a\u{1b}]0;pwned"), "{stderr}");
+}
+
 /// `DEFENDER_BASE_URL` points the program at another API base (a proxy, say),
 /// like `--base-url`; and a batch keeps to `--concurrency` (4 by default).
 #[test]
@@ -604,4 +638,15 @@ fn a_closed_pipe_ends_the_run_quietly() {
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 0, "{stderr}");
     assert!(!stderr.contains("cannot write"), "{stderr}");
+
+    // The help too (`--help | head -1`): the pipe is closed before anything is written.
+    let mut child = command(&["--help"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(text(&output.stderr), "");
 }
