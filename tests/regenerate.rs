@@ -54,11 +54,19 @@ fn copy_of_the_crate(name: &str) -> PathBuf {
 
 /// `cargo build --lib` of `dir`, in this test run's target directory.
 fn build(dir: &Path) -> Output {
+    build_with(dir, &["--lib"])
+}
+
+/// `cargo build` of `dir` with `targets` (`--lib`, `--examples`, …), in this test
+/// run's target directory.
+fn build_with(dir: &Path, targets: &[&str]) -> Output {
     // This test runs from <target>/<profile>/deps/.
     let exe = std::env::current_exe().unwrap();
     let target_dir = exe.ancestors().nth(3).unwrap();
     Command::new(env!("CARGO"))
-        .args(["build", "--lib", "--offline", "--target-dir"])
+        .arg("build")
+        .args(targets)
+        .args(["--offline", "--target-dir"])
         .arg(target_dir)
         .current_dir(dir)
         .output()
@@ -133,4 +141,81 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
         assert!(stderr.contains(expected), "{to}: {stderr}");
     }
     let _ = fs::remove_dir_all(&copy);
+}
+
+/// What `cargo package` ships builds on its own, the example of the README's first
+/// command included: every file the sources include (the spec, the demo's seed
+/// answer) is in the package.
+#[test]
+fn the_package_builds_with_its_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let listed = Command::new(env!("CARGO"))
+        .args(["package", "--list", "--offline", "--allow-dirty"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let files: Vec<&str> = stdout.lines().collect();
+    for needed in [
+        "build.rs",
+        "openapi/defender.yaml",
+        "examples/user_machines.rs",
+        "tests/fixtures/seed-user-machines.json",
+    ] {
+        assert!(
+            files.contains(&needed),
+            "{needed} is not packaged: {files:?}"
+        );
+    }
+
+    // Those files alone, under a name of their own (see `copy_of_the_crate`).
+    let copy =
+        std::env::temp_dir().join(format!("defender-endpoint-package-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&copy);
+    for file in files {
+        if file == "Cargo.toml.orig" || file == ".cargo_vcs_info.json" {
+            continue;
+        }
+        let target = copy.join(file);
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::copy(root.join(file), &target).unwrap();
+    }
+    let manifest = copy.join("Cargo.toml");
+    edit(
+        &manifest,
+        "name = \"defender-endpoint\"",
+        "name = \"defender-endpoint-packaged\"",
+    );
+    edit(
+        &manifest,
+        "name = \"defender_endpoint\"",
+        "name = \"defender_endpoint_packaged\"",
+    );
+    // The example too, so that its binary does not replace the one other tests run;
+    // it still reaches the library as `defender_endpoint`.
+    let example = copy.join("examples/user_machines_packaged.rs");
+    fs::rename(copy.join("examples/user_machines.rs"), &example).unwrap();
+    edit(
+        &example,
+        "\n\n#[path",
+        "\n\nextern crate defender_endpoint_packaged as defender_endpoint;\n\n#[path",
+    );
+    // The bench is not packaged (`cargo package` drops its target the same way).
+    edit(
+        &manifest,
+        "[[bench]]\nname = \"overhead\"\nharness = false\n",
+        "",
+    );
+    let output = build_with(&copy, &["--lib", "--example", "user_machines_packaged"]);
+    let _ = fs::remove_dir_all(&copy);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
