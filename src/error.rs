@@ -37,7 +37,9 @@ pub enum Error {
         correlation_id: Option<String>,
     },
 
-    /// The API answered with an error status (anything but 2xx, 404 and 429).
+    /// The API answered with an error status (anything but 2xx, 404 and 429), or
+    /// a page that `@odata.nextLink` leads to is not found (404: the list of
+    /// machines would be incomplete).
     ///
     /// The fields come from Defender's error envelope
     /// `{"error":{"code","message","target"}}` when the body holds one, each cut
