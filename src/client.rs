@@ -436,11 +436,24 @@ impl Client {
         let mut attempt = 0u32;
         let mut refreshed = false;
         let counters = &*self.counters;
+        let shared = &*self.raw.inner.0;
         loop {
             attempt += 1;
             counters.attempts.fetch_add(1, Ordering::Relaxed);
+            // What is left of the budget bounds the attempt too, when it would end
+            // before the attempt's own timeout (or that timeout is unknown).
+            let left = policy
+                .budget
+                .saturating_sub(started.elapsed().saturating_sub(quota_waited));
+            let deadline = (shared.own_http_client || left < shared.attempt_timeout)
+                .then(|| Instant::now().checked_add(left))
+                .flatten();
+            let report = Box::new(Attempt {
+                deadline: deadline.into(),
+                ..Attempt::default()
+            });
             let (result, mut report) = ATTEMPT
-                .scope(Box::default(), async {
+                .scope(report, async {
                     let result = call().await;
                     (result, ATTEMPT.with(|a| a.take()))
                 })
@@ -994,7 +1007,8 @@ impl ClientBuilder {
     }
 
     /// Uses a `reqwest::Client` of your own (proxies, custom TLS roots, …).
-    /// Its timeouts, user agent and redirect policy then apply instead of the builder's;
+    /// Its timeouts, user agent and redirect policy then apply instead of the builder's
+    /// (the [`RetryPolicy`]'s budget still bounds every call);
     /// an answer its redirect policy fetched from another path is refused
     /// ([`Error::Decode`]), though the request may then have carried the token there.
     /// (The builder's own client does not follow such a redirect: the call fails
@@ -1046,6 +1060,7 @@ impl ClientBuilder {
             max_body: self.max_body,
             base_url: parsed_base,
             own_http_client,
+            attempt_timeout: self.timeout,
         };
         Ok(Client {
             raw: generated::Client::new_with_client(&base_url, http, Inner(Arc::new(shared))),

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     /// Whether the HTTP client is the caller's own, whose redirect policy may follow
     /// a redirect to another path: the answer's final URL is then checked.
     pub(crate) own_http_client: bool,
+    /// The longest one attempt may take ([`ClientBuilder::timeout`](crate::ClientBuilder::timeout)).
+    pub(crate) attempt_timeout: Duration,
 }
 
 impl fmt::Debug for Inner {
@@ -78,6 +80,11 @@ pub(crate) struct Attempt {
     pub(crate) token: RefCell<Option<Bearer>>,
     /// How long the request waited for the client-side quota.
     pub(crate) quota_wait: Cell<Duration>,
+    /// When what is left of the retry budget runs out, not counting this
+    /// attempt's quota wait: set only when it comes before the end of the
+    /// attempt's own timeout (or the HTTP client is the caller's, whose timeout
+    /// is unknown), so that an attempt in flight cannot outlast the budget.
+    pub(crate) deadline: Cell<Option<std::time::Instant>>,
 }
 
 /// An answer `exec` refused, carried in the response's extensions to [`post`]'s
@@ -107,7 +114,10 @@ impl ClientHooks<Inner> for crate::generated::Client {
         // slot, and time spent fetching one does not come between the slot's start
         // and the request's. A wait for the quota may outlast the token: then the
         // slot is given back and a new token fetched first.
-        let mut token = shared.tokens.token().await.map_err(fail)?;
+        let deadline = ATTEMPT.try_with(|a| a.deadline.get()).ok().flatten();
+        let mut token = within(deadline, shared.tokens.token())
+            .await
+            .map_err(fail)?;
         let mut slot = shared.limiter.acquire().await;
         let mut waited = slot.waited();
         if !waited.is_zero() {
@@ -122,7 +132,10 @@ impl ClientHooks<Inner> for crate::generated::Client {
                     // Expired (or refused) during the wait: the slot is given back, a new token
                     // fetched, and the call queues once more.
                     drop(slot);
-                    token = shared.tokens.token().await.map_err(fail)?;
+                    let deadline = deadline.and_then(|d| d.checked_add(waited));
+                    token = within(deadline, shared.tokens.token())
+                        .await
+                        .map_err(fail)?;
                     slot = shared.limiter.acquire().await;
                     waited += slot.waited();
                     let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
@@ -163,133 +176,181 @@ impl ClientHooks<Inner> for crate::generated::Client {
         request: reqwest::Request,
         _info: &OperationInfo,
     ) -> reqwest::Result<reqwest::Response> {
-        let sent_path = self
-            .inner()
-            .0
-            .own_http_client
-            .then(|| request.url().path().to_owned());
-        let mut response = self.client().execute(request).await?;
-        if let Some(sent_path) = sent_path.filter(|p| p != response.url().path()) {
-            // The answer is another endpoint's: report it, and give the generated
-            // code an empty body, which it cannot mistake for an answer.
-            let error = Error::Decode {
-                status: response.status().as_u16(),
-                message: format!(
-                    "refusing an answer redirected from {sent_path:?} to another path, {:?}",
-                    response.url().path()
-                ),
-            };
-            let mut empty = http::Response::new(Bytes::new());
-            *empty.status_mut() = response.status();
-            empty.extensions_mut().insert(Refused(error));
-            return Ok(reqwest::Response::from(empty));
+        let deadline = ATTEMPT
+            .try_with(|a| a.deadline.get()?.checked_add(a.quota_wait.get()))
+            .ok()
+            .flatten();
+        let Some(deadline) = deadline else {
+            return send(self, request, false).await;
+        };
+        // The retry budget ends before the attempt's own timeout would: the answer
+        // is read whole here, under the budget's deadline.
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, send(self, request, true)).await {
+            Ok(result) => result,
+            Err(_) => Ok(refused(
+                reqwest::StatusCode::REQUEST_TIMEOUT,
+                Error::Timeout,
+            )),
         }
-        let status = response.status();
-        let version = response.version();
-        // 429 and 503 may say when to come back.
-        let retry_after = if status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || status == reqwest::StatusCode::SERVICE_UNAVAILABLE
-        {
-            crate::retry::retry_after(response.headers())
-        } else {
-            None
-        };
-        let _ = ATTEMPT.try_with(|a| {
-            a.status.set(Some(status.as_u16()));
-            a.retry_after.set(retry_after);
-        });
-
-        let coding = response
-            .headers()
-            .get(CONTENT_ENCODING)
-            .and_then(|v| Encoding::of(v.as_bytes()));
-
-        // A body whose exact length is known (and enforced by the HTTP layer) needs no
-        // bounded read: hand the response on as it is.
-        let limit = self.inner().0.max_body;
-        if coding.is_none()
-            && response
-                .content_length()
-                .is_some_and(|len| len <= limit as u64)
-        {
-            return Ok(response);
-        }
-        let mut headers = std::mem::take(response.headers_mut());
-
-        // Read the (already decompressed) body, refusing to hold more than `max_body` bytes.
-        let mut first: Option<Bytes> = None;
-        let mut rest = BytesMut::new();
-        let mut total = 0usize;
-        let too_large = loop {
-            let Some(chunk) = response.chunk().await? else {
-                break false;
-            };
-            total = total.saturating_add(chunk.len());
-            if total > limit {
-                break true;
-            }
-            match &first {
-                None => first = Some(chunk),
-                Some(head) => {
-                    if rest.is_empty() {
-                        // The declared length sizes the buffer, but only up to what
-                        // a default client may read: a server can declare anything.
-                        let hint = usize::try_from(response.content_length().unwrap_or(0))
-                            .unwrap_or(usize::MAX)
-                            .min(limit)
-                            .min(crate::DEFAULT_MAX_RESPONSE_BYTES);
-                        rest.reserve(hint.max(head.len() + chunk.len()));
-                        rest.extend_from_slice(head);
-                    }
-                    rest.extend_from_slice(&chunk);
-                }
-            }
-        };
-        let body = if too_large {
-            Err(Error::ResponseTooLarge { limit })
-        } else if rest.is_empty() {
-            Ok(first.unwrap_or_default())
-        } else {
-            Ok(rest.freeze())
-        };
-        let body = match (body, coding) {
-            // An empty body (a 404 or 429 without one) has nothing to decode.
-            (Ok(body), Some(coding)) if !body.is_empty() => {
-                headers.remove(CONTENT_ENCODING);
-                headers.remove(CONTENT_LENGTH);
-                match decompress(&coding, &body, limit) {
-                    Err(Inflate::TooLarge) => Err(Error::ResponseTooLarge { limit }),
-                    // An error answer's status says more than its unreadable body:
-                    // it goes on without the body (so a 429 is still `Throttled`).
-                    Err(Inflate::Invalid(_)) if !status.is_success() => Ok(Bytes::new()),
-                    Err(Inflate::Invalid(e)) => Err(Error::Decode {
-                        status: status.as_u16(),
-                        message: format!("the {} body could not be decoded: {e}", coding.name),
-                    }),
-                    Ok(decoded) => Ok(decoded),
-                }
-            }
-            (Ok(body), Some(_)) => {
-                headers.remove(CONTENT_ENCODING);
-                headers.remove(CONTENT_LENGTH);
-                Ok(body)
-            }
-            (other, _) => other,
-        };
-        let (body, refused) = match body {
-            Ok(body) => (body, None),
-            Err(error) => (Bytes::new(), Some(Refused(error))),
-        };
-
-        let mut rebuilt = http::Response::new(body);
-        if let Some(refused) = refused {
-            rebuilt.extensions_mut().insert(refused);
-        }
-        *rebuilt.status_mut() = status;
-        *rebuilt.version_mut() = version;
-        *rebuilt.headers_mut() = headers;
-        Ok(reqwest::Response::from(rebuilt))
     }
+}
+
+/// `work`, ended with [`Error::Timeout`] at `deadline` (the end of the retry budget).
+async fn within<T>(
+    deadline: Option<std::time::Instant>,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match deadline {
+        None => work.await,
+        Some(deadline) => {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            tokio::time::timeout_at(deadline, work)
+                .await
+                .unwrap_or(Err(Error::Timeout))
+        }
+    }
+}
+
+/// An empty answer with `status` that [`post`](ClientHooks::post) turns into `error`.
+fn refused(status: reqwest::StatusCode, error: Error) -> reqwest::Response {
+    let mut empty = http::Response::new(Bytes::new());
+    *empty.status_mut() = status;
+    empty.extensions_mut().insert(Refused(error));
+    reqwest::Response::from(empty)
+}
+
+/// Sends `request` and bounds the size of the answer's body; `read_whole` reads
+/// it here even when its length is known.
+async fn send(
+    client: &crate::generated::Client,
+    request: reqwest::Request,
+    read_whole: bool,
+) -> reqwest::Result<reqwest::Response> {
+    let sent_path = client
+        .inner()
+        .0
+        .own_http_client
+        .then(|| request.url().path().to_owned());
+    let mut response = client.client().execute(request).await?;
+    if let Some(sent_path) = sent_path.filter(|p| p != response.url().path()) {
+        // The answer is another endpoint's: report it, and give the generated
+        // code an empty body, which it cannot mistake for an answer.
+        let error = Error::Decode {
+            status: response.status().as_u16(),
+            message: format!(
+                "refusing an answer redirected from {sent_path:?} to another path, {:?}",
+                response.url().path()
+            ),
+        };
+        return Ok(refused(response.status(), error));
+    }
+    let status = response.status();
+    let version = response.version();
+    // 429 and 503 may say when to come back.
+    let retry_after = if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+    {
+        crate::retry::retry_after(response.headers())
+    } else {
+        None
+    };
+    let _ = ATTEMPT.try_with(|a| {
+        a.status.set(Some(status.as_u16()));
+        a.retry_after.set(retry_after);
+    });
+
+    let coding = response
+        .headers()
+        .get(CONTENT_ENCODING)
+        .and_then(|v| Encoding::of(v.as_bytes()));
+
+    // A body whose exact length is known (and enforced by the HTTP layer) needs no
+    // bounded read: hand the response on as it is.
+    let limit = client.inner().0.max_body;
+    if coding.is_none()
+        && !read_whole
+        && response
+            .content_length()
+            .is_some_and(|len| len <= limit as u64)
+    {
+        return Ok(response);
+    }
+    let mut headers = std::mem::take(response.headers_mut());
+
+    // Read the (already decompressed) body, refusing to hold more than `max_body` bytes.
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    let mut total = 0usize;
+    let too_large = loop {
+        let Some(chunk) = response.chunk().await? else {
+            break false;
+        };
+        total = total.saturating_add(chunk.len());
+        if total > limit {
+            break true;
+        }
+        match &first {
+            None => first = Some(chunk),
+            Some(head) => {
+                if rest.is_empty() {
+                    // The declared length sizes the buffer, but only up to what
+                    // a default client may read: a server can declare anything.
+                    let hint = usize::try_from(response.content_length().unwrap_or(0))
+                        .unwrap_or(usize::MAX)
+                        .min(limit)
+                        .min(crate::DEFAULT_MAX_RESPONSE_BYTES);
+                    rest.reserve(hint.max(head.len() + chunk.len()));
+                    rest.extend_from_slice(head);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    };
+    let body = if too_large {
+        Err(Error::ResponseTooLarge { limit })
+    } else if rest.is_empty() {
+        Ok(first.unwrap_or_default())
+    } else {
+        Ok(rest.freeze())
+    };
+    let body = match (body, coding) {
+        // An empty body (a 404 or 429 without one) has nothing to decode.
+        (Ok(body), Some(coding)) if !body.is_empty() => {
+            headers.remove(CONTENT_ENCODING);
+            headers.remove(CONTENT_LENGTH);
+            match decompress(&coding, &body, limit) {
+                Err(Inflate::TooLarge) => Err(Error::ResponseTooLarge { limit }),
+                // An error answer's status says more than its unreadable body:
+                // it goes on without the body (so a 429 is still `Throttled`).
+                Err(Inflate::Invalid(_)) if !status.is_success() => Ok(Bytes::new()),
+                Err(Inflate::Invalid(e)) => Err(Error::Decode {
+                    status: status.as_u16(),
+                    message: format!("the {} body could not be decoded: {e}", coding.name),
+                }),
+                Ok(decoded) => Ok(decoded),
+            }
+        }
+        (Ok(body), Some(_)) => {
+            headers.remove(CONTENT_ENCODING);
+            headers.remove(CONTENT_LENGTH);
+            Ok(body)
+        }
+        (other, _) => other,
+    };
+    let (body, refused) = match body {
+        Ok(body) => (body, None),
+        Err(error) => (Bytes::new(), Some(Refused(error))),
+    };
+
+    let mut rebuilt = http::Response::new(body);
+    if let Some(refused) = refused {
+        rebuilt.extensions_mut().insert(refused);
+    }
+    *rebuilt.status_mut() = status;
+    *rebuilt.version_mut() = version;
+    *rebuilt.headers_mut() = headers;
+    Ok(reqwest::Response::from(rebuilt))
 }
 
 /// How a body that reached the hook is still encoded: its content codings in the

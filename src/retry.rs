@@ -67,7 +67,8 @@ impl RetryPolicy {
 
     /// The most time one call may take, its attempts and the waits between them
     /// included, before the client gives up. Waits for the client-side quota are
-    /// not counted.
+    /// not counted. An attempt, or a token request, still running when the
+    /// budget runs out ends with [`Error::Timeout`](crate::Error::Timeout).
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
         self

@@ -240,6 +240,105 @@ async fn a_hanging_server_times_out() {
     assert!(client.stats().attempts >= 2, "{:?}", client.stats());
 }
 
+/// The budget bounds the attempt in flight too: a call ends when the budget does,
+/// not a whole timeout later.
+#[tokio::test]
+async fn the_budget_ends_an_attempt_in_flight() {
+    let server = MockServer::start_async().await;
+    let hanging = server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(200).body(ONE).delay(Duration::from_secs(10));
+        })
+        .await;
+    // The first attempt times out after 1 s; the second has 0.3 s of budget left.
+    let client = builder(&server)
+        .timeout(Duration::from_secs(1))
+        .retry(quick_retries(3).budget(Duration::from_millis(1_300)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(
+        took >= Duration::from_millis(1_250) && took < Duration::from_millis(1_800),
+        "{took:?}"
+    );
+    hanging.assert_calls_async(2).await;
+
+    // A budget shorter than the timeout bounds the first attempt; with the
+    // caller's own HTTP client (whose timeout the client cannot know) too.
+    for own in [false, true] {
+        let mut b = builder(&server)
+            .timeout(Duration::from_secs(30))
+            .retry(RetryPolicy::none().budget(Duration::from_millis(400)));
+        if own {
+            b = b.http_client(reqwest::Client::new());
+        }
+        let client = b.build().unwrap();
+        let started = Instant::now();
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout), "{own}: {err:?}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1_500), "{own}: {took:?}");
+    }
+}
+
+/// A token request that hangs is bounded by the budget too.
+#[tokio::test]
+async fn the_budget_ends_a_hanging_token_request() {
+    struct Hanging;
+    #[defender_endpoint::async_trait]
+    impl defender_endpoint::TokenCredential for Hanging {
+        async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Err(Error::Config("never".into()))
+        }
+    }
+    let server = MockServer::start_async().await;
+    let client = builder(&server)
+        .credential(Hanging)
+        .retry(RetryPolicy::none().budget(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// After a `Retry-After` wait, the attempt that follows gets only what is left of
+/// the budget.
+#[tokio::test]
+async fn an_attempt_after_a_throttled_wait_ends_with_the_budget() {
+    let server = MockServer::start_async().await;
+    answer_once(&server, 429, &[("retry-after", "1".into())]).await;
+    server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(200).body(ONE).delay(Duration::from_secs(10));
+        })
+        .await;
+    let client = builder(&server)
+        .timeout(Duration::from_secs(5))
+        .retry(RetryPolicy::default().budget(Duration::from_millis(1_500)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(
+        took >= Duration::from_millis(1_450) && took < Duration::from_millis(2_200),
+        "{took:?}"
+    );
+}
+
 #[tokio::test]
 async fn connection_failures_are_transport_errors() {
     // A port nothing listens on.
