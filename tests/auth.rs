@@ -923,6 +923,20 @@ fn environment_credential_rejects_unusable_values() {
     ]));
     assert!(text.contains("AZURE_AUTHORITY_HOST"), "{text}");
 
+    // A tenant id that cannot be one URL path segment: said when the variables
+    // are read, not at the first token request.
+    for tenant in ["bad tenant/..", "..", "contoso.com/x"] {
+        let text = env_error(&[
+            ("AZURE_TENANT_ID", tenant),
+            ("AZURE_CLIENT_ID", CLIENT_ID),
+            ("AZURE_CLIENT_SECRET", SECRET),
+        ]);
+        assert!(
+            text.contains("AZURE_TENANT_ID") && text.contains("invalid tenant id"),
+            "{text}"
+        );
+    }
+
     let missing = "/nonexistent/defender-endpoint/app.pem";
     let text = env_error(&with(&[("AZURE_CLIENT_CERTIFICATE_PATH", missing)]));
     assert!(

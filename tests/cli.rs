@@ -341,6 +341,18 @@ fn missing_credentials_exit_2_naming_the_variables() {
         );
     }
     assert!(output.stdout.is_empty());
+
+    // A malformed tenant id is a configuration error too, said once, not a failed
+    // lookup for every user.
+    let output = command(&["u1", "u2"])
+        .env("AZURE_TENANT_ID", "bad tenant/..")
+        .env("AZURE_CLIENT_ID", "c")
+        .env("AZURE_CLIENT_SECRET", "s")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert_eq!(stderr.matches("invalid tenant id").count(), 1, "{stderr}");
 }
 
 #[test]

@@ -294,7 +294,7 @@ pub(crate) fn normalise_authority(input: &str) -> Result<String, Error> {
 
 /// A tenant id is a GUID or a domain name (`contoso.onmicrosoft.com`), or one of
 /// `organizations`/`common`: always exactly one URL path segment.
-fn check_tenant(tenant: &str) -> Result<(), Error> {
+pub(crate) fn check_tenant(tenant: &str) -> Result<(), Error> {
     let ok = !tenant.is_empty()
         && tenant.len() <= 256
         && tenant

@@ -51,7 +51,8 @@ impl EnvironmentCredential {
     /// Reads the process environment.
     ///
     /// Fails with an [`Error::Credential`] naming the missing variables, or
-    /// telling why the certificate file could not be used, and with
+    /// a malformed `AZURE_TENANT_ID`, or telling why the certificate file could
+    /// not be used, and with
     /// [`Error::Config`] for an unusable `AZURE_AUTHORITY_HOST`.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -90,6 +91,14 @@ impl EnvironmentCredential {
                 missing.join(", ")
             )));
         };
+        // Checked here, not at the first token request: a configuration that cannot
+        // work is reported when it is read.
+        super::endpoint::check_tenant(&tenant_id).map_err(|e| match e {
+            Error::Credential { message, .. } => {
+                Error::credential(format!("{TENANT_ID}: {message}"))
+            }
+            other => other,
+        })?;
         let authority = get(AUTHORITY_HOST);
         let with_authority = |result: Result<Inner, Error>| -> Result<Inner, Error> {
             let Some(url) = &authority else {
