@@ -138,13 +138,7 @@ impl Client {
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, Error> {
         let user = UserName::parse(user.as_ref())?;
         // The URL the generated operation builds; the request hook checks it the same way.
-        let url = format!(
-            "{}/api/users/{}/machines",
-            self.raw.baseurl,
-            progenitor_client::encode_path(user.as_str())
-        );
-        let url = reqwest::Url::parse(&url)
-            .map_err(|e| Error::Config(format!("cannot build the request URL: {e}")))?;
+        let url = self.machines_url(&user)?;
         self.collect(&user, || self.get_page::<JsonPage>(url.clone()))
             .await
     }
@@ -191,8 +185,9 @@ impl Client {
     ///
     /// Defender documents no paging for this endpoint, but OData services add
     /// `@odata.nextLink` when an answer is cut; following it means no machine is
-    /// silently dropped. A link must stay on the API's origin and on the
-    /// operation's path (the request hook checks the path), and may not repeat.
+    /// silently dropped. A link must lead to the same user's machines, which are
+    /// fetched from the client's base URL whatever host the link names (see
+    /// `next_page_url`), and may not repeat.
     async fn follow_next_links<P: Page>(
         &self,
         mut page: P,
@@ -267,30 +262,61 @@ impl Client {
         Ok(machines)
     }
 
-    /// The absolute URL of a next-page link, refused unless it is on the API's origin
-    /// and is the machines of the same `user` (only the query may differ).
+    /// The URL of `user`'s machines on the client's base URL, as the generated
+    /// operation builds it.
+    fn machines_url(&self, user: &UserName) -> Result<reqwest::Url, Error> {
+        let url = format!(
+            "{}/api/users/{}/machines",
+            self.raw.baseurl,
+            progenitor_client::encode_path(user.as_str())
+        );
+        reqwest::Url::parse(&url)
+            .map_err(|e| Error::Config(format!("cannot build the request URL: {e}")))
+    }
+
+    /// The URL of the page a next-page link leads to: the machines of the same
+    /// `user` (the service may spell the name in another case), with the link's
+    /// query, always on the client's own base URL. A link written for another
+    /// host (a former API host name, or the service behind a proxy) is fetched
+    /// from the base URL too, so the token never leaves it; a link to anything
+    /// but this user's machines is refused.
     fn next_page_url(&self, link: &str, user: &UserName) -> Result<reqwest::Url, String> {
-        let base = &self.raw.inner.0.base_url;
-        let same_user = |url: &reqwest::Url| {
-            let segment = hooks::path_under(url, base)
-                .and_then(|path| path.strip_prefix("/api/users/"))
-                .and_then(|path| path.strip_suffix("/machines"));
-            // The service may spell the name in another case; it is the same user.
-            segment.is_some_and(|segment| {
-                percent_encoding::percent_decode_str(segment)
-                    .decode_utf8()
-                    .is_ok_and(|name| name.to_lowercase() == user.as_str().to_lowercase())
-            })
+        let own = self.machines_url(user).map_err(|e| e.to_string())?;
+        let url = own
+            .join(link)
+            .map_err(|e| format!("it is not a URL: {e}"))?;
+        let segment = url
+            .path()
+            .strip_suffix("/machines")
+            .and_then(|path| path.rsplit_once("/api/users/"))
+            .map(|(_, segment)| segment)
+            .filter(|segment| {
+                !segment.contains('/')
+                    && percent_encoding::percent_decode_str(segment)
+                        .decode_utf8()
+                        .is_ok_and(|name| name.to_lowercase() == user.as_str().to_lowercase())
+            });
+        let Some(segment) = segment.filter(|_| matches!(url.scheme(), "https" | "http")) else {
+            return Err(format!(
+                "it leaves the machines of this user at {}",
+                self.raw.baseurl
+            ));
         };
-        base.join(link)
-            .ok()
-            .filter(|url| url.origin() == base.origin() && same_user(url))
-            .ok_or_else(|| {
-                format!(
-                    "it leaves the machines of this user at {}",
-                    self.raw.baseurl
-                )
-            })
+        // The user as the link spells it, under the client's base URL.
+        let base = &self.raw.inner.0.base_url;
+        let mut next = base.clone();
+        next.set_path(&format!(
+            "{}/api/users/{segment}/machines",
+            base.path().trim_end_matches('/')
+        ));
+        next.set_query(url.query());
+        if url.origin() != base.origin() || url.path() != next.path() {
+            tracing::debug!(
+                "@odata.nextLink names another host or base path: following it on the \
+                 client's base URL"
+            );
+        }
+        Ok(next)
     }
 
     /// One page at `url`, through the same hooks as the generated call.
