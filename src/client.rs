@@ -802,10 +802,28 @@ fn classify<T: serde::de::DeserializeOwned>(
         E::ErrorResponse(value) => from_status(value.status().as_u16(), Some(value.as_ref()), None),
         E::InvalidResponsePayload(body, e) => match report.status {
             Some(status) if !(200..300).contains(&status) => from_status(status, None, Some(&body)),
-            status => Outcome::Fail(Error::Decode {
-                status: status.unwrap_or(200),
-                message: decode_message::<T>(&body, &e, token),
-            }),
+            status => {
+                let status = status.unwrap_or(200);
+                // A byte order mark, which JSON lets a parser ignore (RFC 8259, 8.1).
+                if let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
+                    let parsed = serde_json::from_slice::<T>(rest);
+                    return match parsed {
+                        Ok(value) => Ok(raw::ResponseValue::new(
+                            value,
+                            reqwest::StatusCode::from_u16(status).unwrap_or_default(),
+                            reqwest::header::HeaderMap::new(),
+                        )),
+                        Err(e) => Err(Outcome::Fail(Error::Decode {
+                            status,
+                            message: decode_message::<T>(rest, &e, token),
+                        })),
+                    };
+                }
+                Outcome::Fail(Error::Decode {
+                    status,
+                    message: decode_message::<T>(&body, &e, token),
+                })
+            }
         },
         E::UnexpectedResponse(response) => from_status(response.status().as_u16(), None, None),
         // A body that arrived but cannot be decompressed will not get better on a

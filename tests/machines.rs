@@ -459,6 +459,25 @@ async fn throttling_is_its_own_error() {
     assert!(matches!(err, Error::Throttled { retry_after: None }));
 }
 
+/// A body that starts with a byte order mark is read without it (RFC 8259 lets a
+/// parser ignore one), by both calls; what follows must still be JSON.
+#[tokio::test]
+async fn a_byte_order_mark_is_ignored() {
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(fixture("seed-user-machines.json").as_bytes());
+    let server = MockServer::start_async().await;
+    serve_deflate(&server, "user1", std::str::from_utf8(&body).unwrap()).await;
+    serve_deflate(&server, "user2", "\u{FEFF}{\"value\":[{\"id\":7}]}").await;
+    let client = client(&server);
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 2);
+    assert_eq!(client.user_machines_json("user1").await.unwrap().len(), 2);
+    let err = client.user_machines("user2").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Decode { status: 200, message } if message.contains("value[0].id")),
+        "{err:?}"
+    );
+}
+
 /// serde quotes the odd value in its message: a huge one is cut, and the message
 /// still says which field of which machine it was.
 #[tokio::test]
