@@ -639,26 +639,26 @@ fn a_closed_pipe_ends_the_run_quietly() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("users.txt");
     std::fs::write(&path, "user1@contoso.com\n".repeat(5_000)).unwrap();
-    let mut child = command(&["--demo", "--file", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
+    let output = with_stdout_closed(&["--demo", "--file", path.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).ok();
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 0, "{stderr}");
     assert!(!stderr.contains("cannot write"), "{stderr}");
 
     // The help too (`--help | head -1`): the pipe is closed before anything is written.
-    let mut child = command(&["--help"])
+    let output = with_stdout_closed(&["--help"]);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(text(&output.stderr), "");
+}
+
+/// Runs the program with `args` and a standard output nobody reads: the pipe is
+/// closed as soon as the program starts.
+fn with_stdout_closed(args: &[&str]) -> std::process::Output {
+    let mut child = command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
-    assert_eq!(text(&output.stderr), "");
+    child.wait_with_output().unwrap()
 }

@@ -21,6 +21,17 @@ async fn serve_deflate<'a>(server: &'a MockServer, user: &str, body: &str) -> ht
     serve_encoded(server, user, "deflate", deflate(body.as_bytes())).await
 }
 
+/// Serves `body` for `user`'s machines as it is, with a JSON content type.
+async fn serve_json(server: &MockServer, user: &str, body: impl Into<String>) {
+    let (path, body) = (format!("/api/users/{user}/machines"), body.into());
+    server
+        .mock_async(move |when, then| {
+            when.path(path);
+            then.status(200).header("content-type", JSON).body(body);
+        })
+        .await;
+}
+
 /// Serves `bytes` for `user`'s machines as a body with `Content-Encoding: encoding`, to a
 /// client that says it accepts gzip and deflate.
 async fn serve_encoded<'a>(
@@ -487,12 +498,7 @@ async fn a_huge_odd_value_gives_an_error_of_readable_size() {
         "A".repeat(2_000_000)
     );
     let server = MockServer::start_async().await;
-    server
-        .mock_async(|when, then| {
-            when.path("/api/users/user1/machines");
-            then.status(200).header("content-type", JSON).body(body);
-        })
-        .await;
+    serve_json(&server, "user1", body).await;
     let err = client(&server).user_machines("user1").await.unwrap_err();
     let shown = err.to_string();
     assert!(shown.len() < 6_000, "{} bytes", shown.len());
@@ -530,12 +536,7 @@ async fn malformed_answers_are_decode_errors() {
         ),
     ] {
         let server = MockServer::start_async().await;
-        server
-            .mock_async(|when, then| {
-                when.path("/api/users/user1/machines");
-                then.status(200).header("content-type", JSON).body(body);
-            })
-            .await;
+        serve_json(&server, "user1", body).await;
         match client(&server).user_machines("user1").await {
             Err(Error::Decode {
                 status: 200,

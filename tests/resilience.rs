@@ -240,6 +240,14 @@ async fn a_hanging_server_times_out() {
     assert!(client.stats().attempts >= 2, "{:?}", client.stats());
 }
 
+/// How long `client` took to fail a lookup with `Error::Timeout`.
+async fn times_out(client: &defender_endpoint::Client) -> Duration {
+    let started = Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    started.elapsed()
+}
+
 /// The budget bounds the attempt in flight too: a call ends when the budget does,
 /// not a whole timeout later.
 #[tokio::test]
@@ -257,10 +265,7 @@ async fn the_budget_ends_an_attempt_in_flight() {
         .retry(quick_retries(3).budget(Duration::from_millis(1_300)))
         .build()
         .unwrap();
-    let started = Instant::now();
-    let err = client.user_machines("user1").await.unwrap_err();
-    let took = started.elapsed();
-    assert!(matches!(err, Error::Timeout), "{err:?}");
+    let took = times_out(&client).await;
     assert!(
         took >= Duration::from_millis(1_250) && took < Duration::from_millis(1_800),
         "{took:?}"
@@ -276,11 +281,7 @@ async fn the_budget_ends_an_attempt_in_flight() {
         if own {
             b = b.http_client(reqwest::Client::new());
         }
-        let client = b.build().unwrap();
-        let started = Instant::now();
-        let err = client.user_machines("user1").await.unwrap_err();
-        assert!(matches!(err, Error::Timeout), "{own}: {err:?}");
-        let took = started.elapsed();
+        let took = times_out(&b.build().unwrap()).await;
         assert!(took < Duration::from_millis(1_500), "{own}: {took:?}");
     }
 }
@@ -302,14 +303,8 @@ async fn the_budget_ends_a_hanging_token_request() {
         .retry(RetryPolicy::none().budget(Duration::from_millis(300)))
         .build()
         .unwrap();
-    let started = Instant::now();
-    let err = client.user_machines("user1").await.unwrap_err();
-    assert!(matches!(err, Error::Timeout), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    let took = times_out(&client).await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
 /// After a `Retry-After` wait, the attempt that follows gets only what is left of
@@ -329,10 +324,7 @@ async fn an_attempt_after_a_throttled_wait_ends_with_the_budget() {
         .retry(RetryPolicy::default().budget(Duration::from_millis(1_500)))
         .build()
         .unwrap();
-    let started = Instant::now();
-    let err = client.user_machines("user1").await.unwrap_err();
-    let took = started.elapsed();
-    assert!(matches!(err, Error::Timeout), "{err:?}");
+    let took = times_out(&client).await;
     assert!(
         took >= Duration::from_millis(1_450) && took < Duration::from_millis(2_200),
         "{took:?}"
