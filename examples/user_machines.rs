@@ -495,8 +495,12 @@ impl<W: Write> Output<W> {
                 tally.failed += 1;
                 // For standard error: the input and the service's texts escaped like
                 // the table's values, so that neither can drive the terminal.
-                let failure = format!("{}: {error}", clip(&outcome.user, 200));
-                tally.failures.push(clip(&failure, usize::MAX));
+                let failure = format!(
+                    "{}: {}",
+                    clip(&outcome.user, 200),
+                    clip(&error.to_string(), usize::MAX)
+                );
+                tally.failures.push(failure);
             }
         }
         let first = !self.started;

@@ -37,6 +37,11 @@ pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PK
 /// The most `@odata.nextLink` pages one call follows.
 const MAX_PAGES: usize = 1_000;
 
+/// The least time an attempt gets, however little of the retry budget is left:
+/// a call that waited as `Retry-After` asked, up to the end of its budget, still
+/// gets an answer (or its 429) instead of a timeout at once.
+pub(crate) const MIN_ATTEMPT: Duration = Duration::from_secs(1);
+
 /// The default limit on the size of an answer's body (after decompression): 64 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -227,7 +232,11 @@ impl Client {
                         shown(link)
                     ),
                 })?;
-            if followed.len() >= MAX_PAGES || !followed.insert(url.clone()) {
+            if followed.is_empty() {
+                // The first page too: a link back to it (`""`, `"#top"`) repeats it.
+                followed.extend(self.machines_url(user).ok());
+            }
+            if followed.len() > MAX_PAGES || !followed.insert(url.clone()) {
                 return Err(Error::Decode {
                     status: 200,
                     message: format!(
@@ -236,7 +245,7 @@ impl Client {
                     ),
                 });
             }
-            tracing::debug!(page = followed.len() + 1, "following @odata.nextLink");
+            tracing::debug!(page = followed.len(), "following @odata.nextLink");
             (page, token) = match self
                 .with_retries(|| self.get_page::<P>(url.clone()))
                 .await?
@@ -251,7 +260,7 @@ impl Client {
                         message: Some(format!(
                             "page {} of the answer (@odata.nextLink) is not found; \
                              the list of machines would be incomplete",
-                            followed.len() + 1
+                            followed.len()
                         )),
                         target: None,
                     })
@@ -462,18 +471,16 @@ impl Client {
         let mut attempt = 0u32;
         let mut refreshed = false;
         let counters = &*self.counters;
-        let shared = &*self.raw.inner.0;
         loop {
             attempt += 1;
             counters.attempts.fetch_add(1, Ordering::Relaxed);
-            // What is left of the budget bounds the attempt too, when it would end
-            // before the attempt's own timeout (or that timeout is unknown).
+            // What is left of the budget bounds the attempt too (its token request,
+            // and its request when that would end before the attempt's own
+            // timeout), though every attempt gets at least `MIN_ATTEMPT`.
             let left = policy
                 .budget
                 .saturating_sub(started.elapsed().saturating_sub(quota_waited));
-            let deadline = (shared.own_http_client || left < shared.attempt_timeout)
-                .then(|| Instant::now().checked_add(left))
-                .flatten();
+            let deadline = Instant::now().checked_add(left.max(MIN_ATTEMPT));
             let report = Box::new(Attempt {
                 deadline: deadline.into(),
                 ..Attempt::default()
@@ -801,7 +808,12 @@ fn classify<T: serde::de::DeserializeOwned>(
     Err(match error {
         E::ErrorResponse(value) => from_status(value.status().as_u16(), Some(value.as_ref()), None),
         E::InvalidResponsePayload(body, e) => match report.status {
-            Some(status) if !(200..300).contains(&status) => from_status(status, None, Some(&body)),
+            Some(status) if !(200..300).contains(&status) => {
+                // An error envelope after a byte order mark (see below) still counts.
+                let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+                let envelope = serde_json::from_slice::<types::ErrorEnvelope>(body).ok();
+                from_status(status, envelope.as_ref(), Some(body))
+            }
             status => {
                 let status = status.unwrap_or(200);
                 // A byte order mark, which JSON lets a parser ignore (RFC 8259, 8.1).
@@ -1051,8 +1063,10 @@ impl ClientBuilder {
     }
 
     /// Uses a `reqwest::Client` of your own (proxies, custom TLS roots, …).
-    /// Its timeouts, user agent and redirect policy then apply instead of the builder's
-    /// (the [`RetryPolicy`]'s budget still bounds every call);
+    /// Its timeouts, user agent, redirect and `Referer` policies then apply instead of
+    /// the builder's (the [`RetryPolicy`]'s budget still bounds every call; the
+    /// builder's own client sends no `Referer`, which names the user, and yours
+    /// should not either: `reqwest::Client::builder().referer(false)`);
     /// an answer its redirect policy fetched from another path is refused
     /// ([`Error::Decode`]), though the request may then have carried the token there.
     /// (The builder's own client does not follow such a redirect: the call fails

@@ -80,10 +80,10 @@ pub(crate) struct Attempt {
     pub(crate) token: RefCell<Option<Bearer>>,
     /// How long the request waited for the client-side quota.
     pub(crate) quota_wait: Cell<Duration>,
-    /// When what is left of the retry budget runs out, not counting this
-    /// attempt's quota wait: set only when it comes before the end of the
-    /// attempt's own timeout (or the HTTP client is the caller's, whose timeout
-    /// is unknown), so that an attempt in flight cannot outlast the budget.
+    /// When what is left of the retry budget runs out (but at least
+    /// [`MIN_ATTEMPT`](crate::client::MIN_ATTEMPT) after the attempt starts), not
+    /// counting this attempt's quota wait: a token request, or a request in flight,
+    /// ends then.
     pub(crate) deadline: Cell<Option<std::time::Instant>>,
 }
 
@@ -115,9 +115,12 @@ impl ClientHooks<Inner> for crate::generated::Client {
         // and the request's. A wait for the quota may outlast the token: then the
         // slot is given back and a new token fetched first.
         let deadline = ATTEMPT.try_with(|a| a.deadline.get()).ok().flatten();
-        let mut token = within(deadline, shared.tokens.token())
-            .await
-            .map_err(fail)?;
+        let mut token = match shared.tokens.cached() {
+            Some(token) => token,
+            None => within(deadline, shared.tokens.token())
+                .await
+                .map_err(fail)?,
+        };
         let mut slot = shared.limiter.acquire().await;
         let mut waited = slot.waited();
         if !waited.is_zero() {
@@ -176,15 +179,22 @@ impl ClientHooks<Inner> for crate::generated::Client {
         request: reqwest::Request,
         _info: &OperationInfo,
     ) -> reqwest::Result<reqwest::Response> {
+        let shared = &self.inner().0;
         let deadline = ATTEMPT
             .try_with(|a| a.deadline.get()?.checked_add(a.quota_wait.get()))
             .ok()
-            .flatten();
+            .flatten()
+            .filter(|deadline| {
+                shared.own_http_client
+                    || deadline.saturating_duration_since(std::time::Instant::now())
+                        < shared.attempt_timeout
+            });
         let Some(deadline) = deadline else {
             return send(self, request, false).await;
         };
-        // The retry budget ends before the attempt's own timeout would: the answer
-        // is read whole here, under the budget's deadline.
+        // The retry budget ends before the attempt's own timeout would (or that
+        // timeout, the caller's client's, is unknown): the answer is read whole
+        // here, under the budget's deadline.
         let deadline = tokio::time::Instant::from_std(deadline);
         match tokio::time::timeout_at(deadline, send(self, request, true)).await {
             Ok(result) => result,
@@ -263,7 +273,7 @@ async fn send(
     let coding = response
         .headers()
         .get(CONTENT_ENCODING)
-        .and_then(|v| Encoding::of(v.as_bytes()));
+        .and_then(|_| Encoding::of(response.headers()));
 
     // A body whose exact length is known (and enforced by the HTTP layer) needs no
     // bounded read: hand the response on as it is.
@@ -317,19 +327,23 @@ async fn send(
     let body = match (body, coding) {
         // An empty body (a 404 or 429 without one) has nothing to decode.
         (Ok(body), Some(coding)) if !body.is_empty() => {
-            headers.remove(CONTENT_ENCODING);
-            headers.remove(CONTENT_LENGTH);
-            match decompress(&coding, &body, limit) {
+            let decoded = match decompress(&coding, &body, limit) {
                 Err(Inflate::TooLarge) => Err(Error::ResponseTooLarge { limit }),
                 // An error answer's status says more than its unreadable body:
                 // it goes on without the body (so a 429 is still `Throttled`).
                 Err(Inflate::Invalid(_)) if !status.is_success() => Ok(Bytes::new()),
                 Err(Inflate::Invalid(e)) => Err(Error::Decode {
                     status: status.as_u16(),
-                    message: format!("the {} body could not be decoded: {e}", coding.name),
+                    message: format!(
+                        "the {:?} body could not be decoded: {e}",
+                        Encoding::name(&headers)
+                    ),
                 }),
                 Ok(decoded) => Ok(decoded),
-            }
+            };
+            headers.remove(CONTENT_ENCODING);
+            headers.remove(CONTENT_LENGTH);
+            decoded
         }
         (Ok(body), Some(_)) => {
             headers.remove(CONTENT_ENCODING);
@@ -354,11 +368,9 @@ async fn send(
 }
 
 /// How a body that reached the hook is still encoded: its content codings in the
-/// order the server applied them, and the header as the server wrote it (cut
-/// short), for messages.
+/// order the server applied them.
 struct Encoding {
     codings: Vec<Coding>,
-    name: String,
 }
 
 #[derive(Clone, Copy)]
@@ -373,16 +385,19 @@ enum Coding {
 const MAX_CODINGS: usize = 3;
 
 impl Encoding {
-    /// The encoding of a body sent with `Content-Encoding: value`, or `None` when
-    /// there is nothing to decode (no coding but `identity`).
+    /// The encoding of a body sent with `headers`, or `None` when there is
+    /// nothing to decode (no coding but `identity`). Several `Content-Encoding`
+    /// lines are one list, in order.
     ///
     /// Codings are case-insensitive. reqwest decodes a lone lower-case `gzip`
     /// itself and then removes the header, so a `gzip` still here (in other
     /// letters, in a list, or from a caller's own `reqwest::Client` built without
     /// gzip) was not decoded; `x-gzip` is the same coding.
-    fn of(value: &[u8]) -> Option<Encoding> {
-        let codings: Vec<Coding> = value
-            .split(|&b| b == b',')
+    fn of(headers: &reqwest::header::HeaderMap) -> Option<Encoding> {
+        let codings: Vec<Coding> = headers
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
             .map(|c| {
@@ -395,10 +410,18 @@ impl Encoding {
                 }
             })
             .collect();
-        (!codings.is_empty()).then(|| Encoding {
-            codings,
-            name: crate::error::shorten(&String::from_utf8_lossy(value.trim_ascii()), 40),
-        })
+        (!codings.is_empty()).then_some(Encoding { codings })
+    }
+
+    /// The `Content-Encoding` of `headers` as the server wrote it, cut short: for
+    /// an error message.
+    fn name(headers: &reqwest::header::HeaderMap) -> String {
+        let values: Vec<_> = headers
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+            .collect();
+        crate::error::shorten(&values.join(", "), 40)
     }
 }
 

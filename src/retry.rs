@@ -67,8 +67,10 @@ impl RetryPolicy {
 
     /// The most time one call may take, its attempts and the waits between them
     /// included, before the client gives up. Waits for the client-side quota are
-    /// not counted. An attempt, or a token request, still running when the
-    /// budget runs out ends with [`Error::Timeout`](crate::Error::Timeout).
+    /// not counted. An attempt, or its token request, still running when the
+    /// budget runs out ends with [`Error::Timeout`](crate::Error::Timeout), though
+    /// every attempt gets at least one second (so a budget of zero still makes
+    /// one attempt).
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
         self

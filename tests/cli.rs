@@ -579,18 +579,28 @@ fn failure_lines_cannot_drive_the_terminal() {
             "target": "t-1"
         }}));
     });
+    server.mock(|when, then| {
+        when.path("/api/users/user2/machines");
+        then.status(403).json_body(serde_json::json!({"error": {
+            "code": "Forbidden", "message": "tab\there", "target": "t-2"
+        }}));
+    });
     let args = [
         "--base-url",
         &server.base_url(),
         "user1",
         "a\u{1b}]0;pwned\u{7}",
+        r"CONTOSO\user2",
     ];
     let output = signed_in(command(&args), &server).output().unwrap();
     assert_eq!(code(&output), 1, "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
-    assert!(!stderr.contains(['\u{1b}', '\u{7}']), "{stderr:?}");
+    assert!(!stderr.contains(['\u{1b}', '\u{7}', '\t']), "{stderr:?}");
     assert!(stderr.contains(r"no\u{1b}[2J"), "{stderr}");
     assert!(stderr.contains(r"a\u{1b}]0;pwned"), "{stderr}");
+    // Each part escaped once: the input as typed, the service's text escaped.
+    assert!(stderr.contains(r"failed: CONTOSO\user2: "), "{stderr}");
+    assert!(stderr.contains(r"tab\there"), "{stderr}");
 }
 
 /// `DEFENDER_BASE_URL` points the program at another API base (a proxy, say),

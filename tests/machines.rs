@@ -487,6 +487,22 @@ async fn a_byte_order_mark_is_ignored() {
         matches!(&err, Error::Decode { status: 200, message } if message.contains("value[0].id")),
         "{err:?}"
     );
+
+    // An error answer's envelope too.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user3/machines");
+            then.status(403).body(
+                "\u{FEFF}{\"error\":{\"code\":\"Forbidden\",\"message\":\"no\",\"target\":\"t-1\"}}",
+            );
+        })
+        .await;
+    let err = client.user_machines("user3").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Api { status: 403, code: Some(c), target: Some(t), .. }
+            if c == "Forbidden" && t == "t-1"),
+        "{err:?}"
+    );
 }
 
 /// serde quotes the odd value in its message: a huge one is cut, and the message
@@ -992,6 +1008,25 @@ async fn a_next_link_on_another_host_is_followed_on_the_base_url() {
     anything.assert_calls_async(0).await;
 }
 
+/// A link back to the first page (`""`, `"#more"`) is a loop, refused before it is
+/// fetched again.
+#[tokio::test]
+async fn a_next_link_back_to_the_first_page_is_refused_at_once() {
+    for link in ["", "#more", "/api/users/alice/machines"] {
+        let server = MockServer::start_async().await;
+        let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
+        let first = server
+            .mock_async(|when, then| {
+                when.path("/api/users/alice/machines");
+                then.status(200).body(body);
+            })
+            .await;
+        let err = client(&server).user_machines("alice").await.unwrap_err();
+        assert!(err.to_string().contains("repeats"), "{link:?}: {err}");
+        first.assert_calls_async(1).await;
+    }
+}
+
 #[tokio::test]
 async fn a_next_link_to_another_users_machines_is_refused() {
     let server = MockServer::start_async().await;
@@ -1308,6 +1343,20 @@ async fn lists_of_content_codings_are_undone_in_order() {
         let machines = client(&server).user_machines("user1").await;
         assert_eq!(machines.map(|m| m.len()).ok(), Some(2), "{encoding}");
     }
+
+    // Two header lines are one list.
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(200)
+                .header("content-encoding", "deflate")
+                .header("content-encoding", "x-gzip")
+                .body(gzip(&deflate(seed.as_bytes())));
+        })
+        .await;
+    let machines = client(&server).user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 2);
 }
 
 /// A coding the client does not decode is named in the error, not reported as bad

@@ -259,15 +259,15 @@ async fn the_budget_ends_an_attempt_in_flight() {
             then.status(200).body(ONE).delay(Duration::from_secs(10));
         })
         .await;
-    // The first attempt times out after 1 s; the second has 0.3 s of budget left.
+    // The first attempt times out after 2 s; the second has 1.5 s of budget left.
     let client = builder(&server)
-        .timeout(Duration::from_secs(1))
-        .retry(quick_retries(3).budget(Duration::from_millis(1_300)))
+        .timeout(Duration::from_secs(2))
+        .retry(quick_retries(3).budget(Duration::from_millis(3_500)))
         .build()
         .unwrap();
     let took = times_out(&client).await;
     assert!(
-        took >= Duration::from_millis(1_250) && took < Duration::from_millis(1_800),
+        took >= Duration::from_millis(3_400) && took < Duration::from_millis(4_300),
         "{took:?}"
     );
     hanging.assert_calls_async(2).await;
@@ -277,16 +277,20 @@ async fn the_budget_ends_an_attempt_in_flight() {
     for own in [false, true] {
         let mut b = builder(&server)
             .timeout(Duration::from_secs(30))
-            .retry(RetryPolicy::none().budget(Duration::from_millis(400)));
+            .retry(RetryPolicy::none().budget(Duration::from_millis(1_500)));
         if own {
             b = b.http_client(reqwest::Client::new());
         }
         let took = times_out(&b.build().unwrap()).await;
-        assert!(took < Duration::from_millis(1_500), "{own}: {took:?}");
+        assert!(
+            took >= Duration::from_millis(1_400) && took < Duration::from_millis(2_300),
+            "{own}: {took:?}"
+        );
     }
 }
 
-/// A token request that hangs is bounded by the budget too.
+/// A token request that hangs is bounded by the budget, also when the budget is
+/// longer than an attempt's timeout (which bounds only the request).
 #[tokio::test]
 async fn the_budget_ends_a_hanging_token_request() {
     struct Hanging;
@@ -300,15 +304,19 @@ async fn the_budget_ends_a_hanging_token_request() {
     let server = MockServer::start_async().await;
     let client = builder(&server)
         .credential(Hanging)
-        .retry(RetryPolicy::none().budget(Duration::from_millis(300)))
+        .timeout(Duration::from_millis(500))
+        .retry(RetryPolicy::none().budget(Duration::from_millis(1_500)))
         .build()
         .unwrap();
     let took = times_out(&client).await;
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1_400) && took < Duration::from_millis(2_300),
+        "{took:?}"
+    );
 }
 
 /// After a `Retry-After` wait, the attempt that follows gets only what is left of
-/// the budget.
+/// the budget...
 #[tokio::test]
 async fn an_attempt_after_a_throttled_wait_ends_with_the_budget() {
     let server = MockServer::start_async().await;
@@ -321,14 +329,39 @@ async fn an_attempt_after_a_throttled_wait_ends_with_the_budget() {
         .await;
     let client = builder(&server)
         .timeout(Duration::from_secs(5))
-        .retry(RetryPolicy::default().budget(Duration::from_millis(1_500)))
+        .retry(RetryPolicy::default().budget(Duration::from_millis(2_500)))
         .build()
         .unwrap();
     let took = times_out(&client).await;
     assert!(
-        took >= Duration::from_millis(1_450) && took < Duration::from_millis(2_200),
+        took >= Duration::from_millis(2_400) && took < Duration::from_millis(3_300),
         "{took:?}"
     );
+}
+
+/// ... but at least a second: a wait that uses up the budget is still followed by
+/// a real attempt, and a budget of zero still makes one.
+#[tokio::test]
+async fn every_attempt_gets_at_least_a_second() {
+    let server = MockServer::start_async().await;
+    answer_once(&server, 429, &[("retry-after", "1".into())]).await;
+    // Slower than what is left of the budget after the wait, within a second.
+    server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(200).body(ONE).delay(Duration::from_millis(300));
+        })
+        .await;
+    let client = builder(&server)
+        .retry(RetryPolicy::default().budget(Duration::from_millis(1_100)))
+        .build()
+        .unwrap();
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 1);
+    let client = builder(&server)
+        .retry(RetryPolicy::none().budget(Duration::ZERO))
+        .build()
+        .unwrap();
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 1);
 }
 
 #[tokio::test]
