@@ -671,6 +671,22 @@ fn the_client_is_clone_send_sync() {
     assert_error::<Error>();
 }
 
+/// The calls' futures and the batch stream can go to `tokio::spawn`: `Send`, and
+/// `'static` once they own what they borrow.
+#[test]
+fn calls_can_be_spawned() {
+    fn spawnable<T: Send + 'static>(_: &T) {}
+    fn sendable<T: Send>(_: &T) {}
+    let server = MockServer::start();
+    let client = client(&server);
+    let owned = client.clone();
+    spawnable(&async move { owned.user_machines("user1").await });
+    sendable(&client.user_machines("user1"));
+    sendable(&client.user_machines_json("user1"));
+    let batch = client.machines_for_users(["user1".to_string()], 2);
+    spawnable(&batch);
+}
+
 /// Records the scopes it is asked for.
 #[derive(Default)]
 struct Recording(std::sync::Mutex<Vec<Vec<String>>>);
