@@ -1094,18 +1094,28 @@ impl ClientBuilder {
         let own_http_client = self.http.is_some();
         let http = match self.http {
             Some(client) => client,
-            None => reqwest::Client::builder()
-                .user_agent(USER_AGENT)
-                .timeout(self.timeout)
-                .connect_timeout(self.connect_timeout)
-                .redirect(redirect_policy())
-                // A redirect must not tell its target which user was looked up.
-                .referer(false)
-                // Deflate is decoded by the hooks, which also accept raw deflate.
-                .deflate(false)
-                .default_headers(accept_encoding())
-                .build()
-                .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
+            None => {
+                let builder = reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .timeout(self.timeout)
+                    .connect_timeout(self.connect_timeout)
+                    .redirect(redirect_policy())
+                    // A redirect must not tell its target which user was looked up.
+                    .referer(false)
+                    // Deflate is decoded by the hooks, which also accept raw deflate.
+                    .deflate(false)
+                    .default_headers(accept_encoding());
+                // Plain http is allowed to loopback only, and must stay there: never
+                // through a proxy of the environment (`HTTP_PROXY`), which may be remote.
+                let builder = if base_url.starts_with("http://") {
+                    builder.no_proxy()
+                } else {
+                    builder
+                };
+                builder
+                    .build()
+                    .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?
+            }
         };
         let parsed_base = reqwest::Url::parse(&base_url)
             .map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;

@@ -822,6 +822,48 @@ async fn a_failed_token_request_is_not_cached() {
     assert_eq!(api.calls(), 1);
 }
 
+/// A redirect from the token endpoint never takes the client secret along, even
+/// through a caller's own `reqwest::Client` that follows redirects: a 307 or 308
+/// is not followed (the form cannot be sent twice), and what a 301, 302 or 303
+/// leads to (a GET without the form) is refused.
+#[tokio::test]
+async fn a_token_endpoint_redirect_never_carries_the_secret() {
+    for status in [307, 308, 302, 301, 303] {
+        let server = MockServer::start_async().await;
+        let elsewhere = MockServer::start_async().await;
+        let target = format!("{}/steal", elsewhere.base_url());
+        server.mock(|when, then| {
+            when.method(POST).path(TOKEN_PATH);
+            then.status(status).header("location", &target);
+        });
+        let stolen = elsewhere.mock(|when, then| {
+            when.body_includes("SENTINEL");
+            then.status(200)
+                .header("content-type", "application/json")
+                .body(r#"{"token_type":"Bearer","expires_in":3599,"access_token":"stolen"}"#);
+        });
+        let other = elsewhere.mock(|when, then| {
+            when.any_request();
+            then.status(200)
+                .header("content-type", "application/json")
+                .body(r#"{"token_type":"Bearer","expires_in":3599,"access_token":"other"}"#);
+        });
+        let api = api(&server);
+        let credential = secret_credential(&server).http_client(reqwest::Client::new());
+        let client = builder(&server).credential(credential).build().unwrap();
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Credential { .. }) && err.to_string().contains("redirected"),
+            "{status}: {err:?}"
+        );
+        assert_eq!(stolen.calls(), 0, "{status}");
+        assert_eq!(api.calls(), 0, "{status}");
+        // Only a 301, 302 or 303 reaches the other host, as a GET without the form.
+        let expected = usize::from(matches!(status, 301..=303));
+        assert_eq!(other.calls(), expected, "{status}");
+    }
+}
+
 #[tokio::test]
 async fn bad_configuration_is_reported_before_anything_is_sent() {
     let server = MockServer::start_async().await;

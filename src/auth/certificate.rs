@@ -144,6 +144,9 @@ impl ClientCertificateCredential {
 
     /// Sends token requests through a `reqwest::Client` of your own (a proxy,
     /// custom TLS roots, …) instead of the credential's (30 s timeout, no redirects).
+    /// Whatever its redirect policy, a redirect never carries the form: a 307 or 308
+    /// is not followed, and the answer a followed 301, 302 or 303 leads to is refused
+    /// ([`Error::Credential`](crate::Error::Credential)).
     #[must_use]
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.endpoint.set_http_client(client);

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use serde_json::{Map, Value};
 
 use super::AccessToken;
@@ -85,17 +85,21 @@ impl TokenEndpoint {
         if let Some(client) = self.http.get() {
             return Ok(client);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| {
-                Error::Config(format!(
-                    "cannot build the HTTP client of the token endpoint: {e}"
-                ))
-            })?;
+            .redirect(reqwest::redirect::Policy::none());
+        if self.authority.starts_with("http://") {
+            // Plain http is allowed to loopback only, and must stay there: never
+            // through a proxy of the environment (`HTTP_PROXY`), which may be remote.
+            builder = builder.no_proxy();
+        }
+        let client = builder.build().map_err(|e| {
+            Error::Config(format!(
+                "cannot build the HTTP client of the token endpoint: {e}"
+            ))
+        })?;
         Ok(self.http.get_or_init(|| client))
     }
 
@@ -110,18 +114,45 @@ impl TokenEndpoint {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
+        // A body that cannot be sent twice: whatever the HTTP client's redirect
+        // policy (a caller's own client may follow redirects), a 307 or 308 cannot
+        // carry the secret to another URL; reqwest then returns the redirect as it is.
+        let length = body.len();
+        let body =
+            reqwest::Body::wrap_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+                bytes::Bytes::from(body),
+            )]));
         let sent_at = Instant::now();
         tracing::debug!(url, client_id = %self.client_id, "requesting a token from Microsoft Entra ID");
         let mut response = self
             .http()?
             .post(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(CONTENT_LENGTH, length)
             .header(ACCEPT, "application/json")
             .body(body)
             .send()
             .await
             .map_err(transport)?;
         let status = response.status().as_u16();
+        let elsewhere = reqwest::Url::parse(url).ok().as_ref() != Some(response.url());
+        if response.status().is_redirection() || elsewhere {
+            // A 301/302/303 followed by a caller's client is a GET without the form:
+            // nothing secret went along, but the answer is not the token endpoint's.
+            let to = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map_or_else(|| response.url().to_string(), str::to_owned);
+            return Err(credential_error(
+                status,
+                format!(
+                    "the token endpoint redirected the request to {:?}; token requests \
+                     are never sent elsewhere",
+                    shorten(&to, EXCERPT_CHARS)
+                ),
+            ));
+        }
         let mut answer = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if answer.len() + chunk.len() > MAX_ANSWER_BYTES {

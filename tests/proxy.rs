@@ -1,0 +1,60 @@
+//! Plain http goes to loopback only, and never through a proxy of the environment,
+//! which may be on another host: neither the token request (with the client
+//! secret) nor the API request (with the token) may reach it.
+//!
+//! A test binary of its own, because it sets `HTTP_PROXY` for the whole process.
+
+use defender_endpoint::{Client, ClientSecretCredential, RateLimit, RetryPolicy};
+use httpmock::{Method::POST, MockServer};
+
+#[tokio::test]
+async fn loopback_http_never_goes_through_a_proxy() {
+    let proxy = MockServer::start_async().await;
+    let anything = proxy
+        .mock_async(|when, then| {
+            when.any_request();
+            then.status(502);
+        })
+        .await;
+    for name in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        std::env::set_var(name, proxy.base_url());
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        std::env::remove_var(name);
+    }
+
+    let server = MockServer::start_async().await;
+    let tokens = server
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path("/contoso.onmicrosoft.com/oauth2/v2.0/token");
+            then.status(200)
+                .header("content-type", "application/json")
+                .body(r#"{"token_type":"Bearer","expires_in":3599,"access_token":"tok"}"#);
+        })
+        .await;
+    let api = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines")
+                .header("authorization", "Bearer tok");
+            then.status(200)
+                .header("content-type", "application/json")
+                .body(r#"{"value":[{"id":"m1"}]}"#);
+        })
+        .await;
+    let credential = ClientSecretCredential::new("contoso.onmicrosoft.com", "app", "secret")
+        .authority_host(server.base_url())
+        .unwrap();
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .credential(credential)
+        .rate_limit(RateLimit::none())
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let machines = client.user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 1);
+    tokens.assert_calls_async(1).await;
+    api.assert_calls_async(1).await;
+    anything.assert_calls_async(0).await;
+}
