@@ -94,6 +94,10 @@ pub(crate) struct Attempt {
 #[derive(Clone)]
 struct Refused(Error);
 
+/// How many times a call whose token expired while it waited for the quota
+/// fetches a new one and queues again.
+const MAX_TOKEN_ROUNDS: u32 = 3;
+
 /// Reports `error` to the caller through [`ATTEMPT`] and gives the generated code its string form.
 fn fail<E>(error: Error) -> progenitor_client::Error<E> {
     let text = error.to_string();
@@ -123,17 +127,24 @@ impl ClientHooks<Inner> for crate::generated::Client {
         };
         let mut slot = shared.limiter.acquire().await;
         let mut waited = slot.waited();
-        if !waited.is_zero() {
+        // After each wait, the token must still be good; a few rounds at most (a
+        // token that cannot outlast a wait is sent as it is, and a 401 refreshes it).
+        let mut rounds = 0;
+        while !slot.waited().is_zero() {
             let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
             match shared.tokens.cached() {
-                Some(current) => token = current,
+                Some(current) => {
+                    token = current;
+                    break;
+                }
                 // Due for a refresh, but still valid (and not refused by the API):
                 // good for this request (the next call refreshes it), and the
                 // call keeps its turn.
-                None if token.usable() => {}
+                None if token.usable() || rounds == MAX_TOKEN_ROUNDS => break,
                 None => {
                     // Expired (or refused) during the wait: the slot is given back, a new token
                     // fetched, and the call queues once more.
+                    rounds += 1;
                     drop(slot);
                     let deadline = deadline.and_then(|d| d.checked_add(waited));
                     token = within(deadline, shared.tokens.token())
@@ -141,7 +152,6 @@ impl ClientHooks<Inner> for crate::generated::Client {
                         .map_err(fail)?;
                     slot = shared.limiter.acquire().await;
                     waited += slot.waited();
-                    let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
                 }
             }
         }

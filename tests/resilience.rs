@@ -968,6 +968,80 @@ async fn a_call_left_unpolled_holds_up_no_other_call() {
     drop(parked);
 }
 
+/// However often a call waits for the quota, the token it sends has not expired:
+/// after a wait that outlasted its token, a call fetches a new one and queues
+/// again, and after that second wait the token is checked once more.
+#[tokio::test]
+async fn no_call_sends_a_token_that_expired_while_it_waited() {
+    // The first two tokens last a second, later ones a minute; each is
+    // remembered with when it expires.
+    #[derive(Default)]
+    struct Expiring(Mutex<Vec<Instant>>);
+    #[defender_endpoint::async_trait]
+    impl defender_endpoint::TokenCredential for Expiring {
+        async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+            let mut issued = self.0.lock().unwrap();
+            let lifetime = Duration::from_secs(if issued.len() < 2 { 1 } else { 60 });
+            issued.push(Instant::now() + lifetime);
+            Ok(defender_endpoint::AccessToken::expires_in(
+                format!("tok-{}", issued.len() - 1),
+                lifetime,
+            ))
+        }
+    }
+    let credential = Arc::new(Expiring::default());
+    let server = MockServer::start_async().await;
+    let expiries = credential.clone();
+    let expired = server
+        .mock_async(move |when, then| {
+            when.is_true(move |req| {
+                let header = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let n: usize = header.trim_start_matches("Bearer tok-").parse().unwrap();
+                expiries.0.lock().unwrap()[n] <= Instant::now()
+            });
+            then.status(500);
+        })
+        .await;
+    let fresh = then_ok(&server).await;
+    let client = builder(&server)
+        .credential(SharedCredential(credential))
+        .rate_limit(RateLimit::new().window(1, Duration::from_millis(1_200)))
+        .build()
+        .unwrap();
+    // A starts at once with tok-0; B's turn (1.2 s) comes after tok-0 expired, so
+    // it fetches tok-1 and queues behind C (3.6 s), by when tok-1 has expired too.
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let client = client.clone();
+        calls.push(tokio::spawn(
+            async move { client.user_machines("user1").await },
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    expired.assert_calls_async(0).await;
+    fresh.assert_calls_async(3).await;
+}
+
+/// A credential shared with the test, which reads what it recorded.
+struct SharedCredential<T>(Arc<T>);
+
+#[defender_endpoint::async_trait]
+impl<T: defender_endpoint::TokenCredential> defender_endpoint::TokenCredential
+    for SharedCredential<T>
+{
+    async fn get_token(&self, scopes: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+        self.0.get_token(scopes).await
+    }
+}
+
 /// A token that falls due for its refresh while a call waits for the quota is
 /// still valid: the call keeps its turn and sends it.
 #[tokio::test]
