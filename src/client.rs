@@ -539,11 +539,19 @@ impl Client {
                 Error::Transport(e) if !e.is_builder() && !e.is_redirect() => {
                     Some(policy.backoff(attempt))
                 }
-                // Entra ID throttles and fails transiently too.
+                // Entra ID throttles and fails transiently too, and may say when
+                // to come back (kept by the token cache for every caller).
                 Error::Credential {
                     status: Some(429 | 500 | 502 | 503 | 504),
                     ..
-                } => Some(policy.backoff(attempt)),
+                } => Some(
+                    self.raw
+                        .inner
+                        .0
+                        .tokens
+                        .throttled_for()
+                        .unwrap_or_else(|| policy.backoff(attempt)),
+                ),
                 Error::Timeout => Some(policy.backoff(attempt)),
                 _ => None,
             };

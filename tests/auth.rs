@@ -864,6 +864,46 @@ async fn a_token_endpoint_redirect_never_carries_the_secret() {
     }
 }
 
+/// A token endpoint that asks to be spared (429 or 503 with `Retry-After`) is
+/// asked again only when it said, once for all waiting callers, not once each.
+#[tokio::test]
+async fn the_token_endpoints_retry_after_is_kept_for_every_caller() {
+    for status in [429, 503] {
+        let server = MockServer::start_async().await;
+        let mut busy = server.mock(|when, then| {
+            when.method(POST).path(TOKEN_PATH);
+            then.status(status)
+                .header("retry-after", "2")
+                .header("content-type", "application/json")
+                .body(r#"{"error":"temporarily_unavailable","error_description":"AADSTS50196: busy"}"#);
+        });
+        let api = api(&server);
+        let client = builder(&server)
+            .credential(secret_credential(&server))
+            .retry(RetryPolicy::default())
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { client.user_machines("user1").await })
+            })
+            .collect();
+        // Until it answers, every caller waits the two seconds it asked for.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(busy.calls(), 1, "{status}");
+        busy.delete();
+        let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert!(started.elapsed() >= Duration::from_secs(2), "{status}");
+        assert_eq!(tokens.calls(), 1, "{status}");
+        assert_eq!(api.calls(), 16, "{status}");
+    }
+}
+
 #[tokio::test]
 async fn bad_configuration_is_reported_before_anything_is_sent() {
     let server = MockServer::start_async().await;

@@ -105,6 +105,15 @@ struct State {
     current: Option<Cached>,
     /// The fetch in flight, if any caller still waits for it.
     flight: Option<WeakShared<Fetch>>,
+    /// The token endpoint asked (`Retry-After`) not to be asked again before this
+    /// time; until then callers get its refusal without a request.
+    throttled: Option<(Instant, Error)>,
+}
+
+tokio::task_local! {
+    /// The `Retry-After` of the token endpoint's last answer, set by the app
+    /// credentials while a fetch of the cache awaits them.
+    pub(crate) static RETRY_AFTER: std::cell::Cell<Option<Duration>>;
 }
 
 type Fetch = BoxFuture<'static, Result<Bearer, Error>>;
@@ -148,6 +157,12 @@ impl TokenCache {
             if let Some(token) = state.valid() {
                 return Ok(token);
             }
+            if let Some((until, error)) = &state.throttled {
+                if Instant::now() < *until {
+                    return Err(error.clone());
+                }
+                state.throttled = None;
+            }
             match state.flight.as_ref().and_then(WeakShared::upgrade) {
                 Some(flight) => flight,
                 None => {
@@ -170,7 +185,13 @@ impl TokenCache {
         Box::pin(async move {
             let fetched_at = Instant::now();
             tracing::debug!(scope = %scope, "requesting a token");
-            let outcome = credential.get_token(&[&scope]).await.and_then(|token| {
+            let (outcome, retry_after) = RETRY_AFTER
+                .scope(std::cell::Cell::new(None), async {
+                    let outcome = credential.get_token(&[&scope]).await;
+                    (outcome, RETRY_AFTER.with(std::cell::Cell::get))
+                })
+                .await;
+            let outcome = outcome.and_then(|token| {
                 let AccessToken { token, expires_on } = token;
                 let bearer = Bearer::new(token.expose_secret(), expires_on)?;
                 let refresh_at = expires_on.map(|expires| {
@@ -187,11 +208,26 @@ impl TokenCache {
             let mut state = lock(&state);
             // This fetch is over: the next caller without a valid token starts another.
             state.flight = None;
+            if let (Err(error), Some(wait)) = (&outcome, retry_after) {
+                // Shared by every caller, so that many of them do not multiply the
+                // requests the token endpoint asked to be spared.
+                if let Some(until) = Instant::now().checked_add(wait) {
+                    state.throttled = Some((until, error.clone()));
+                }
+            }
             let cached = outcome?;
             let bearer = cached.bearer.clone();
             state.current = Some(cached);
             Ok(bearer)
         })
+    }
+
+    /// How long the token endpoint asked (`Retry-After`) not to be asked again,
+    /// from now; `None` when it did not, or that time has passed.
+    pub(crate) fn throttled_for(&self) -> Option<Duration> {
+        let state = lock(&self.state);
+        let (until, _) = state.throttled.as_ref()?;
+        Some(until.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
     }
 
     /// Forgets `rejected` (a token the API refused with 401), unless it was already replaced.

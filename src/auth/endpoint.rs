@@ -135,6 +135,12 @@ impl TokenEndpoint {
             .await
             .map_err(transport)?;
         let status = response.status().as_u16();
+        if matches!(status, 429 | 503) {
+            if let Some(wait) = crate::retry::retry_after(response.headers()) {
+                // For the token cache, which spares the endpoint until then.
+                let _ = super::cache::RETRY_AFTER.try_with(|r| r.set(Some(wait)));
+            }
+        }
         let elsewhere = reqwest::Url::parse(url).ok().as_ref() != Some(response.url());
         if response.status().is_redirection() || elsewhere {
             // A 301/302/303 followed by a caller's client is a GET without the form:
