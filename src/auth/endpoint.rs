@@ -23,6 +23,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// How much of an answer that is not JSON goes into an error message.
 const EXCERPT_CHARS: usize = 200;
+/// How long a token whose answer gives no `expires_in` is used (a 401 before
+/// then refreshes it anyway).
+const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 5 * 60;
 /// The longest a token is used, whatever `expires_in` says (Entra ID's last at
 /// most a day).
 const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 60 * 60;
@@ -206,20 +209,30 @@ pub(crate) fn parse_answer(
     sent_at: Instant,
     secrets: &[&str],
 ) -> Result<AccessToken, Error> {
+    // A byte order mark before the JSON, which a parser may ignore (RFC 8259, 8.1).
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let json = serde_json::from_slice::<Value>(body).ok();
+    // An OAuth error (`"error": "invalid_client"`, …), even sent with 200.
+    let oauth_error = |json: &Option<Value>| match json {
+        Some(Value::Object(fields))
+            if fields.get("error").is_some_and(Value::is_string)
+                && !fields.contains_key("access_token") =>
+        {
+            Some(refusal(status, fields, secrets))
+        }
+        _ => None,
+    };
+    if let Some(refused) = oauth_error(&json) {
+        return Err(refused);
+    }
     if !(200..300).contains(&status) {
-        return Err(match json {
-            Some(Value::Object(fields)) if fields.contains_key("error") => {
-                refusal(status, &fields, secrets)
-            }
-            _ => credential_error(
-                status,
-                match excerpt(body, secrets) {
-                    Some(text) => format!("the token endpoint answered HTTP {status}: {text}"),
-                    None => format!("the token endpoint answered HTTP {status} with no body"),
-                },
-            ),
-        });
+        return Err(credential_error(
+            status,
+            match excerpt(body, secrets) {
+                Some(text) => format!("the token endpoint answered HTTP {status}: {text}"),
+                None => format!("the token endpoint answered HTTP {status} with no body"),
+            },
+        ));
     }
     let Some(Value::Object(fields)) = json else {
         return Err(credential_error(
@@ -239,7 +252,7 @@ pub(crate) fn parse_answer(
         }
     }
     let token = match fields.get("access_token") {
-        Some(Value::String(token)) if !token.is_empty() => token,
+        Some(Value::String(token)) if !token.trim().is_empty() => token.trim(),
         _ => {
             return Err(credential_error(
                 status,
@@ -247,15 +260,19 @@ pub(crate) fn parse_answer(
             ))
         }
     };
+    // Seconds, rounded down: a number (`3599`, `3599.0`, `3599.5`) or, from the v1
+    // endpoint and some proxies, a string. RFC 6749 only recommends it: when it is
+    // missing, the token is taken to last `DEFAULT_TOKEN_LIFETIME_SECS`.
+    let seconds = |f: f64| (f.is_finite() && f >= 0.0).then(|| f.min(u64::MAX as f64) as u64);
     let lifetime = match fields.get("expires_in") {
-        Some(Value::Number(n)) => n.as_u64().or_else(|| {
-            // `3599.0`: a whole number written as a float.
-            n.as_f64()
-                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
-                .map(|f| f as u64)
-        }),
-        // The v1 endpoint and some proxies send it as a string.
-        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        None | Some(Value::Null) => Some(DEFAULT_TOKEN_LIFETIME_SECS),
+        Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().and_then(seconds)),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            s.parse::<u64>()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().and_then(seconds))
+        }
         _ => None,
     }
     .ok_or_else(|| {
@@ -269,7 +286,7 @@ pub(crate) fn parse_answer(
     let expires_on = sent_at
         .checked_add(lifetime)
         .ok_or_else(|| credential_error(status, "the token's expires_in is out of range"))?;
-    Ok(AccessToken::new(token.clone(), expires_on))
+    Ok(AccessToken::new(token.to_owned(), expires_on))
 }
 
 /// An OAuth error answer of Microsoft Entra ID.
@@ -302,18 +319,46 @@ fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
     (!text.is_empty()).then(|| shorten(&text, EXCERPT_CHARS).escape_debug().to_string())
 }
 
-/// `text` with every occurrence of a secret (plain or form-encoded) replaced by `***`.
+/// `text` with every occurrence of a secret replaced by `***`: as it is, form-encoded
+/// (with upper- or lower-case hex digits), percent-encoded with `%20` for a space,
+/// or HTML-escaped, the ways an answer may echo it.
 fn redact(text: &str, secrets: &[&str]) -> String {
     let mut text = text.to_owned();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-        for form in [*secret, encoded.as_str()] {
+        let lower_hex = lower_percent_hex(&encoded);
+        let percent_space = encoded.replace('+', "%20");
+        let html = secret
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;");
+        for form in [*secret, &encoded, &lower_hex, &percent_space, &html] {
             if text.contains(form) {
                 text = text.replace(form, "***");
             }
         }
     }
     text
+}
+
+/// `%7E` as `%7e`: the hex digits of each percent escape in lower case.
+fn lower_percent_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut escape = 0;
+    for c in encoded.chars() {
+        if c == '%' {
+            escape = 2;
+            out.push(c);
+        } else if escape > 0 {
+            escape -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Validates an authority host and returns it without a trailing `/`.
@@ -362,11 +407,26 @@ mod tests {
             r#"{"token_type":"bearer","expires_in":"3599","access_token":"tok"}"#,
             r#"{"expires_in":3599,"access_token":"tok"}"#,
             r#"{"token_type":null,"expires_in":3599.0,"access_token":"tok"}"#,
+            // Rounded down, as a number or as a string; white space around the token.
+            r#"{"expires_in":3599.5,"access_token":"tok"}"#,
+            r#"{"expires_in":" 3599.9 ","access_token":" tok "}"#,
+            "\u{FEFF}{\"expires_in\":3599,\"access_token\":\"tok\"}",
         ] {
             let token = parse_answer(200, body.as_bytes(), sent, &[]).unwrap();
-            assert_eq!(token.token.expose_secret(), "tok");
-            assert_eq!(token.expires_on, Some(sent + Duration::from_secs(3599)));
+            assert_eq!(token.token.expose_secret(), "tok", "{body}");
+            assert_eq!(
+                token.expires_on,
+                Some(sent + Duration::from_secs(3599)),
+                "{body}"
+            );
         }
+        // RFC 6749 only recommends expires_in: without it, a short default.
+        let body = r#"{"token_type":"Bearer","access_token":"tok"}"#;
+        let token = parse_answer(200, body.as_bytes(), sent, &[]).unwrap();
+        assert_eq!(
+            token.expires_on,
+            Some(sent + Duration::from_secs(DEFAULT_TOKEN_LIFETIME_SECS))
+        );
         let body = r#"{"expires_in":18446744073709551615,"access_token":"tok"}"#;
         let token = parse_answer(200, body.as_bytes(), sent, &[]).unwrap();
         assert_eq!(token.expires_on, Some(sent + Duration::from_secs(86_400)));
@@ -381,7 +441,8 @@ mod tests {
             "[]",
             r#"{"token_type":"Bearer","expires_in":3599}"#,
             r#"{"token_type":"Bearer","expires_in":3599,"access_token":""}"#,
-            r#"{"token_type":"Bearer","access_token":"SECRET-TOKEN"}"#,
+            r#"{"token_type":"Bearer","expires_in":"soon","access_token":"SECRET-TOKEN"}"#,
+            r#"{"token_type":"Bearer","expires_in":3599,"access_token":"   "}"#,
             r#"{"token_type":"Bearer","expires_in":-5,"access_token":"SECRET-TOKEN"}"#,
             r#"{"token_type":"pop","expires_in":5,"access_token":"SECRET-TOKEN"}"#,
         ] {
@@ -428,6 +489,50 @@ mod tests {
             text.contains("AADSTS7000215") && text.contains("t-1"),
             "{text}"
         );
+    }
+
+    /// An OAuth error sent with 200 keeps its details; an `error` that is not
+    /// OAuth's (a gateway's object) is excerpted.
+    #[test]
+    fn error_answers_of_other_shapes() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","trace_id":"t-2"}"#;
+        match parse_answer(200, body, Instant::now(), &[]).unwrap_err() {
+            Error::Credential {
+                status: Some(200),
+                code,
+                trace_id,
+                ..
+            } => {
+                assert_eq!(code.as_deref(), Some("invalid_client"));
+                assert_eq!(trace_id.as_deref(), Some("t-2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = br#"{"error":{"code":"ProxyBlocked","message":"blocked by policy"}}"#;
+        let err = parse_answer(500, body, Instant::now(), &[]).unwrap_err();
+        assert!(err.to_string().contains("ProxyBlocked"), "{err}");
+    }
+
+    /// An echoed secret is blanked however the answer spells it.
+    #[test]
+    fn echoed_secrets_are_redacted_in_any_spelling() {
+        let secret = "Ab1~Q<x>&'\"z";
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        for echo in [
+            secret.to_owned(),
+            encoded.clone(),
+            lower_percent_hex(&encoded),
+            "Ab1~Q&lt;x&gt;&amp;&#39;&quot;z".to_owned(),
+        ] {
+            let body = format!("<html>rejected {echo} here</html>");
+            let err = parse_answer(400, body.as_bytes(), Instant::now(), &[secret]).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(
+                text.contains("rejected") && text.contains("***"),
+                "{echo}: {text}"
+            );
+            assert!(!text.contains("Ab1"), "{echo}: {text}");
+        }
     }
 
     #[test]
