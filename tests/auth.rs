@@ -373,6 +373,30 @@ fn certificate_pem_forms() {
         assert_eq!(c.thumbprint(), expected);
     }
 
+    // Several keys: the app's is the one of a certificate given, whatever the order;
+    // a second certificate with its key (a CA's) leaves the app's unknown.
+    let unrelated = rsa_cert("unrelated");
+    let bundle = format!("{}{}{}", unrelated.key_pem, cert.cert_pem, cert.key_pem);
+    let c = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap();
+    assert_eq!(c.thumbprint(), expected);
+    let bundle = format!(
+        "{}{}{}{}",
+        ca.cert_pem, cert.cert_pem, ca.key_pem, cert.key_pem
+    );
+    let err = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("2 certificates come with their private keys"),
+        "{err}"
+    );
+    // An encrypted PKCS#1 key in a bundle is named as such.
+    let encrypted = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+        DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n\
+        -----END RSA PRIVATE KEY-----\n";
+    let bundle = format!("{}{encrypted}", cert.cert_pem);
+    let err = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap_err();
+    assert!(err.to_string().contains("encrypted"), "{err}");
+
     let missing = std::env::temp_dir().join("defender-endpoint-no-such-file.pem");
     let err = ClientCertificateCredential::from_pem_file(TENANT, CLIENT_ID, &missing).unwrap_err();
     assert!(

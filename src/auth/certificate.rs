@@ -69,26 +69,54 @@ impl ClientCertificateCredential {
     /// in `certificate_pem`, at the commercial cloud's authority.
     ///
     /// `certificate_pem` may hold a chain, in any order: the app's certificate is
-    /// the one whose public key is the private key's. Both arguments may be the
-    /// same PEM holding the certificate and the key. Lines may be indented and
-    /// end in CRLF.
+    /// the one whose public key is that of a private key in `private_key_pem`
+    /// (which may hold other keys too). Both arguments may be the same PEM holding
+    /// the certificate and the key. Lines may be indented and end in CRLF.
     ///
     /// Fails with [`Error::Credential`] when there is no certificate, no key,
-    /// an encrypted or non-RSA key, or a key that does not belong to the certificate.
+    /// an encrypted or non-RSA key, a key that does not belong to the certificate,
+    /// or several certificates that each come with their key (which is the app's
+    /// is then not known).
     pub fn from_pem(
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
         certificate_pem: impl AsRef<[u8]>,
         private_key_pem: impl AsRef<[u8]>,
     ) -> Result<Self, Error> {
+        let key_pem = trim_lines(private_key_pem.as_ref());
+        // An encrypted PKCS#1 key in a bundle is reported as such, not as a
+        // certificate PEM that is malformed (its headers are not base64).
+        if contains(&key_pem, ENCRYPTED_PKCS1) {
+            return Err(encrypted_key());
+        }
         let certificates = certificates(&trim_lines(certificate_pem.as_ref()))?;
-        let key = rsa_key(&trim_lines(private_key_pem.as_ref()))?;
-        let certificate = certificates
-            .into_iter()
-            .find(|c| contains(c.as_ref(), key.public_key().as_ref()))
-            .ok_or_else(|| {
-                Error::credential("the private key does not belong to the certificate")
-            })?;
+        let mut keys = rsa_keys(&key_pem)?;
+        // The app's certificate is the one whose key is given; a PEM with several
+        // such pairs (a CA's certificate and key too, say) does not say which.
+        let pairs: Vec<(usize, usize)> = certificates
+            .iter()
+            .enumerate()
+            .flat_map(|(c, certificate)| {
+                keys.iter()
+                    .enumerate()
+                    .filter(|(_, key)| contains(certificate.as_ref(), key.public_key().as_ref()))
+                    .map(move |(k, _)| (c, k))
+            })
+            .collect();
+        let (certificate, key) = match pairs[..] {
+            [(c, k)] => (&certificates[c], keys.swap_remove(k)),
+            [] => {
+                return Err(Error::credential(
+                    "the private key does not belong to the certificate",
+                ))
+            }
+            _ => {
+                return Err(Error::credential(format!(
+                    "{} certificates come with their private keys: give only the app's",
+                    pairs.len()
+                )))
+            }
+        };
         let mut thumbprint = [0u8; 20];
         thumbprint.copy_from_slice(
             digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.as_ref()).as_ref(),
@@ -296,33 +324,37 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certificates)
 }
 
-/// The first private key of a PEM, which must be an unencrypted RSA key.
-fn rsa_key(pem: &[u8]) -> Result<RsaKeyPair, Error> {
-    let encrypted = || {
-        Error::credential(
-            "the private key is encrypted: give it unencrypted (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`)",
-        )
-    };
-    // An encrypted PKCS#1 key has headers in its section, which are not base64.
-    if contains(pem, b"Proc-Type: 4,ENCRYPTED") {
-        return Err(encrypted());
+/// The header of an encrypted PKCS#1 key, whose section is then not base64 alone.
+const ENCRYPTED_PKCS1: &[u8] = b"Proc-Type: 4,ENCRYPTED";
+
+fn encrypted_key() -> Error {
+    Error::credential(
+        "the private key is encrypted: give it unencrypted (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`)",
+    )
+}
+
+/// The RSA private keys of a PEM, at least one, unencrypted. A key of another
+/// kind, or one that cannot be read, is an error only when there is no other.
+fn rsa_keys(pem: &[u8]) -> Result<Vec<RsaKeyPair>, Error> {
+    if contains(pem, ENCRYPTED_PKCS1) {
+        return Err(encrypted_key());
     }
-    let mut sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(pem);
     let rejected = |e: aws_lc_rs::error::KeyRejected| {
         Error::credential(format!("the private key was rejected: {e}"))
     };
-    loop {
-        let (kind, der) = match sections.next() {
-            Some(Ok((kind, der))) => (kind, Zeroizing::new(der)),
-            Some(Err(e)) => {
+    let mut keys = Vec::new();
+    let mut problem = None;
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
+        let (kind, der) = match section {
+            Ok((kind, der)) => (kind, Zeroizing::new(der)),
+            Err(e) => {
                 return Err(Error::credential(format!(
                     "the private key PEM is malformed: {}",
                     pem_problem(&e)
                 )))
             }
-            None => break,
         };
-        return match kind {
+        let key = match kind {
             SectionKind::PrivateKey => RsaKeyPair::from_pkcs8(&der).map_err(|e| {
                 if e.description_() == "WrongAlgorithm" {
                     Error::credential(
@@ -338,14 +370,25 @@ fn rsa_key(pem: &[u8]) -> Result<RsaKeyPair, Error> {
             )),
             _ => continue,
         };
+        match key {
+            Ok(key) => keys.push(key),
+            Err(e) => {
+                problem.get_or_insert(e);
+            }
+        }
     }
-    if contains(pem, b"ENCRYPTED PRIVATE KEY") {
-        Err(encrypted())
-    } else {
-        Err(Error::credential(
-            "no private key found: expected a `-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----` section",
-        ))
+    if !keys.is_empty() {
+        return Ok(keys);
     }
+    Err(problem.unwrap_or_else(|| {
+        if contains(pem, b"ENCRYPTED PRIVATE KEY") {
+            encrypted_key()
+        } else {
+            Error::credential(
+                "no private key found: expected a `-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----` section",
+            )
+        }
+    }))
 }
 
 #[cfg(test)]
