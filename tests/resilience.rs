@@ -240,6 +240,25 @@ async fn a_hanging_server_times_out() {
     assert!(client.stats().attempts >= 2, "{:?}", client.stats());
 }
 
+/// Answers one 429 asking to come back in a second, then 200 after `delay`.
+async fn throttled_then_slow(server: &MockServer, delay: Duration) {
+    answer_once(server, 429, &[("retry-after", "1".into())]).await;
+    server
+        .mock_async(|when, then| {
+            when.path(PATH);
+            then.status(200).body(ONE).delay(delay);
+        })
+        .await;
+}
+
+/// Checks that `took` is at least `from_ms` and less than `to_ms` milliseconds.
+fn assert_between(took: Duration, from_ms: u64, to_ms: u64) {
+    assert!(
+        took >= Duration::from_millis(from_ms) && took < Duration::from_millis(to_ms),
+        "{took:?}"
+    );
+}
+
 /// How long `client` took to fail a lookup with `Error::Timeout`.
 async fn times_out(client: &defender_endpoint::Client) -> Duration {
     let started = Instant::now();
@@ -266,10 +285,7 @@ async fn the_budget_ends_an_attempt_in_flight() {
         .build()
         .unwrap();
     let took = times_out(&client).await;
-    assert!(
-        took >= Duration::from_millis(3_400) && took < Duration::from_millis(4_300),
-        "{took:?}"
-    );
+    assert_between(took, 3_400, 4_300);
     hanging.assert_calls_async(2).await;
 
     // A budget shorter than the timeout bounds the first attempt; with the
@@ -282,10 +298,7 @@ async fn the_budget_ends_an_attempt_in_flight() {
             b = b.http_client(reqwest::Client::new());
         }
         let took = times_out(&b.build().unwrap()).await;
-        assert!(
-            took >= Duration::from_millis(1_400) && took < Duration::from_millis(2_300),
-            "{own}: {took:?}"
-        );
+        assert_between(took, 1_400, 2_300);
     }
 }
 
@@ -309,10 +322,7 @@ async fn the_budget_ends_a_hanging_token_request() {
         .build()
         .unwrap();
     let took = times_out(&client).await;
-    assert!(
-        took >= Duration::from_millis(1_400) && took < Duration::from_millis(2_300),
-        "{took:?}"
-    );
+    assert_between(took, 1_400, 2_300);
 }
 
 /// After a `Retry-After` wait, the attempt that follows gets only what is left of
@@ -320,23 +330,14 @@ async fn the_budget_ends_a_hanging_token_request() {
 #[tokio::test]
 async fn an_attempt_after_a_throttled_wait_ends_with_the_budget() {
     let server = MockServer::start_async().await;
-    answer_once(&server, 429, &[("retry-after", "1".into())]).await;
-    server
-        .mock_async(|when, then| {
-            when.path(PATH);
-            then.status(200).body(ONE).delay(Duration::from_secs(10));
-        })
-        .await;
+    throttled_then_slow(&server, Duration::from_secs(10)).await;
     let client = builder(&server)
         .timeout(Duration::from_secs(5))
         .retry(RetryPolicy::default().budget(Duration::from_millis(2_500)))
         .build()
         .unwrap();
     let took = times_out(&client).await;
-    assert!(
-        took >= Duration::from_millis(2_400) && took < Duration::from_millis(3_300),
-        "{took:?}"
-    );
+    assert_between(took, 2_400, 3_300);
 }
 
 /// ... but at least a second: a wait that uses up the budget is still followed by
@@ -344,14 +345,8 @@ async fn an_attempt_after_a_throttled_wait_ends_with_the_budget() {
 #[tokio::test]
 async fn every_attempt_gets_at_least_a_second() {
     let server = MockServer::start_async().await;
-    answer_once(&server, 429, &[("retry-after", "1".into())]).await;
     // Slower than what is left of the budget after the wait, within a second.
-    server
-        .mock_async(|when, then| {
-            when.path(PATH);
-            then.status(200).body(ONE).delay(Duration::from_millis(300));
-        })
-        .await;
+    throttled_then_slow(&server, Duration::from_millis(300)).await;
     let client = builder(&server)
         .retry(RetryPolicy::default().budget(Duration::from_millis(1_100)))
         .build()
