@@ -389,6 +389,13 @@ fn certificate_pem_forms() {
             .contains("2 certificates come with their private keys"),
         "{err}"
     );
+    // The same certificate twice (a leaf and a full chain concatenated) is one.
+    let bundle = format!(
+        "{}{}{}{}",
+        cert.cert_pem, ca.cert_pem, cert.cert_pem, cert.key_pem
+    );
+    let c = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap();
+    assert_eq!(c.thumbprint(), expected);
     // An encrypted PKCS#1 key in a bundle is named as such.
     let encrypted = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
         DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n\
@@ -855,7 +862,9 @@ async fn a_token_endpoint_redirect_never_carries_the_secret() {
     for status in [307, 308, 302, 301, 303] {
         let server = MockServer::start_async().await;
         let elsewhere = MockServer::start_async().await;
-        let target = format!("{}/steal", elsewhere.base_url());
+        // The Location echoes the secret, form-encoded: it is not shown.
+        let encoded: String = url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
+        let target = format!("{}/steal?client_secret={encoded}", elsewhere.base_url());
         server.mock(|when, then| {
             when.method(POST).path(TOKEN_PATH);
             then.status(status).header("location", &target);
@@ -880,6 +889,7 @@ async fn a_token_endpoint_redirect_never_carries_the_secret() {
             matches!(&err, Error::Credential { .. }) && err.to_string().contains("redirected"),
             "{status}: {err:?}"
         );
+        assert!(!format!("{err} {err:?}").contains("SENTINEL"), "{err}");
         assert_eq!(stolen.calls(), 0, "{status}");
         assert_eq!(api.calls(), 0, "{status}");
         // Only a 301, 302 or 303 reaches the other host, as a GET without the form.
@@ -926,6 +936,76 @@ async fn the_token_endpoints_retry_after_is_kept_for_every_caller() {
         assert_eq!(tokens.calls(), 1, "{status}");
         assert_eq!(api.calls(), 16, "{status}");
     }
+}
+
+/// Only the token endpoint's own, latest answer says how long to spare it: not
+/// that of a host a caller's client was redirected to, nor an earlier answer of
+/// a credential that asks twice.
+#[tokio::test]
+async fn only_the_last_answer_of_the_token_endpoint_is_spared() {
+    // A caller's client follows a redirect to a host that answers 429 for a minute.
+    let server = MockServer::start_async().await;
+    let elsewhere = MockServer::start_async().await;
+    elsewhere.mock(|when, then| {
+        when.any_request();
+        then.status(429).header("retry-after", "60");
+    });
+    let target = format!("{}/busy", elsewhere.base_url());
+    let mut redirect = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(302).header("location", &target);
+    });
+    let answers = api(&server);
+    let credential = secret_credential(&server).http_client(reqwest::Client::new());
+    let client = builder(&server).credential(credential).build().unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(err.to_string().contains("redirected"), "{err}");
+    redirect.delete();
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    client.user_machines("user1").await.unwrap();
+    assert_eq!((tokens.calls(), answers.calls()), (1, 1));
+
+    // A credential that asks a second endpoint when the first is busy: the second's
+    // refusal (no Retry-After) is not kept for the first's minute.
+    struct Fallback(ClientSecretCredential, ClientSecretCredential);
+    #[defender_endpoint::async_trait]
+    impl defender_endpoint::TokenCredential for Fallback {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+        ) -> Result<defender_endpoint::AccessToken, Error> {
+            match self.0.get_token(scopes).await {
+                Err(_) => self.1.get_token(scopes).await,
+                ok => ok,
+            }
+        }
+    }
+    let busy = MockServer::start_async().await;
+    busy.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(429).header("retry-after", "60");
+    });
+    let server = MockServer::start_async().await;
+    let mut refusing = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(400)
+            .header("content-type", "application/json")
+            .body(r#"{"error":"invalid_request","error_description":"AADSTS900144: bad"}"#);
+    });
+    let answers = api(&server);
+    let client = builder(&server)
+        .credential(Fallback(
+            secret_credential(&busy),
+            secret_credential(&server),
+        ))
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(err.to_string().contains("AADSTS900144"), "{err}");
+    refusing.delete();
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    client.user_machines("user1").await.unwrap();
+    assert_eq!((tokens.calls(), answers.calls()), (1, 1));
 }
 
 #[tokio::test]

@@ -12,6 +12,9 @@ use secrecy::ExposeSecret;
 use super::{AccessToken, TokenCredential};
 use crate::Error;
 
+/// The longest the cache spares a token endpoint that asked (`Retry-After`).
+const MAX_TOKEN_THROTTLE: Duration = Duration::from_secs(5 * 60);
+
 /// How long before expiry a token is replaced (shortened to half the lifetime of short-lived tokens).
 pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -89,7 +92,9 @@ impl std::fmt::Debug for Bearer {
 
 /// Reuses a token until shortly before it expires; concurrent callers that find
 /// no valid token share a single fetch ("single flight"), and its outcome: a
-/// failure reaches every caller that waited for it, and is not cached.
+/// failure reaches every caller that waited for it, and is not cached, unless
+/// the token endpoint asked (429 or 503 with `Retry-After`) to be spared: then
+/// callers get it without a request until then (five minutes at most).
 ///
 /// The fetch is a shared future that every waiting caller drives, so a caller
 /// that stops being polled holds up no one; when every caller waiting for it
@@ -210,8 +215,9 @@ impl TokenCache {
             state.flight = None;
             if let (Err(error), Some(wait)) = (&outcome, retry_after) {
                 // Shared by every caller, so that many of them do not multiply the
-                // requests the token endpoint asked to be spared.
-                if let Some(until) = Instant::now().checked_add(wait) {
+                // requests the token endpoint asked to be spared; for a few minutes
+                // at most, so that no answer can stop the client for good.
+                if let Some(until) = Instant::now().checked_add(wait.min(MAX_TOKEN_THROTTLE)) {
                     state.throttled = Some((until, error.clone()));
                 }
             }
@@ -250,6 +256,40 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refuses, asking (as the app credentials report a `Retry-After`) to be
+    /// spared for `0`.
+    struct Busy(Duration);
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Busy {
+        async fn get_token(&self, _: &[&str]) -> Result<AccessToken, Error> {
+            let _ = RETRY_AFTER.try_with(|r| r.set(Some(self.0)));
+            Err(Error::credential("busy"))
+        }
+    }
+
+    /// However long the token endpoint asks to be spared, a few minutes at most:
+    /// no answer can stop a client for good.
+    #[tokio::test]
+    async fn a_token_endpoint_is_spared_for_five_minutes_at_most() {
+        for asked in [
+            Duration::from_secs(2),
+            Duration::from_secs(99_999_999),
+            Duration::from_secs(u64::MAX),
+        ] {
+            let cache = TokenCache::new(Arc::new(Busy(asked)), "scope".into());
+            assert!(cache.token().await.is_err());
+            let spared = cache.throttled_for().expect("spared");
+            assert!(
+                spared <= asked.min(MAX_TOKEN_THROTTLE),
+                "{asked:?}: {spared:?}"
+            );
+            assert!(spared > asked.min(MAX_TOKEN_THROTTLE) - Duration::from_secs(1));
+            // Until then, the refusal without a request.
+            assert!(cache.token().await.is_err());
+        }
+    }
 
     /// Issues tokens that expire `lifetime` after they are asked for.
     struct Lasting(Duration);

@@ -89,7 +89,10 @@ impl ClientCertificateCredential {
         if contains(&key_pem, ENCRYPTED_PKCS1) {
             return Err(encrypted_key());
         }
-        let certificates = certificates(&trim_lines(certificate_pem.as_ref()))?;
+        let mut certificates = certificates(&trim_lines(certificate_pem.as_ref()))?;
+        // The same certificate twice (a leaf and a full chain concatenated) is one.
+        let mut seen = std::collections::HashSet::new();
+        certificates.retain(|c| seen.insert(c.as_ref().to_vec()));
         let mut keys = rsa_keys(&key_pem)?;
         // The app's certificate is the one whose key is given; a PEM with several
         // such pairs (a CA's certificate and key too, say) does not say which.

@@ -37,6 +37,8 @@ pub(crate) struct TokenEndpoint {
     tenant_id: String,
     client_id: String,
     http: OnceLock<reqwest::Client>,
+    /// Whether `http` is the caller's client, whose redirect policy is unknown.
+    own_http_client: bool,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -56,6 +58,7 @@ impl TokenEndpoint {
             tenant_id: tenant_id.trim().to_owned(),
             client_id: client_id.trim().to_owned(),
             http: OnceLock::new(),
+            own_http_client: false,
         }
     }
 
@@ -65,11 +68,16 @@ impl TokenEndpoint {
 
     pub(crate) fn set_authority(&mut self, url: &str) -> Result<(), Error> {
         self.authority = normalise_authority(url)?;
+        if !self.own_http_client {
+            // Built for the former authority (a proxy is bypassed for plain http only).
+            self.http = OnceLock::new();
+        }
         Ok(())
     }
 
     pub(crate) fn set_http_client(&mut self, client: reqwest::Client) {
         self.http = OnceLock::from(client);
+        self.own_http_client = true;
     }
 
     /// `{authority}/{tenant}/oauth2/v2.0/token`, once the tenant and client ids are checked.
@@ -117,14 +125,19 @@ impl TokenEndpoint {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        // A body that cannot be sent twice: whatever the HTTP client's redirect
-        // policy (a caller's own client may follow redirects), a 307 or 308 cannot
-        // carry the secret to another URL; reqwest then returns the redirect as it is.
+        // Through a caller's client, whose redirect policy may follow redirects, a
+        // body that cannot be sent twice: a 307 or 308 cannot carry the secret to
+        // another URL (reqwest then returns the redirect as it is). The credential's
+        // own client follows no redirect, and keeps a body reqwest may resend on a
+        // refused HTTP/2 stream.
         let length = body.len();
-        let body =
+        let body = if self.own_http_client {
             reqwest::Body::wrap_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
                 bytes::Bytes::from(body),
-            )]));
+            )]))
+        } else {
+            reqwest::Body::from(body)
+        };
         let sent_at = Instant::now();
         tracing::debug!(url, client_id = %self.client_id, "requesting a token from Microsoft Entra ID");
         let mut response = self
@@ -138,30 +151,28 @@ impl TokenEndpoint {
             .await
             .map_err(transport)?;
         let status = response.status().as_u16();
-        if matches!(status, 429 | 503) {
-            if let Some(wait) = crate::retry::retry_after(response.headers()) {
-                // For the token cache, which spares the endpoint until then.
-                let _ = super::cache::RETRY_AFTER.try_with(|r| r.set(Some(wait)));
-            }
-        }
         let elsewhere = reqwest::Url::parse(url).ok().as_ref() != Some(response.url());
         if response.status().is_redirection() || elsewhere {
             // A 301/302/303 followed by a caller's client is a GET without the form:
-            // nothing secret went along, but the answer is not the token endpoint's.
+            // nothing secret went along, but the answer is not the token endpoint's
+            // (and its status is not one the client retries).
             let to = response
                 .headers()
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .map_or_else(|| response.url().to_string(), str::to_owned);
-            return Err(credential_error(
-                status,
-                format!(
-                    "the token endpoint redirected the request to {:?}; token requests \
-                     are never sent elsewhere",
-                    shorten(&to, EXCERPT_CHARS)
-                ),
-            ));
+            return Err(Error::credential(format!(
+                "the token endpoint redirected the request (HTTP {status}) to {:?}; token \
+                 requests are never sent elsewhere",
+                shorten(&redact(&to, secrets), EXCERPT_CHARS)
+            )));
         }
+        // For the token cache, which spares the endpoint until then; set for every
+        // answer, so that an earlier one's does not outlive it.
+        let retry_after = matches!(status, 429 | 503)
+            .then(|| crate::retry::retry_after(response.headers()))
+            .flatten();
+        let _ = super::cache::RETRY_AFTER.try_with(|r| r.set(retry_after));
         let mut answer = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
