@@ -177,8 +177,13 @@ impl Client {
             );
         }
         async {
-            match self.with_retries(first).await? {
-                Some((first, token)) => self.follow_next_links(first, token, user).await,
+            // One budget for the whole call, every page included.
+            let mut budget = Budget::start();
+            match self.with_retries(first, &mut budget).await? {
+                Some((first, token)) => {
+                    self.follow_next_links(first, token, user, &mut budget)
+                        .await
+                }
                 None => Ok(Vec::new()),
             }
         }
@@ -198,6 +203,7 @@ impl Client {
         mut page: P,
         mut token: Option<Bearer>,
         user: &UserName,
+        budget: &mut Budget,
     ) -> Result<Vec<P::Item>, Error> {
         let mut machines = page.take_items();
         let mut followed = std::collections::HashSet::new();
@@ -247,7 +253,7 @@ impl Client {
             }
             tracing::debug!(page = followed.len(), "following @odata.nextLink");
             (page, token) = match self
-                .with_retries(|| self.get_page::<P>(url.clone()))
+                .with_retries(|| self.get_page::<P>(url.clone()), budget)
                 .await?
             {
                 Some(next) => next,
@@ -451,10 +457,12 @@ impl Client {
     }
 
     /// Runs one generated call under the retry policy, mapping its outcome to
-    /// [`Error`]; `None` for a 404 (an unknown user).
+    /// [`Error`]; `None` for a 404 (an unknown user). `budget` is the whole
+    /// call's: every page of an answer draws on it.
     async fn with_retries<T: serde::de::DeserializeOwned, F, Fut>(
         &self,
         call: F,
+        budget: &mut Budget,
     ) -> Result<Option<(T, Option<Bearer>)>, Error>
     where
         F: Fn() -> Fut,
@@ -462,11 +470,6 @@ impl Client {
             Output = Result<raw::ResponseValue<T>, raw::Error<types::ErrorEnvelope>>,
         >,
     {
-        let started = Instant::now();
-        // Waiting for the client-side quota is not the API's doing: it does not
-        // count against the retry budget, or a call queued behind a busy minute
-        // could never retry a 429.
-        let mut quota_waited = Duration::ZERO;
         let policy = &self.retry;
         let mut attempt = 0u32;
         let mut refreshed = false;
@@ -477,9 +480,7 @@ impl Client {
             // What is left of the budget bounds the attempt too (its token request,
             // and its request when that would end before the attempt's own
             // timeout), though every attempt gets at least `MIN_ATTEMPT`.
-            let left = policy
-                .budget
-                .saturating_sub(started.elapsed().saturating_sub(quota_waited));
+            let left = policy.budget.saturating_sub(budget.spent());
             let deadline = Instant::now().checked_add(left.max(MIN_ATTEMPT));
             let report = Box::new(Attempt {
                 deadline: deadline.into(),
@@ -492,7 +493,7 @@ impl Client {
                 })
                 .await;
             counters.add_wait(&counters.quota_wait_us, report.quota_wait);
-            quota_waited += report.quota_wait;
+            budget.quota_waited += report.quota_wait;
             let span = tracing::Span::current();
             span.record("attempts", attempt);
             if let Some(status) = report.status {
@@ -562,8 +563,7 @@ impl Client {
                 tracing::warn!(attempts = attempt, error = %error, "giving up: no attempts left");
                 return Err(error);
             }
-            let spent = started.elapsed().saturating_sub(quota_waited);
-            if spent.saturating_add(wait) > policy.budget {
+            if budget.spent().saturating_add(wait) > policy.budget {
                 tracing::warn!(
                     attempts = attempt,
                     wait_ms = wait.as_millis() as u64,
@@ -581,6 +581,29 @@ impl Client {
                 counters.add_wait(&counters.throttle_wait_us, wait);
             }
         }
+    }
+}
+
+/// The time one call has taken so far, against [`RetryPolicy::budget`].
+struct Budget {
+    started: Instant,
+    /// Waiting for the client-side quota is not the API's doing: it does not
+    /// count against the retry budget, or a call queued behind a busy minute
+    /// could never retry a 429.
+    quota_waited: Duration,
+}
+
+impl Budget {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            quota_waited: Duration::ZERO,
+        }
+    }
+
+    /// The time that counts against the budget.
+    fn spent(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.quota_waited)
     }
 }
 

@@ -59,14 +59,15 @@ impl RetryPolicy {
         Self::default().max_attempts(1)
     }
 
-    /// Attempts in all, the first included (at least 1).
+    /// Attempts in all for each request, the first included (at least 1): for
+    /// each page, when an answer comes in pages (`@odata.nextLink`).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
     }
 
-    /// The most time one call may take, its attempts and the waits between them
-    /// included, before the client gives up. Waits for the client-side quota are
+    /// The most time one call may take, its attempts, the waits between them
+    /// and every page of a paged answer included, before the client gives up. Waits for the client-side quota are
     /// not counted. An attempt, or its token request, still running when the
     /// budget runs out ends with [`Error::Timeout`](crate::Error::Timeout), though
     /// every attempt gets at least one second (so a budget of zero still makes

@@ -302,6 +302,43 @@ async fn the_budget_ends_an_attempt_in_flight() {
     }
 }
 
+/// The budget is the whole call's: the pages of a paged answer share it, and do
+/// not get one each.
+#[tokio::test]
+async fn the_pages_of_an_answer_share_one_budget() {
+    let server = MockServer::start_async().await;
+    for page in 0..4 {
+        let body = if page < 3 {
+            format!(
+                r#"{{"value":[{{"id":"m{page}"}}],"@odata.nextLink":"/api/users/user1/machines?page={}"}}"#,
+                page + 1
+            )
+        } else {
+            r#"{"value":[{"id":"m3"}]}"#.to_owned()
+        };
+        server
+            .mock_async(|when, then| {
+                let when = when.path(PATH);
+                if page == 0 {
+                    when.query_param_missing("page");
+                } else {
+                    when.query_param("page", page.to_string());
+                }
+                then.status(200)
+                    .body(body)
+                    .delay(Duration::from_millis(1_500));
+            })
+            .await;
+    }
+    // Four pages of 1.5 s each: 6 s, three times the budget.
+    let client = builder(&server)
+        .retry(quick_retries(2).budget(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let took = times_out(&client).await;
+    assert_between(took, 2_000, 3_800);
+}
+
 /// A token request that hangs is bounded by the budget, also when the budget is
 /// longer than an attempt's timeout (which bounds only the request).
 #[tokio::test]
