@@ -103,13 +103,17 @@ impl Default for RateLimit {
 /// A caller reserves the earliest time every window allows, behind every
 /// caller already waiting (so callers are served in arrival order), and then
 /// waits for it without holding any lock: a caller that stops being polled
-/// holds up no one but itself, and one that is dropped gives its time back.
+/// keeps only its own time, and one that is dropped gives its time back, upon
+/// which the callers waiting behind it take earlier times if the windows allow.
 /// What lets a request start is only the requests that did start: when its
 /// time comes (or later, if its task was busy), a caller starts if every
 /// window has room for it then, and otherwise takes a new time.
 pub(crate) struct RateLimiter {
     windows: std::sync::Mutex<Vec<Window>>,
     enabled: bool,
+    /// Woken when a reserved time or a start is given back, so that the callers
+    /// waiting behind it take an earlier time if there is one.
+    moved: tokio::sync::Notify,
 }
 
 struct Window {
@@ -131,21 +135,23 @@ impl Window {
     }
 
     /// The earliest time at or after `now` that has room for one more start,
-    /// counting the waiting callers' times too when `queue` is set.
-    fn earliest(&self, now: Instant, queue: bool) -> Instant {
+    /// counting the times of the first `ahead` waiting callers too.
+    fn earliest(&self, now: Instant, ahead: usize) -> Instant {
         let span = self.per + guard(self.per);
         let mut at = now;
-        let counted = self.started.len() + if queue { self.waiting.len() } else { 0 };
-        if queue {
-            if let Some(&last) = self.waiting.back() {
-                at = at.max(last);
-            }
+        let counted = self.started.len() + ahead;
+        if let Some(&last) = ahead.checked_sub(1).and_then(|i| self.waiting.get(i)) {
+            at = at.max(last);
         }
         if counted >= self.max {
             // The start that must leave the window first: the `max`-th newest.
-            let oldest = if queue {
-                let mut times: Vec<Instant> =
-                    self.started.iter().chain(&self.waiting).copied().collect();
+            let oldest = if ahead > 0 {
+                let mut times: Vec<Instant> = self
+                    .started
+                    .iter()
+                    .chain(self.waiting.iter().take(ahead))
+                    .copied()
+                    .collect();
                 times.sort_unstable();
                 times[counted - self.max]
             } else {
@@ -183,19 +189,27 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Some(at) = self.at {
             self.limiter.remove(at, |w| &mut w.started);
+            // A start given back: callers waiting behind it may go sooner.
+            self.limiter.moved.notify_waiters();
         }
     }
 }
 
-/// A reserved time of a caller that waits; given back if the caller is dropped.
+/// A reserved time of a caller that waits; given back if the caller is dropped
+/// before it comes, and the callers behind it then move up.
 struct Reservation<'a> {
     limiter: &'a RateLimiter,
     at: Instant,
+    /// Its time came: removing it frees nothing for anyone else.
+    due: bool,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.limiter.remove(self.at, |w| &mut w.waiting);
+        if !self.due {
+            self.limiter.moved.notify_waiters();
+        }
     }
 }
 
@@ -214,6 +228,7 @@ impl RateLimiter {
         Self {
             enabled: !windows.is_empty(),
             windows: std::sync::Mutex::new(windows),
+            moved: tokio::sync::Notify::new(),
         }
     }
 
@@ -236,7 +251,7 @@ impl RateLimiter {
         let arrived = Instant::now();
         let mut queue = true;
         loop {
-            let reservation = match self.start_or_reserve(queue) {
+            let mut reservation = match self.start_or_reserve(queue) {
                 Ok(at) => {
                     let waited = if queue { Duration::ZERO } else { at - arrived };
                     return Slot {
@@ -245,14 +260,65 @@ impl RateLimiter {
                         waited,
                     };
                 }
-                Err(at) => Reservation { limiter: self, at },
+                Err(at) => Reservation {
+                    limiter: self,
+                    at,
+                    due: false,
+                },
             };
-            tokio::time::sleep_until(reservation.at).await;
+            // Listening from now on; what was given back since the reservation
+            // is caught by looking once more.
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.move_up(&mut reservation) {
+                self.moved.notify_waiters();
+            }
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(reservation.at) => break,
+                    () = &mut moved => {
+                        moved.set(self.moved.notified());
+                        moved.as_mut().enable();
+                        if self.move_up(&mut reservation) {
+                            // Those behind may move up in turn.
+                            self.moved.notify_waiters();
+                        }
+                    }
+                }
+            }
             // Its time has come: the caller keeps its place, and is not queued
             // again behind those who came later.
             queue = false;
+            reservation.due = true;
             drop(reservation);
         }
+    }
+
+    /// Gives `reservation` an earlier time if the windows have room sooner for
+    /// it, counting only the callers ahead of it; whether they did.
+    fn move_up(&self, reservation: &mut Reservation<'_>) -> bool {
+        let now = Instant::now();
+        let mut windows = self.lock();
+        let mut at = now;
+        for w in windows.iter_mut() {
+            w.prune(now);
+            let Some(ahead) = w.waiting.iter().rposition(|&t| t == reservation.at) else {
+                return false;
+            };
+            at = at.max(w.earliest(now, ahead));
+        }
+        if at >= reservation.at {
+            return false;
+        }
+        for w in windows.iter_mut() {
+            // Still in order: `at` is no earlier than the times ahead of it.
+            if let Some(i) = w.waiting.iter().rposition(|&t| t == reservation.at) {
+                w.waiting[i] = at;
+            }
+        }
+        reservation.at = at;
+        true
     }
 
     /// Starts a request now if every window has room, behind the waiting
@@ -264,7 +330,7 @@ impl RateLimiter {
         let mut at = now;
         for w in windows.iter_mut() {
             w.prune(now);
-            at = at.max(w.earliest(now, queue));
+            at = at.max(w.earliest(now, if queue { w.waiting.len() } else { 0 }));
         }
         if at <= now {
             for w in windows.iter_mut() {
@@ -436,6 +502,37 @@ mod tests {
         let late = t0.elapsed();
         assert!(late >= Duration::from_secs(30), "{late:?}");
         slot.keep();
+    }
+
+    /// Callers that give their turn back (dropped while they wait, or with a
+    /// slot they do not use) let those waiting behind them go sooner.
+    #[tokio::test(start_paused = true)]
+    async fn turns_given_back_go_to_those_waiting_behind() {
+        let limiter = RateLimiter::new(&RateLimit::new().window(1, Duration::from_secs(2)));
+        let t0 = Instant::now();
+        start(&limiter).await;
+        // Three callers reserve 2 s, 4 s and 6 s; a fourth, 8 s, until the three
+        // are dropped.
+        let ahead = [park(&limiter).await, park(&limiter).await, park(&limiter).await];
+        let (waited, ()) = tokio::join!(start(&limiter), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(ahead);
+        });
+        let at = t0.elapsed();
+        let turn = Duration::from_secs(2) + guard(Duration::from_secs(2));
+        assert!(at >= turn && at < turn + Duration::from_millis(50), "{at:?}");
+        assert!(waited <= at && waited + Duration::from_millis(50) > at, "{waited:?}");
+
+        // A slot taken and then not used is a turn given back too.
+        let unused = limiter.acquire().await;
+        let behind = Box::pin(limiter.acquire());
+        let t1 = Instant::now();
+        let (slot, ()) = tokio::join!(behind, async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(unused);
+        });
+        slot.keep();
+        assert!(t1.elapsed() < Duration::from_millis(50), "{:?}", t1.elapsed());
     }
 
     #[tokio::test(start_paused = true)]
