@@ -111,9 +111,11 @@ impl Default for RateLimit {
 pub(crate) struct RateLimiter {
     windows: std::sync::Mutex<Vec<Window>>,
     enabled: bool,
-    /// Woken when a reserved time or a start is given back, so that the callers
-    /// waiting behind it take an earlier time if there is one.
+    /// Woken when a reserved time or a start is given back and the waiting
+    /// callers' times were made anew, so that each reads its own again.
     moved: tokio::sync::Notify,
+    /// Tells reservations apart (several may share a time).
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 struct Window {
@@ -121,8 +123,9 @@ struct Window {
     per: Duration,
     /// Start times of requests, in order: those that still count.
     started: VecDeque<Instant>,
-    /// Times reserved by callers that wait, in order.
-    waiting: VecDeque<Instant>,
+    /// Times reserved by callers that wait, in order, with the reservation's id
+    /// (the same entries in every window).
+    waiting: VecDeque<(Instant, u64)>,
 }
 
 impl Window {
@@ -140,26 +143,53 @@ impl Window {
         let span = self.per + guard(self.per);
         let mut at = now;
         let counted = self.started.len() + ahead;
-        if let Some(&last) = ahead.checked_sub(1).and_then(|i| self.waiting.get(i)) {
+        if let Some(&(last, _)) = ahead.checked_sub(1).and_then(|i| self.waiting.get(i)) {
             at = at.max(last);
         }
         if counted >= self.max {
-            // The start that must leave the window first: the `max`-th newest.
-            let oldest = if ahead > 0 {
-                let mut times: Vec<Instant> = self
-                    .started
-                    .iter()
-                    .chain(self.waiting.iter().take(ahead))
-                    .copied()
-                    .collect();
-                times.sort_unstable();
-                times[counted - self.max]
-            } else {
-                self.started[counted - self.max]
-            };
+            // The start that must leave the window first: the `max`-th newest of
+            // the starts and the times ahead (both in order).
+            let oldest = kth(
+                |i| self.started[i],
+                self.started.len(),
+                |i| self.waiting[i].0,
+                ahead,
+                counted - self.max,
+            );
             at = at.max(oldest + span);
         }
         at
+    }
+}
+
+/// The `k`-th smallest (from 0) of two sorted sequences of lengths `a_len` and
+/// `b_len` read through `a` and `b`, in O(log n); `k` < `a_len + b_len`.
+fn kth(
+    a: impl Fn(usize) -> Instant,
+    a_len: usize,
+    b: impl Fn(usize) -> Instant,
+    b_len: usize,
+    k: usize,
+) -> Instant {
+    // Take `i` from `a` and `k + 1 - i` from `b`, so that neither holds back a
+    // smaller one of the other's.
+    let (mut lo, mut hi) = ((k + 1).saturating_sub(b_len), (k + 1).min(a_len));
+    while lo < hi {
+        let i = (lo + hi) / 2;
+        let j = k + 1 - i;
+        if j > 0 && b(j - 1) > a(i) {
+            lo = i + 1;
+        } else {
+            hi = i;
+        }
+    }
+    let j = k + 1 - lo;
+    match (lo.checked_sub(1).map(&a), j.checked_sub(1).map(&b)) {
+        (Some(x), Some(y)) => x.max(y),
+        (Some(x), None) => x,
+        (None, Some(y)) => y,
+        // k < a_len + b_len: at least one is taken.
+        (None, None) => a(0),
     }
 }
 
@@ -188,8 +218,15 @@ impl Slot<'_> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Some(at) = self.at {
-            self.limiter.remove(at, |w| &mut w.started);
-            // A start given back: callers waiting behind it may go sooner.
+            let mut windows = self.limiter.lock();
+            for w in windows.iter_mut() {
+                if let Some(i) = w.started.iter().rposition(|&t| t == at) {
+                    w.started.remove(i);
+                }
+            }
+            // A start given back: the callers waiting may go sooner.
+            retime(&mut windows, 0);
+            drop(windows);
             self.limiter.moved.notify_waiters();
         }
     }
@@ -199,16 +236,50 @@ impl Drop for Slot<'_> {
 /// before it comes, and the callers behind it then move up.
 struct Reservation<'a> {
     limiter: &'a RateLimiter,
-    at: Instant,
+    id: u64,
     /// Its time came: removing it frees nothing for anyone else.
     due: bool,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.limiter.remove(self.at, |w| &mut w.waiting);
+        let mut windows = self.limiter.lock();
+        let Some(i) = windows
+            .first()
+            .and_then(|w| w.waiting.iter().position(|&(_, id)| id == self.id))
+        else {
+            return;
+        };
+        for w in windows.iter_mut() {
+            w.waiting.remove(i);
+        }
         if !self.due {
+            retime(&mut windows, i);
+            drop(windows);
             self.limiter.moved.notify_waiters();
+        }
+    }
+}
+
+/// Gives the waiting callers from the `from`-th on the earliest time every window
+/// allows, counting the callers ahead of each (never a later time than they have),
+/// after a turn was given back.
+fn retime(windows: &mut [Window], from: usize) {
+    let now = Instant::now();
+    for w in windows.iter_mut() {
+        w.prune(now);
+    }
+    let waiting = windows.first().map_or(0, |w| w.waiting.len());
+    for i in from..waiting {
+        let at = windows
+            .iter()
+            .map(|w| w.earliest(now, i))
+            .fold(now, Instant::max);
+        if at < windows[0].waiting[i].0 {
+            // Still in order: `at` is no earlier than the times ahead of it.
+            for w in windows.iter_mut() {
+                w.waiting[i].0 = at;
+            }
         }
     }
 }
@@ -229,6 +300,7 @@ impl RateLimiter {
             enabled: !windows.is_empty(),
             windows: std::sync::Mutex::new(windows),
             moved: tokio::sync::Notify::new(),
+            next_id: Default::default(),
         }
     }
 
@@ -260,30 +332,23 @@ impl RateLimiter {
                         waited,
                     };
                 }
-                Err(at) => Reservation {
+                Err(id) => Reservation {
                     limiter: self,
-                    at,
+                    id,
                     due: false,
                 },
             };
-            // Listening from now on; what was given back since the reservation
-            // is caught by looking once more.
+            // Listening from now on, and then reading the reserved time: a time
+            // made anew since the reservation is not missed.
             let moved = self.moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            if self.move_up(&mut reservation) {
-                self.moved.notify_waiters();
-            }
-            loop {
+            while let Some(at) = self.time_of(reservation.id) {
                 tokio::select! {
-                    () = tokio::time::sleep_until(reservation.at) => break,
+                    () = tokio::time::sleep_until(at) => break,
                     () = &mut moved => {
                         moved.set(self.moved.notified());
                         moved.as_mut().enable();
-                        if self.move_up(&mut reservation) {
-                            // Those behind may move up in turn.
-                            self.moved.notify_waiters();
-                        }
                     }
                 }
             }
@@ -295,36 +360,17 @@ impl RateLimiter {
         }
     }
 
-    /// Gives `reservation` an earlier time if the windows have room sooner for
-    /// it, counting only the callers ahead of it; whether they did.
-    fn move_up(&self, reservation: &mut Reservation<'_>) -> bool {
-        let now = Instant::now();
-        let mut windows = self.lock();
-        let mut at = now;
-        for w in windows.iter_mut() {
-            w.prune(now);
-            let Some(ahead) = w.waiting.iter().rposition(|&t| t == reservation.at) else {
-                return false;
-            };
-            at = at.max(w.earliest(now, ahead));
-        }
-        if at >= reservation.at {
-            return false;
-        }
-        for w in windows.iter_mut() {
-            // Still in order: `at` is no earlier than the times ahead of it.
-            if let Some(i) = w.waiting.iter().rposition(|&t| t == reservation.at) {
-                w.waiting[i] = at;
-            }
-        }
-        reservation.at = at;
-        true
+    /// The time reserved by the reservation `id`, as it is now.
+    fn time_of(&self, id: u64) -> Option<Instant> {
+        let windows = self.lock();
+        let w = windows.first()?;
+        w.waiting.iter().find(|&&(_, i)| i == id).map(|&(t, _)| t)
     }
 
     /// Starts a request now if every window has room, behind the waiting
     /// callers when `queue` is set (`Ok(now)`); otherwise reserves the earliest
-    /// time that may have room (`Err(at)`).
-    fn start_or_reserve(&self, queue: bool) -> Result<Instant, Instant> {
+    /// time that may have room (`Err` with the reservation's id).
+    fn start_or_reserve(&self, queue: bool) -> Result<Instant, u64> {
         let now = Instant::now();
         let mut windows = self.lock();
         let mut at = now;
@@ -338,21 +384,14 @@ impl RateLimiter {
             }
             Ok(now)
         } else {
+            let id = self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             for w in windows.iter_mut() {
-                let i = w.waiting.partition_point(|&t| t <= at);
-                w.waiting.insert(i, at);
+                let i = w.waiting.partition_point(|&(t, _)| t <= at);
+                w.waiting.insert(i, (at, id));
             }
-            Err(at)
-        }
-    }
-
-    /// Removes one time `at` from the list `which` picks, in every window.
-    fn remove(&self, at: Instant, which: impl Fn(&mut Window) -> &mut VecDeque<Instant>) {
-        for w in self.lock().iter_mut() {
-            let times = which(w);
-            if let Some(i) = times.iter().rposition(|&t| t == at) {
-                times.remove(i);
-            }
+            Err(id)
         }
     }
 }
@@ -513,15 +552,25 @@ mod tests {
         start(&limiter).await;
         // Three callers reserve 2 s, 4 s and 6 s; a fourth, 8 s, until the three
         // are dropped.
-        let ahead = [park(&limiter).await, park(&limiter).await, park(&limiter).await];
+        let ahead = [
+            park(&limiter).await,
+            park(&limiter).await,
+            park(&limiter).await,
+        ];
         let (waited, ()) = tokio::join!(start(&limiter), async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             drop(ahead);
         });
         let at = t0.elapsed();
         let turn = Duration::from_secs(2) + guard(Duration::from_secs(2));
-        assert!(at >= turn && at < turn + Duration::from_millis(50), "{at:?}");
-        assert!(waited <= at && waited + Duration::from_millis(50) > at, "{waited:?}");
+        assert!(
+            at >= turn && at < turn + Duration::from_millis(50),
+            "{at:?}"
+        );
+        assert!(
+            waited <= at && waited + Duration::from_millis(50) > at,
+            "{waited:?}"
+        );
 
         // A slot taken and then not used is a turn given back too.
         let unused = limiter.acquire().await;
@@ -532,7 +581,63 @@ mod tests {
             drop(unused);
         });
         slot.keep();
-        assert!(t1.elapsed() < Duration::from_millis(50), "{:?}", t1.elapsed());
+        assert!(
+            t1.elapsed() < Duration::from_millis(50),
+            "{:?}",
+            t1.elapsed()
+        );
+    }
+
+    #[test]
+    fn kth_is_the_kth_smallest_of_both() {
+        let t0 = Instant::now();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for _ in 0..500 {
+            let mut a: Vec<Instant> = (0..next() % 6)
+                .map(|_| t0 + Duration::from_millis(next() % 8))
+                .collect();
+            let mut b: Vec<Instant> = (0..next() % 6)
+                .map(|_| t0 + Duration::from_millis(next() % 8))
+                .collect();
+            a.sort();
+            b.sort();
+            let mut all: Vec<Instant> = a.iter().chain(&b).copied().collect();
+            all.sort();
+            for (k, expected) in all.iter().enumerate() {
+                let got = kth(|i| a[i], a.len(), |i| b[i], b.len(), k);
+                assert_eq!(got, *expected, "{a:?} {b:?} {k}");
+            }
+        }
+    }
+
+    /// Callers that share a reserved time (a window of more than one call) move up
+    /// too, each counting only those ahead of it.
+    #[tokio::test(start_paused = true)]
+    async fn callers_sharing_a_time_move_up_together() {
+        let limiter = RateLimiter::new(&RateLimit::new().window(2, Duration::from_secs(10)));
+        let t0 = Instant::now();
+        start(&limiter).await;
+        start(&limiter).await;
+        // Two callers share the first turn, two more the second.
+        let ahead = [park(&limiter).await, park(&limiter).await];
+        let behind = [park(&limiter).await, park(&limiter).await];
+        drop(ahead);
+        let [c, d] = behind;
+        let (c, d) = tokio::join!(c, d);
+        let at = t0.elapsed();
+        c.keep();
+        d.keep();
+        let turn = Duration::from_secs(10) + guard(Duration::from_secs(10));
+        assert!(
+            at >= turn && at < turn + Duration::from_millis(50),
+            "{at:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
