@@ -111,11 +111,20 @@ impl Default for RateLimit {
 pub(crate) struct RateLimiter {
     windows: std::sync::Mutex<Vec<Window>>,
     enabled: bool,
-    /// Woken when a reserved time or a start is given back and the waiting
-    /// callers' times were made anew, so that each reads its own again.
+    /// Woken when a reserved time or a start was given back and some waiting
+    /// callers' times were made earlier, so that each reads its own again.
     moved: tokio::sync::Notify,
-    /// Tells reservations apart (several may share a time).
-    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// The time a waiting caller reserved, shared by its entries in the windows and
+/// the caller (who reads it without searching), and told apart from others with
+/// the same time by its address.
+type Turn = std::sync::Arc<std::sync::Mutex<Instant>>;
+
+fn read(turn: &Turn) -> Instant {
+    *turn
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Window {
@@ -123,9 +132,9 @@ struct Window {
     per: Duration,
     /// Start times of requests, in order: those that still count.
     started: VecDeque<Instant>,
-    /// Times reserved by callers that wait, in order, with the reservation's id
+    /// Times reserved by callers that wait, in order, with the caller's turn
     /// (the same entries in every window).
-    waiting: VecDeque<(Instant, u64)>,
+    waiting: VecDeque<(Instant, Turn)>,
 }
 
 impl Window {
@@ -143,8 +152,8 @@ impl Window {
         let span = self.per + guard(self.per);
         let mut at = now;
         let counted = self.started.len() + ahead;
-        if let Some(&(last, _)) = ahead.checked_sub(1).and_then(|i| self.waiting.get(i)) {
-            at = at.max(last);
+        if let Some((last, _)) = ahead.checked_sub(1).and_then(|i| self.waiting.get(i)) {
+            at = at.max(*last);
         }
         if counted >= self.max {
             // The start that must leave the window first: the `max`-th newest of
@@ -225,9 +234,11 @@ impl Drop for Slot<'_> {
                 }
             }
             // A start given back: the callers waiting may go sooner.
-            retime(&mut windows, 0);
+            let moved = retime(&mut windows, 0);
             drop(windows);
-            self.limiter.moved.notify_waiters();
+            if moved {
+                self.limiter.moved.notify_waiters();
+            }
         }
     }
 }
@@ -236,7 +247,7 @@ impl Drop for Slot<'_> {
 /// before it comes, and the callers behind it then move up.
 struct Reservation<'a> {
     limiter: &'a RateLimiter,
-    id: u64,
+    turn: Turn,
     /// Its time came: removing it frees nothing for anyone else.
     due: bool,
 }
@@ -244,17 +255,17 @@ struct Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         let mut windows = self.limiter.lock();
-        let Some(i) = windows
-            .first()
-            .and_then(|w| w.waiting.iter().position(|&(_, id)| id == self.id))
-        else {
+        let Some(i) = windows.first().and_then(|w| {
+            w.waiting
+                .iter()
+                .position(|(_, turn)| std::sync::Arc::ptr_eq(turn, &self.turn))
+        }) else {
             return;
         };
         for w in windows.iter_mut() {
             w.waiting.remove(i);
         }
-        if !self.due {
-            retime(&mut windows, i);
+        if !self.due && retime(&mut windows, i) {
             drop(windows);
             self.limiter.moved.notify_waiters();
         }
@@ -263,13 +274,14 @@ impl Drop for Reservation<'_> {
 
 /// Gives the waiting callers from the `from`-th on the earliest time every window
 /// allows, counting the callers ahead of each (never a later time than they have),
-/// after a turn was given back.
-fn retime(windows: &mut [Window], from: usize) {
+/// after a turn was given back; whether any time changed.
+fn retime(windows: &mut [Window], from: usize) -> bool {
     let now = Instant::now();
     for w in windows.iter_mut() {
         w.prune(now);
     }
     let waiting = windows.first().map_or(0, |w| w.waiting.len());
+    let mut moved = false;
     for i in from..waiting {
         let at = windows
             .iter()
@@ -280,8 +292,14 @@ fn retime(windows: &mut [Window], from: usize) {
             for w in windows.iter_mut() {
                 w.waiting[i].0 = at;
             }
+            *windows[0].waiting[i]
+                .1
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+            moved = true;
         }
     }
+    moved
 }
 
 impl RateLimiter {
@@ -300,7 +318,6 @@ impl RateLimiter {
             enabled: !windows.is_empty(),
             windows: std::sync::Mutex::new(windows),
             moved: tokio::sync::Notify::new(),
-            next_id: Default::default(),
         }
     }
 
@@ -332,9 +349,9 @@ impl RateLimiter {
                         waited,
                     };
                 }
-                Err(id) => Reservation {
+                Err(turn) => Reservation {
                     limiter: self,
-                    id,
+                    turn,
                     due: false,
                 },
             };
@@ -343,9 +360,9 @@ impl RateLimiter {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            while let Some(at) = self.time_of(reservation.id) {
+            loop {
                 tokio::select! {
-                    () = tokio::time::sleep_until(at) => break,
+                    () = tokio::time::sleep_until(read(&reservation.turn)) => break,
                     () = &mut moved => {
                         moved.set(self.moved.notified());
                         moved.as_mut().enable();
@@ -360,19 +377,13 @@ impl RateLimiter {
         }
     }
 
-    /// The time reserved by the reservation `id`, as it is now.
-    fn time_of(&self, id: u64) -> Option<Instant> {
-        let windows = self.lock();
-        let w = windows.first()?;
-        w.waiting.iter().find(|&&(_, i)| i == id).map(|&(t, _)| t)
-    }
-
     /// Starts a request now if every window has room, behind the waiting
     /// callers when `queue` is set (`Ok(now)`); otherwise reserves the earliest
-    /// time that may have room (`Err` with the reservation's id).
-    fn start_or_reserve(&self, queue: bool) -> Result<Instant, u64> {
-        let now = Instant::now();
+    /// time that may have room (`Err` with the caller's turn).
+    fn start_or_reserve(&self, queue: bool) -> Result<Instant, Turn> {
         let mut windows = self.lock();
+        // Read with the lock held, so that starts are recorded in order.
+        let now = Instant::now();
         let mut at = now;
         for w in windows.iter_mut() {
             w.prune(now);
@@ -384,14 +395,12 @@ impl RateLimiter {
             }
             Ok(now)
         } else {
-            let id = self
-                .next_id
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let turn = Turn::new(std::sync::Mutex::new(at));
             for w in windows.iter_mut() {
-                let i = w.waiting.partition_point(|&(t, _)| t <= at);
-                w.waiting.insert(i, (at, id));
+                let i = w.waiting.partition_point(|(t, _)| *t <= at);
+                w.waiting.insert(i, (at, turn.clone()));
             }
-            Err(id)
+            Err(turn)
         }
     }
 }
