@@ -248,28 +248,38 @@ impl Drop for Slot<'_> {
 struct Reservation<'a> {
     limiter: &'a RateLimiter,
     turn: Turn,
-    /// Its time came: removing it frees nothing for anyone else.
-    due: bool,
+    /// Its time came, and its entry went in the same step as the start or the
+    /// new reservation that follows (so that no caller slips in between).
+    used: bool,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
+        if self.used {
+            return;
+        }
         let mut windows = self.limiter.lock();
-        let Some(i) = windows.first().and_then(|w| {
-            w.waiting
-                .iter()
-                .position(|(_, turn)| std::sync::Arc::ptr_eq(turn, &self.turn))
-        }) else {
+        let Some(i) = take(&mut windows, &self.turn) else {
             return;
         };
-        for w in windows.iter_mut() {
-            w.waiting.remove(i);
-        }
-        if !self.due && retime(&mut windows, i) {
+        if retime(&mut windows, i) {
             drop(windows);
             self.limiter.moved.notify_waiters();
         }
     }
+}
+
+/// Removes the entries of `turn` from every window; where they were.
+fn take(windows: &mut [Window], turn: &Turn) -> Option<usize> {
+    let i = windows.first().and_then(|w| {
+        w.waiting
+            .iter()
+            .position(|(_, t)| std::sync::Arc::ptr_eq(t, turn))
+    })?;
+    for w in windows.iter_mut() {
+        w.waiting.remove(i);
+    }
+    Some(i)
 }
 
 /// Gives the waiting callers from the `from`-th on the earliest time every window
@@ -339,8 +349,15 @@ impl RateLimiter {
         }
         let arrived = Instant::now();
         let mut queue = true;
+        // The reservation whose time has come, handed back in the same step as
+        // the start or the new reservation.
+        let mut due: Option<Reservation<'_>> = None;
         loop {
-            let mut reservation = match self.start_or_reserve(queue) {
+            let result = self.start_or_reserve(queue, due.as_ref().map(|r| &r.turn));
+            if let Some(mut used) = due.take() {
+                used.used = true;
+            }
+            let reservation = match result {
                 Ok(at) => {
                     let waited = if queue { Duration::ZERO } else { at - arrived };
                     return Slot {
@@ -352,7 +369,7 @@ impl RateLimiter {
                 Err(turn) => Reservation {
                     limiter: self,
                     turn,
-                    due: false,
+                    used: false,
                 },
             };
             // Listening from now on, and then reading the reserved time: a time
@@ -372,16 +389,19 @@ impl RateLimiter {
             // Its time has come: the caller keeps its place, and is not queued
             // again behind those who came later.
             queue = false;
-            reservation.due = true;
-            drop(reservation);
+            due = Some(reservation);
         }
     }
 
     /// Starts a request now if every window has room, behind the waiting
     /// callers when `queue` is set (`Ok(now)`); otherwise reserves the earliest
-    /// time that may have room (`Err` with the caller's turn).
-    fn start_or_reserve(&self, queue: bool) -> Result<Instant, Turn> {
+    /// time that may have room (`Err` with the caller's turn). `due`, the turn
+    /// of a reservation whose time has come, is taken out first.
+    fn start_or_reserve(&self, queue: bool, due: Option<&Turn>) -> Result<Instant, Turn> {
         let mut windows = self.lock();
+        if let Some(turn) = due {
+            take(&mut windows, turn);
+        }
         // Read with the lock held, so that starts are recorded in order.
         let now = Instant::now();
         let mut at = now;
@@ -595,6 +615,68 @@ mod tests {
             "{:?}",
             t1.elapsed()
         );
+    }
+
+    /// A caller whose time has come starts before any caller that arrived after
+    /// it, also when another thread tries to start in the same instant (its
+    /// reservation goes in the same step as its start).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_due_caller_keeps_its_place_against_other_threads() {
+        use futures_util::FutureExt;
+        use std::sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        };
+        let per = Duration::from_millis(20);
+        let span = per + guard(per);
+        let until = std::time::Instant::now() + Duration::from_millis(1_500);
+        while std::time::Instant::now() < until {
+            let limiter = Arc::new(RateLimiter::new(&RateLimit::new().window(1, per)));
+            limiter.acquire().await.keep();
+            let done = Arc::new(AtomicBool::new(false));
+            let due = {
+                let (limiter, done) = (limiter.clone(), done.clone());
+                tokio::spawn(async move {
+                    let slot = limiter.acquire().await;
+                    let at = slot.at.unwrap();
+                    slot.keep();
+                    done.store(true, Ordering::SeqCst);
+                    at
+                })
+            };
+            while limiter.lock()[0].waiting.is_empty() && !due.is_finished() {
+                tokio::task::yield_now().await;
+            }
+            if due.is_finished() {
+                continue;
+            }
+            let turn = limiter.lock()[0].waiting[0].0;
+            let others: Vec<_> = (0..3)
+                .map(|_| {
+                    let (limiter, done) = (limiter.clone(), done.clone());
+                    tokio::spawn(async move {
+                        while !done.load(Ordering::SeqCst) {
+                            if let Some(slot) = limiter.acquire().now_or_never() {
+                                let at = slot.at.unwrap();
+                                slot.keep();
+                                return Some(at);
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        None
+                    })
+                })
+                .collect();
+            let due_at = due.await.unwrap();
+            for other in others {
+                if let Some(at) = other.await.unwrap() {
+                    assert!(
+                        at >= due_at || at >= turn + span,
+                        "a later caller went first"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
