@@ -527,13 +527,15 @@ mod tests {
     /// An echoed secret is blanked however the answer spells it.
     #[test]
     fn echoed_secrets_are_redacted_in_any_spelling() {
-        let secret = "Ab1~Q<x>&'\"z";
+        let secret = "Ab1~Q<x>&'\" z";
         let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        assert!(encoded.contains('+'), "{encoded}");
         for echo in [
             secret.to_owned(),
             encoded.clone(),
             lower_percent_hex(&encoded),
-            "Ab1~Q&lt;x&gt;&amp;&#39;&quot;z".to_owned(),
+            encoded.replace('+', "%20"),
+            "Ab1~Q&lt;x&gt;&amp;&#39;&quot; z".to_owned(),
         ] {
             let body = format!("<html>rejected {echo} here</html>");
             let err = parse_answer(400, body.as_bytes(), Instant::now(), &[secret]).unwrap_err();
