@@ -177,7 +177,8 @@ fn shrink_header_map(stmt: &mut syn::Stmt, removed: usize) {
 /// Gives rustdoc to the public items of `types` that the generator leaves
 /// undocumented because the spec has nowhere to say it:
 ///
-/// - the `#[serde(flatten)] extra` map of a struct with `additionalProperties`;
+/// - the `#[serde(flatten)] extra` map of a struct with `additionalProperties`,
+///   whose type becomes [`UnknownFields`] (a map held as compact JSON text);
 /// - the `Known` and `Other` variants of an open enumeration (see [`open_enums`])
 ///   and each variant of its `*Known` enumeration;
 /// - the variants of any other `oneOf` enumeration, from the `description` of the
@@ -223,9 +224,13 @@ fn document_the_rest(
                         add_doc(
                             &mut field.attrs,
                             "Fields the spec does not describe, kept as JSON values and \
-                             serialised back. Numbers are kept as `serde_json` holds them: \
-                             integers within 64 bits exactly, any other number as an `f64`.",
+                             serialised back; read it as a `serde_json::Map` (see \
+                             [`UnknownFields`](crate::UnknownFields)). Numbers are kept as \
+                             `serde_json` holds them: integers within 64 bits exactly, any \
+                             other number as an `f64`.",
                         );
+                        // Held as compact JSON text until it is looked at.
+                        field.ty = syn::parse_quote!(crate::UnknownFields);
                     }
                 }
             }
@@ -399,11 +404,11 @@ fn write(path: &Path, contents: &str) -> Result<(), String> {
 
 /// Replaces serde's derived `Deserialize` where it is slow, keeping its behaviour:
 ///
-/// - structs that keep unknown fields (`#[serde(flatten)] extra: Map<String, Value>`):
+/// - structs that keep unknown fields (`#[serde(flatten)] extra: UnknownFields`):
 ///   the derive buffers every unknown key and value in serde's private `Content`
 ///   tree and builds the map from it afterwards; here each key is matched as it is
-///   read, known fields go straight to their type and unknown ones straight into
-///   `extra` as `serde_json::Value`;
+///   read, known fields go straight to their type and unknown ones are written
+///   straight into `extra`'s JSON text;
 /// - open enumerations (`#[serde(untagged)] enum N { Known(NKnown), Other(NOther) }`):
 ///   the derive buffers the value in `Content` and tries each variant in turn; here
 ///   the string is read once and parsed with `N`'s `FromStr` (from `open_enum_impls`).
@@ -615,18 +620,16 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
             }}
             fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> ::std::result::Result<Self::Value, A::Error> {{
                 {slots}
-                let mut extra = ::serde_json::Map::new();
+                let mut extra = crate::unknown::Collector::new();
                 while let Some(field) = map.next_key::<Field>()? {{
                     match field {{
                         {arms}
-                        Field::Other(key) => {{
-                            extra.insert(key, map.next_value()?);
-                        }}
+                        Field::Other(key) => extra.read(&key, &mut map)?,
                     }}
                 }}
                 Ok({name} {{
                     {build}
-                    extra,
+                    extra: extra.finish(),
                 }})
             }}
         }}

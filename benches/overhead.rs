@@ -846,12 +846,12 @@ fn heap_parse(file: &str) {
         c.value.capacity() as u64 * size,
     );
     for m in &mut c.value {
-        m.extra = serde_json::Map::new();
+        m.extra = Default::default();
         for ip in m.ip_addresses.iter_mut().flatten() {
-            ip.extra = serde_json::Map::new();
+            ip.extra = Default::default();
         }
         if let Some(vm) = &mut m.vm_metadata {
-            vm.extra = serde_json::Map::new();
+            vm.extra = Default::default();
         }
     }
     let without_unknown = heap();

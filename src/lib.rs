@@ -20,6 +20,7 @@
 //! [`RateLimit::default`]: RateLimit::default
 //! [`RetryPolicy::default`]: RetryPolicy::default
 //! [`TokenCredential`]: TokenCredential
+//! [`UnknownFields`]: UnknownFields
 //! [`UserName::parse`]: UserName::parse
 //! [`UserName::oddity`]: UserName::oddity
 //! [`types::Machine`]: types::Machine
@@ -38,6 +39,7 @@ mod generated;
 mod hooks;
 mod quota;
 mod retry;
+mod unknown;
 mod user;
 
 pub use async_trait::async_trait;
@@ -60,13 +62,14 @@ pub use cloud::{Cloud, ParseCloudError, Region};
 pub use error::Error;
 pub use quota::{RateLimit, MAX_WINDOW};
 pub use retry::RetryPolicy;
+pub use unknown::UnknownFields;
 pub use user::{InvalidUserName, InvalidUserNameReason, UserName, MAX_USER_NAME_CHARS};
 
 /// The API's data types, generated from `openapi/defender.yaml`.
 ///
 /// [`Machine`](types::Machine) is the device record; its open enumerations keep
 /// values the spec does not list in an `Other` variant, and its `extra` map keeps
-/// fields the spec does not know, so nothing the API sends is lost on a round trip:
+/// fields the spec does not know (an [`UnknownFields`]), so nothing the API sends is lost on a round trip:
 /// serialised back, a machine has every field and value it came with. Two things
 /// are written in their canonical form rather than as sent: timestamps (the same
 /// instant, in UTC, with 0, 3, 6 or 9 fractional digits) and `null` fields, which
