@@ -532,6 +532,25 @@ fn is_option(ty: &syn::Type) -> bool {
         && p.path.segments.last().is_some_and(|s| s.ident == "Option"))
 }
 
+/// Whether `ty` is a `Vec<_>` or an `Option<Vec<_>>`.
+fn holds_vec(ty: &syn::Type) -> bool {
+    let syn::Type::Path(p) = ty else {
+        return false;
+    };
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    if last.ident == "Vec" {
+        return true;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) if last.ident == "Option" => {
+            matches!(args.args.first(), Some(syn::GenericArgument::Type(inner)) if holds_vec(inner))
+        }
+        _ => false,
+    }
+}
+
 /// A direct `Deserialize` for a struct whose last field is `#[serde(flatten)] extra`.
 fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
     let syn::Fields::Named(named) = &s.fields else {
@@ -571,12 +590,18 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
         variants.push_str(&format!("F{i}, "));
         keys.push_str(&format!("{key:?} => Field::F{i},\n"));
         slots.push_str(&format!("let mut f{i} = ::std::option::Option::None;\n"));
+        // A list is trimmed to its length as soon as it is read (see `src/fit.rs`).
+        let read = if holds_vec(&field.ty) {
+            "crate::fit::Fit::fit(map.next_value()?)"
+        } else {
+            "map.next_value()?"
+        };
         arms.push_str(&format!(
             "Field::F{i} => {{
                 if f{i}.is_some() {{
                     return Err(<A::Error as ::serde::de::Error>::duplicate_field({key:?}));
                 }}
-                f{i} = Some(map.next_value()?);
+                f{i} = Some({read});
             }}\n"
         ));
         let value = match &attrs.default {

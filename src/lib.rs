@@ -35,6 +35,7 @@ mod auth;
 mod client;
 mod cloud;
 mod error;
+mod fit;
 mod generated;
 mod hooks;
 mod quota;

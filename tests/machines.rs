@@ -255,6 +255,33 @@ async fn unknown_values_and_fields_are_kept() {
     assert_eq!(back, expected);
 }
 
+/// A list grown one element at a time has room for four; the answer's lists hold
+/// no more room than they need once read, so a large answer takes less memory.
+#[tokio::test]
+async fn lists_read_from_an_answer_hold_no_spare_room() {
+    let server = MockServer::start_async().await;
+    let mut body = seed();
+    let machine = body["value"][0].clone();
+    body["value"] = json!([machine.clone(), machine.clone(), machine]);
+    body["value"][0]["machineTags"] = json!(["a"]);
+    body["value"][1]["ipAddresses"] = json!([{"ipAddress": "10.0.0.1"}, {"ipAddress": "10.0.0.2"}]);
+    serve_json(&server, "user1", body.to_string()).await;
+    let machines = client(&server).user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 3);
+    for m in &machines {
+        if let Some(tags) = &m.machine_tags {
+            assert_eq!(tags.capacity(), tags.len());
+        }
+        if let Some(ips) = &m.ip_addresses {
+            assert_eq!(ips.capacity(), ips.len());
+        }
+    }
+    assert_eq!(machines[0].machine_tags.as_ref().unwrap().len(), 1);
+    assert_eq!(machines[1].ip_addresses.as_ref().unwrap().len(), 2);
+    let page: defender_endpoint::types::MachineCollection = serde_json::from_value(body).unwrap();
+    assert_eq!(page.value.capacity(), 3);
+}
+
 #[tokio::test]
 async fn every_field_may_be_missing_but_id() {
     let server = MockServer::start_async().await;
