@@ -59,15 +59,35 @@ struct Held {
 }
 
 impl Held {
+    /// The members as a map, made once and kept.
     fn map(&self) -> &Map<String, Value> {
-        self.map.get_or_init(|| {
-            // The text was written from values that were valid JSON when read, in
-            // the form `serde_json` writes, so it reads back; an empty map is the
-            // only thing left to give if that were ever not so.
-            let parsed = serde_json::from_str(&self.text);
-            debug_assert!(parsed.is_ok(), "unreadable unknown fields: {parsed:?}");
-            parsed.unwrap_or_default()
-        })
+        self.map.get_or_init(|| self.read())
+    }
+
+    /// The members as a map made for the caller alone (the text is kept as the
+    /// only copy).
+    fn read(&self) -> Map<String, Value> {
+        // The text was written from values that were valid JSON when read, in the
+        // form `serde_json` writes, so it reads back; an empty map is the only
+        // thing left to give if that were ever not so.
+        let parsed = serde_json::from_str(&self.text);
+        debug_assert!(parsed.is_ok(), "unreadable unknown fields: {parsed:?}");
+        parsed.unwrap_or_default()
+    }
+}
+
+impl UnknownFields {
+    /// Calls `f` with the members as a map, without keeping a map made for it:
+    /// serialising, comparing or printing many records does not turn each one's
+    /// text into a map that stays.
+    fn with_map<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> R {
+        match &self.0 {
+            None => f(empty()),
+            Some(held) => match held.map.get() {
+                Some(map) => f(map),
+                None => f(&held.read()),
+            },
+        }
     }
 }
 
@@ -136,7 +156,7 @@ impl DerefMut for UnknownFields {
 
 impl fmt::Debug for UnknownFields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
+        self.with_map(|map| fmt::Debug::fmt(map, f))
     }
 }
 
@@ -148,7 +168,7 @@ impl PartialEq for UnknownFields {
                 return true;
             }
         }
-        **self == **other
+        self.with_map(|a| other.with_map(|b| a == b))
     }
 }
 
@@ -156,13 +176,13 @@ impl Eq for UnknownFields {}
 
 impl PartialEq<Map<String, Value>> for UnknownFields {
     fn eq(&self, other: &Map<String, Value>) -> bool {
-        **self == *other
+        self.with_map(|map| map == other)
     }
 }
 
 impl PartialEq<UnknownFields> for Map<String, Value> {
     fn eq(&self, other: &UnknownFields) -> bool {
-        *self == **other
+        other == self
     }
 }
 
@@ -228,7 +248,7 @@ impl<'a> IntoIterator for &'a mut UnknownFields {
 
 impl Serialize for UnknownFields {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (**self).serialize(serializer)
+        self.with_map(|map| map.serialize(serializer))
     }
 }
 
@@ -490,5 +510,42 @@ impl<'de> Visitor<'de> for KeyWriter<'_> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         write_str(self.0, v);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(fields: &UnknownFields) -> bool {
+        fields
+            .0
+            .as_ref()
+            .is_some_and(|held| held.map.get().is_some())
+    }
+
+    #[test]
+    fn only_reading_through_the_map_keeps_a_map() {
+        let fields: UnknownFields =
+            serde_json::from_str(r#"{"a":[1,{"b":"c"}],"d":null}"#).unwrap();
+        let same = fields.clone();
+        assert!(!fields.is_empty() && !parsed(&fields));
+        assert_eq!(
+            serde_json::to_string(&fields).unwrap(),
+            r#"{"a":[1,{"b":"c"}],"d":null}"#
+        );
+        assert_eq!(
+            format!("{fields:?}"),
+            r#"{"a": Array [Number(1), Object {"b": String("c")}], "d": Null}"#
+        );
+        assert_eq!(fields, same);
+        assert!(fields != Map::new());
+        assert!(
+            !parsed(&fields),
+            "serialising, printing and comparing keep no map"
+        );
+        assert_eq!(fields.len(), 2);
+        assert!(parsed(&fields), "reading through the map keeps it");
+        assert_eq!(fields, same);
     }
 }
