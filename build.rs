@@ -618,23 +618,28 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
         r#"
 impl<'de> ::serde::Deserialize<'de> for {name} {{
     fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
-        enum Field {{ {variants} Other(::std::string::String) }}
-        impl<'de> ::serde::Deserialize<'de> for Field {{
-            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
-                struct Key;
-                impl<'de> ::serde::de::Visitor<'de> for Key {{
-                    type Value = Field;
-                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
-                        f.write_str("a field name")
+        enum Field {{ {variants} Other }}
+        // Reads a key; an unknown one is written straight into `extra`.
+        struct Key<'a>(&'a mut crate::unknown::Collector);
+        impl<'de> ::serde::de::DeserializeSeed<'de> for Key<'_> {{
+            type Value = Field;
+            fn deserialize<D: ::serde::Deserializer<'de>>(self, deserializer: D) -> ::std::result::Result<Field, D::Error> {{
+                deserializer.deserialize_identifier(self)
+            }}
+        }}
+        impl<'de> ::serde::de::Visitor<'de> for Key<'_> {{
+            type Value = Field;
+            fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
+                f.write_str("a field name")
+            }}
+            fn visit_str<E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<Field, E> {{
+                Ok(match v {{
+                    {keys}
+                    other => {{
+                        self.0.key(other);
+                        Field::Other
                     }}
-                    fn visit_str<E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<Field, E> {{
-                        Ok(match v {{
-                            {keys}
-                            other => Field::Other(other.to_owned()),
-                        }})
-                    }}
-                }}
-                deserializer.deserialize_identifier(Key)
+                }})
             }}
         }}
         struct Fields;
@@ -646,10 +651,10 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
             fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> ::std::result::Result<Self::Value, A::Error> {{
                 {slots}
                 let mut extra = crate::unknown::Collector::new();
-                while let Some(field) = map.next_key::<Field>()? {{
+                while let Some(field) = map.next_key_seed(Key(&mut extra))? {{
                     match field {{
                         {arms}
-                        Field::Other(key) => extra.read(&key, &mut map)?,
+                        Field::Other => extra.value(&mut map)?,
                     }}
                 }}
                 Ok({name} {{

@@ -301,12 +301,8 @@ impl Collector {
         Collector { out: Vec::new() }
     }
 
-    /// Reads the value of member `key` from `map` and writes the member out.
-    pub(crate) fn read<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-    ) -> Result<(), A::Error> {
+    /// Writes out the key of a member; [`value`](Self::value) reads its value.
+    pub(crate) fn key(&mut self, key: &str) {
         if self.out.is_empty() {
             self.out.reserve(128);
             self.out.push(b'{');
@@ -315,7 +311,17 @@ impl Collector {
         }
         write_str(&mut self.out, key);
         self.out.push(b':');
+    }
+
+    /// Reads the value of the member whose key was written last from `map`.
+    pub(crate) fn value<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
         map.next_value_seed(ValueWriter(&mut self.out))
+    }
+
+    /// Reads the value of member `key` from `map` and writes the member out.
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        self.key(key);
+        self.value(map)
     }
 
     pub(crate) fn finish(mut self) -> UnknownFields {
