@@ -8,10 +8,6 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-/// The name under which `serde_json` hands over a number it keeps as text (its
-/// `arbitrary_precision` feature, which another crate in a build can turn on).
-const NUMBER_TOKEN: &str = "$serde_json::private::Number";
-
 /// The members of a JSON object that the spec does not describe, kept so that
 /// nothing the API sends is lost (the `extra` field of the generated types).
 ///
@@ -70,7 +66,13 @@ impl Held {
         // The text was written from values that were valid JSON when read, in the
         // form `serde_json` writes, so it reads back; an empty map is the only
         // thing left to give if that were ever not so.
-        let parsed = serde_json::from_str(&self.text);
+        // It is read without a depth limit: a value read from another source
+        // (`from_value`, another format) may be nested deeper than `serde_json`
+        // reads from text, and the text is no deeper than what was read.
+        let mut text = serde_json::Deserializer::from_str(&self.text);
+        text.disable_recursion_limit();
+        let parsed = <Map<String, Value> as de::Deserialize>::deserialize(&mut text)
+            .and_then(|map| text.end().map(|()| map));
         debug_assert!(parsed.is_ok(), "unreadable unknown fields: {parsed:?}");
         parsed.unwrap_or_default()
     }
@@ -258,7 +260,10 @@ impl<'de> de::Deserialize<'de> for UnknownFields {
         impl<'de> Visitor<'de> for Members {
             type Value = UnknownFields;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a map")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<UnknownFields, E> {
+                Ok(UnknownFields::new())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UnknownFields, A::Error> {
                 let mut members = Collector::new();
@@ -294,11 +299,15 @@ impl schemars::JsonSchema for UnknownFields {
 /// `Deserialize` implementations).
 pub(crate) struct Collector {
     out: Vec<u8>,
+    markers: Markers,
 }
 
 impl Collector {
     pub(crate) fn new() -> Self {
-        Collector { out: Vec::new() }
+        Collector {
+            out: Vec::new(),
+            markers: Markers::of_this_build(),
+        }
     }
 
     /// Writes out the key of a member; [`value`](Self::value) reads its value.
@@ -315,7 +324,10 @@ impl Collector {
 
     /// Reads the value of the member whose key was written last from `map`.
     pub(crate) fn value<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
-        map.next_value_seed(ValueWriter(&mut self.out))
+        map.next_value_seed(ValueWriter {
+            out: &mut self.out,
+            markers: self.markers,
+        })
     }
 
     /// Reads the value of member `key` from `map` and writes the member out.
@@ -344,22 +356,55 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(out, s);
 }
 
-/// Whether `serde_json` is built with `arbitrary_precision`, which hands numbers to a
-/// visitor as a one-member map.
-fn numbers_as_text() -> bool {
-    static AS_TEXT: OnceLock<bool> = OnceLock::new();
-    *AS_TEXT.get_or_init(|| {
-        let beyond_u64 = "18446744073709551616";
-        beyond_u64
-            .parse::<serde_json::Number>()
-            .is_ok_and(|n| n.to_string() == beyond_u64)
-    })
+/// The one-member maps through which `serde_json` hands over a value of its own
+/// when another crate in the build turns on one of its features, and which a
+/// `Value` reads as that value: `arbitrary_precision` hands over every number as
+/// `{"$serde_json::private::Number": "<digits>"}`, and `raw_value` lets
+/// `{"$serde_json::private::RawValue": "<JSON text>"}` stand for that JSON.
+#[derive(Clone, Copy, Debug, Default)]
+struct Markers {
+    number: bool,
+    raw: bool,
+}
+
+/// The marker keys as the writer writes them (JSON strings).
+const NUMBER_KEY: &[u8] = b"\"$serde_json::private::Number\"";
+const RAW_KEY: &[u8] = b"\"$serde_json::private::RawValue\"";
+
+impl Markers {
+    /// What the `serde_json` of this build does, found once by asking it.
+    fn of_this_build() -> Self {
+        static MARKERS: OnceLock<Markers> = OnceLock::new();
+        *MARKERS.get_or_init(|| {
+            let beyond_u64 = "18446744073709551616";
+            Markers {
+                number: beyond_u64
+                    .parse::<serde_json::Number>()
+                    .is_ok_and(|n| n.to_string() == beyond_u64),
+                raw: serde_json::from_str::<Value>(r#"{"$serde_json::private::RawValue":"[]"}"#)
+                    .is_ok_and(|v| v.is_array()),
+            }
+        })
+    }
 }
 
 /// Writes the value it reads as JSON text, as `serde_json` would write the
 /// `Value` it would read from it: what reading into a `Value` accepts and refuses,
-/// this accepts and refuses.
-struct ValueWriter<'a>(&'a mut Vec<u8>);
+/// this accepts and refuses, and the text reads back as that `Value` (floats
+/// exactly, as this crate builds `serde_json` with `float_roundtrip`).
+struct ValueWriter<'a> {
+    out: &'a mut Vec<u8>,
+    markers: Markers,
+}
+
+impl ValueWriter<'_> {
+    fn number<E: de::Error>(self, number: Option<serde_json::Number>) -> Result<(), E> {
+        match number {
+            Some(n) => serde_json::to_writer(self.out, &n).map_err(E::custom),
+            None => Err(E::custom("JSON number out of range")),
+        }
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for ValueWriter<'_> {
     type Value = ();
@@ -377,48 +422,39 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.0
+        self.out
             .extend_from_slice(if v { b"true" as &[u8] } else { b"false" });
         Ok(())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        serde_json::to_writer(self.0, &v).map_err(E::custom)
+        serde_json::to_writer(self.out, &v).map_err(E::custom)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        serde_json::to_writer(self.0, &v).map_err(E::custom)
+        serde_json::to_writer(self.out, &v).map_err(E::custom)
     }
 
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<(), E> {
-        match i64::try_from(v) {
-            Ok(v) => self.visit_i64(v),
-            Err(_) => match u64::try_from(v) {
-                Ok(v) => self.visit_u64(v),
-                Err(_) => self.visit_f64(v as f64),
-            },
-        }
+        self.number(serde_json::Number::from_i128(v))
     }
 
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<(), E> {
-        match u64::try_from(v) {
-            Ok(v) => self.visit_u64(v),
-            Err(_) => self.visit_f64(v as f64),
-        }
+        self.number(serde_json::Number::from_u128(v))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         // A number that is not finite is `null`, as in a `Value`.
-        serde_json::to_writer(self.0, &v).map_err(E::custom)
+        serde_json::to_writer(self.out, &v).map_err(E::custom)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        write_str(self.0, v);
+        write_str(self.out, v);
         Ok(())
     }
 
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.0.extend_from_slice(b"null");
+        self.out.extend_from_slice(b"null");
         Ok(())
     }
 
@@ -435,14 +471,20 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let out = self.0;
+        let (out, markers) = (self.out, self.markers);
         out.push(b'[');
         let mut first = true;
         loop {
             if !first {
                 out.push(b',');
             }
-            if seq.next_element_seed(ValueWriter(out))?.is_none() {
+            if seq
+                .next_element_seed(ValueWriter {
+                    out: &mut *out,
+                    markers,
+                })?
+                .is_none()
+            {
                 if !first {
                     out.pop();
                 }
@@ -455,43 +497,90 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let out = self.0;
+        let (out, markers) = (self.out, self.markers);
         let start = out.len();
         out.push(b'{');
-        let mut first = true;
+        if map.next_key_seed(KeyWriter(&mut *out))?.is_none() {
+            out.push(b'}');
+            return Ok(());
+        }
+        // The first key may mark a value of `serde_json`'s own (see `Markers`).
+        let key = &out[start + 1..];
+        if markers.number && key == NUMBER_KEY {
+            let number = map.next_value_seed(NumberText)?;
+            out.truncate(start);
+            return serde_json::to_writer(out, &number).map_err(de::Error::custom);
+        }
+        if markers.raw && key == RAW_KEY {
+            let text = map.next_value_seed(RawText)?;
+            out.truncate(start);
+            let mut json = serde_json::Deserializer::from_str(&text);
+            return ValueWriter { out, markers }
+                .deserialize(&mut json)
+                .and_then(|()| json.end())
+                .map_err(de::Error::custom);
+        }
         loop {
-            if !first {
-                out.push(b',');
-            }
-            let key_at = out.len();
-            if map.next_key_seed(KeyWriter(out))?.is_none() {
-                if !first {
-                    out.pop();
-                }
+            out.push(b':');
+            map.next_value_seed(ValueWriter {
+                out: &mut *out,
+                markers,
+            })?;
+            out.push(b',');
+            if map.next_key_seed(KeyWriter(&mut *out))?.is_none() {
+                out.pop();
                 break;
             }
-            if first
-                && numbers_as_text()
-                && out[key_at..] == *format!("{NUMBER_TOKEN:?}").as_bytes()
-            {
-                // `serde_json` with `arbitrary_precision`: a number, as text.
-                let number: String = map.next_value()?;
-                if number.parse::<serde_json::Number>().is_ok() {
-                    out.truncate(start);
-                    out.extend_from_slice(number.as_bytes());
-                    return Ok(());
-                }
-                out.push(b':');
-                write_str(out, &number);
-                first = false;
-                continue;
-            }
-            out.push(b':');
-            map.next_value_seed(ValueWriter(out))?;
-            first = false;
         }
         out.push(b'}');
         Ok(())
+    }
+}
+
+/// The digits of a number handed over by `arbitrary_precision`, read as a `Value`
+/// reads them.
+struct NumberText;
+
+impl<'de> DeserializeSeed<'de> for NumberText {
+    type Value = serde_json::Number;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for NumberText {
+    type Value = serde_json::Number;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("string containing a number")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        v.parse().map_err(E::custom)
+    }
+}
+
+/// The JSON text handed over by `raw_value`, read as a `Value` reads it.
+struct RawText;
+
+impl<'de> DeserializeSeed<'de> for RawText {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for RawText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("raw value")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.to_owned())
     }
 }
 
@@ -528,6 +617,63 @@ mod tests {
             .0
             .as_ref()
             .is_some_and(|held| held.map.get().is_some())
+    }
+
+    /// What the writer writes for `json` when `serde_json` hands over `markers`.
+    fn written(markers: Markers, json: &str) -> Result<String, String> {
+        let mut out = Vec::new();
+        let mut text = serde_json::Deserializer::from_str(json);
+        ValueWriter {
+            out: &mut out,
+            markers,
+        }
+        .deserialize(&mut text)
+        .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn values_marked_by_serde_json_are_read_as_a_value_reads_them() {
+        let number = Markers {
+            number: true,
+            raw: false,
+        };
+        let raw = Markers {
+            number: false,
+            raw: true,
+        };
+        let n = r#"{"$serde_json::private::Number":"12.5"}"#;
+        assert_eq!(written(number, n).unwrap(), "12.5");
+        assert_eq!(written(Markers::default(), n).unwrap(), n);
+        assert_eq!(written(raw, n).unwrap(), n);
+        assert_eq!(
+            written(number, r#"[{"$serde_json::private::Number":"-3"},{"a":1}]"#).unwrap(),
+            r#"[-3,{"a":1}]"#
+        );
+        let bad = written(number, r#"{"$serde_json::private::Number":"abc"}"#).unwrap_err();
+        assert!(bad.starts_with("invalid number"), "{bad}");
+        let bad = written(number, r#"{"$serde_json::private::Number":5}"#).unwrap_err();
+        assert!(
+            bad.starts_with("invalid type: integer `5`, expected string containing a number"),
+            "{bad}"
+        );
+        // Only a first key marks a value.
+        let later = r#"{"a":1,"$serde_json::private::Number":"2"}"#;
+        assert_eq!(written(number, later).unwrap(), later);
+
+        let r = r#"{"$serde_json::private::RawValue":"[1, {\"b\": null}]"}"#;
+        assert_eq!(written(raw, r).unwrap(), r#"[1,{"b":null}]"#);
+        assert_eq!(
+            written(Markers::default(), r).unwrap(),
+            r#"{"$serde_json::private::RawValue":"[1, {\"b\": null}]"}"#
+        );
+        let bad = written(raw, r#"{"$serde_json::private::RawValue":"not json"}"#).unwrap_err();
+        assert!(
+            bad.starts_with("expected ident at line 1 column 2"),
+            "{bad}"
+        );
+        let bad = written(raw, r#"{"$serde_json::private::RawValue":"[1] 2"}"#).unwrap_err();
+        assert!(bad.starts_with("trailing characters"), "{bad}");
     }
 
     #[test]

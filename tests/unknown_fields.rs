@@ -279,3 +279,228 @@ async fn unknown_fields_of_a_served_answer_are_kept_at_every_level() {
     let page: MachineCollection = serde_json::from_value(body.clone()).unwrap();
     assert_eq!(page.extra["@odata.count"], 2);
 }
+
+/// The seed's machine id, for objects written out here.
+const ID: &str = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
+
+/// A map read from text, or the error as text.
+type Read = Result<Map<String, Value>, String>;
+
+/// `Machine`'s unknown members and a `Map` of the same object without `id`, read
+/// from the same `text`.
+fn both(text: &str) -> (Read, Read) {
+    let map = serde_json::from_str::<Map<String, Value>>(text)
+        .map(|mut m| {
+            m.remove("id");
+            m
+        })
+        .map_err(|e| e.to_string());
+    let machine = serde_json::from_str::<Machine>(text)
+        .map(|m| m.extra.into_map())
+        .map_err(|e| e.to_string());
+    (machine, map)
+}
+
+#[test]
+fn floats_read_back_bit_for_bit() {
+    let mut numbers: Vec<String> = [
+        "1.4118672820874536e-9",
+        "4.1565662920356865e+197",
+        "-1.0747835603082218e-7",
+        "0.30000000000000004",
+        "2.2250738585072011e-308",
+        "9007199254740993",
+        "1e23",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    // Spread over the whole range, with 17 significant digits (the most an f64 needs).
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    while numbers.len() < 2_000 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        let f = f64::from_bits(state);
+        if f.is_finite() {
+            numbers.push(format!("{f:.16e}"));
+        }
+    }
+    let members: Vec<String> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!(r#""n{i}":{n}"#))
+        .collect();
+    let text = format!(r#"{{"id":"{ID}",{}}}"#, members.join(","));
+    let (machine, map) = both(&text);
+    let (machine, map) = (machine.unwrap(), map.unwrap());
+    for (key, value) in &map {
+        let kept = machine[key].as_f64().map(f64::to_bits);
+        assert_eq!(kept, value.as_f64().map(f64::to_bits), "{key}: {value}");
+    }
+    let standalone: UnknownFields =
+        serde_json::from_str(&format!(r#"{{"x":{}}}"#, numbers[0])).unwrap();
+    assert_eq!(standalone["x"], map["n0"]);
+}
+
+/// `n` arrays nested around `1`.
+fn nested(n: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..n {
+        v = Value::Array(vec![v]);
+    }
+    v
+}
+
+#[test]
+fn values_deeper_than_json_text_allows_are_kept_from_other_sources() {
+    let deep = json!({"id": ID, "deep": nested(300)});
+    let map: Map<String, Value> = serde_json::from_value(deep.clone()).unwrap();
+    let machine: Machine = serde_json::from_value(deep.clone()).unwrap();
+    assert_eq!(machine.extra["deep"], map["deep"]);
+    assert_eq!(
+        serde_json::to_value(&machine).unwrap()["deep"],
+        deep["deep"]
+    );
+    for n in [120, 126, 127, 128, 200] {
+        let yaml = format!("id: abc\ndeep: {}1{}\n", "[".repeat(n), "]".repeat(n));
+        let map = serde_yaml_ng::from_str::<Map<String, Value>>(&yaml)
+            .map(|m| m["deep"].clone())
+            .map_err(|e| e.to_string());
+        let machine = serde_yaml_ng::from_str::<Machine>(&yaml)
+            .map(|m| m.extra["deep"].clone())
+            .map_err(|e| e.to_string());
+        assert_eq!(machine, map, "{n} deep");
+    }
+}
+
+#[test]
+fn integers_beyond_64_bits_from_other_formats_are_refused_as_a_value_refuses_them() {
+    for yaml in [
+        "id: abc\nbig: 18446744073709551616\n",
+        "id: abc\nbig: -9223372036854775809\n",
+    ] {
+        let map = serde_yaml_ng::from_str::<Map<String, Value>>(yaml).map_err(|e| e.to_string());
+        let machine = serde_yaml_ng::from_str::<Machine>(yaml).map_err(|e| e.to_string());
+        assert!(map.is_err(), "{yaml}");
+        assert_eq!(machine.unwrap_err(), map.unwrap_err());
+    }
+    let yaml =
+        "id: abc\nf: .nan\ng: -.inf\nh: ~\ni: 0x1F\nj: {1: a, true: b}\nk: 18446744073709551615\n";
+    let mut map = serde_yaml_ng::from_str::<Map<String, Value>>(yaml).unwrap();
+    map.remove("id");
+    assert_eq!(serde_yaml_ng::from_str::<Machine>(yaml).unwrap().extra, map);
+}
+
+#[test]
+fn as_a_standalone_type_it_is_read_as_a_map_is() {
+    use serde::de::{value::Error as Plain, IntoDeserializer};
+    use serde::Deserialize;
+    for text in ["[1]", "1", "null", "\"s\"", "true", "{\"a\":}"] {
+        assert_eq!(
+            serde_json::from_str::<UnknownFields>(text)
+                .unwrap_err()
+                .to_string(),
+            serde_json::from_str::<Map<String, Value>>(text)
+                .unwrap_err()
+                .to_string(),
+            "{text}"
+        );
+    }
+    let unit = UnknownFields::deserialize(IntoDeserializer::<Plain>::into_deserializer(()));
+    assert!(unit.unwrap().is_empty());
+    assert!(
+        Map::<String, Value>::deserialize(IntoDeserializer::<Plain>::into_deserializer(())).is_ok()
+    );
+}
+
+#[test]
+fn edge_members_read_as_a_map_reads_them() {
+    let members = [
+        r#""esc\u0000\b\f\n\r\t\"\\\/\u007f\u2028\u2029":"\u0000\b\f\n\r\t\"\\\/\u007f\u2028\u2029\ud83d\ude00""#,
+        r#""\u0000":0"#,
+        r#""negzero":-0"#,
+        r#""negzero2":-0.0e5"#,
+        r#""under":-1e-400"#,
+        r#""big":123456789012345678901234567890"#,
+        r#""imin1":-9223372036854775809"#,
+        r#""long":0.100000000000000000000000000000000000000000000000000001"#,
+        r#""d":{"a":1,"a":{"a":2,"a":[3]}}"#,
+        r#""d":{"z":1}"#,
+        r#""$serde_json::private::Number":"1""#,
+        r#""n":{"$serde_json::private::Number":"1"}"#,
+        r#""r":{"$serde_json::private::RawValue":"[1]"}"#,
+    ];
+    let text = format!(r#"{{"id":"{ID}",{}}}"#, members.join(","));
+    let (machine, map) = both(&text);
+    let map = map.unwrap();
+    assert_eq!(machine.unwrap(), map);
+    let from_reader: Machine = serde_json::from_reader(text.as_bytes()).unwrap();
+    assert_eq!(from_reader.extra, map);
+    assert_eq!(format!("{:?}", from_reader.extra), format!("{map:?}"));
+    assert_eq!(
+        serde_json::to_string(&from_reader.extra).unwrap(),
+        serde_json::to_string(&map).unwrap()
+    );
+
+    // Inside a caller's own type, through `flatten`.
+    #[derive(serde::Deserialize)]
+    struct Wrapper {
+        #[serde(flatten)]
+        machine: Machine,
+    }
+    #[derive(serde::Deserialize)]
+    struct Own {
+        id: String,
+        #[serde(flatten)]
+        extra: UnknownFields,
+    }
+    let wrapper: Wrapper = serde_json::from_str(&text).unwrap();
+    assert_eq!(wrapper.machine.extra, map);
+    let own: Own = serde_json::from_str(&text).unwrap();
+    assert_eq!((own.id.as_str(), own.extra), (ID, map.into()));
+}
+
+#[test]
+fn malformed_members_are_refused_at_the_same_place_as_by_a_map() {
+    let cases: [&[u8]; 17] = [
+        b"\"bad\":\"\xff\"",
+        b"\"bad\xff\":1",
+        b"\"x\":\"\xed\xa0\x80\"",
+        br#""\ud800":1"#,
+        br#""x":"\ud83d\u0041""#,
+        br#""x":"\udc00\ud800""#,
+        br#""x":1e400"#,
+        br#""x":-1e400"#,
+        br#""x":01"#,
+        br#""x":1."#,
+        br#""x":NaN"#,
+        br#""x":{"a"}"#,
+        br#""x":{1:2}"#,
+        br#""x":[1,]"#,
+        br#""x":{"a":1,}"#,
+        br#""x":"\x""#,
+        br#""x":"\u12"#,
+    ];
+    for member in cases {
+        let mut text = format!(r#"{{"id":"{ID}","#).into_bytes();
+        text.extend_from_slice(member);
+        text.push(b'}');
+        let shown = String::from_utf8_lossy(member);
+        let map = serde_json::from_slice::<Map<String, Value>>(&text).unwrap_err();
+        let machine = serde_json::from_slice::<Machine>(&text).unwrap_err();
+        assert_eq!(machine.to_string(), map.to_string(), "{shown}");
+        let map = serde_json::from_reader::<_, Map<String, Value>>(&text[..]).unwrap_err();
+        let machine = serde_json::from_reader::<_, Machine>(&text[..]).unwrap_err();
+        assert_eq!(machine.to_string(), map.to_string(), "reader: {shown}");
+    }
+    let text = format!(r#"{{"id":"{ID}","a":{{"b":[1,{{"c":1e400}}]}}}}"#);
+    let map = serde_path_to_error::deserialize::<_, Map<String, Value>>(
+        &mut serde_json::Deserializer::from_str(&text),
+    )
+    .unwrap_err();
+    let machine = serde_path_to_error::deserialize::<_, Machine>(
+        &mut serde_json::Deserializer::from_str(&text),
+    )
+    .unwrap_err();
+    assert_eq!(machine.path().to_string(), map.path().to_string());
+}
