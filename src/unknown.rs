@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 /// it holds (flattened into the object it came from).
 ///
 /// It is held compactly: as it is read, the members are written out as one JSON
-/// object text, in one allocation, and only turned into a map the first time they
-/// are looked at. A large answer whose unknown fields nobody reads costs a string
+/// object text, which is only turned into a map the first time they are looked at
+/// (serialising, comparing and printing read the text without keeping a map). A large answer whose unknown fields nobody reads costs a string
 /// per record instead of a map of values per record. What is kept is exactly what a
 /// `serde_json::Value` would keep (the values are validated as they are read, and a
 /// repeated member keeps its last value), so the map seen is the same as before.
@@ -57,40 +57,24 @@ struct Held {
 impl Held {
     /// The members as a map, made once and kept.
     fn map(&self) -> &Map<String, Value> {
-        self.map.get_or_init(|| self.read())
-    }
-
-    /// The members as a map made for the caller alone (the text is kept as the
-    /// only copy).
-    fn read(&self) -> Map<String, Value> {
-        // The text was written from values that were valid JSON when read, in the
-        // form `serde_json` writes, so it reads back; an empty map is the only
-        // thing left to give if that were ever not so.
-        // It is read without a depth limit: a value read from another source
-        // (`from_value`, another format) may be nested deeper than `serde_json`
-        // reads from text, and the text is no deeper than what was read.
-        let mut text = serde_json::Deserializer::from_str(&self.text);
-        text.disable_recursion_limit();
-        let parsed = <Map<String, Value> as de::Deserialize>::deserialize(&mut text)
-            .and_then(|map| text.end().map(|()| map));
-        debug_assert!(parsed.is_ok(), "unreadable unknown fields: {parsed:?}");
-        parsed.unwrap_or_default()
+        self.map.get_or_init(|| read(&self.text))
     }
 }
 
-impl UnknownFields {
-    /// Calls `f` with the members as a map, without keeping a map made for it:
-    /// serialising, comparing or printing many records does not turn each one's
-    /// text into a map that stays.
-    fn with_map<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> R {
-        match &self.0 {
-            None => f(empty()),
-            Some(held) => match held.map.get() {
-                Some(map) => f(map),
-                None => f(&held.read()),
-            },
-        }
-    }
+/// The members written in `text` as a map.
+///
+/// The text was written from values that were valid JSON when read, in the form
+/// `serde_json` writes, so it reads back; an empty map is the only thing left to
+/// give if that were ever not so. It is read without a depth limit: a value read
+/// from another source (`from_value`, another format) may be nested deeper than
+/// `serde_json` reads from text, and the text is no deeper than what was read.
+fn read(text: &str) -> Map<String, Value> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    json.disable_recursion_limit();
+    let parsed = <Map<String, Value> as de::Deserialize>::deserialize(&mut json)
+        .and_then(|map| json.end().map(|()| map));
+    debug_assert!(parsed.is_ok(), "unreadable unknown fields: {parsed:?}");
+    parsed.unwrap_or_default()
 }
 
 fn empty() -> &'static Map<String, Value> {
@@ -108,10 +92,7 @@ impl UnknownFields {
     pub fn is_empty(&self) -> bool {
         match &self.0 {
             None => true,
-            Some(held) => match held.map.get() {
-                Some(map) => map.is_empty(),
-                None => false,
-            },
+            Some(held) => held.map.get().is_some_and(Map::is_empty),
         }
     }
 
@@ -120,9 +101,22 @@ impl UnknownFields {
         match self.0 {
             None => Map::new(),
             Some(held) => {
-                held.map();
-                held.map.into_inner().unwrap_or_default()
+                let Held { text, map } = *held;
+                map.into_inner().unwrap_or_else(|| read(&text))
             }
+        }
+    }
+
+    /// Calls `f` with the members as a map, without keeping a map made for it:
+    /// serialising, comparing or printing many records does not turn each one's
+    /// text into a map that stays.
+    fn with_map<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> R {
+        match &self.0 {
+            None => f(empty()),
+            Some(held) => match held.map.get() {
+                Some(map) => f(map),
+                None => f(&read(&held.text)),
+            },
         }
     }
 }
