@@ -292,14 +292,14 @@ impl schemars::JsonSchema for UnknownFields {
 /// Gathers the unknown members of an object as it is read (used by the generated
 /// `Deserialize` implementations).
 pub(crate) struct Collector {
-    out: Vec<u8>,
+    out: String,
     markers: Markers,
 }
 
 impl Collector {
     pub(crate) fn new() -> Self {
         Collector {
-            out: Vec::new(),
+            out: String::new(),
             markers: Markers::of_this_build(),
         }
     }
@@ -308,12 +308,12 @@ impl Collector {
     pub(crate) fn key(&mut self, key: &str) {
         if self.out.is_empty() {
             self.out.reserve(128);
-            self.out.push(b'{');
+            self.out.push('{');
         } else {
-            self.out.push(b',');
+            self.out.push(',');
         }
         write_str(&mut self.out, key);
-        self.out.push(b':');
+        self.out.push(':');
     }
 
     /// Reads the value of the member whose key was written last from `map`.
@@ -334,10 +334,8 @@ impl Collector {
         if self.out.is_empty() {
             return UnknownFields(None);
         }
-        self.out.push(b'}');
-        // Only `str`s and ASCII were written.
-        let text = String::from_utf8(self.out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        self.out.push('}');
+        let text = self.out;
         UnknownFields(Some(Box::new(Held {
             text: text.into_boxed_str(),
             map: OnceLock::new(),
@@ -345,9 +343,67 @@ impl Collector {
     }
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a `str` to a `Vec` cannot fail.
-    let _ = serde_json::to_writer(out, s);
+/// Writes `s` as a JSON string: quoted, with `"`, `\\` and the control characters
+/// escaped, everything else as it is.
+fn write_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push('"');
+    // Most strings need no escape: find that out in one pass the compiler can
+    // vectorise (no early exit), and copy them whole.
+    let needs_escape = s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    let mut plain = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `byte` is ASCII, so `i` is on a character boundary.
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+/// Writes `v` as a JSON number that reads back as the same `f64` (`Debug` writes
+/// the shortest digits that do, and keeps a `.0` or an exponent, so it stays a
+/// float); a number that is not finite is `null`, as in a `Value`.
+fn write_f64(out: &mut String, v: f64) {
+    use fmt::Write;
+    if v.is_finite() {
+        let _ = write!(out, "{v:?}");
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Writes `v` with its `Display`, which for the integers and `serde_json::Number`
+/// is their JSON text.
+fn write_display(out: &mut String, v: impl fmt::Display) {
+    use fmt::Write;
+    let _ = write!(out, "{v}");
 }
 
 /// The one-member maps through which `serde_json` hands over a value of its own
@@ -387,14 +443,17 @@ impl Markers {
 /// this accepts and refuses, and the text reads back as that `Value` (floats
 /// exactly, as this crate builds `serde_json` with `float_roundtrip`).
 struct ValueWriter<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut String,
     markers: Markers,
 }
 
 impl ValueWriter<'_> {
     fn number<E: de::Error>(self, number: Option<serde_json::Number>) -> Result<(), E> {
         match number {
-            Some(n) => serde_json::to_writer(self.out, &n).map_err(E::custom),
+            Some(n) => {
+                write_display(self.out, n);
+                Ok(())
+            }
             None => Err(E::custom("JSON number out of range")),
         }
     }
@@ -416,17 +475,18 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.out
-            .extend_from_slice(if v { b"true" as &[u8] } else { b"false" });
+        self.out.push_str(if v { "true" } else { "false" });
         Ok(())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        serde_json::to_writer(self.out, &v).map_err(E::custom)
+        write_display(self.out, v);
+        Ok(())
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        serde_json::to_writer(self.out, &v).map_err(E::custom)
+        write_display(self.out, v);
+        Ok(())
     }
 
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<(), E> {
@@ -438,8 +498,8 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        // A number that is not finite is `null`, as in a `Value`.
-        serde_json::to_writer(self.out, &v).map_err(E::custom)
+        write_f64(self.out, v);
+        Ok(())
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
@@ -448,7 +508,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.out.extend_from_slice(b"null");
+        self.out.push_str("null");
         Ok(())
     }
 
@@ -466,11 +526,11 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (out, markers) = (self.out, self.markers);
-        out.push(b'[');
+        out.push('[');
         let mut first = true;
         loop {
             if !first {
-                out.push(b',');
+                out.push(',');
             }
             if seq
                 .next_element_seed(ValueWriter {
@@ -486,24 +546,25 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
             }
             first = false;
         }
-        out.push(b']');
+        out.push(']');
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let (out, markers) = (self.out, self.markers);
         let start = out.len();
-        out.push(b'{');
+        out.push('{');
         if map.next_key_seed(KeyWriter(&mut *out))?.is_none() {
-            out.push(b'}');
+            out.push('}');
             return Ok(());
         }
         // The first key may mark a value of `serde_json`'s own (see `Markers`).
-        let key = &out[start + 1..];
+        let key = &out.as_bytes()[start + 1..];
         if markers.number && key == NUMBER_KEY {
             let number = map.next_value_seed(NumberText)?;
             out.truncate(start);
-            return serde_json::to_writer(out, &number).map_err(de::Error::custom);
+            write_display(out, number);
+            return Ok(());
         }
         if markers.raw && key == RAW_KEY {
             let text = map.next_value_seed(RawText)?;
@@ -515,18 +576,18 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
                 .map_err(de::Error::custom);
         }
         loop {
-            out.push(b':');
+            out.push(':');
             map.next_value_seed(ValueWriter {
                 out: &mut *out,
                 markers,
             })?;
-            out.push(b',');
+            out.push(',');
             if map.next_key_seed(KeyWriter(&mut *out))?.is_none() {
                 out.pop();
                 break;
             }
         }
-        out.push(b'}');
+        out.push('}');
         Ok(())
     }
 }
@@ -579,7 +640,7 @@ impl Visitor<'_> for RawText {
 }
 
 /// Writes the key it reads as a JSON string.
-struct KeyWriter<'a>(&'a mut Vec<u8>);
+struct KeyWriter<'a>(&'a mut String);
 
 impl<'de> DeserializeSeed<'de> for KeyWriter<'_> {
     type Value = ();
@@ -615,7 +676,7 @@ mod tests {
 
     /// What the writer writes for `json` when `serde_json` hands over `markers`.
     fn written(markers: Markers, json: &str) -> Result<String, String> {
-        let mut out = Vec::new();
+        let mut out = String::new();
         let mut text = serde_json::Deserializer::from_str(json);
         ValueWriter {
             out: &mut out,
@@ -623,7 +684,7 @@ mod tests {
         }
         .deserialize(&mut text)
         .map_err(|e| e.to_string())?;
-        Ok(String::from_utf8(out).unwrap())
+        Ok(out)
     }
 
     #[test]
@@ -668,6 +729,45 @@ mod tests {
         );
         let bad = written(raw, r#"{"$serde_json::private::RawValue":"[1] 2"}"#).unwrap_err();
         assert!(bad.starts_with("trailing characters"), "{bad}");
+    }
+
+    #[test]
+    fn strings_and_floats_are_written_as_json_that_reads_back_the_same() {
+        let mut every_ascii: String = (0u8..0x80).map(char::from).collect();
+        every_ascii.push_str("é 日本 😀 \u{2028}\u{7f}");
+        for s in [every_ascii.as_str(), "", "\"", "\\", "plain"] {
+            let mut out = String::new();
+            write_str(&mut out, s);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
+            assert_eq!(
+                serde_json::to_string(s).unwrap(),
+                out,
+                "as serde_json writes it"
+            );
+        }
+        for v in [
+            0.0,
+            -0.0,
+            42.0,
+            0.1,
+            1e300,
+            5e-324,
+            -1.5e-7,
+            f64::MAX,
+            1e21,
+            123456.0,
+        ] {
+            let mut out = String::new();
+            write_f64(&mut out, v);
+            let back: Value = serde_json::from_str(&out).unwrap();
+            assert!(back.is_f64(), "{v} written as {out}");
+            assert_eq!(back.as_f64().unwrap().to_bits(), v.to_bits(), "{out}");
+        }
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut out = String::new();
+            write_f64(&mut out, v);
+            assert_eq!(out, "null");
+        }
     }
 
     #[test]
