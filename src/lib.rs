@@ -73,8 +73,9 @@ pub use user::{InvalidUserName, InvalidUserNameReason, UserName, MAX_USER_NAME_C
 /// fields the spec does not know (an [`UnknownFields`]), so nothing the API sends is lost on a round trip:
 /// serialised back, a machine has every field and value it came with. Two things
 /// are written in their canonical form rather than as sent: timestamps (the same
-/// instant, in UTC, with 0, 3, 6 or 9 fractional digits) and `null` fields, which
-/// are left out, as a missing field means the same.
+/// instant, in UTC, with 0, 3, 6 or 9 fractional digits) and `null` values of the
+/// fields the spec describes, which are left out, as a missing field means the
+/// same (unknown fields are written back as they came, `null` included).
 pub mod types {
     pub use crate::generated::types::*;
 }

@@ -12,16 +12,34 @@ use serde_json::{Map, Value};
 /// nothing the API sends is lost (the `extra` field of the generated types).
 ///
 /// It reads as a [`serde_json::Map`]: it dereferences to one, so `get`,
-/// `contains_key`, `len`, `iter`, indexing (`extra["deviceCategory"]`) and, through
-/// `&mut`, `insert` and `remove` work as on a map, and it serialises as the members
-/// it holds (flattened into the object it came from).
+/// `contains_key`, `len`, `iter`, indexing (`extra["deviceCategory"]`), `&extra`
+/// where a `&Map` is expected and, through `&mut`, `insert`, `remove` and `entry`
+/// work as on a map. It serialises as the members it holds, in the order a
+/// `serde_json::Map` has them (by key, unless `serde_json`'s `preserve_order` is
+/// on), after the fields the spec describes.
 ///
 /// It is held compactly: as it is read, the members are written out as one JSON
-/// object text, which is only turned into a map the first time they are looked at
-/// (serialising, comparing and printing read the text without keeping a map). A large answer whose unknown fields nobody reads costs a string
-/// per record instead of a map of values per record. What is kept is exactly what a
-/// `serde_json::Value` would keep (the values are validated as they are read, and a
-/// repeated member keeps its last value), so the map seen is the same as before.
+/// object text, which is turned into a map only when the members are first read
+/// through the map. A large answer whose unknown fields nobody reads costs a string
+/// per record instead of a map of values per record. Serialising, comparing,
+/// hashing and printing read the text without keeping a map. Once a map has been
+/// made it is kept, beside the text until the first change through `&mut` (which
+/// drops the text); a clone then copies only the map.
+///
+/// What is kept is exactly what a `serde_json::Map` of [`Value`]s would keep: the
+/// values are read as a `Value` reads them (the same errors for a lone surrogate, a
+/// number out of range or too deep a nesting), a repeated member keeps its last
+/// value, and floats read back bit for bit. For that last point this crate builds
+/// `serde_json` with its `float_roundtrip` feature, which every crate of the build
+/// then shares: a float is parsed to the nearest `f64` of its digits, a little
+/// more slowly than without it.
+///
+/// Code written for the `serde_json::Map` this field used to be needs, where deref
+/// coercion does not reach: `.into()` or [`into_map`](Self::into_map) for an owned
+/// map (`let map: Map<String, Value> = machine.extra.into();`), `&*machine.extra`
+/// for a `&Map` inside an `Option`, a collection or a generic call (such as
+/// `T::deserialize(&*machine.extra)`), `Value::from(machine.extra)` for a JSON
+/// object, and `map.into()` to store a map into `extra`.
 ///
 /// ```
 /// use defender_endpoint::UnknownFields;
@@ -35,16 +53,28 @@ use serde_json::{Map, Value};
 /// assert_eq!(machine.extra["deviceCategory"], "Endpoint");
 /// assert_eq!(machine.extra.len(), 2);
 ///
+/// fn count(members: &serde_json::Map<String, serde_json::Value>) -> usize {
+///     members.len()
+/// }
+/// assert_eq!(count(&machine.extra), 2);
+/// let some: Option<&serde_json::Map<_, _>> = Some(&*machine.extra);
+/// assert!(some.is_some_and(|m| m.contains_key("firmwareVersions")));
+/// let object = serde_json::Value::from(machine.extra.clone());
+/// assert_eq!(object["firmwareVersions"][0]["type"], "BIOS");
+/// let owned: serde_json::Map<String, serde_json::Value> = machine.extra.into();
+/// assert_eq!(owned.len(), 2);
+///
 /// let mut extra = UnknownFields::default();
 /// assert!(extra.is_empty());
 /// extra.insert("zone".into(), json!(3));
 /// assert_eq!(serde_json::to_string(&extra)?, r#"{"zone":3}"#);
+/// let stored: UnknownFields = owned.into();
+/// assert_eq!(stored.len(), 2);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct UnknownFields(Option<Box<Held>>);
 
-#[derive(Clone)]
 struct Held {
     /// A JSON object text written by [`ValueWriter`]; empty once `map` has been
     /// handed out mutably (the map is then the only copy).
@@ -52,6 +82,23 @@ struct Held {
     /// The members as a map, made from `text` when first needed. When set, it is
     /// what the value holds.
     map: OnceLock<Map<String, Value>>,
+}
+
+impl Clone for Held {
+    /// A copy of the map once there is one (its text is then not needed), of the
+    /// text before.
+    fn clone(&self) -> Self {
+        match self.map.get() {
+            Some(map) => Held {
+                text: Box::default(),
+                map: OnceLock::from(map.clone()),
+            },
+            None => Held {
+                text: self.text.clone(),
+                map: OnceLock::new(),
+            },
+        }
+    }
 }
 
 impl Held {
@@ -197,6 +244,20 @@ impl From<Map<String, Value>> for UnknownFields {
 impl From<UnknownFields> for Map<String, Value> {
     fn from(fields: UnknownFields) -> Self {
         fields.into_map()
+    }
+}
+
+impl From<UnknownFields> for Value {
+    /// The members as a JSON object.
+    fn from(fields: UnknownFields) -> Self {
+        Value::Object(fields.into_map())
+    }
+}
+
+impl std::hash::Hash for UnknownFields {
+    /// Hashes the members as their map does, so equal values hash alike.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.with_map(|map| map.hash(state));
     }
 }
 
@@ -793,5 +854,13 @@ mod tests {
         assert_eq!(fields.len(), 2);
         assert!(parsed(&fields), "reading through the map keeps it");
         assert_eq!(fields, same);
+
+        // A clone of a value with a map copies the map alone.
+        let copy = fields.clone();
+        let held = copy.0.as_ref().unwrap();
+        assert!(held.text.is_empty() && parsed(&copy));
+        assert_eq!(copy, same);
+        let copy = same.clone();
+        assert!(!parsed(&copy) && !copy.0.as_ref().unwrap().text.is_empty());
     }
 }

@@ -504,3 +504,22 @@ fn malformed_members_are_refused_at_the_same_place_as_by_a_map() {
     .unwrap_err();
     assert_eq!(machine.path().to_string(), map.path().to_string());
 }
+
+#[test]
+fn equal_members_hash_alike_and_convert_to_a_json_object() {
+    use std::collections::HashSet;
+    let a: Machine = serde_json::from_str(&machine_text(r#""x":1,"y":[1.50,"\u0041"]"#)).unwrap();
+    let b: Machine = serde_json::from_str(&machine_text(r#""y":[1.5,"A"],"x":1"#)).unwrap();
+    let c: Machine = serde_json::from_str(&machine_text(r#""x":2"#)).unwrap();
+    let _ = b.extra.len(); // one read through the map, one not
+                           // The map an `UnknownFields` may make and keep does not change what it holds,
+                           // nor its hash.
+    #[allow(clippy::mutable_key_type)]
+    let set: HashSet<&UnknownFields> = [&a.extra, &b.extra, &c.extra].into_iter().collect();
+    assert_eq!(set.len(), 2);
+    assert!(set.contains(&UnknownFields::from(
+        json!({"x": 2}).as_object().unwrap().clone()
+    )));
+    assert_eq!(Value::from(a.extra), json!({"x": 1, "y": [1.5, "A"]}));
+    assert_eq!(Value::from(UnknownFields::new()), json!({}));
+}
