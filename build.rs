@@ -218,9 +218,12 @@ fn document_the_rest(
         match item {
             syn::Item::Struct(s) => {
                 for field in s.fields.iter_mut() {
-                    if field.ident.as_ref().is_some_and(|i| i == "extra")
-                        && field_attrs(&field.attrs).is_some_and(|a| a.flatten)
+                    if field.ident.as_ref().is_none_or(|i| i != "extra")
+                        || !field_attrs(&field.attrs).is_some_and(|a| a.flatten)
                     {
+                        continue;
+                    }
+                    if is_json_map(&field.ty) {
                         add_doc(
                             &mut field.attrs,
                             "Fields the spec does not describe, kept as JSON values and \
@@ -231,6 +234,13 @@ fn document_the_rest(
                         );
                         // Held as compact JSON text until it is looked at.
                         field.ty = syn::parse_quote!(crate::UnknownFields);
+                    } else {
+                        // `additionalProperties` with a schema of its own: a typed map.
+                        add_doc(
+                            &mut field.attrs,
+                            "Fields the spec does not name, of the type its \
+                             `additionalProperties` gives them.",
+                        );
                     }
                 }
             }
@@ -441,18 +451,18 @@ fn direct_deserialize(file: &mut syn::File, open: &[(String, Vec<String>)]) -> R
                 out.push_str(&format!(
                     r#"
 impl<'de> ::serde::Deserialize<'de> for {name} {{
-    fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
-        struct Open;
-        impl<'de> ::serde::de::Visitor<'de> for Open {{
+    fn deserialize<__D: ::serde::Deserializer<'de>>(deserializer: __D) -> ::std::result::Result<Self, __D::Error> {{
+        struct __Open;
+        impl<'de> ::serde::de::Visitor<'de> for __Open {{
             type Value = {name};
             fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
                 f.write_str("a string")
             }}
-            fn visit_str<E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<Self::Value, E> {{
-                v.parse().map_err(E::custom)
+            fn visit_str<__E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<Self::Value, __E> {{
+                v.parse().map_err(__E::custom)
             }}
         }}
-        deserializer.deserialize_str(Open)
+        deserializer.deserialize_str(__Open)
     }}
 }}
 "#,
@@ -532,23 +542,71 @@ fn is_option(ty: &syn::Type) -> bool {
         && p.path.segments.last().is_some_and(|s| s.ident == "Option"))
 }
 
-/// Whether `ty` is a `Vec<_>` or an `Option<Vec<_>>`.
+/// Whether `ty` is `path`, written in full from the crate root (as the generator
+/// writes standard types, so that a spec type of the same name never matches).
+fn is_path(ty: &syn::Type, path: &[&str]) -> bool {
+    let syn::Type::Path(p) = ty else {
+        return false;
+    };
+    p.qself.is_none()
+        && (p.path.leading_colon.is_some() || path.first() == Some(&"crate"))
+        && p.path.segments.len() == path.len()
+        && p.path
+            .segments
+            .iter()
+            .zip(path)
+            .all(|(s, name)| s.ident == name)
+}
+
+/// The one type argument of the last segment of `ty`.
+fn type_argument(ty: &syn::Type) -> Option<&syn::Type> {
+    let syn::Type::Path(p) = ty else {
+        return None;
+    };
+    match &p.path.segments.last()?.arguments {
+        syn::PathArguments::AngleBracketed(args) if args.args.len() == 1 => match &args.args[0] {
+            syn::GenericArgument::Type(inner) => Some(inner),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether `ty` is a `::std::vec::Vec<_>` or an `::std::option::Option` of one.
 fn holds_vec(ty: &syn::Type) -> bool {
+    is_path(ty, &["std", "vec", "Vec"])
+        || is_path(ty, &["std", "option", "Option"]) && type_argument(ty).is_some_and(holds_vec)
+}
+
+/// Whether `ty` is `::serde_json::Map<::std::string::String, ::serde_json::Value>`,
+/// what the generator writes for `additionalProperties: {}` (or `true`).
+fn is_json_map(ty: &syn::Type) -> bool {
     let syn::Type::Path(p) = ty else {
         return false;
     };
     let Some(last) = p.path.segments.last() else {
         return false;
     };
-    if last.ident == "Vec" {
-        return true;
-    }
-    match &last.arguments {
-        syn::PathArguments::AngleBracketed(args) if last.ident == "Option" => {
-            matches!(args.args.first(), Some(syn::GenericArgument::Type(inner)) if holds_vec(inner))
-        }
-        _ => false,
-    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    let types: Vec<&syn::Type> = args
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            syn::GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    p.qself.is_none()
+        && p.path.leading_colon.is_some()
+        && p.path.segments.len() == 2
+        && p.path.segments[0].ident == "serde_json"
+        && last.ident == "Map"
+        && args.args.len() == 2
+        && types.len() == 2
+        && is_path(types[0], &["std", "string", "String"])
+        && is_path(types[1], &["serde_json", "Value"])
 }
 
 /// A direct `Deserialize` for a struct whose last field is `#[serde(flatten)] extra`.
@@ -565,7 +623,10 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
         .map(|f| field_attrs(&f.attrs).map(|a| (f, a)))
         .collect::<Option<_>>()?;
     let (last, last_attrs) = fields.last()?;
-    if !last_attrs.flatten || last.ident.as_ref()? != "extra" {
+    if !last_attrs.flatten
+        || last.ident.as_ref()? != "extra"
+        || !is_path(&last.ty, &["crate", "UnknownFields"])
+    {
         return None;
     }
     let known = &fields[..fields.len() - 1];
@@ -588,7 +649,7 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
             .clone()
             .unwrap_or_else(|| plain.strip_prefix("r#").unwrap_or(&plain).to_owned());
         variants.push_str(&format!("F{i}, "));
-        keys.push_str(&format!("{key:?} => Field::F{i},\n"));
+        keys.push_str(&format!("{key:?} => __Field::F{i},\n"));
         slots.push_str(&format!("let mut f{i} = ::std::option::Option::None;\n"));
         // A list is trimmed to its length as soon as it is read (see `src/fit.rs`).
         let read = if holds_vec(&field.ty) {
@@ -597,9 +658,9 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
             "map.next_value()?"
         };
         arms.push_str(&format!(
-            "Field::F{i} => {{
+            "__Field::F{i} => {{
                 if f{i}.is_some() {{
-                    return Err(<A::Error as ::serde::de::Error>::duplicate_field({key:?}));
+                    return Err(<__A::Error as ::serde::de::Error>::duplicate_field({key:?}));
                 }}
                 f{i} = Some({read});
             }}\n"
@@ -609,7 +670,7 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
             Some(Some(path)) => format!("f{i}.unwrap_or_else({path})"),
             None if is_option(&field.ty) => format!("f{i}.unwrap_or_default()"),
             None => format!(
-                "f{i}.ok_or_else(|| <A::Error as ::serde::de::Error>::missing_field({key:?}))?"
+                "f{i}.ok_or_else(|| <__A::Error as ::serde::de::Error>::missing_field({key:?}))?"
             ),
         };
         build.push_str(&format!("{ident}: {value},\n"));
@@ -617,44 +678,44 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
     Some(format!(
         r#"
 impl<'de> ::serde::Deserialize<'de> for {name} {{
-    fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {{
-        enum Field {{ {variants} Other }}
+    fn deserialize<__D: ::serde::Deserializer<'de>>(deserializer: __D) -> ::std::result::Result<Self, __D::Error> {{
+        enum __Field {{ {variants} Other }}
         // Reads a key; an unknown one is written straight into `extra`.
-        struct Key<'a>(&'a mut crate::unknown::Collector);
-        impl<'de> ::serde::de::DeserializeSeed<'de> for Key<'_> {{
-            type Value = Field;
-            fn deserialize<D: ::serde::Deserializer<'de>>(self, deserializer: D) -> ::std::result::Result<Field, D::Error> {{
+        struct __Key<'a>(&'a mut crate::unknown::Collector);
+        impl<'de> ::serde::de::DeserializeSeed<'de> for __Key<'_> {{
+            type Value = __Field;
+            fn deserialize<__D: ::serde::Deserializer<'de>>(self, deserializer: __D) -> ::std::result::Result<__Field, __D::Error> {{
                 deserializer.deserialize_identifier(self)
             }}
         }}
-        impl<'de> ::serde::de::Visitor<'de> for Key<'_> {{
-            type Value = Field;
+        impl<'de> ::serde::de::Visitor<'de> for __Key<'_> {{
+            type Value = __Field;
             fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
                 f.write_str("a field name")
             }}
-            fn visit_str<E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<Field, E> {{
+            fn visit_str<__E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<__Field, __E> {{
                 Ok(match v {{
                     {keys}
                     other => {{
                         self.0.key(other);
-                        Field::Other
+                        __Field::Other
                     }}
                 }})
             }}
         }}
-        struct Fields;
-        impl<'de> ::serde::de::Visitor<'de> for Fields {{
+        struct __Fields;
+        impl<'de> ::serde::de::Visitor<'de> for __Fields {{
             type Value = {name};
             fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
                 f.write_str("struct {name}")
             }}
-            fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> ::std::result::Result<Self::Value, A::Error> {{
+            fn visit_map<__A: ::serde::de::MapAccess<'de>>(self, mut map: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
                 {slots}
                 let mut extra = crate::unknown::Collector::new();
-                while let Some(field) = map.next_key_seed(Key(&mut extra))? {{
+                while let Some(field) = map.next_key_seed(__Key(&mut extra))? {{
                     match field {{
                         {arms}
-                        Field::Other => extra.value(&mut map)?,
+                        __Field::Other => extra.value(&mut map)?,
                     }}
                 }}
                 Ok({name} {{
@@ -663,7 +724,7 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
                 }})
             }}
         }}
-        deserializer.deserialize_map(Fields)
+        deserializer.deserialize_map(__Fields)
     }}
 }}
 "#

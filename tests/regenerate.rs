@@ -90,9 +90,37 @@ fn a_spec_edit_is_a_rebuild_away() {
          isManaged:\n          description: A new field with a default.\n          type: boolean\n          default: true\n        \
          isAadJoined:\n",
     );
+    // Types whose names the generated code also uses for its own items (`Key`,
+    // `Field`, a type parameter `D`, `Vec`), and `additionalProperties` with a
+    // schema of its own, which keeps its typed map.
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "  schemas:\n",
+        "  schemas:\n    \
+         Key:\n      type: object\n      properties:\n        name:\n          type: string\n      additionalProperties: {}\n    \
+         Field:\n      type: object\n      properties:\n        name:\n          type: string\n      additionalProperties: {}\n    \
+         Vec:\n      type: object\n      additionalProperties: {}\n    \
+         D:\n      type: object\n      properties:\n        v:\n          $ref: \"#/components/schemas/Vec\"\n      additionalProperties: {}\n    \
+         Labels:\n      type: object\n      properties:\n        name:\n          type: string\n      additionalProperties:\n        type: string\n",
+    );
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "        isAadJoined:\n",
+        "        keyInfo:\n          $ref: \"#/components/schemas/Key\"\n        \
+         fieldInfo:\n          $ref: \"#/components/schemas/Field\"\n        \
+         dInfo:\n          $ref: \"#/components/schemas/D\"\n        \
+         labels:\n          $ref: \"#/components/schemas/Labels\"\n        \
+         isAadJoined:\n",
+    );
     // Rust code that uses them as fields, and parses them from JSON (a field with a
     // default is not an `Option`).
     let mut lib = fs::read_to_string(copy.join("src/lib.rs")).unwrap();
+    lib.push_str(
+        "\n#[doc(hidden)]\npub fn kept(m: &types::Machine) -> Option<(&UnknownFields, &UnknownFields, &types::Vec)> {\n    \
+         Some((&m.key_info.as_ref()?.extra, &m.field_info.as_ref()?.extra, m.d_info.as_ref()?.v.as_ref()?))\n}\n\
+         #[doc(hidden)]\npub fn labels(m: &types::Machine) -> Option<&::std::collections::HashMap<String, String>> {\n    \
+         Some(&m.labels.as_ref()?.extra)\n}\n",
+    );
     lib.push_str(
         "\n#[doc(hidden)]\npub fn sensor_health_score(json: &str) -> Option<i64> {\n    \
          serde_json::from_str::<types::Machine>(json).ok()?.sensor_health_score\n}\n\
