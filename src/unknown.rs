@@ -354,6 +354,7 @@ impl schemars::JsonSchema for UnknownFields {
 /// `Deserialize` implementations).
 pub(crate) struct Collector {
     out: String,
+    members: Members,
     markers: Markers,
 }
 
@@ -361,6 +362,7 @@ impl Collector {
     pub(crate) fn new() -> Self {
         Collector {
             out: String::new(),
+            members: Members::default(),
             markers: Markers::of_this_build(),
         }
     }
@@ -373,7 +375,9 @@ impl Collector {
         } else {
             self.out.push(',');
         }
+        let start = self.out.len();
         write_str(&mut self.out, key);
+        self.members.keyed(&self.out, start);
         self.out.push(':');
     }
 
@@ -382,7 +386,9 @@ impl Collector {
         map.next_value_seed(ValueWriter {
             out: &mut self.out,
             markers: self.markers,
-        })
+        })?;
+        self.members.valued(&mut self.out);
+        Ok(())
     }
 
     /// Reads the value of member `key` from `map` and writes the member out.
@@ -401,6 +407,48 @@ impl Collector {
             text: text.into_boxed_str(),
             map: OnceLock::new(),
         })))
+    }
+}
+
+/// The members of one JSON object as it is written: where each one's key is, so
+/// that a repeated key replaces the member written before it, as in a map (the
+/// last value, in the first one's place), and the text never holds a key twice.
+#[derive(Default)]
+struct Members {
+    /// Where each member's key starts and ends in the text, in order.
+    keys: Vec<(usize, usize)>,
+    /// The earlier member of the key written last, and where the new member starts.
+    repeated: Option<(usize, usize)>,
+}
+
+impl Members {
+    /// After a member's key has been written at `start..` (and nothing after it).
+    fn keyed(&mut self, out: &str, start: usize) {
+        let key = &out.as_bytes()[start..];
+        let text = out.as_bytes();
+        match self.keys.iter().position(|&(s, e)| text[s..e] == *key) {
+            Some(earlier) => self.repeated = Some((earlier, start)),
+            None => self.keys.push((start, out.len())),
+        }
+    }
+
+    /// After that member's value has been written (and nothing after it).
+    fn valued(&mut self, out: &mut String) {
+        let Some((earlier, start)) = self.repeated.take() else {
+            return;
+        };
+        let member = out.split_off(start);
+        out.pop(); // the `,` before it
+        let from = self.keys[earlier].0;
+        let to = match self.keys.get(earlier + 1) {
+            Some(&(next, _)) => next - 1, // up to the `,` before the next member
+            None => out.len(),
+        };
+        out.replace_range(from..to, &member);
+        for key in &mut self.keys[earlier + 1..] {
+            key.0 = key.0 - (to - from) + member.len();
+            key.1 = key.1 - (to - from) + member.len();
+        }
     }
 }
 
@@ -581,10 +629,6 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
         deserializer.deserialize_any(self)
     }
 
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (out, markers) = (self.out, self.markers);
         out.push('[');
@@ -615,7 +659,11 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
         let (out, markers) = (self.out, self.markers);
         let start = out.len();
         out.push('{');
-        if map.next_key_seed(KeyWriter(&mut *out))?.is_none() {
+        let first = KeyWriter {
+            out: &mut *out,
+            first: true,
+        };
+        if map.next_key_seed(first)?.is_none() {
             out.push('}');
             return Ok(());
         }
@@ -636,17 +684,26 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
                 .and_then(|()| json.end())
                 .map_err(de::Error::custom);
         }
+        let mut members = Members::default();
+        members.keyed(out, start + 1);
         loop {
             out.push(':');
             map.next_value_seed(ValueWriter {
                 out: &mut *out,
                 markers,
             })?;
+            members.valued(out);
             out.push(',');
-            if map.next_key_seed(KeyWriter(&mut *out))?.is_none() {
+            let key_start = out.len();
+            let next = KeyWriter {
+                out: &mut *out,
+                first: false,
+            };
+            if map.next_key_seed(next)?.is_none() {
                 out.pop();
                 break;
             }
+            members.keyed(out, key_start);
         }
         out.push('}');
         Ok(())
@@ -701,7 +758,12 @@ impl Visitor<'_> for RawText {
 }
 
 /// Writes the key it reads as a JSON string.
-struct KeyWriter<'a>(&'a mut String);
+struct KeyWriter<'a> {
+    out: &'a mut String,
+    /// The first key of an object, which a `Value` reads as a string only; it
+    /// reads the others as a `String`, which also takes UTF-8 bytes.
+    first: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for KeyWriter<'_> {
     type Value = ();
@@ -715,12 +777,26 @@ impl<'de> Visitor<'de> for KeyWriter<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
+        f.write_str(if self.first {
+            "a string key"
+        } else {
+            "a string"
+        })
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        write_str(self.0, v);
+        write_str(self.out, v);
         Ok(())
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        if self.first {
+            return Err(E::invalid_type(de::Unexpected::Bytes(v), &self));
+        }
+        match std::str::from_utf8(v) {
+            Ok(key) => self.visit_str(key),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Bytes(v), &self)),
+        }
     }
 }
 
@@ -829,6 +905,40 @@ mod tests {
             write_f64(&mut out, v);
             assert_eq!(out, "null");
         }
+    }
+
+    /// The text `json` is kept as.
+    fn text_of(json: &str) -> String {
+        let fields: UnknownFields = serde_json::from_str(json).unwrap();
+        fields
+            .0
+            .map(|held| held.text.into_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_repeated_key_replaces_the_member_written_before_in_its_place() {
+        assert_eq!(text_of(r#"{"a":1,"b":2,"a":3}"#), r#"{"a":3,"b":2}"#);
+        assert_eq!(
+            text_of(r#"{"a":"a long first value","b":1,"a":2,"c":3,"b":"xx","c":[4],"a":{}}"#),
+            r#"{"a":{},"b":"xx","c":[4]}"#
+        );
+        assert_eq!(
+            text_of(r#"{"x":{"d":1,"e":2,"d":{"big":[1,2]}},"y":[{"k":1,"k":2}]}"#),
+            r#"{"x":{"d":{"big":[1,2]},"e":2},"y":[{"k":2}]}"#
+        );
+        assert_eq!(text_of(r#"{"a":1,"a":2,"a":3}"#), r#"{"a":3}"#);
+        assert_eq!(text_of(r#"{"\u0061":1,"a":2}"#), r#"{"a":2}"#);
+        assert_eq!(text_of("{}"), "");
+
+        // A record's unknown members the same way: a thousand copies of a member
+        // are held as one.
+        let big = "x".repeat(1_000);
+        let copies: Vec<String> = (0..1_000).map(|_| format!(r#""dup":"{big}""#)).collect();
+        let json = format!(r#"{{"id":"a","b":1,{},"c":2}}"#, copies.join(","));
+        let machine: crate::types::Machine = serde_json::from_str(&json).unwrap();
+        let text = &machine.extra.0.as_ref().unwrap().text;
+        assert_eq!(**text, format!(r#"{{"b":1,"dup":"{big}","c":2}}"#));
     }
 
     #[test]

@@ -523,3 +523,93 @@ fn equal_members_hash_alike_and_convert_to_a_json_object() {
     assert_eq!(Value::from(a.extra), json!({"x": 1, "y": [1.5, "A"]}));
     assert_eq!(Value::from(UnknownFields::new()), json!({}));
 }
+
+/// A small self-describing source of values that is not JSON text, to drive the
+/// paths `serde_json` never takes (byte-string keys, newtype values).
+mod tree {
+    use serde::de::{self, value::Error, value::MapDeserializer, IntoDeserializer, Visitor};
+
+    #[derive(Clone)]
+    pub enum T {
+        S(&'static str),
+        B(&'static [u8]),
+        U(u64),
+        N(Box<T>),
+        M(Vec<(T, T)>),
+    }
+
+    impl<'de> IntoDeserializer<'de, Error> for T {
+        type Deserializer = T;
+        fn into_deserializer(self) -> T {
+            self
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for T {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+            match self {
+                T::S(s) => v.visit_borrowed_str(s),
+                T::B(b) => v.visit_borrowed_bytes(b),
+                T::U(u) => v.visit_u64(u),
+                T::N(t) => v.visit_newtype_struct(*t),
+                T::M(m) => v.visit_map(MapDeserializer::new(m.into_iter())),
+            }
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct enum identifier ignored_any
+        }
+    }
+}
+
+#[test]
+fn values_from_other_sources_are_taken_and_refused_as_a_map_does() {
+    use serde::Deserialize;
+    use tree::T;
+    let read = |members: Vec<(T, T)>| {
+        let map =
+            Map::<String, Value>::deserialize(T::M(members.clone())).map_err(|e| e.to_string());
+        let mut with_id = vec![(T::S("id"), T::S(ID))];
+        with_id.extend(members);
+        let machine = Machine::deserialize(T::M(with_id))
+            .map(|m| m.extra.into_map())
+            .map_err(|e| e.to_string());
+        (machine, map)
+    };
+    // A nested key after the first may be UTF-8 bytes, as for a `String`; the
+    // first may not; a newtype is not a JSON value.
+    let later_bytes = T::M(vec![(T::S("a"), T::U(1)), (T::B(b"b"), T::U(2))]);
+    let first_bytes = T::M(vec![(T::B(b"a"), T::U(1))]);
+    let bad_bytes = T::M(vec![(T::S("a"), T::U(1)), (T::B(b"\xff"), T::U(2))]);
+    for members in [
+        vec![(T::S("x"), later_bytes)],
+        vec![(T::S("x"), first_bytes)],
+        vec![(T::S("x"), bad_bytes)],
+        vec![(T::S("x"), T::N(Box::new(T::U(1))))],
+    ] {
+        let (machine, map) = read(members);
+        assert_eq!(machine, map);
+    }
+    let (machine, _) = read(vec![(
+        T::S("x"),
+        T::M(vec![(T::S("a"), T::U(1)), (T::B(b"b"), T::U(2))]),
+    )]);
+    assert_eq!(machine.unwrap()["x"], json!({"a": 1, "b": 2}));
+}
+
+#[test]
+fn a_repeated_member_is_held_once_in_its_first_place() {
+    let big = "x".repeat(1_000);
+    let copies: Vec<String> = (0..1_000).map(|i| format!(r#""dup":"{big}{i}""#)).collect();
+    let text = machine_text(&format!(
+        r#""first":1,{},"last":{{"a":1,"a":2}}"#,
+        copies.join(",")
+    ));
+    let machine: Machine = serde_json::from_str(&text).unwrap();
+    assert_eq!(machine.extra.len(), 3);
+    assert_eq!(machine.extra["dup"], format!("{big}999"));
+    assert_eq!(machine.extra["last"], json!({"a": 2}));
+    assert_eq!(*machine.extra, expected_extra(&text));
+}
