@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, Serializer};
@@ -23,8 +23,7 @@ use serde_json::{Map, Value};
 /// through the map. A large answer whose unknown fields nobody reads costs a string
 /// per record instead of a map of values per record. Serialising, comparing,
 /// hashing and printing read the text without keeping a map. Once a map has been
-/// made it is kept, beside the text until the first change through `&mut` (which
-/// drops the text); a clone then copies only the map.
+/// made it is kept in place of the text, which is dropped.
 ///
 /// What is kept is exactly what a `serde_json::Map` of [`Value`]s would keep: the
 /// values are read as a `Value` reads them (the same errors for a lone surrogate, a
@@ -76,35 +75,83 @@ use serde_json::{Map, Value};
 pub struct UnknownFields(Option<Box<Held>>);
 
 struct Held {
-    /// A JSON object text written by [`ValueWriter`]; empty once `map` has been
-    /// handed out mutably (the map is then the only copy).
-    text: Box<str>,
+    /// A JSON object text written by [`ValueWriter`], while there is no map;
+    /// emptied once `map` is made (the map is then the only copy).
+    text: Mutex<Box<str>>,
     /// The members as a map, made from `text` when first needed. When set, it is
     /// what the value holds.
     map: OnceLock<Map<String, Value>>,
 }
 
-impl Clone for Held {
-    /// A copy of the map once there is one (its text is then not needed), of the
-    /// text before.
-    fn clone(&self) -> Self {
+impl Held {
+    fn of_text(text: Box<str>) -> Self {
+        Held {
+            text: Mutex::new(text),
+            map: OnceLock::new(),
+        }
+    }
+
+    fn of_map(map: Map<String, Value>) -> Self {
+        Held {
+            text: Mutex::new(Box::default()),
+            map: OnceLock::from(map),
+        }
+    }
+
+    /// The text, while there is no map.
+    fn text(&self) -> MutexGuard<'_, Box<str>> {
+        // Nothing panics while the text is held; a poisoned lock still holds it.
+        self.text.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The members as a map, made once and kept; the text is dropped then.
+    fn map(&self) -> &Map<String, Value> {
+        if let Some(map) = self.map.get() {
+            return map;
+        }
+        let map = self.map.get_or_init(|| read(&self.text()));
+        *self.text() = Box::default();
+        map
+    }
+
+    /// What there is now: the map, or else the text (held until dropped).
+    fn now(&self) -> Now<'_> {
+        if let Some(map) = self.map.get() {
+            return Now::Map(map);
+        }
+        let text = self.text();
+        // The map may have been made (and the text dropped) in the meantime.
         match self.map.get() {
-            Some(map) => Held {
-                text: Box::default(),
-                map: OnceLock::from(map.clone()),
-            },
-            None => Held {
-                text: self.text.clone(),
-                map: OnceLock::new(),
-            },
+            Some(map) => Now::Map(map),
+            None => Now::Text(text),
+        }
+    }
+
+    /// Calls `f` with the members as a map, without keeping a map made for it.
+    fn with_map<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> R {
+        match self.now() {
+            Now::Map(map) => f(map),
+            Now::Text(text) => {
+                let map = read(&text);
+                drop(text);
+                f(&map)
+            }
         }
     }
 }
 
-impl Held {
-    /// The members as a map, made once and kept.
-    fn map(&self) -> &Map<String, Value> {
-        self.map.get_or_init(|| read(&self.text))
+enum Now<'a> {
+    Map(&'a Map<String, Value>),
+    Text(MutexGuard<'a, Box<str>>),
+}
+
+impl Clone for Held {
+    /// A copy of the map once there is one, of the text before.
+    fn clone(&self) -> Self {
+        match self.now() {
+            Now::Map(map) => Held::of_map(map.clone()),
+            Now::Text(text) => Held::of_text(text.clone()),
+        }
     }
 }
 
@@ -149,7 +196,9 @@ impl UnknownFields {
             None => Map::new(),
             Some(held) => {
                 let Held { text, map } = *held;
-                map.into_inner().unwrap_or_else(|| read(&text))
+                map.into_inner().unwrap_or_else(|| {
+                    read(&text.into_inner().unwrap_or_else(PoisonError::into_inner))
+                })
             }
         }
     }
@@ -160,10 +209,7 @@ impl UnknownFields {
     fn with_map<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> R {
         match &self.0 {
             None => f(empty()),
-            Some(held) => match held.map.get() {
-                Some(map) => f(map),
-                None => f(&read(&held.text)),
-            },
+            Some(held) => held.with_map(f),
         }
     }
 }
@@ -181,15 +227,11 @@ impl Deref for UnknownFields {
 
 impl DerefMut for UnknownFields {
     fn deref_mut(&mut self) -> &mut Map<String, Value> {
-        let held = self.0.get_or_insert_with(|| {
-            Box::new(Held {
-                text: Box::default(),
-                map: OnceLock::from(Map::new()),
-            })
-        });
+        let held = self
+            .0
+            .get_or_insert_with(|| Box::new(Held::of_map(Map::new())));
+        // Makes the map and drops the text: from here on the map is the only copy.
         held.map();
-        // From here on the map is the only copy.
-        held.text = Box::default();
         match held.map.get_mut() {
             Some(map) => map,
             None => unreachable!("the map was made just above"),
@@ -205,11 +247,8 @@ impl fmt::Debug for UnknownFields {
 
 impl PartialEq for UnknownFields {
     fn eq(&self, other: &Self) -> bool {
-        if let (Some(a), Some(b)) = (&self.0, &other.0) {
-            // The same text reads as the same map.
-            if a.map.get().is_none() && b.map.get().is_none() && a.text == b.text {
-                return true;
-            }
+        if std::ptr::eq(self, other) {
+            return true;
         }
         self.with_map(|a| other.with_map(|b| a == b))
     }
@@ -234,10 +273,7 @@ impl From<Map<String, Value>> for UnknownFields {
         if map.is_empty() {
             return UnknownFields(None);
         }
-        UnknownFields(Some(Box::new(Held {
-            text: Box::default(),
-            map: OnceLock::from(map),
-        })))
+        UnknownFields(Some(Box::new(Held::of_map(map))))
     }
 }
 
@@ -403,10 +439,7 @@ impl Collector {
         }
         self.out.push('}');
         let text = self.out;
-        UnknownFields(Some(Box::new(Held {
-            text: text.into_boxed_str(),
-            map: OnceLock::new(),
-        })))
+        UnknownFields(Some(Box::new(Held::of_text(text.into_boxed_str()))))
     }
 }
 
@@ -811,6 +844,33 @@ mod tests {
             .is_some_and(|held| held.map.get().is_some())
     }
 
+    #[test]
+    fn threads_reading_one_value_at_once_all_see_its_members() {
+        let json = r#"{"a":[1,{"b":"c"}],"d":null,"e":"f"}"#;
+        for _ in 0..20 {
+            let fields: UnknownFields = serde_json::from_str(json).unwrap();
+            let seen: Vec<String> = std::thread::scope(|scope| {
+                let readers: Vec<_> = (0..8)
+                    .map(|i| {
+                        let fields = &fields;
+                        scope.spawn(move || match i % 4 {
+                            0 => serde_json::to_string(&**fields).unwrap(),
+                            1 => serde_json::to_string(fields).unwrap(),
+                            2 => serde_json::to_string(&fields.clone()).unwrap(),
+                            _ => format!("{}", fields.len() == 3 && fields["e"] == "f"),
+                        })
+                    })
+                    .collect();
+                readers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            for (i, seen) in seen.iter().enumerate() {
+                let expected = if i % 4 == 3 { "true" } else { json };
+                assert_eq!(seen, expected);
+            }
+            assert!(parsed(&fields) && fields.0.as_ref().unwrap().text().is_empty());
+        }
+    }
+
     /// What the writer writes for `json` when `serde_json` hands over `markers`.
     fn written(markers: Markers, json: &str) -> Result<String, String> {
         let mut out = String::new();
@@ -912,7 +972,7 @@ mod tests {
         let fields: UnknownFields = serde_json::from_str(json).unwrap();
         fields
             .0
-            .map(|held| held.text.into_string())
+            .map(|held| held.text().to_string())
             .unwrap_or_default()
     }
 
@@ -937,8 +997,8 @@ mod tests {
         let copies: Vec<String> = (0..1_000).map(|_| format!(r#""dup":"{big}""#)).collect();
         let json = format!(r#"{{"id":"a","b":1,{},"c":2}}"#, copies.join(","));
         let machine: crate::types::Machine = serde_json::from_str(&json).unwrap();
-        let text = &machine.extra.0.as_ref().unwrap().text;
-        assert_eq!(**text, format!(r#"{{"b":1,"dup":"{big}","c":2}}"#));
+        let text = machine.extra.0.as_ref().unwrap().text().to_string();
+        assert_eq!(text, format!(r#"{{"b":1,"dup":"{big}","c":2}}"#));
     }
 
     #[test]
@@ -963,14 +1023,22 @@ mod tests {
         );
         assert_eq!(fields.len(), 2);
         assert!(parsed(&fields), "reading through the map keeps it");
+        assert!(
+            fields.0.as_ref().unwrap().text().is_empty(),
+            "and drops the text"
+        );
         assert_eq!(fields, same);
+        assert_eq!(
+            serde_json::to_string(&fields).unwrap(),
+            r#"{"a":[1,{"b":"c"}],"d":null}"#
+        );
 
         // A clone of a value with a map copies the map alone.
         let copy = fields.clone();
         let held = copy.0.as_ref().unwrap();
-        assert!(held.text.is_empty() && parsed(&copy));
+        assert!(held.text().is_empty() && parsed(&copy));
         assert_eq!(copy, same);
         let copy = same.clone();
-        assert!(!parsed(&copy) && !copy.0.as_ref().unwrap().text.is_empty());
+        assert!(!parsed(&copy) && !copy.0.as_ref().unwrap().text().is_empty());
     }
 }
