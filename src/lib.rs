@@ -69,13 +69,14 @@ pub use user::{InvalidUserName, InvalidUserNameReason, UserName, MAX_USER_NAME_C
 /// The API's data types, generated from `openapi/defender.yaml`.
 ///
 /// [`Machine`](types::Machine) is the device record; its open enumerations keep
-/// values the spec does not list in an `Other` variant, and its `extra` map keeps
-/// fields the spec does not know (an [`UnknownFields`]), so nothing the API sends is lost on a round trip:
-/// serialised back, a machine has every field and value it came with. Two things
-/// are written in their canonical form rather than as sent: timestamps (the same
-/// instant, in UTC, with 0, 3, 6 or 9 fractional digits) and `null` values of the
-/// fields the spec describes, which are left out, as a missing field means the
-/// same (unknown fields are written back as they came, `null` included).
+/// values the spec does not list in an `Other` variant, and its `extra` map (an
+/// [`UnknownFields`]) keeps fields the spec does not know, so nothing the API sends
+/// is lost on a round trip: serialised back, a machine has every field and value it
+/// came with. Two things are written in their canonical form rather than as sent:
+/// timestamps (the same instant, in UTC, with 0, 3, 6 or 9 fractional digits) and
+/// `null` values of the fields the spec describes, which are left out, as a missing
+/// field means the same. Unknown fields keep their `null`s, and are written as a
+/// `serde_json::Value` writes them.
 pub mod types {
     pub use crate::generated::types::*;
 }
