@@ -558,55 +558,37 @@ fn is_path(ty: &syn::Type, path: &[&str]) -> bool {
             .all(|(s, name)| s.ident == name)
 }
 
-/// The one type argument of the last segment of `ty`.
-fn type_argument(ty: &syn::Type) -> Option<&syn::Type> {
+/// The type arguments of the last segment of `ty` (`[K, V]` of `Map<K, V>`), if
+/// it has nothing but types in angle brackets.
+fn type_arguments(ty: &syn::Type) -> Option<Vec<&syn::Type>> {
     let syn::Type::Path(p) = ty else {
         return None;
     };
-    match &p.path.segments.last()?.arguments {
-        syn::PathArguments::AngleBracketed(args) if args.args.len() == 1 => match &args.args[0] {
-            syn::GenericArgument::Type(inner) => Some(inner),
+    let syn::PathArguments::AngleBracketed(args) = &p.path.segments.last()?.arguments else {
+        return None;
+    };
+    args.args
+        .iter()
+        .map(|a| match a {
+            syn::GenericArgument::Type(t) => Some(t),
             _ => None,
-        },
-        _ => None,
-    }
+        })
+        .collect()
 }
 
 /// Whether `ty` is a `::std::vec::Vec<_>` or an `::std::option::Option` of one.
 fn holds_vec(ty: &syn::Type) -> bool {
     is_path(ty, &["std", "vec", "Vec"])
-        || is_path(ty, &["std", "option", "Option"]) && type_argument(ty).is_some_and(holds_vec)
+        || is_path(ty, &["std", "option", "Option"])
+            && matches!(type_arguments(ty).as_deref(), Some([inner]) if holds_vec(inner))
 }
 
 /// Whether `ty` is `::serde_json::Map<::std::string::String, ::serde_json::Value>`,
 /// what the generator writes for `additionalProperties: {}` (or `true`).
 fn is_json_map(ty: &syn::Type) -> bool {
-    let syn::Type::Path(p) = ty else {
-        return false;
-    };
-    let Some(last) = p.path.segments.last() else {
-        return false;
-    };
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return false;
-    };
-    let types: Vec<&syn::Type> = args
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            syn::GenericArgument::Type(t) => Some(t),
-            _ => None,
-        })
-        .collect();
-    p.qself.is_none()
-        && p.path.leading_colon.is_some()
-        && p.path.segments.len() == 2
-        && p.path.segments[0].ident == "serde_json"
-        && last.ident == "Map"
-        && args.args.len() == 2
-        && types.len() == 2
-        && is_path(types[0], &["std", "string", "String"])
-        && is_path(types[1], &["serde_json", "Value"])
+    is_path(ty, &["serde_json", "Map"])
+        && matches!(type_arguments(ty).as_deref(), Some([key, value])
+            if is_path(key, &["std", "string", "String"]) && is_path(value, &["serde_json", "Value"]))
 }
 
 /// A direct `Deserialize` for a struct whose last field is `#[serde(flatten)] extra`.
