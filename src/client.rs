@@ -37,6 +37,10 @@ pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PK
 /// The most `@odata.nextLink` pages one call follows.
 const MAX_PAGES: usize = 1_000;
 
+/// A byte order mark, which may come before JSON and which a parser may ignore
+/// (RFC 8259, 8.1).
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// The least time an attempt gets, however little of the retry budget is left:
 /// a call that waited as `Retry-After` asked, up to the end of its budget, still
 /// gets an answer (or its 429) instead of a timeout at once.
@@ -840,15 +844,15 @@ fn classify<T: serde::de::DeserializeOwned>(
         E::ErrorResponse(value) => from_status(value.status().as_u16(), Some(value.as_ref()), None),
         E::InvalidResponsePayload(body, e) => match report.status {
             Some(status) if !(200..300).contains(&status) => {
-                // An error envelope after a byte order mark (see below) still counts.
-                let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+                // An error envelope after a byte order mark still counts.
+                let body = body.strip_prefix(BOM).unwrap_or(&body);
                 let envelope = serde_json::from_slice::<types::ErrorEnvelope>(body).ok();
                 from_status(status, envelope.as_ref(), Some(body))
             }
             status => {
                 let status = status.unwrap_or(200);
-                // A byte order mark, which JSON lets a parser ignore (RFC 8259, 8.1).
-                if let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
+                // After a byte order mark: the JSON itself.
+                if let Some(rest) = body.strip_prefix(BOM) {
                     let parsed = serde_json::from_slice::<T>(rest);
                     return match parsed {
                         Ok(value) => Ok(raw::ResponseValue::new(
@@ -1136,14 +1140,7 @@ impl ClientBuilder {
                     // Deflate is decoded by the hooks, which also accept raw deflate.
                     .deflate(false)
                     .default_headers(accept_encoding());
-                // Plain http is allowed to loopback only, and must stay there: never
-                // through a proxy of the environment (`HTTP_PROXY`), which may be remote.
-                let builder = if base_url.starts_with("http://") {
-                    builder.no_proxy()
-                } else {
-                    builder
-                };
-                builder
+                hooks::direct_for_plain_http(builder, &base_url)
                     .build()
                     .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?
             }

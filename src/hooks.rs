@@ -613,6 +613,20 @@ pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// `builder`, kept off any proxy of the environment (`HTTP_PROXY`, which may be
+/// remote) when `url` is plain http: that is allowed to loopback only (see
+/// [`is_secure`]), and must stay there.
+pub(crate) fn direct_for_plain_http(
+    builder: reqwest::ClientBuilder,
+    url: &str,
+) -> reqwest::ClientBuilder {
+    if url.starts_with("http://") {
+        builder.no_proxy()
+    } else {
+        builder
+    }
+}
+
 /// https, or http to a loopback address or `localhost`.
 pub(crate) fn is_secure(url: &reqwest::Url) -> bool {
     match url.scheme() {

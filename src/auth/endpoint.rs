@@ -96,16 +96,12 @@ impl TokenEndpoint {
         if let Some(client) = self.http.get() {
             return Ok(client);
         }
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none());
-        if self.authority.starts_with("http://") {
-            // Plain http is allowed to loopback only, and must stay there: never
-            // through a proxy of the environment (`HTTP_PROXY`), which may be remote.
-            builder = builder.no_proxy();
-        }
+        let builder = crate::hooks::direct_for_plain_http(builder, &self.authority);
         let client = builder.build().map_err(|e| {
             Error::Config(format!(
                 "cannot build the HTTP client of the token endpoint: {e}"
@@ -220,8 +216,7 @@ pub(crate) fn parse_answer(
     sent_at: Instant,
     secrets: &[&str],
 ) -> Result<AccessToken, Error> {
-    // A byte order mark before the JSON, which a parser may ignore (RFC 8259, 8.1).
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let body = body.strip_prefix(crate::client::BOM).unwrap_or(body);
     let json = serde_json::from_slice::<Value>(body).ok();
     // An OAuth error (`"error": "invalid_client"`, …), even sent with 200.
     let oauth_error = |json: &Option<Value>| match json {
