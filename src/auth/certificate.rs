@@ -338,10 +338,8 @@ fn encrypted_key() -> Error {
 
 /// The RSA private keys of a PEM, at least one, unencrypted. A key of another
 /// kind, or one that cannot be read, is an error only when there is no other.
+/// (An encrypted PKCS#1 key is refused before, by [`ClientCertificateCredential::from_pem`].)
 fn rsa_keys(pem: &[u8]) -> Result<Vec<RsaKeyPair>, Error> {
-    if contains(pem, ENCRYPTED_PKCS1) {
-        return Err(encrypted_key());
-    }
     let rejected = |e: aws_lc_rs::error::KeyRejected| {
         Error::credential(format!("the private key was rejected: {e}"))
     };
