@@ -273,12 +273,15 @@ impl fmt::Display for InvalidUserNameReason {
     }
 }
 
+/// How much of an invalid input its `Display` and `Debug` show.
+const SHOWN_CHARS: usize = 64;
+
 impl fmt::Display for InvalidUserName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The input is shown escaped so that control characters cannot forge log lines,
         // and cut so that a huge input does not flood a log.
-        let shown: String = self.input.chars().take(64).collect();
-        let more = if self.input.chars().count() > 64 {
+        let shown: String = self.input.chars().take(SHOWN_CHARS).collect();
+        let more = if self.input.chars().nth(SHOWN_CHARS).is_some() {
             "…"
         } else {
             ""
@@ -296,7 +299,7 @@ impl fmt::Debug for InvalidUserName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `{:?}` of an error is what `fn main() -> Result<..>` prints: cut like `Display`.
         f.debug_struct("InvalidUserName")
-            .field("input", &crate::error::shorten(&self.input, 64))
+            .field("input", &crate::error::shorten(&self.input, SHOWN_CHARS))
             .field("reason", &self.reason)
             .finish()
     }
