@@ -280,10 +280,7 @@ async fn send(
         a.retry_after.set(retry_after);
     });
 
-    let coding = response
-        .headers()
-        .get(CONTENT_ENCODING)
-        .and_then(|_| Encoding::of(response.headers()));
+    let coding = Encoding::of(response.headers());
 
     // A body whose exact length is known (and enforced by the HTTP layer) needs no
     // bounded read: hand the response on as it is.
@@ -335,8 +332,7 @@ async fn send(
         Ok(rest.freeze())
     };
     let body = match (body, coding) {
-        // An empty body (a 404 or 429 without one) has nothing to decode.
-        (Ok(body), Some(coding)) if !body.is_empty() => {
+        (Ok(body), Some(coding)) => {
             let decoded = match decompress(&coding, &body, limit) {
                 Err(Inflate::TooLarge) => Err(Error::ResponseTooLarge { limit }),
                 // An error answer's status says more than its unreadable body:
@@ -354,11 +350,6 @@ async fn send(
             headers.remove(CONTENT_ENCODING);
             headers.remove(CONTENT_LENGTH);
             decoded
-        }
-        (Ok(body), Some(_)) => {
-            headers.remove(CONTENT_ENCODING);
-            headers.remove(CONTENT_LENGTH);
-            Ok(body)
         }
         (other, _) => other,
     };
@@ -404,6 +395,8 @@ impl Encoding {
     /// letters, in a list, or from a caller's own `reqwest::Client` built without
     /// gzip) was not decoded; `x-gzip` is the same coding.
     fn of(headers: &reqwest::header::HeaderMap) -> Option<Encoding> {
+        // Most answers have none: nothing to collect then.
+        headers.get(CONTENT_ENCODING)?;
         let codings: Vec<Coding> = headers
             .get_all(CONTENT_ENCODING)
             .iter()
@@ -454,6 +447,10 @@ fn decompress(encoding: &Encoding, compressed: &[u8], limit: usize) -> Result<By
             return Err(Inflate::TooLarge);
         }
         Ok(out)
+    }
+    // An empty body (a 404 or 429 without one) has nothing to decode.
+    if compressed.is_empty() {
+        return Ok(Bytes::new());
     }
     let invalid = |why: &str| Err(Inflate::Invalid(std::io::Error::other(why)));
     if encoding.codings.len() > MAX_CODINGS {
