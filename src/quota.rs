@@ -127,6 +127,12 @@ fn read(turn: &Turn) -> Instant {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn set(turn: &Turn, at: Instant) {
+    *turn
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+}
+
 struct Window {
     max: usize,
     per: Duration,
@@ -234,11 +240,7 @@ impl Drop for Slot<'_> {
                 }
             }
             // A start given back: the callers waiting may go sooner.
-            let moved = retime(&mut windows, 0);
-            drop(windows);
-            if moved {
-                self.limiter.moved.notify_waiters();
-            }
+            self.limiter.move_up(windows, 0);
         }
     }
 }
@@ -259,12 +261,8 @@ impl Drop for Reservation<'_> {
             return;
         }
         let mut windows = self.limiter.lock();
-        let Some(i) = take(&mut windows, &self.turn) else {
-            return;
-        };
-        if retime(&mut windows, i) {
-            drop(windows);
-            self.limiter.moved.notify_waiters();
+        if let Some(i) = take(&mut windows, &self.turn) {
+            self.limiter.move_up(windows, i);
         }
     }
 }
@@ -302,10 +300,7 @@ fn retime(windows: &mut [Window], from: usize) -> bool {
             for w in windows.iter_mut() {
                 w.waiting[i].0 = at;
             }
-            *windows[0].waiting[i]
-                .1
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+            set(&windows[0].waiting[i].1, at);
             moved = true;
         }
     }
@@ -313,6 +308,16 @@ fn retime(windows: &mut [Window], from: usize) -> bool {
 }
 
 impl RateLimiter {
+    /// After a turn was given back: re-times the callers waiting from the
+    /// `from`-th on, and wakes them if any time moved (after the lock is let go).
+    fn move_up(&self, mut windows: std::sync::MutexGuard<'_, Vec<Window>>, from: usize) {
+        let moved = retime(&mut windows, from);
+        drop(windows);
+        if moved {
+            self.moved.notify_waiters();
+        }
+    }
+
     pub(crate) fn new(limit: &RateLimit) -> Self {
         let windows = limit
             .windows
