@@ -211,6 +211,8 @@ impl Client {
     ) -> Result<Vec<P::Item>, Error> {
         let mut machines = page.take_items();
         let mut followed = std::collections::HashSet::new();
+        // The first page's URL, made when there is a next page.
+        let mut first_url: Option<reqwest::Url> = None;
         loop {
             // The link as it may be shown: without the token the page's request
             // carried (the service could echo it), and cut short.
@@ -233,8 +235,18 @@ impl Client {
                     })
                 }
             };
+            let first = match &mut first_url {
+                Some(url) => &*url,
+                None => {
+                    let url = self.machines_url(user)?;
+                    // The first page is followed too: a link back to it (`""`,
+                    // `"#top"`) repeats it.
+                    followed.insert(url.clone());
+                    first_url.insert(url)
+                }
+            };
             let url = self
-                .next_page_url(link, user)
+                .next_page_url(link, first, user)
                 .map_err(|message| Error::Decode {
                     status: 200,
                     message: format!(
@@ -242,10 +254,6 @@ impl Client {
                         shown(link)
                     ),
                 })?;
-            if followed.is_empty() {
-                // The first page too: a link back to it (`""`, `"#top"`) repeats it.
-                followed.extend(self.machines_url(user).ok());
-            }
             if followed.len() > MAX_PAGES || !followed.insert(url.clone()) {
                 return Err(Error::Decode {
                     status: 200,
@@ -298,10 +306,15 @@ impl Client {
     /// query, always on the client's own base URL. A link written for another
     /// host (a former API host name, or the service behind a proxy) is fetched
     /// from the base URL too, so the token never leaves it; a link to anything
-    /// but this user's machines is refused.
-    fn next_page_url(&self, link: &str, user: &UserName) -> Result<reqwest::Url, String> {
-        let own = self.machines_url(user).map_err(|e| e.to_string())?;
-        let url = own
+    /// but this user's machines is refused. A relative link is read against
+    /// `first`, the URL of the answer's first page.
+    fn next_page_url(
+        &self,
+        link: &str,
+        first: &reqwest::Url,
+        user: &UserName,
+    ) -> Result<reqwest::Url, String> {
+        let url = first
             .join(link)
             .map_err(|e| format!("it is not a URL: {e}"))?;
         let segment = url
