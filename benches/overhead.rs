@@ -375,7 +375,7 @@ fn collection(n: usize, seed: u64) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------
-// The minimal hand-written model: the same fields, no unknown-field map, open
+// The minimal hand-written model: the same fields, nothing kept of unknown fields, open
 // enumerations as plain strings.
 // ---------------------------------------------------------------------------
 
@@ -1159,7 +1159,7 @@ fn run(quick: bool) {
         let of_body = |bytes: u64| bytes as f64 / v[0] as f64;
         println!(
             "  heap of the parsed Vec<Machine> (malloc's count, body = 1.00): {:.2} the \
-             machines' Vec ({:.2} of it written), {:.2} the unknown-field maps, {:.2} the \
+             machines' Vec ({:.2} of it written), {:.2} the unknown fields (`extra`), {:.2} the \
              rest (strings and lists of the known fields)",
             of_body(v[2]),
             of_body(v[1]),
