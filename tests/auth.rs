@@ -938,6 +938,74 @@ async fn the_token_endpoints_retry_after_is_kept_for_every_caller() {
     }
 }
 
+/// While the token endpoint asked to be spared, a new call gets its refusal
+/// without asking again; after that time, it asks. A `Retry-After` longer than
+/// the retry budget has left ends the call at once with that refusal.
+#[tokio::test]
+async fn a_call_while_the_token_endpoint_is_spared_sends_nothing() {
+    let server = MockServer::start_async().await;
+    let busy = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(429)
+            .header("retry-after", "1")
+            .header("content-type", "application/json")
+            .body(r#"{"error":"temporarily_unavailable","error_description":"AADSTS50196: busy"}"#);
+    });
+    let api = api(&server);
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Credential {
+                    status: Some(429),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(busy.calls(), 1, "one request for the three calls");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(client.user_machines("user1").await.is_err());
+    assert_eq!(busy.calls(), 2, "asked again once the time has passed");
+    assert_eq!(api.calls(), 0);
+
+    // With retries, but a budget shorter than the time asked for: no wait.
+    let server = MockServer::start_async().await;
+    let busy = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(503).header("retry-after", "60");
+    });
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .retry(RetryPolicy::default().budget(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Credential {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(busy.calls(), 1);
+}
+
 /// Only the token endpoint's own, latest answer says how long to spare it: not
 /// that of a host a caller's client was redirected to, nor an earlier answer of
 /// a credential that asks twice.

@@ -258,12 +258,13 @@ mod tests {
     use super::*;
 
     /// Refuses, asking (as the app credentials report a `Retry-After`) to be
-    /// spared for `0`.
-    struct Busy(Duration);
+    /// spared for `0`; counts the requests in `1`.
+    struct Busy(Duration, std::sync::atomic::AtomicUsize);
 
     #[async_trait::async_trait]
     impl TokenCredential for Busy {
         async fn get_token(&self, _: &[&str]) -> Result<AccessToken, Error> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = RETRY_AFTER.try_with(|r| r.set(Some(self.0)));
             Err(Error::credential("busy"))
         }
@@ -278,7 +279,8 @@ mod tests {
             Duration::from_secs(99_999_999),
             Duration::from_secs(u64::MAX),
         ] {
-            let cache = TokenCache::new(Arc::new(Busy(asked)), "scope".into());
+            let busy = Arc::new(Busy(asked, Default::default()));
+            let cache = TokenCache::new(busy.clone(), "scope".into());
             assert!(cache.token().await.is_err());
             let spared = cache.throttled_for().expect("spared");
             assert!(
@@ -288,6 +290,7 @@ mod tests {
             assert!(spared > asked.min(MAX_TOKEN_THROTTLE) - Duration::from_secs(1));
             // Until then, the refusal without a request.
             assert!(cache.token().await.is_err());
+            assert_eq!(busy.1.load(std::sync::atomic::Ordering::SeqCst), 1);
         }
     }
 
