@@ -987,15 +987,18 @@ async fn a_deflate_bomb_stops_at_the_limit() {
     );
 }
 
-/// Serves alice's machine `a1` with an `@odata.nextLink` to `link`.
-async fn alice_with_next_link(server: &MockServer, link: &str) {
-    let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
+/// Serves alice's machine `a1` with an `@odata.nextLink` of `link` (any JSON value).
+async fn alice_with_next_link<'a>(
+    server: &'a MockServer,
+    link: impl Into<Value>,
+) -> httpmock::Mock<'a> {
+    let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link.into()}).to_string();
     server
         .mock_async(|when, then| {
             when.path("/api/users/alice/machines");
             then.status(200).body(body);
         })
-        .await;
+        .await
 }
 
 /// A link written for another host (the former `api.securitycenter.microsoft.com`,
@@ -1059,13 +1062,7 @@ async fn a_next_link_on_another_host_is_followed_on_the_base_url() {
 async fn a_next_link_back_to_the_first_page_is_refused_at_once() {
     for link in ["", "#more", "/api/users/alice/machines"] {
         let server = MockServer::start_async().await;
-        let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
-        let first = server
-            .mock_async(|when, then| {
-                when.path("/api/users/alice/machines");
-                then.status(200).body(body);
-            })
-            .await;
+        let first = alice_with_next_link(&server, link).await;
         let err = client(&server).user_machines("alice").await.unwrap_err();
         assert!(err.to_string().contains("repeats"), "{link:?}: {err}");
         first.assert_calls_async(1).await;
@@ -1382,6 +1379,11 @@ async fn lists_of_content_codings_are_undone_in_order() {
         ("identity", seed.clone().into_bytes()),
         ("deflate, gzip", gzip(&deflate(seed.as_bytes()))),
         ("GZIP,deflate", deflate(&gzip(seed.as_bytes()))),
+        // Three, the most undone.
+        (
+            "gzip, deflate, gzip",
+            gzip(&deflate(&gzip(seed.as_bytes()))),
+        ),
     ] {
         let server = MockServer::start_async().await;
         serve_encoded(&server, "user1", encoding, body).await;
@@ -1402,6 +1404,18 @@ async fn lists_of_content_codings_are_undone_in_order() {
         .await;
     let machines = client(&server).user_machines("user1").await.unwrap();
     assert_eq!(machines.len(), 2);
+
+    // A fourth is refused, named, rather than inflated once more.
+    let server = MockServer::start_async().await;
+    let four = gzip(&gzip(&deflate(&gzip(seed.as_bytes()))));
+    serve_encoded(&server, "user1", "gzip, deflate, gzip, gzip", four).await;
+    match client(&server).user_machines("user1").await.unwrap_err() {
+        Error::Decode {
+            status: 200,
+            message,
+        } => assert!(message.contains("gzip, deflate, gzip, gzip"), "{message}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A coding the client does not decode is named in the error, not reported as bad
@@ -1498,13 +1512,7 @@ async fn a_next_link_that_is_not_a_string_is_an_error_not_the_end() {
         json!([]),
     ] {
         let server = MockServer::start_async().await;
-        let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
-        server
-            .mock_async(|when, then| {
-                when.path("/api/users/alice/machines");
-                then.status(200).body(body);
-            })
-            .await;
+        alice_with_next_link(&server, link.clone()).await;
         let err = client(&server).user_machines("alice").await.unwrap_err();
         assert!(
             matches!(err, Error::Decode { status: 200, .. }),
@@ -1544,13 +1552,7 @@ async fn a_refused_next_link_does_not_show_the_token() {
         format!("/api/users/alice/machines?t={token}"),
     ];
     for (i, link) in links.iter().enumerate() {
-        let body = json!({"value": [{"id": "a1"}], "@odata.nextLink": link}).to_string();
-        let mock = server
-            .mock_async(|when, then| {
-                when.path("/api/users/alice/machines");
-                then.status(200).body(body);
-            })
-            .await;
+        let mock = alice_with_next_link(&server, link.as_str()).await;
         let client = common::builder(&server)
             .credential(defender_endpoint::StaticToken::new(token))
             .build()
