@@ -388,42 +388,50 @@ impl schemars::JsonSchema for UnknownFields {
 
 /// Gathers the unknown members of an object as it is read (used by the generated
 /// `Deserialize` implementations).
+///
+/// The members are written into working room borrowed from the thread (see
+/// [`Scratch`]) and copied out once, into a string of their exact size, when the
+/// object ends: one allocation per object that has unknown members, whatever
+/// their number and nesting.
 pub(crate) struct Collector {
-    out: String,
-    members: Members,
+    /// The thread's working room, from the first unknown member on.
+    scratch: Option<Scratch>,
     markers: Markers,
+    members: Members,
 }
 
 impl Collector {
     pub(crate) fn new() -> Self {
         Collector {
-            out: String::new(),
-            members: Members::default(),
+            scratch: None,
             markers: Markers::of_this_build(),
+            members: Members::default(),
         }
     }
 
     /// Writes out the key of a member; [`value`](Self::value) reads its value.
     pub(crate) fn key(&mut self, key: &str) {
-        if self.out.is_empty() {
-            self.out.reserve(128);
-            self.out.push('{');
+        let Scratch { out, keys } = self.scratch.get_or_insert_with(Scratch::take);
+        if out.is_empty() {
+            out.push('{');
         } else {
-            self.out.push(',');
+            out.push(',');
         }
-        let start = self.out.len();
-        write_str(&mut self.out, key);
-        self.members.keyed(&self.out, start);
-        self.out.push(':');
+        let start = out.len();
+        write_str(out, key);
+        self.members.keyed(keys, out, start);
+        out.push(':');
     }
 
     /// Reads the value of the member whose key was written last from `map`.
     pub(crate) fn value<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
+        let Scratch { out, keys } = self.scratch.get_or_insert_with(Scratch::take);
         map.next_value_seed(ValueWriter {
-            out: &mut self.out,
+            out: &mut *out,
+            keys: &mut *keys,
             markers: self.markers,
         })?;
-        self.members.valued(&mut self.out);
+        self.members.valued(keys, out);
         Ok(())
     }
 
@@ -434,54 +442,134 @@ impl Collector {
     }
 
     pub(crate) fn finish(mut self) -> UnknownFields {
-        if self.out.is_empty() {
-            return UnknownFields(None);
+        match &mut self.scratch {
+            Some(Scratch { out, .. }) if !out.is_empty() => {
+                out.push('}');
+                let text = Box::<str>::from(out.as_str());
+                UnknownFields(Some(Box::new(Held::of_text(text))))
+            }
+            _ => UnknownFields(None),
         }
-        self.out.push('}');
-        let text = self.out;
-        UnknownFields(Some(Box::new(Held::of_text(text.into_boxed_str()))))
     }
+}
+
+impl Drop for Collector {
+    /// Hands the working room back to the thread, for the next object.
+    fn drop(&mut self) {
+        if let Some(scratch) = self.scratch.take() {
+            scratch.give_back();
+        }
+    }
+}
+
+/// Working room for writing out unknown members: the text, and where the keys of
+/// the objects being written are. Each thread keeps a few, so that reading a
+/// large answer does not allocate, grow and trim a buffer for every record.
+#[derive(Default)]
+struct Scratch {
+    out: String,
+    /// The keys of the objects being written, outermost first (see [`Members`]).
+    keys: Vec<(usize, usize)>,
+}
+
+impl Scratch {
+    /// How many a thread keeps: one for each object being read at once (a record's
+    /// unknown members, and those of a record inside it).
+    const KEPT: usize = 4;
+    /// The largest text whose room is kept; a larger one is handed back.
+    const KEPT_BYTES: usize = 64 * 1024;
+
+    /// Room kept by this thread, or new room.
+    fn take() -> Scratch {
+        KEPT_ROOM
+            .try_with(|kept| kept.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps this room for the thread's next object, unless it is large or the
+    /// thread keeps enough.
+    fn give_back(mut self) {
+        if self.out.capacity() > Self::KEPT_BYTES || self.keys.capacity() > Self::KEPT_BYTES {
+            return;
+        }
+        self.out.clear();
+        self.keys.clear();
+        let _ = KEPT_ROOM.try_with(|kept| {
+            if let Ok(mut kept) = kept.try_borrow_mut() {
+                if kept.len() < Self::KEPT {
+                    kept.push(self);
+                }
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// The working room this thread keeps (see [`Scratch`]).
+    static KEPT_ROOM: std::cell::RefCell<Vec<Scratch>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The members of one JSON object as it is written: where each one's key is, so
 /// that a repeated key replaces the member written before it, as in a map (the
 /// last value, in the first one's place), and the text never holds a key twice.
+///
+/// The keys are held in a list shared by the objects being written, which are
+/// nested: this object's are those from `base` on, and an object inside it
+/// takes them off again when it ends.
 #[derive(Default)]
 struct Members {
-    /// Where each member's key starts and ends in the text, in order.
-    keys: Vec<(usize, usize)>,
+    /// Where this object's keys start in the shared list.
+    base: usize,
     /// The earlier member of the key written last, and where the new member starts.
     repeated: Option<(usize, usize)>,
 }
 
 impl Members {
+    /// An object whose keys come after those in `keys`.
+    fn after(keys: &[(usize, usize)]) -> Self {
+        Members {
+            base: keys.len(),
+            repeated: None,
+        }
+    }
+
     /// After a member's key has been written at `start..` (and nothing after it).
-    fn keyed(&mut self, out: &str, start: usize) {
-        let key = &out.as_bytes()[start..];
+    fn keyed(&mut self, keys: &mut Vec<(usize, usize)>, out: &str, start: usize) {
         let text = out.as_bytes();
-        match self.keys.iter().position(|&(s, e)| text[s..e] == *key) {
-            Some(earlier) => self.repeated = Some((earlier, start)),
-            None => self.keys.push((start, out.len())),
+        let key = &text[start..];
+        match keys[self.base..]
+            .iter()
+            .position(|&(s, e)| text[s..e] == *key)
+        {
+            Some(earlier) => self.repeated = Some((self.base + earlier, start)),
+            None => keys.push((start, out.len())),
         }
     }
 
     /// After that member's value has been written (and nothing after it).
-    fn valued(&mut self, out: &mut String) {
+    fn valued(&mut self, keys: &mut [(usize, usize)], out: &mut String) {
         let Some((earlier, start)) = self.repeated.take() else {
             return;
         };
         let member = out.split_off(start);
         out.pop(); // the `,` before it
-        let from = self.keys[earlier].0;
-        let to = match self.keys.get(earlier + 1) {
+        let from = keys[earlier].0;
+        let to = match keys.get(earlier + 1) {
             Some(&(next, _)) => next - 1, // up to the `,` before the next member
             None => out.len(),
         };
         out.replace_range(from..to, &member);
-        for key in &mut self.keys[earlier + 1..] {
+        for key in &mut keys[earlier + 1..] {
             key.0 = key.0 - (to - from) + member.len();
             key.1 = key.1 - (to - from) + member.len();
         }
+    }
+
+    /// When the object ends: its keys are taken off the shared list.
+    fn end(self, keys: &mut Vec<(usize, usize)>) {
+        keys.truncate(self.base);
     }
 }
 
@@ -586,6 +674,8 @@ impl Markers {
 /// exactly, as this crate builds `serde_json` with `float_roundtrip`).
 struct ValueWriter<'a> {
     out: &'a mut String,
+    /// Where the keys of the objects being written are (see [`Members`]).
+    keys: &'a mut Vec<(usize, usize)>,
     markers: Markers,
 }
 
@@ -663,7 +753,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let (out, markers) = (self.out, self.markers);
+        let (out, keys, markers) = (self.out, self.keys, self.markers);
         out.push('[');
         let mut first = true;
         loop {
@@ -673,6 +763,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
             if seq
                 .next_element_seed(ValueWriter {
                     out: &mut *out,
+                    keys: &mut *keys,
                     markers,
                 })?
                 .is_none()
@@ -689,7 +780,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let (out, markers) = (self.out, self.markers);
+        let (out, keys, markers) = (self.out, self.keys, self.markers);
         let start = out.len();
         out.push('{');
         let first = KeyWriter {
@@ -712,20 +803,21 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
             let text = map.next_value_seed(RawText)?;
             out.truncate(start);
             let mut json = serde_json::Deserializer::from_str(&text);
-            return ValueWriter { out, markers }
+            return ValueWriter { out, keys, markers }
                 .deserialize(&mut json)
                 .and_then(|()| json.end())
                 .map_err(de::Error::custom);
         }
-        let mut members = Members::default();
-        members.keyed(out, start + 1);
+        let mut members = Members::after(keys);
+        members.keyed(keys, out, start + 1);
         loop {
             out.push(':');
             map.next_value_seed(ValueWriter {
                 out: &mut *out,
+                keys: &mut *keys,
                 markers,
             })?;
-            members.valued(out);
+            members.valued(keys, out);
             out.push(',');
             let key_start = out.len();
             let next = KeyWriter {
@@ -736,8 +828,9 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
                 out.pop();
                 break;
             }
-            members.keyed(out, key_start);
+            members.keyed(keys, out, key_start);
         }
+        members.end(keys);
         out.push('}');
         Ok(())
     }
@@ -877,6 +970,7 @@ mod tests {
         let mut text = serde_json::Deserializer::from_str(json);
         ValueWriter {
             out: &mut out,
+            keys: &mut Vec::new(),
             markers,
         }
         .deserialize(&mut text)

@@ -615,3 +615,50 @@ fn a_member_repeated_a_thousand_times_reads_as_its_last_value() {
     assert_eq!(machine.extra["last"], json!({"a": 2}));
     assert_eq!(*machine.extra, expected_extra(&text));
 }
+
+/// Records read one after another, records inside records, objects inside
+/// members and a record that failed half-way each keep their own members: the
+/// room the members are written in is reused, but nothing of one object is seen
+/// in another.
+#[test]
+fn each_object_keeps_its_own_members_when_many_are_read() {
+    let members = [
+        r#""o":{"k":1,"k":2,"in":{"k":3,"o":4,"k":5},"arr":[{"k":6,"k":7},{"o":8}]},"k":9,"o":{"last":true},"in":{"k":1}"#,
+        r#""k":"second","arr":[{"o":{"o":{"o":1}}},{"k":[{"k":1,"k":2}]}],"k":"again""#,
+        r#""ipLike":{"ipAddress":"10.0.0.1"},"o":[]"#,
+    ];
+    let machines: Vec<String> = members.iter().map(|m| machine_text(m)).collect();
+    // The second machine's IP address has members of its own, read while the
+    // machine's are being written.
+    let mut second: Value = serde_json::from_str(&machines[1]).unwrap();
+    second["ipAddresses"] = json!([
+        {"ipAddress": "10.0.0.2", "k": {"k": 1, "k": 2}, "o": 1},
+        {"ipAddress": "10.0.0.3", "o": {"in": 2}}
+    ]);
+    let text = format!(
+        r#"{{"value":[{},{},{}],"o":{{"k":0}},"k":[1]}}"#,
+        machines[0], second, machines[2]
+    );
+    for round in 0..2 {
+        let page: MachineCollection = serde_json::from_str(&text).unwrap();
+        assert_eq!(page.value.len(), 3, "round {round}");
+        assert_eq!(*page.value[0].extra, expected_extra(&machines[0]));
+        assert_eq!(*page.value[1].extra, expected_extra(&second.to_string()));
+        assert_eq!(*page.value[2].extra, expected_extra(&machines[2]));
+        let ips = page.value[1].ip_addresses.as_ref().unwrap();
+        assert_eq!(
+            Value::from(ips[0].extra.clone()),
+            json!({"k": {"k": 2}, "o": 1})
+        );
+        assert_eq!(Value::from(ips[1].extra.clone()), json!({"o": {"in": 2}}));
+        assert_eq!(
+            Value::from(page.extra.clone()),
+            json!({"o": {"k": 0}, "k": [1]})
+        );
+
+        // A record that fails inside a nested object leaves nothing behind for
+        // the next one.
+        let broken = machine_text(r#""a":{"k":1,"b":{"k":2,"k":tru}}"#);
+        assert!(serde_json::from_str::<Machine>(&broken).is_err());
+    }
+}
