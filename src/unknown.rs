@@ -573,43 +573,85 @@ impl Members {
     }
 }
 
+/// The bytes a JSON string may not hold as they are: `"`, `\\` and the control
+/// characters.
+static ESCAPED: [bool; 256] = {
+    let mut escaped = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        escaped[byte] = true;
+        byte += 1;
+    }
+    escaped[b'"' as usize] = true;
+    escaped[b'\\' as usize] = true;
+    escaped
+};
+
+/// Whether any byte of `s` is one that [`ESCAPED`] names, looked at eight bytes at
+/// a time.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// Whether a byte of `word` is below 0x20, `"` or `\\`: the high bit of a
+    /// byte of `(b - n) & !b` is set for some byte exactly when a byte is below
+    /// `n` (for `n` up to 0x80), and a byte equals `c` when it is zero after `^ c`.
+    fn any(word: [u8; 8]) -> bool {
+        let w = u64::from_le_bytes(word);
+        let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w;
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        (below(w, 0x20) | below(quote, 1) | below(backslash, 1)) & HIGH != 0
+    }
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        if any(word.try_into().unwrap_or_default()) {
+            return true;
+        }
+    }
+    match words.remainder() {
+        [] => false,
+        // The last eight bytes again, when there are eight.
+        _ if s.len() >= 8 => any(s[s.len() - 8..].try_into().unwrap_or_default()),
+        rest => {
+            let mut word = [b'a'; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            any(word)
+        }
+    }
+}
+
 /// Writes `s` as a JSON string: quoted, with `"`, `\\` and the control characters
 /// escaped, everything else as it is.
 fn write_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');
-    // Most strings need no escape: find that out in one pass the compiler can
-    // vectorise (no early exit), and copy them whole.
-    let needs_escape = s.bytes().fold(false, |any, b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
+    // Most strings need no escape: they are copied whole.
+    if !needs_escape(s.as_bytes()) {
         out.push_str(s);
         out.push('"');
         return;
     }
     let mut plain = 0;
-    for (i, byte) in s.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
+    for (i, &byte) in s.as_bytes().iter().enumerate() {
+        if !ESCAPED[usize::from(byte)] {
+            continue;
+        }
         // `byte` is ASCII, so `i` is on a character boundary.
         out.push_str(&s[plain..i]);
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        } else {
-            out.push_str(escape);
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0xf)]));
+            }
         }
         plain = i + 1;
     }
@@ -617,20 +659,24 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Writes `v` as a JSON number that reads back as the same `f64` (`Debug` writes
-/// the shortest digits that do, and keeps a `.0` or an exponent, so it stays a
-/// float); a number that is not finite is `null`, as in a `Value`.
+/// Writes `v` as a JSON number that reads back as the same `f64`: the shortest
+/// digits that do, always with a `.` or an exponent so that it stays a float, as
+/// `serde_json` itself writes it; a number that is not finite is `null`, as in a
+/// `Value`.
 fn write_f64(out: &mut String, v: f64) {
-    use fmt::Write;
     if v.is_finite() {
-        let _ = write!(out, "{v:?}");
+        out.push_str(zmij::Buffer::new().format_finite(v));
     } else {
         out.push_str("null");
     }
 }
 
-/// Writes `v` with its `Display`, which for the integers and `serde_json::Number`
-/// is their JSON text.
+/// Writes an integer as JSON.
+fn write_int(out: &mut String, v: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// Writes `v` with its `Display`, which for `serde_json::Number` is its JSON text.
 fn write_display(out: &mut String, v: impl fmt::Display) {
     use fmt::Write;
     let _ = write!(out, "{v}");
@@ -712,12 +758,12 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        write_display(self.out, v);
+        write_int(self.out, v);
         Ok(())
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        write_display(self.out, v);
+        write_int(self.out, v);
         Ok(())
     }
 
@@ -935,6 +981,34 @@ mod tests {
             .0
             .as_ref()
             .is_some_and(|held| held.map.get().is_some())
+    }
+
+    /// Every byte value, at every place of strings of every length up to three
+    /// words, next to bytes that need no escape and bytes just beside those that do.
+    #[test]
+    fn a_byte_that_needs_an_escape_is_found_wherever_it_is() {
+        for fill in [b'a', 0x7f, 0xff, 0x21, 0x5b, 0x5d, 0x80] {
+            for len in 0..=24 {
+                let plain = vec![fill; len];
+                assert!(!needs_escape(&plain), "{fill:#x} x {len}");
+                for at in 0..len {
+                    for byte in 0..=255u8 {
+                        let mut s = plain.clone();
+                        s[at] = byte;
+                        assert_eq!(
+                            needs_escape(&s),
+                            ESCAPED[usize::from(byte)],
+                            "{byte:#x} at {at} of {len}"
+                        );
+                    }
+                }
+            }
+        }
+        // And as written: escaped exactly where `serde_json` escapes.
+        let all: String = (0..=0x7fu8).map(char::from).chain("é😀".chars()).collect();
+        let mut out = String::new();
+        write_str(&mut out, &all);
+        assert_eq!(out, serde_json::to_string(&all).unwrap());
     }
 
     #[test]
