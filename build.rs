@@ -58,6 +58,7 @@ fn generate() -> Result<(), String> {
     let mut file: syn::File =
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
     drop_api_version_header(&mut file);
+    read_responses_without_copying_headers(&mut file);
     let open = open_enums(&spec);
     document_the_rest(&mut file, &spec, &open);
     direct_deserialize(&mut file, &open)?;
@@ -138,6 +139,32 @@ fn drop_api_version_header(file: &mut syn::File) {
         }
     }
     Drop.visit_file_mut(file);
+}
+
+/// Has the operations read a response through `crate::hooks::response_value`
+/// instead of `ResponseValue::from_response`, which copies the headers of the
+/// response it consumes.
+fn read_responses_without_copying_headers(file: &mut syn::File) {
+    use syn::visit_mut::VisitMut;
+
+    struct Replace;
+    impl VisitMut for Replace {
+        fn visit_expr_call_mut(&mut self, call: &mut syn::ExprCall) {
+            if let syn::Expr::Path(path) = &mut *call.func {
+                let names: Vec<String> = path
+                    .path
+                    .segments
+                    .iter()
+                    .map(|s| s.ident.to_string())
+                    .collect();
+                if names.ends_with(&["ResponseValue".into(), "from_response".into()]) {
+                    path.path = syn::parse_quote!(crate::hooks::response_value);
+                }
+            }
+            syn::visit_mut::visit_expr_call_mut(self, call);
+        }
+    }
+    Replace.visit_file_mut(file);
 }
 
 /// In `let mut header_map = HeaderMap::with_capacity(N);`, takes `removed` off `N`.

@@ -371,9 +371,9 @@ impl Client {
         self.raw.post(&result, &info).await?;
         let response = result?;
         match response.status().as_u16() {
-            200 => raw::ResponseValue::from_response(response).await,
+            200 => crate::hooks::response_value(response).await,
             400..=599 => Err(raw::Error::ErrorResponse(
-                raw::ResponseValue::from_response(response).await?,
+                crate::hooks::response_value(response).await?,
             )),
             _ => Err(raw::Error::UnexpectedResponse(response)),
         }

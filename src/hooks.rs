@@ -433,6 +433,27 @@ enum Inflate {
     Invalid(std::io::Error),
 }
 
+/// Reads a response's body into the generated client's `ResponseValue`, as
+/// `ResponseValue::from_response` does, but takes the response's headers instead
+/// of copying them: the response is consumed, so a copy only costs an allocation
+/// per header list and a reference count per header on every call. The generated
+/// operations call this in its place (see `build.rs`).
+pub(crate) async fn response_value<T: serde::de::DeserializeOwned, E>(
+    mut response: reqwest::Response,
+) -> Result<progenitor_client::ResponseValue<T>, progenitor_client::Error<E>> {
+    let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
+    let full = response
+        .bytes()
+        .await
+        .map_err(progenitor_client::Error::ResponseBodyError)?;
+    let inner = serde_json::from_slice(&full)
+        .map_err(|e| progenitor_client::Error::InvalidResponsePayload(full, e))?;
+    Ok(progenitor_client::ResponseValue::new(
+        inner, status, headers,
+    ))
+}
+
 /// Decodes a body sent with `encoding`, the last coding applied first, never
 /// producing more than `limit` bytes. `deflate` is zlib (RFC 1950, what the HTTP
 /// standard means) or, failing that, raw deflate (RFC 1951, what some servers send).

@@ -1599,3 +1599,48 @@ async fn an_envelope_with_pages_of_text_gives_an_error_of_readable_size() {
     }
     assert!(err.to_string().len() < 20_000);
 }
+
+/// The raw client's answer carries the response's status and headers with the
+/// body, for a success and for an error answer.
+#[tokio::test]
+async fn the_raw_client_keeps_the_status_and_headers_of_an_answer() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/users/user1/machines");
+            then.status(200)
+                .header("content-type", "application/json")
+                .header("x-ms-request-id", "0d1c2b3a")
+                .body(fixture("seed-user-machines.json"));
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.method(GET).path("/api/users/nobody/machines");
+            then.status(403)
+                .header("content-type", "application/json")
+                .header("x-ms-request-id", "4e5f")
+                .body(r#"{"error":{"code":"Forbidden","message":"Missing role"}}"#);
+        })
+        .await;
+    let client = client(&server);
+    let id = defender_endpoint::types::GetUserMachinesId::try_from("user1").unwrap();
+    let answer = client.raw().get_user_machines(&id).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-ms-request-id"], "0d1c2b3a");
+    assert_eq!(answer.value.len(), 2);
+    assert_eq!(answer.into_inner().value[0].id, seed()["value"][0]["id"]);
+
+    let id = defender_endpoint::types::GetUserMachinesId::try_from("nobody").unwrap();
+    match client.raw().get_user_machines(&id).await.unwrap_err() {
+        defender_endpoint::raw::Error::ErrorResponse(answer) => {
+            assert_eq!(answer.status(), 403);
+            assert_eq!(answer.headers()["x-ms-request-id"], "4e5f");
+            assert_eq!(
+                answer.error.as_ref().unwrap().code.as_deref(),
+                Some("Forbidden")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
