@@ -663,6 +663,17 @@ pub(crate) fn is_secure(url: &reqwest::Url) -> bool {
 mod tests {
     use super::*;
 
+    /// `build.rs` has every generated operation read its answer through
+    /// [`response_value`]; a change in how the generator spells the call it
+    /// replaces would otherwise go unnoticed (the answers read the same, only
+    /// with their headers copied).
+    #[test]
+    fn generated_operations_read_answers_through_response_value() {
+        let code = include_str!(concat!(env!("OUT_DIR"), "/codegen.rs"));
+        assert!(!code.contains("from_response"), "a call was not replaced");
+        assert!(code.contains("crate::hooks::response_value(response)"));
+    }
+
     /// Checks `url` against a base URL on its own origin.
     fn check(url: &str) -> Result<(), Error> {
         let url = reqwest::Url::parse(url).unwrap();
