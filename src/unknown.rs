@@ -445,7 +445,12 @@ impl Collector {
         match &mut self.scratch {
             Some(Scratch { out, .. }) if !out.is_empty() => {
                 out.push('}');
-                let text = Box::<str>::from(out.as_str());
+                let text = if Scratch::small(out.capacity()) {
+                    Box::<str>::from(out.as_str())
+                } else {
+                    // Room too large to keep is trimmed and used, not copied.
+                    std::mem::take(out).into_boxed_str()
+                };
                 UnknownFields(Some(Box::new(Held::of_text(text))))
             }
             _ => UnknownFields(None),
@@ -476,7 +481,8 @@ impl Scratch {
     /// How many a thread keeps: one for each object being read at once (a record's
     /// unknown members, and those of a record inside it).
     const KEPT: usize = 4;
-    /// The largest text whose room is kept; a larger one is handed back.
+    /// The most room, in bytes, kept for the text and for the key list; larger
+    /// room is handed back.
     const KEPT_BYTES: usize = 64 * 1024;
 
     /// Room kept by this thread, or new room.
@@ -488,10 +494,19 @@ impl Scratch {
             .unwrap_or_default()
     }
 
+    /// Whether room of `bytes` bytes is small enough to keep.
+    fn small(bytes: usize) -> bool {
+        bytes <= Self::KEPT_BYTES
+    }
+
     /// Keeps this room for the thread's next object, unless it is large or the
     /// thread keeps enough.
     fn give_back(mut self) {
-        if self.out.capacity() > Self::KEPT_BYTES || self.keys.capacity() > Self::KEPT_BYTES {
+        let key_bytes = self
+            .keys
+            .capacity()
+            .saturating_mul(std::mem::size_of::<(usize, usize)>());
+        if !Self::small(self.out.capacity()) || !Self::small(key_bytes) {
             return;
         }
         self.out.clear();
@@ -981,6 +996,52 @@ mod tests {
             .0
             .as_ref()
             .is_some_and(|held| held.map.get().is_some())
+    }
+
+    /// The room a thread keeps after reading members, as (text, key list) bytes.
+    fn kept_room() -> Vec<(usize, usize)> {
+        KEPT_ROOM.with(|kept| {
+            kept.borrow()
+                .iter()
+                .map(|s| {
+                    (
+                        s.out.capacity(),
+                        s.keys.capacity() * std::mem::size_of::<(usize, usize)>(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// No room over the limit is kept, for the text or for the key list, and text
+    /// too large to keep is handed over as it is rather than copied.
+    #[test]
+    fn a_thread_keeps_no_large_room() {
+        std::thread::spawn(|| {
+            // Many short keys: a small text, a long key list.
+            let keys: Vec<String> = (0..6_000).map(|i| format!(r#""{i:x}":0"#)).collect();
+            let json = format!("{{{}}}", keys.join(","));
+            let fields: UnknownFields = serde_json::from_str(&json).unwrap();
+            assert_eq!(fields.len(), 6_000);
+            for (text, keys) in kept_room() {
+                assert!(text <= Scratch::KEPT_BYTES && keys <= Scratch::KEPT_BYTES);
+            }
+
+            // One large member: its text becomes the value, and the room kept
+            // afterwards is empty.
+            let big = "x".repeat(200_000);
+            let fields: UnknownFields =
+                serde_json::from_str(&format!(r#"{{"k":"{big}"}}"#)).unwrap();
+            assert_eq!(fields["k"], big);
+            let room = kept_room();
+            assert!(!room.is_empty() && room.iter().all(|&(text, _)| text == 0));
+
+            // Small members reuse kept room.
+            let _: UnknownFields = serde_json::from_str(r#"{"a":1}"#).unwrap();
+            assert!(kept_room().iter().any(|&(text, _)| text > 0));
+        })
+        .join()
+        .unwrap();
     }
 
     /// Every byte value, at every place of strings of every length up to three
