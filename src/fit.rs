@@ -5,11 +5,16 @@
 //! list right after it is read hands the spare room back while the rest of the
 //! answer is still being read, so the next records reuse it.
 //!
-//! A list whose room takes [`LARGE`] bytes or more is left as it is. An
-//! allocation that large is mapped from the system on its own pages, and the
-//! spare room at its end was never written, so it holds no memory; trimming it
-//! would only move the list to a fresh mapping, which is handed back to the
-//! system when the list is dropped and faulted in page by page on every call.
+//! A list whose room takes [`LARGE`] bytes or more is left as it is, as serde
+//! leaves every list. The C library (glibc) serves so large an allocation from a
+//! mapping of its own and, when one is freed, raises the size from which it does
+//! so to that allocation's. A trimmed list frees less than the next list of the
+//! same length asks for while it grows, so each one was mapped afresh, handed
+//! back to the system when dropped, and its pages faulted in again on every
+//! call. Left as it is, it is served from the heap and reused from the second
+//! call on. The price: a large list keeps up to as much spare room as it holds,
+//! which is resident only where those pages were written before (heap memory
+//! reused from earlier work), never in a fresh mapping.
 
 /// The size, in bytes, from which a list's spare room is left in place: the
 /// C library's default threshold for serving an allocation from its own mapping.
