@@ -405,7 +405,8 @@ impl Collector {
         Collector {
             scratch: None,
             markers: Markers::of_this_build(),
-            members: Members::default(),
+            // The first member comes after the `{`.
+            members: Members::new(&[], 1),
         }
     }
 
@@ -443,7 +444,8 @@ impl Collector {
 
     pub(crate) fn finish(mut self) -> UnknownFields {
         match &mut self.scratch {
-            Some(Scratch { out, .. }) if !out.is_empty() => {
+            Some(Scratch { out, keys }) if !out.is_empty() => {
+                std::mem::take(&mut self.members).end(keys, out);
                 out.push('}');
                 let text = if Scratch::small(out.capacity()) {
                     Box::<str>::from(out.as_str())
@@ -473,8 +475,8 @@ impl Drop for Collector {
 #[derive(Default)]
 struct Scratch {
     out: String,
-    /// The keys of the objects being written, outermost first (see [`Members`]).
-    keys: Vec<(usize, usize)>,
+    /// The members of the objects being written, outermost first (see [`Members`]).
+    keys: Vec<Member>,
 }
 
 impl Scratch {
@@ -505,7 +507,7 @@ impl Scratch {
         let key_bytes = self
             .keys
             .capacity()
-            .saturating_mul(std::mem::size_of::<(usize, usize)>());
+            .saturating_mul(std::mem::size_of::<Member>());
         if !Self::small(self.out.capacity()) || !Self::small(key_bytes) {
             return;
         }
@@ -526,65 +528,117 @@ thread_local! {
     static KEPT_ROOM: std::cell::RefCell<Vec<Scratch>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The members of one JSON object as it is written: where each one's key is, so
-/// that a repeated key replaces the member written before it, as in a map (the
-/// last value, in the first one's place), and the text never holds a key twice.
+/// Where one member of an object being written is in the text.
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    /// Its key where it was first written (quoted), to compare later keys with.
+    key: (usize, usize),
+    /// The member (key, `:` and value) that holds its last value.
+    at: (usize, usize),
+}
+
+/// The members of one JSON object as it is written, so that it holds each key
+/// once, as a map does: with its last value, in its first place.
 ///
-/// The keys are held in a list shared by the objects being written, which are
-/// nested: this object's are those from `base` on, and an object inside it
-/// takes them off again when it ends.
+/// A key that comes again is written where it comes, like any other member; its
+/// earlier member is then superseded, and when the object ends its text is
+/// rewritten once, each key with its last member. A repeat costs no more than
+/// any member, however long the object and however often a key comes again.
+/// A key is looked up among the object's keys one by one while the object has
+/// few, and through a hash index once it has many.
+///
+/// The members are held in a list shared by the objects being written, which
+/// are nested: this object's are those from `base` on, and an object inside it
+/// takes its own off again when it ends.
 #[derive(Default)]
 struct Members {
-    /// Where this object's keys start in the shared list.
+    /// Where this object's members start in the shared list.
     base: usize,
-    /// The earlier member of the key written last, and where the new member starts.
-    repeated: Option<(usize, usize)>,
+    /// Where the object's first member starts in the text (just after its `{`).
+    start: usize,
+    /// The member being written: its index in the shared list.
+    current: usize,
+    /// Whether a key came again, so that the text holds superseded members.
+    repeated: bool,
+    /// The index in the shared list of each of this object's keys, once it has
+    /// more than [`Members::SCANNED`].
+    index: Option<std::collections::HashMap<Box<[u8]>, usize>>,
 }
 
 impl Members {
-    /// An object whose keys come after those in `keys`.
-    fn after(keys: &[(usize, usize)]) -> Self {
+    /// The most keys an object's new key is compared with one by one.
+    const SCANNED: usize = 16;
+
+    /// An object whose first member starts at `start` in the text, and whose
+    /// members come after those in `list`.
+    fn new(list: &[Member], start: usize) -> Self {
         Members {
-            base: keys.len(),
-            repeated: None,
+            base: list.len(),
+            start,
+            ..Members::default()
         }
     }
 
     /// After a member's key has been written at `start..` (and nothing after it).
-    fn keyed(&mut self, keys: &mut Vec<(usize, usize)>, out: &str, start: usize) {
+    fn keyed(&mut self, list: &mut Vec<Member>, out: &str, start: usize) {
         let text = out.as_bytes();
         let key = &text[start..];
-        match keys[self.base..]
-            .iter()
-            .position(|&(s, e)| text[s..e] == *key)
-        {
-            Some(earlier) => self.repeated = Some((self.base + earlier, start)),
-            None => keys.push((start, out.len())),
+        let earlier = match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => list[self.base..]
+                .iter()
+                .position(|m| text[m.key.0..m.key.1] == *key)
+                .map(|i| self.base + i),
+        };
+        let at = (start, start);
+        match earlier {
+            Some(earlier) => {
+                list[earlier].at = at;
+                self.current = earlier;
+                self.repeated = true;
+            }
+            None => {
+                self.current = list.len();
+                list.push(Member {
+                    key: (start, out.len()),
+                    at,
+                });
+                if let Some(index) = &mut self.index {
+                    index.insert(key.into(), self.current);
+                } else if list.len() - self.base > Self::SCANNED {
+                    let index = list[self.base..].iter().enumerate();
+                    self.index = Some(
+                        index
+                            .map(|(i, m)| (text[m.key.0..m.key.1].into(), self.base + i))
+                            .collect(),
+                    );
+                }
+            }
         }
     }
 
     /// After that member's value has been written (and nothing after it).
-    fn valued(&mut self, keys: &mut [(usize, usize)], out: &mut String) {
-        let Some((earlier, start)) = self.repeated.take() else {
-            return;
-        };
-        let member = out.split_off(start);
-        out.pop(); // the `,` before it
-        let from = keys[earlier].0;
-        let to = match keys.get(earlier + 1) {
-            Some(&(next, _)) => next - 1, // up to the `,` before the next member
-            None => out.len(),
-        };
-        out.replace_range(from..to, &member);
-        for key in &mut keys[earlier + 1..] {
-            key.0 = key.0 - (to - from) + member.len();
-            key.1 = key.1 - (to - from) + member.len();
-        }
+    fn valued(&mut self, list: &mut [Member], out: &str) {
+        list[self.current].at.1 = out.len();
     }
 
-    /// When the object ends: its keys are taken off the shared list.
-    fn end(self, keys: &mut Vec<(usize, usize)>) {
-        keys.truncate(self.base);
+    /// When the object's last member has been written (and nothing after it):
+    /// superseded members are dropped from the text, and the object's members
+    /// are taken off the shared list.
+    fn end(self, list: &mut Vec<Member>, out: &mut String) {
+        if self.repeated {
+            let members = &list[self.base..];
+            let mut text = String::with_capacity(out.len() - self.start);
+            for (i, m) in members.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&out[m.at.0..m.at.1]);
+            }
+            out.truncate(self.start);
+            out.push_str(&text);
+        }
+        list.truncate(self.base);
     }
 }
 
@@ -736,7 +790,7 @@ impl Markers {
 struct ValueWriter<'a> {
     out: &'a mut String,
     /// Where the keys of the objects being written are (see [`Members`]).
-    keys: &'a mut Vec<(usize, usize)>,
+    keys: &'a mut Vec<Member>,
     markers: Markers,
 }
 
@@ -869,7 +923,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
                 .and_then(|()| json.end())
                 .map_err(de::Error::custom);
         }
-        let mut members = Members::after(keys);
+        let mut members = Members::new(keys, start + 1);
         members.keyed(keys, out, start + 1);
         loop {
             out.push(':');
@@ -891,7 +945,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
             }
             members.keyed(keys, out, key_start);
         }
-        members.end(keys);
+        members.end(keys, out);
         out.push('}');
         Ok(())
     }
@@ -1006,7 +1060,7 @@ mod tests {
                 .map(|s| {
                     (
                         s.out.capacity(),
-                        s.keys.capacity() * std::mem::size_of::<(usize, usize)>(),
+                        s.keys.capacity() * std::mem::size_of::<Member>(),
                     )
                 })
                 .collect()
@@ -1219,6 +1273,30 @@ mod tests {
         assert_eq!(text_of(r#"{"a":1,"a":2,"a":3}"#), r#"{"a":3}"#);
         assert_eq!(text_of(r#"{"\u0061":1,"a":2}"#), r#"{"a":2}"#);
         assert_eq!(text_of("{}"), "");
+        // A superseded member's own repeats, and repeats inside the member that
+        // supersedes it.
+        assert_eq!(
+            text_of(r#"{"a":{"k":1,"k":2},"b":0,"a":[{"k":3,"j":0,"k":4}],"b":{"b":1,"b":2}}"#),
+            r#"{"a":[{"k":4,"j":0}],"b":{"b":2}}"#
+        );
+        // Past the keys compared one by one, through the index: the same.
+        let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let json = format!(
+            r#"{{{},"k3":"three","k39":[{{"x":1,"x":2}}],"k40":40,"k3":3.5}}"#,
+            many.join(",")
+        );
+        let mut expected: Vec<String> = (0..40)
+            .map(|i| match i {
+                3 => r#""k3":3.5"#.to_string(),
+                39 => r#""k39":[{"x":2}]"#.to_string(),
+                _ => format!(r#""k{i}":{i}"#),
+            })
+            .collect();
+        expected.push(r#""k40":40"#.into());
+        assert_eq!(text_of(&json), format!("{{{}}}", expected.join(",")));
+        let nested = format!(r#"{{"o":{json},"p":{json}}}"#);
+        let inner = format!("{{{}}}", expected.join(","));
+        assert_eq!(text_of(&nested), format!(r#"{{"o":{inner},"p":{inner}}}"#));
 
         // A record's unknown members the same way: a thousand copies of a member
         // are held as one.

@@ -662,3 +662,30 @@ fn each_object_keeps_its_own_members_when_many_are_read() {
         assert!(serde_json::from_str::<Machine>(&broken).is_err());
     }
 }
+
+/// Objects a hostile answer could send to make keeping members slow: many
+/// distinct keys, and a key repeated many times after a large member. Both are
+/// read as a map reads them, in time that grows with their length (each took
+/// minutes when a new key was compared with every earlier one and a repeat moved
+/// everything written after the member it replaced).
+#[test]
+fn objects_with_many_keys_or_many_repeats_are_read_as_a_map_reads_them() {
+    let distinct: Vec<String> = (0..100_000).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    let text = machine_text(&format!(r#""wide":{{{0}}},{0}"#, distinct.join(",")));
+    let machine: Machine = serde_json::from_str(&text).unwrap();
+    assert_eq!(machine.extra.len(), 100_001);
+    assert_eq!(machine.extra["wide"].as_object().unwrap().len(), 100_000);
+    assert_eq!(*machine.extra, expected_extra(&text));
+
+    let large = "x".repeat(256 * 1024);
+    let repeats: Vec<String> = (0..50_000)
+        .map(|i| format!(r#""again":{}"#, if i % 2 == 0 { "1" } else { "[22]" }))
+        .collect();
+    let members = format!(r#""again":0,"large":"{large}",{}"#, repeats.join(","));
+    let text = machine_text(&format!(r#"{members},"nested":{{{members}}}"#));
+    let machine: Machine = serde_json::from_str(&text).unwrap();
+    assert_eq!(machine.extra.len(), 3);
+    assert_eq!(machine.extra["again"], json!([22]));
+    assert_eq!(machine.extra["nested"]["again"], json!([22]));
+    assert_eq!(*machine.extra, expected_extra(&text));
+}
