@@ -391,8 +391,9 @@ impl schemars::JsonSchema for UnknownFields {
 ///
 /// The members are written into working room borrowed from the thread (see
 /// [`Scratch`]) and copied out once, into a string of their exact size, when the
-/// object ends: one allocation per object that has unknown members, whatever
-/// their number and nesting.
+/// object ends. For the usual record (a few unknown members, no key twice) that is
+/// the one allocation it makes; a key that comes again, or an object with many
+/// keys, costs a few more (see [`Members`]).
 pub(crate) struct Collector {
     /// The thread's working room, from the first unknown member on.
     scratch: Option<Scratch>,
@@ -560,14 +561,60 @@ struct Members {
     current: usize,
     /// Whether a key came again, so that the text holds superseded members.
     repeated: bool,
-    /// The index in the shared list of each of this object's keys, once it has
-    /// more than [`Members::SCANNED`].
-    index: Option<std::collections::HashMap<Box<[u8]>, usize>>,
+    /// How this object's keys are found once it has more than
+    /// [`Members::SCANNED`].
+    index: Option<Index>,
+}
+
+/// The keys of one object by their hash: for each hash, the last of its members
+/// in the shared list; for each member, the one before it with the same hash.
+/// Built without a copy of any key, in a few allocations whatever their number.
+struct Index {
+    hasher: KeyHasher,
+    last: std::collections::HashMap<u64, usize>,
+    /// From the object's first member on (`base`): the previous member with the
+    /// same hash, if any.
+    previous: Vec<Option<usize>>,
+}
+
+/// How keys are hashed: with a random key per index, so that an answer cannot
+/// choose keys that all land together.
+#[cfg(not(test))]
+type KeyHasher = std::collections::hash_map::RandomState;
+
+/// Under the unit tests every key hashes alike, so that every lookup walks the
+/// chain of members with the same hash (the integration tests use the real one).
+#[cfg(test)]
+type KeyHasher = std::hash::BuildHasherDefault<tests::SameHash>;
+
+impl Index {
+    fn hash(&self, key: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+
+    /// The member of `list` whose key is `key`.
+    fn find(&self, list: &[Member], base: usize, text: &[u8], key: &[u8]) -> Option<usize> {
+        let mut at = self.last.get(&self.hash(key)).copied();
+        while let Some(i) = at {
+            let m = list[i];
+            if text[m.key.0..m.key.1] == *key {
+                return Some(i);
+            }
+            at = self.previous[i - base];
+        }
+        None
+    }
+
+    /// Adds member `i`, whose key is `key`.
+    fn add(&mut self, i: usize, key: &[u8]) {
+        let previous = self.last.insert(self.hash(key), i);
+        self.previous.push(previous);
+    }
 }
 
 impl Members {
     /// The most keys an object's new key is compared with one by one.
-    const SCANNED: usize = 16;
+    const SCANNED: usize = 64;
 
     /// An object whose first member starts at `start` in the text, and whose
     /// members come after those in `list`.
@@ -584,7 +631,7 @@ impl Members {
         let text = out.as_bytes();
         let key = &text[start..];
         let earlier = match &self.index {
-            Some(index) => index.get(key).copied(),
+            Some(index) => index.find(list, self.base, text, key),
             None => list[self.base..]
                 .iter()
                 .position(|m| text[m.key.0..m.key.1] == *key)
@@ -604,14 +651,17 @@ impl Members {
                     at,
                 });
                 if let Some(index) = &mut self.index {
-                    index.insert(key.into(), self.current);
+                    index.add(self.current, key);
                 } else if list.len() - self.base > Self::SCANNED {
-                    let index = list[self.base..].iter().enumerate();
-                    self.index = Some(
-                        index
-                            .map(|(i, m)| (text[m.key.0..m.key.1].into(), self.base + i))
-                            .collect(),
-                    );
+                    let mut index = Index {
+                        hasher: Default::default(),
+                        last: std::collections::HashMap::with_capacity(2 * Self::SCANNED),
+                        previous: Vec::with_capacity(2 * Self::SCANNED),
+                    };
+                    for (i, m) in list.iter().enumerate().skip(self.base) {
+                        index.add(i, &text[m.key.0..m.key.1]);
+                    }
+                    self.index = Some(index);
                 }
             }
         }
@@ -1045,6 +1095,18 @@ impl<'de> Visitor<'de> for KeyWriter<'_> {
 mod tests {
     use super::*;
 
+    /// A hash that is the same for every key (see `KeyHasher`).
+    #[derive(Default)]
+    pub(super) struct SameHash;
+
+    impl std::hash::Hasher for SameHash {
+        fn finish(&self) -> u64 {
+            0
+        }
+
+        fn write(&mut self, _: &[u8]) {}
+    }
+
     fn parsed(fields: &UnknownFields) -> bool {
         fields
             .0
@@ -1280,19 +1342,21 @@ mod tests {
             r#"{"a":[{"k":4,"j":0}],"b":{"b":2}}"#
         );
         // Past the keys compared one by one, through the index: the same.
-        let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let n = Members::SCANNED + 10;
+        let many: Vec<String> = (0..n).map(|i| format!(r#""k{i}":{i}"#)).collect();
         let json = format!(
-            r#"{{{},"k3":"three","k39":[{{"x":1,"x":2}}],"k40":40,"k3":3.5}}"#,
-            many.join(",")
+            r#"{{{},"k3":"three","k{}":[{{"x":1,"x":2}}],"k{n}":0,"k3":3.5}}"#,
+            many.join(","),
+            n - 1
         );
-        let mut expected: Vec<String> = (0..40)
+        let mut expected: Vec<String> = (0..n)
             .map(|i| match i {
                 3 => r#""k3":3.5"#.to_string(),
-                39 => r#""k39":[{"x":2}]"#.to_string(),
+                _ if i == n - 1 => format!(r#""k{i}":[{{"x":2}}]"#),
                 _ => format!(r#""k{i}":{i}"#),
             })
             .collect();
-        expected.push(r#""k40":40"#.into());
+        expected.push(format!(r#""k{n}":0"#));
         assert_eq!(text_of(&json), format!("{{{}}}", expected.join(",")));
         let nested = format!(r#"{{"o":{json},"p":{json}}}"#);
         let inner = format!("{{{}}}", expected.join(","));
