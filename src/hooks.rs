@@ -565,6 +565,7 @@ fn path_matches(path: &str, template: &str) -> bool {
     segments.next().is_none()
 }
 
+/// Whether `segment` (as it appears in a URL) is exactly one path segment once decoded.
 fn is_single_segment(segment: &[u8]) -> bool {
     let mut len = 0usize;
     let mut only_dots = true;

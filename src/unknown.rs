@@ -839,7 +839,8 @@ impl Markers {
 /// exactly, as this crate builds `serde_json` with `float_roundtrip`).
 struct ValueWriter<'a> {
     out: &'a mut String,
-    /// Where the keys of the objects being written are (see [`Members`]).
+    /// Where the members of the objects being written are, keys and values (see
+    /// [`Members`]).
     keys: &'a mut Vec<Member>,
     markers: Markers,
 }
