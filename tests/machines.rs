@@ -1605,24 +1605,20 @@ async fn an_envelope_with_pages_of_text_gives_an_error_of_readable_size() {
 #[tokio::test]
 async fn the_raw_client_keeps_the_status_and_headers_of_an_answer() {
     let server = MockServer::start_async().await;
-    server
-        .mock_async(|when, then| {
-            when.method(GET).path("/api/users/user1/machines");
-            then.status(200)
-                .header("content-type", "application/json")
-                .header("x-ms-request-id", "0d1c2b3a")
-                .body(fixture("seed-user-machines.json"));
+    let answer = |user: &str, status: u16, request_id: &str, body: String| {
+        let path = format!("/api/users/{user}/machines");
+        let request_id = request_id.to_owned();
+        server.mock_async(move |when, then| {
+            when.method(GET).path(path);
+            then.status(status)
+                .header("content-type", JSON)
+                .header("x-ms-request-id", request_id)
+                .body(body);
         })
-        .await;
-    server
-        .mock_async(|when, then| {
-            when.method(GET).path("/api/users/nobody/machines");
-            then.status(403)
-                .header("content-type", "application/json")
-                .header("x-ms-request-id", "4e5f")
-                .body(r#"{"error":{"code":"Forbidden","message":"Missing role"}}"#);
-        })
-        .await;
+    };
+    answer("user1", 200, "0d1c2b3a", fixture("seed-user-machines.json")).await;
+    let forbidden = r#"{"error":{"code":"Forbidden","message":"Missing role"}}"#;
+    answer("nobody", 403, "4e5f", forbidden.into()).await;
     let client = client(&server);
     let id = defender_endpoint::types::GetUserMachinesId::try_from("user1").unwrap();
     let answer = client.raw().get_user_machines(&id).await.unwrap();
