@@ -1,5 +1,6 @@
 //! [`Cloud`]: the API base, sign-in authority and token scope of each Microsoft cloud.
 
+use crate::hooks::redact_user_info;
 use std::{fmt, str::FromStr};
 
 /// The commercial cloud's token scope (also that of every geo host).
@@ -35,7 +36,10 @@ const US_GOV_AUTHORITY: &str = "https://login.microsoftonline.us";
 /// assert_eq!("EU".parse::<Cloud>()?, Cloud::Geo(Region::Eu));
 /// # Ok::<(), defender_endpoint::ParseCloudError>(())
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// `Debug` and `Display` hide the user info (`user:password@`) of a
+/// [`Cloud::Custom`]'s URLs.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Cloud {
     /// The commercial (worldwide) cloud, which routes to the nearest region.
@@ -183,6 +187,28 @@ impl Cloud {
     }
 }
 
+impl fmt::Debug for Cloud {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cloud::Commercial => f.write_str("Commercial"),
+            Cloud::Geo(region) => f.debug_tuple("Geo").field(region).finish(),
+            Cloud::UsGovGcc => f.write_str("UsGovGcc"),
+            Cloud::UsGovGccHigh => f.write_str("UsGovGccHigh"),
+            Cloud::UsGovDod => f.write_str("UsGovDod"),
+            Cloud::Custom {
+                api_base,
+                authority_host,
+                scope,
+            } => f
+                .debug_struct("Custom")
+                .field("api_base", &redact_user_info(api_base))
+                .field("authority_host", &redact_user_info(authority_host))
+                .field("scope", scope)
+                .finish(),
+        }
+    }
+}
+
 impl fmt::Display for Cloud {
     /// The name [`FromStr`] accepts (`commercial`, `eu`, `gcc-high`, …);
     /// `custom(<api base>)` for [`Cloud::Custom`], which does not parse back.
@@ -193,7 +219,7 @@ impl fmt::Display for Cloud {
             Cloud::UsGovGcc => f.write_str("gcc"),
             Cloud::UsGovGccHigh => f.write_str("gcc-high"),
             Cloud::UsGovDod => f.write_str("dod"),
-            Cloud::Custom { api_base, .. } => write!(f, "custom({api_base})"),
+            Cloud::Custom { api_base, .. } => write!(f, "custom({})", redact_user_info(api_base)),
         }
     }
 }
@@ -280,6 +306,25 @@ mod tests {
                 cloud
             );
         }
+    }
+
+    #[test]
+    fn debug_and_display_hide_user_info() {
+        let cloud = Cloud::Custom {
+            api_base: "https://svc:PW-1@proxy.example".into(),
+            authority_host: "https://svc:pa/ss-PW-2@login.example".into(),
+            scope: "api://x/.default".into(),
+        };
+        let debug = format!("{cloud:?}");
+        assert_eq!(
+            debug,
+            r#"Custom { api_base: "https://***@proxy.example", authority_host: "https://***@login.example", scope: "api://x/.default" }"#
+        );
+        assert_eq!(cloud.to_string(), "custom(https://***@proxy.example)");
+        let builder = format!("{:?}", crate::Client::builder().cloud(cloud));
+        assert!(!builder.contains("PW"), "{builder}");
+        assert_eq!(format!("{:?}", Cloud::Geo(Region::Eu)), "Geo(Eu)");
+        assert_eq!(format!("{:?}", Cloud::UsGovGccHigh), "UsGovGccHigh");
     }
 
     #[test]

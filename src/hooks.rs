@@ -613,14 +613,29 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
 
 /// `input` with the user info of its authority (`user:password@`) replaced by
 /// `***@`, so that a URL can be shown in a message or in `Debug`. Works on text
-/// that is not a valid URL too.
+/// that is not a valid URL too: there a password may hold a `/`, `?` or `#` that
+/// ended the authority early, so everything up to the last `@` is hidden.
 pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
+    let with_host = reqwest::Url::parse(input)
+        .ok()
+        .filter(reqwest::Url::has_host);
+    if with_host
+        .as_ref()
+        .is_some_and(|url| url.username().is_empty() && url.password().is_none())
+    {
+        // A URL with a host and no user info: an `@` is in its path or query.
+        return input.into();
+    }
     let start = input.find("://").map_or(0, |i| i + 3);
     let authority_len = input[start..]
         .find(['/', '?', '#'])
         .unwrap_or(input.len() - start);
-    let authority = &input[start..start + authority_len];
-    match authority.rfind('@') {
+    let at = match input[start..start + authority_len].rfind('@') {
+        Some(at) => Some(at),
+        None if with_host.is_some() => None,
+        None => input[start..].rfind('@'),
+    };
+    match at {
         Some(at) => format!("{}***{}", &input[..start], &input[start + at..]).into(),
         None => input.into(),
     }
@@ -746,6 +761,15 @@ mod tests {
             ("svc:PW@h/a@b", "***@h/a@b"),
             ("https://a@b:PW@h?q=@", "https://***@h?q=@"),
             ("https://h/p@x", "https://h/p@x"),
+            // Not URLs: a `/`, `?`, `#` or `\` in the password ends the authority.
+            (
+                "https://svc:pa/ss-PW@proxy.example",
+                "https://***@proxy.example",
+            ),
+            ("https://svc:pa?ss-PW@h/x", "https://***@h/x"),
+            ("https://svc:pa#ss-PW@h", "https://***@h"),
+            ("https://svc:pa\\ss-PW@h", "https://***@h"),
+            ("https://svc:PW@h:99999", "https://***@h:99999"),
             ("not a url", "not a url"),
             ("", ""),
         ] {
