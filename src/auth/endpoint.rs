@@ -23,6 +23,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// How much of an answer that is not JSON goes into an error message.
 const EXCERPT_CHARS: usize = 200;
+/// The longest text kept of each field of an OAuth error answer (Entra ID's
+/// descriptions run to a few hundred characters).
+const FIELD_CHARS: usize = 4_096;
+/// The longest `token_type` an error shows.
+const TYPE_CHARS: usize = 40;
 /// How long a token whose answer gives no `expires_in` is used (a 401 before
 /// then refreshes it anyway).
 const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 5 * 60;
@@ -251,9 +256,21 @@ pub(crate) fn parse_answer(
             .as_str()
             .is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
         {
+            // Shown only as a short string, without the secrets or the token the
+            // answer may hold: a type of another JSON kind is named, not shown.
+            let shown = match kind {
+                Value::String(kind) => {
+                    let token = fields.get("access_token").and_then(Value::as_str);
+                    let hidden: Vec<&str> = secrets.iter().copied().chain(token).collect();
+                    format!("{:?}", shorten(&redact(kind, &hidden), TYPE_CHARS))
+                }
+                Value::Object(_) => "an object".to_owned(),
+                Value::Array(_) => "an array".to_owned(),
+                _ => shorten(&kind.to_string(), TYPE_CHARS),
+            };
             return Err(credential_error(
                 status,
-                format!("the token endpoint issued a token of type {kind}, not Bearer"),
+                format!("the token endpoint issued a token of type {shown}, not Bearer"),
             ));
         }
     }
@@ -301,7 +318,7 @@ fn refusal(status: u16, fields: &Map<String, Value>, secrets: &[&str]) -> Error 
         fields
             .get(key)
             .and_then(Value::as_str)
-            .map(|s| redact(s.trim(), secrets))
+            .map(|s| shorten(&redact(s.trim(), secrets), FIELD_CHARS))
             .filter(|s| !s.is_empty())
     };
     Error::Credential {
@@ -517,6 +534,49 @@ mod tests {
         let body = br#"{"error":{"code":"ProxyBlocked","message":"blocked by policy"}}"#;
         let err = parse_answer(500, body, Instant::now(), &[]).unwrap_err();
         assert!(err.to_string().contains("ProxyBlocked"), "{err}");
+    }
+
+    /// A `token_type` other than Bearer is named without the secret, the token or
+    /// anything long it may hold; the fields of an OAuth error are bounded.
+    #[test]
+    fn odd_token_types_and_long_refusals_stay_short_and_secret_free() {
+        let secret = "CLIENT~SECRET.value";
+        for (kind, shown) in [
+            (r#""CLIENT~SECRET.value""#, r#"type "***", not"#),
+            (r#""THE-ACCESS-TOKEN""#, r#"type "***", not"#),
+            (r#"{"k":"THE-ACCESS-TOKEN"}"#, "type an object, not"),
+            (r#"["THE-ACCESS-TOKEN"]"#, "type an array, not"),
+            ("17", "type 17, not"),
+            (r#""pop""#, r#"type "pop", not"#),
+        ] {
+            let body = format!(
+                r#"{{"token_type":{kind},"expires_in":3599,"access_token":"THE-ACCESS-TOKEN"}}"#
+            );
+            let err = parse_answer(200, body.as_bytes(), Instant::now(), &[secret]).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(text.contains(shown), "{kind}: {text}");
+            assert!(
+                !text.contains("SECRET") && !text.contains("ACCESS"),
+                "{text}"
+            );
+        }
+        let long = "y".repeat(100_000);
+        let body = format!(r#"{{"token_type":"{long}","access_token":"t"}}"#);
+        let err = parse_answer(200, body.as_bytes(), Instant::now(), &[]).unwrap_err();
+        assert!(err.to_string().len() < 300, "{err}");
+
+        let body = format!(
+            r#"{{"error":"{long}","error_description":"{long}","trace_id":"{long}","correlation_id":"{long}"}}"#
+        );
+        let err = parse_answer(400, body.as_bytes(), Instant::now(), &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 4 * (FIELD_CHARS + 8) + 200, "{}", text.len());
+        match err {
+            Error::Credential { description, .. } => {
+                assert_eq!(description.unwrap().chars().count(), FIELD_CHARS + 1);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// An echoed secret is blanked however the answer spells it.
