@@ -1119,6 +1119,12 @@ impl ClientBuilder {
     /// ([`Error::Decode`]), though the request may then have carried the token there.
     /// (The builder's own client does not follow such a redirect: the call fails
     /// with an [`Error::Transport`] whose error `is_redirect()`.)
+    ///
+    /// For a plain-http (loopback) base URL, build it with
+    /// `reqwest::ClientBuilder::no_proxy()`: a client that may use a proxy (its
+    /// own, or `HTTP_PROXY` of the environment, which may be on another host and
+    /// would see the token in clear) makes [`build`](Self::build) fail with
+    /// [`Error::Config`].
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -1128,8 +1134,9 @@ impl ClientBuilder {
     ///
     /// Fails with [`Error::Config`] for a base URL that is not an absolute
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
-    /// fragment or user info, when no credential was given, and for a
-    /// [`RateLimit`] window of 0 calls or of no length.
+    /// fragment or user info, when no credential was given, for a
+    /// [`RateLimit`] window of 0 calls or of no length, and for a plain-http base
+    /// URL with an [`http_client`](Self::http_client) that may use a proxy.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(problem) = self.rate_limit.problem() {
             return Err(Error::Config(problem));
@@ -1141,7 +1148,10 @@ impl ClientBuilder {
         })??;
         let own_http_client = self.http.is_some();
         let http = match self.http {
-            Some(client) => client,
+            Some(client) => {
+                hooks::check_own_client_for_plain_http(&client, &base_url, "base URL")?;
+                client
+            }
             None => {
                 let builder = reqwest::Client::builder()
                     .user_agent(USER_AGENT)

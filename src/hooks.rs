@@ -655,6 +655,35 @@ pub(crate) fn direct_for_plain_http(
     }
 }
 
+/// Whether `client` may send a request through a proxy: one it was given, or
+/// the environment's (`HTTP_PROXY`, `ALL_PROXY`, …), which reqwest consults for
+/// every client not built with `no_proxy()`. reqwest has no accessor for this;
+/// its `Client`'s `Debug` lists `proxies` exactly when there are any, which a
+/// unit test pins. Anything else that spells `proxies` errs on the safe side.
+pub(crate) fn may_use_a_proxy(client: &reqwest::Client) -> bool {
+    format!("{client:?}").contains("proxies")
+}
+
+/// Refuses a caller's `client` for the plain-http `url` (loopback, see
+/// [`is_secure`]) when it may go through a proxy, which may be on another host
+/// and would see the token or the client secret in clear.
+pub(crate) fn check_own_client_for_plain_http(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+) -> Result<(), Error> {
+    if url.starts_with("http://") && may_use_a_proxy(client) {
+        return Err(Error::Config(format!(
+            "the {what} \"{}\" is plain http, and the reqwest::Client given for it may send \
+             requests through a proxy (its own, or HTTP_PROXY or ALL_PROXY of the \
+             environment), which would see them in clear: build that client with \
+             reqwest::ClientBuilder::no_proxy(), or use https",
+            redact_user_info(url).escape_debug()
+        )));
+    }
+    Ok(())
+}
+
 /// https, or http to a loopback address or `localhost`.
 pub(crate) fn is_secure(url: &reqwest::Url) -> bool {
     match url.scheme() {
@@ -779,6 +808,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("user info") && !err.contains("PW"), "{err}");
+    }
+
+    /// `may_use_a_proxy` reads reqwest's `Debug`: this fails if that changes.
+    #[test]
+    fn clients_that_may_use_a_proxy_are_recognised() {
+        let plain = reqwest::Client::new();
+        let direct = reqwest::Client::builder().no_proxy().build().unwrap();
+        let proxied = reqwest::Client::builder()
+            .no_proxy()
+            .proxy(reqwest::Proxy::http("http://proxy.example:3128").unwrap())
+            .build()
+            .unwrap();
+        assert!(may_use_a_proxy(&plain));
+        assert!(!may_use_a_proxy(&direct));
+        assert!(may_use_a_proxy(&proxied));
+        let url = "http://127.0.0.1:9";
+        let err = check_own_client_for_plain_http(&plain, url, "base URL").unwrap_err();
+        assert!(err.to_string().contains("no_proxy()"), "{err}");
+        assert!(check_own_client_for_plain_http(&direct, url, "base URL").is_ok());
+        assert!(check_own_client_for_plain_http(&plain, "https://h", "base URL").is_ok());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!
 //! One httpmock server on loopback plays both the token endpoint and the API.
 
+mod common;
+
 use std::{
     collections::HashMap,
     path::PathBuf,
@@ -882,7 +884,7 @@ async fn a_token_endpoint_redirect_never_carries_the_secret() {
                 .body(r#"{"token_type":"Bearer","expires_in":3599,"access_token":"other"}"#);
         });
         let api = api(&server);
-        let credential = secret_credential(&server).http_client(reqwest::Client::new());
+        let credential = secret_credential(&server).http_client(common::own_http_client());
         let client = builder(&server).credential(credential).build().unwrap();
         let err = client.user_machines("user1").await.unwrap_err();
         assert!(
@@ -1024,7 +1026,7 @@ async fn only_the_last_answer_of_the_token_endpoint_is_spared() {
         then.status(302).header("location", &target);
     });
     let answers = api(&server);
-    let credential = secret_credential(&server).http_client(reqwest::Client::new());
+    let credential = secret_credential(&server).http_client(common::own_http_client());
     let client = builder(&server).credential(credential).build().unwrap();
     let err = client.user_machines("user1").await.unwrap_err();
     assert!(err.to_string().contains("redirected"), "{err}");

@@ -1363,7 +1363,11 @@ async fn gzip_is_decoded_whoever_sent_it_and_however_it_is_named() {
                 .body(gzip(seed.as_bytes()));
         })
         .await;
-    let own = reqwest::Client::builder().no_gzip().build().unwrap();
+    let own = reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .build()
+        .unwrap();
     let client = common::builder(&server).http_client(own).build().unwrap();
     let machines = client.user_machines("user1").await.unwrap();
     assert_eq!(machines.len(), 2);

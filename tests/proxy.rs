@@ -4,7 +4,9 @@
 //!
 //! A test binary of its own, because it sets `HTTP_PROXY` for the whole process.
 
-use defender_endpoint::{Client, ClientSecretCredential, RateLimit, RetryPolicy, TokenCredential};
+use defender_endpoint::{
+    Client, ClientSecretCredential, Error, RateLimit, RetryPolicy, TokenCredential,
+};
 use httpmock::{Method::POST, MockServer};
 
 #[tokio::test]
@@ -60,5 +62,44 @@ async fn loopback_http_never_goes_through_a_proxy() {
     assert_eq!(machines.len(), 1);
     tokens.assert_calls_async(1).await;
     api.assert_calls_async(1).await;
+    anything.assert_calls_async(0).await;
+
+    // A caller's own reqwest::Client consults HTTP_PROXY unless built with
+    // no_proxy(): for plain http it is refused before anything is sent, for the
+    // API (at build) and for the token endpoint (at the token request).
+    let credential = ClientSecretCredential::new("contoso.onmicrosoft.com", "app", "secret")
+        .authority_host(server.base_url())
+        .unwrap();
+    let err = Client::builder()
+        .base_url(server.base_url())
+        .http_client(reqwest::Client::new())
+        .credential(credential.clone())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("no_proxy()")),
+        "{err:?}"
+    );
+    let own = ClientSecretCredential::new("contoso.onmicrosoft.com", "app", "the-secret")
+        .authority_host(server.base_url())
+        .unwrap()
+        .http_client(reqwest::Client::new());
+    let err = own.get_token(&["scope"]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("no_proxy()")),
+        "{err:?}"
+    );
+    let direct = || reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .http_client(direct())
+        .credential(credential.http_client(direct()))
+        .rate_limit(RateLimit::none())
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 1);
+    tokens.assert_calls_async(2).await;
+    api.assert_calls_async(2).await;
     anything.assert_calls_async(0).await;
 }

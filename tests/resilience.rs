@@ -295,7 +295,7 @@ async fn the_budget_ends_an_attempt_in_flight() {
             .timeout(Duration::from_secs(30))
             .retry(RetryPolicy::none().budget(Duration::from_millis(1_500)));
         if own {
-            b = b.http_client(reqwest::Client::new());
+            b = b.http_client(common::own_http_client());
         }
         let took = times_out(&b.build().unwrap()).await;
         assert_between(took, 1_400, 2_300);
@@ -782,7 +782,7 @@ async fn an_own_http_client_cannot_bring_back_another_endpoints_answer() {
         })
         .await;
     let client = builder(&server)
-        .http_client(reqwest::Client::new())
+        .http_client(common::own_http_client())
         .build()
         .unwrap();
     let err = client.user_machines("user1").await.unwrap_err();

@@ -99,6 +99,9 @@ impl TokenEndpoint {
 
     fn http(&self) -> Result<&reqwest::Client, Error> {
         if let Some(client) = self.http.get() {
+            if self.own_http_client {
+                hooks::check_own_client_for_plain_http(client, &self.authority, "authority host")?;
+            }
             return Ok(client);
         }
         let builder = reqwest::Client::builder()

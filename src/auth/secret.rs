@@ -68,7 +68,10 @@ impl ClientSecretCredential {
     /// custom TLS roots, …) instead of the credential's (30 s timeout, no redirects).
     /// Whatever its redirect policy, a redirect never carries the form: a 307 or 308
     /// is not followed, and the answer a followed 301, 302 or 303 leads to is refused
-    /// ([`Error::Credential`](crate::Error::Credential)).
+    /// ([`Error::Credential`](crate::Error::Credential)). For a plain-http (loopback)
+    /// authority, build it with `reqwest::ClientBuilder::no_proxy()`: a token request
+    /// through a client that may use a proxy fails with
+    /// [`Error::Config`](crate::Error::Config), as the proxy would see the form in clear.
     #[must_use]
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.endpoint.set_http_client(client);

@@ -42,6 +42,13 @@ pub fn client(server: &httpmock::MockServer) -> Client {
     builder(server).build().unwrap()
 }
 
+/// A `reqwest::Client` of the caller's own for the loopback test servers: plain
+/// http, so it must not consult the environment's proxies (the client refuses one
+/// that may).
+pub fn own_http_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
 /// Fast retries for tests: `attempts` in all, short backoff.
 pub fn quick_retries(attempts: u32) -> RetryPolicy {
     RetryPolicy::default()
