@@ -326,7 +326,7 @@ impl Client {
                 !segment.contains('/')
                     && percent_encoding::percent_decode_str(segment)
                         .decode_utf8()
-                        .is_ok_and(|name| name.to_lowercase() == user.as_str().to_lowercase())
+                        .is_ok_and(|name| user.is_same_name(&name))
             });
         let Some(segment) = segment.filter(|_| matches!(url.scheme(), "https" | "http")) else {
             return Err(format!(
@@ -389,7 +389,8 @@ impl Client {
     /// inputs it was made for.
     ///
     /// Inputs that normalise to the same [`UserName`] (`user1@contoso.com`,
-    /// `CONTOSO\user1`, `user1`), ignoring case (`USER1`), are looked up once,
+    /// `CONTOSO\user1`, `user1`), ignoring case as Windows does (`USER1`; each
+    /// character upper-cased on its own, so `K`, the Kelvin sign, is not `k`), are looked up once,
     /// with the first input's spelling, and every one of them gets the answer
     /// (machines and errors are cloned).
     ///
@@ -426,13 +427,14 @@ impl Client {
     {
         let mut rejected = Vec::new();
         let mut groups: Vec<(UserName, Vec<String>)> = Vec::new();
-        // User names are case-insensitive in Active Directory and in the API.
+        // User names are case-insensitive in Active Directory and in the API,
+        // compared character by character upper-cased (`UserName::case_key`).
         let mut seen: HashMap<String, usize> = HashMap::new();
         for input in users {
             let input: String = input.into();
             match UserName::parse(&input) {
                 Err(e) => rejected.push((input, Err(Error::InvalidUserName(e)))),
-                Ok(name) => match seen.entry(name.as_str().to_lowercase()) {
+                Ok(name) => match seen.entry(UserName::case_key(name.as_str()).collect()) {
                     std::collections::hash_map::Entry::Occupied(i) => {
                         groups[*i.get()].1.push(input)
                     }

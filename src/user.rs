@@ -100,6 +100,26 @@ impl UserName {
         &self.0
     }
 
+    /// The name as names are compared, ignoring case the way Windows does
+    /// (ordinal, ignoring case): each character upper-cased on its own, where
+    /// Unicode gives it a single upper-case character. So `USER1` and `user1` are
+    /// one name, while `K` (U+212A KELVIN SIGN) and `k`, or `Ω` (U+2126 OHM SIGN)
+    /// and `ω`, which lower-casing would merge, stay apart.
+    pub(crate) fn case_key(name: &str) -> impl Iterator<Item = char> + '_ {
+        name.chars().map(|c| {
+            let mut upper = c.to_uppercase();
+            match (upper.next(), upper.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+    }
+
+    /// Whether `other` names this user, ignoring case as [`Self::case_key`] does.
+    pub(crate) fn is_same_name(&self, other: &str) -> bool {
+        Self::case_key(&self.0).eq(Self::case_key(other))
+    }
+
     /// What makes this name unlikely to be one Defender knows, although the rule
     /// keeps it: white space at either end (`user1 @contoso.com` gives `user1 `)
     /// or an invisible formatting character (a byte-order mark, a zero-width space,

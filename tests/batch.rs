@@ -209,6 +209,33 @@ async fn inputs_naming_the_same_user_share_one_request() {
     assert_eq!(client.stats().attempts, 2);
 }
 
+/// Case is ignored as Windows ignores it, one character at a time: `K` (the
+/// Kelvin sign) and `Ω` (the ohm sign) are not `k` and `ω`, though lower-casing
+/// them gives `k` and `ω`; each such name is looked up on its own.
+#[tokio::test]
+async fn names_that_only_lower_casing_merges_are_looked_up_apart() {
+    let server = MockServer::start_async().await;
+    let users = server
+        .mock_async(|when, then| {
+            when.method(GET).path_prefix("/api/users/");
+            then.respond_with(one_machine_answer);
+        })
+        .await;
+    let client = client(&server);
+    let inputs = [
+        "k", "K", "\u{212A}", "\u{3C9}", "\u{3A9}", "\u{2126}", "Éa", "éA",
+    ];
+    let (_, results) = collect(client.machines_for_users(inputs, 2)).await;
+    let looked_up = |input: &str| results[input].as_ref().unwrap()[0].id.clone();
+    assert_eq!(looked_up("k"), looked_up("K"));
+    assert_eq!(looked_up("\u{212A}"), "%E2%84%AA");
+    assert_eq!(looked_up("\u{3C9}"), looked_up("\u{3A9}"));
+    assert_eq!(looked_up("\u{2126}"), "%E2%84%A6");
+    assert_eq!(looked_up("Éa"), looked_up("éA"));
+    // k, the Kelvin sign, ω, the ohm sign and éa.
+    users.assert_calls_async(5).await;
+}
+
 #[tokio::test]
 async fn one_bad_user_does_not_stop_the_others() {
     let server = MockServer::start_async().await;

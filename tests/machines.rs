@@ -1101,6 +1101,31 @@ async fn a_next_link_may_spell_the_same_user_in_another_case() {
     assert_eq!(ids, ["a1", "a2"]);
 }
 
+/// `K` (the Kelvin sign) is not `k` to Windows, though lower-casing merges them:
+/// a link from `k`'s machines to the Kelvin sign's is another user's, and refused.
+#[tokio::test]
+async fn a_next_link_to_a_name_only_lower_casing_merges_is_refused() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/k/machines");
+            then.status(200).json_body(json!({
+                "value": [{"id": "k1"}],
+                "@odata.nextLink": "/api/users/%E2%84%AA/machines",
+            }));
+        })
+        .await;
+    let kelvin = server
+        .mock_async(|when, then| {
+            when.path("/api/users/%E2%84%AA/machines");
+            then.status(200).body(r#"{"value":[{"id":"kelvin1"}]}"#);
+        })
+        .await;
+    let err = client(&server).user_machines("k").await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    kelvin.assert_calls_async(0).await;
+}
+
 #[tokio::test]
 async fn api_error_fields_cannot_forge_log_lines() {
     let server = MockServer::start_async().await;
