@@ -59,6 +59,7 @@ fn generate() -> Result<(), String> {
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
     drop_api_version_header(&mut file);
     read_responses_without_copying_headers(&mut file);
+    encode_paths_with_the_user_rule(&mut file)?;
     let open = open_enums(&spec);
     document_the_rest(&mut file, &spec, &open);
     direct_deserialize(&mut file, &open)?;
@@ -165,6 +166,43 @@ fn read_responses_without_copying_headers(file: &mut syn::File) {
         }
     }
     Replace.visit_file_mut(file);
+}
+
+/// Has the generated operations percent-encode path parameters with the crate's
+/// own `encode_segment`, which also encodes what RFC 3986 does not allow in a
+/// path segment and the generator's `encode_path` leaves as it is (`[`, `|`, …):
+/// the generator's import of `encode_path` is replaced by one of the crate's
+/// function under that name, so the calls inside `format!` need no rewriting.
+fn encode_paths_with_the_user_rule(file: &mut syn::File) -> Result<(), String> {
+    let mut replaced = false;
+    for item in &mut file.items {
+        let syn::Item::Use(item) = item else { continue };
+        let syn::UseTree::Path(path) = &mut item.tree else {
+            continue;
+        };
+        if path.ident != "progenitor_client" {
+            continue;
+        }
+        let syn::UseTree::Group(group) = &mut *path.tree else {
+            continue;
+        };
+        let before = group.items.len();
+        group.items = std::mem::take(&mut group.items)
+            .into_iter()
+            .filter(|tree| !matches!(tree, syn::UseTree::Name(n) if n.ident == "encode_path"))
+            .collect();
+        replaced |= group.items.len() < before;
+    }
+    if !replaced {
+        return Err("the generated code no longer imports progenitor_client::encode_path".into());
+    }
+    file.items.insert(
+        0,
+        syn::parse_quote!(
+            use crate::user::encode_segment as encode_path;
+        ),
+    );
+    Ok(())
 }
 
 /// In `let mut header_map = HeaderMap::with_capacity(N);`, takes `removed` off `N`.

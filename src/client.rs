@@ -295,7 +295,7 @@ impl Client {
         let url = format!(
             "{}/api/users/{}/machines",
             self.raw.baseurl,
-            progenitor_client::encode_path(user.as_str())
+            crate::user::encode_segment(user.as_str())
         );
         reqwest::Url::parse(&url)
             .map_err(|e| Error::Config(format!("cannot build the request URL: {e}")))

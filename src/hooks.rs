@@ -711,6 +711,8 @@ mod tests {
         let code = include_str!(concat!(env!("OUT_DIR"), "/codegen.rs"));
         assert!(!code.contains("from_response"), "a call was not replaced");
         assert!(code.contains("crate::hooks::response_value(response)"));
+        // … and encode path parameters with the crate's own rule.
+        assert!(code.starts_with("use crate::user::encode_segment as encode_path;"));
     }
 
     /// Checks `url` against a base URL on its own origin.

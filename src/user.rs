@@ -2,6 +2,38 @@
 
 use std::{fmt, str::FromStr};
 
+use percent_encoding::{AsciiSet, CONTROLS};
+
+/// What a user name's path segment percent-encodes: control characters, the
+/// space, every other character RFC 3986 does not allow in a path segment (`"`
+/// `#` `%` `/` `<` `>` `?` `[` `\` `]` `^` `` ` `` `{` `|` `}`) and `;`, which
+/// some servers read as the start of path parameters. Non-ASCII is always encoded.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b';');
+
+/// `name` percent-encoded as one path segment (see [`SEGMENT`]). The generated
+/// operations use it in place of the generator's `encode_path`, which leaves
+/// `[`, `]`, `\`, `^`, `|` and `;` as they are.
+pub(crate) fn encode_segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
+}
+
 /// The longest user name accepted, in characters.
 pub const MAX_USER_NAME_CHARS: usize = 256;
 
@@ -23,7 +55,8 @@ pub const MAX_USER_NAME_CHARS: usize = 256;
 /// `..`, still contains `@`, `\` or `/`, contains a control character, or is
 /// longer than [`MAX_USER_NAME_CHARS`] characters. Everything else — dots,
 /// apostrophes, `#`, `%`, spaces inside the name, non-ASCII letters — is kept
-/// unchanged and sent percent-encoded as exactly one path segment.
+/// unchanged and sent as exactly one path segment, percent-encoded wherever
+/// RFC 3986 does not allow the character as it is (and for `;`).
 ///
 /// Only one of steps 2 and 3 applies: `CONTOSO\user1@contoso.com` is rejected
 /// rather than guessed at.
@@ -337,6 +370,19 @@ mod tests {
 
     fn reason(input: &str) -> InvalidUserNameReason {
         UserName::parse(input).unwrap_err().reason
+    }
+
+    #[test]
+    fn segments_encode_what_a_path_segment_may_not_hold() {
+        assert_eq!(
+            encode_segment("a[b]c|d^e;f\\g\"h#i%j/k?l m`n{o}p<q>r"),
+            "a%5Bb%5Dc%7Cd%5Ee%3Bf%5Cg%22h%23i%25j%2Fk%3Fl%20m%60n%7Bo%7Dp%3Cq%3Er"
+        );
+        assert_eq!(
+            encode_segment("o'brien.x_y-z~!$&()*+,=:@"),
+            "o'brien.x_y-z~!$&()*+,=:@"
+        );
+        assert_eq!(encode_segment("é\u{7f}\u{0}"), "%C3%A9%7F%00");
     }
 
     #[test]
