@@ -71,7 +71,9 @@ impl ClientCertificateCredential {
     /// `certificate_pem` may hold a chain, in any order: the app's certificate is
     /// the one whose public key is that of a private key in `private_key_pem`
     /// (which may hold other keys too). Both arguments may be the same PEM holding
-    /// the certificate and the key. Lines may be indented and end in CRLF.
+    /// the certificate and the key. Lines may be indented and end in CRLF. White
+    /// space around either id is removed, as by
+    /// [`ClientSecretCredential::new`](crate::ClientSecretCredential::new).
     ///
     /// Fails with [`Error::Credential`] when there is no certificate, no key,
     /// an encrypted or non-RSA key, a key that does not belong to the certificate,

@@ -24,7 +24,9 @@ const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
 /// | `AZURE_CLIENT_CERTIFICATE_PATH` | else, a PEM file holding the certificate and its unencrypted RSA key: a [`ClientCertificateCredential`] |
 /// | `AZURE_AUTHORITY_HOST` | optional sign-in authority, like `https://login.microsoftonline.us` |
 ///
-/// Empty variables count as unset. When both a secret and a certificate path
+/// Empty variables count as unset. White space around the ids, the certificate
+/// path and the authority is removed; the secret is taken as it is. When both a
+/// secret and a certificate path
 /// are set, the secret is used, as in the Azure SDKs.
 ///
 /// ```no_run

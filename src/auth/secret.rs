@@ -41,8 +41,10 @@ impl ClientSecretCredential {
     /// a domain like `contoso.onmicrosoft.com`), signing in with `client_secret`
     /// at the commercial cloud's authority ([`DEFAULT_AUTHORITY_HOST`](crate::DEFAULT_AUTHORITY_HOST)).
     ///
-    /// Nothing is sent until the first token is needed; a malformed tenant id
-    /// is reported then, as an [`Error::Credential`].
+    /// White space around either id is removed (neither a GUID nor a domain holds
+    /// any; a value read from a file often ends in a newline). Nothing is sent
+    /// until the first token is needed; a malformed tenant id is reported then, as
+    /// an [`Error::Credential`].
     pub fn new(
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
