@@ -26,8 +26,8 @@ const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
 ///
 /// Empty variables count as unset. White space around the ids, the certificate
 /// path and the authority is removed; the secret is taken as it is. When both a
-/// secret and a certificate path
-/// are set, the secret is used, as in the Azure SDKs.
+/// secret and a certificate path are set, the secret is used, as in the Azure
+/// SDKs.
 ///
 /// ```no_run
 /// # fn run() -> Result<(), defender_endpoint::Error> {
