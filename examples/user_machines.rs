@@ -577,9 +577,9 @@ impl<W: Write> Output<W> {
                 &outcome.user,
                 m.computer_dns_name.as_deref().unwrap_or("-"),
                 &os(m),
-                &label(&m.health_status),
-                &label(&m.risk_score),
-                &label(&m.exposure_level),
+                &shown_label(&m.health_status),
+                &shown_label(&m.risk_score),
+                &shown_label(&m.exposure_level),
             ]);
             let line2 = second_line(
                 &last_seen(m.last_seen, self.now),
@@ -620,9 +620,9 @@ impl<W: Write> Output<W> {
                         m.computer_dns_name.as_deref().unwrap_or_default(),
                         m.os_platform.as_deref().unwrap_or_default(),
                         &build,
-                        &label(&m.health_status),
-                        &label(&m.risk_score),
-                        &label(&m.exposure_level),
+                        &label(&m.health_status).unwrap_or_default(),
+                        &label(&m.risk_score).unwrap_or_default(),
+                        &label(&m.exposure_level).unwrap_or_default(),
                         &last_seen,
                         m.last_ip_address.as_deref().unwrap_or_default(),
                         &tags,
@@ -783,13 +783,18 @@ fn os(machine: &Machine) -> String {
     }
 }
 
-/// The value of one of the API's open enumerations as the API spelled it.
-fn label<T: Serialize>(value: &Option<T>) -> String {
-    match value.as_ref().map(serde_json::to_value) {
-        Some(Ok(Value::String(s))) => s,
-        Some(Ok(other)) => other.to_string(),
-        _ => "-".into(),
+/// The value of one of the API's open enumerations as the API spelled it, if any.
+fn label<T: Serialize>(value: &Option<T>) -> Option<String> {
+    match value.as_ref().map(serde_json::to_value)? {
+        Ok(Value::String(s)) => Some(s),
+        Ok(other) => Some(other.to_string()),
+        Err(_) => None,
     }
+}
+
+/// [`label`] for the table, where a missing value shows as `-`.
+fn shown_label<T: Serialize>(value: &Option<T>) -> String {
+    label(value).unwrap_or_else(|| "-".into())
 }
 
 /// `2024-01-02 00:00 (1y ago)`.

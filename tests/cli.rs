@@ -541,7 +541,11 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
     // The header, the record of the hostile machine (with line breaks inside its
     // quoted fields) and the record of the second machine.
     let records = csv_text.split_once("\r\n").unwrap().1;
-    let (record, _second) = records.split_at(records.rfind("user1,m2,").unwrap());
+    let (record, second) = records.split_at(records.rfind("user1,m2,").unwrap());
+    // A machine with only an id and a name: every other cell is empty.
+    let second = csv_fields(second.strip_suffix("\r\n").unwrap());
+    assert_eq!(second.len(), 12, "{second:?}");
+    assert!(second[3..].iter().all(String::is_empty), "{second:?}");
     let fields = csv_fields(record.strip_suffix("\r\n").unwrap());
     assert_eq!(fields.len(), 12, "{fields:?}");
     assert_eq!(fields[1], "'=cmd|' /C calc'!A0");
