@@ -110,7 +110,9 @@ impl Client {
     /// array (an error object, a single machine, a misspelt member) is an
     /// [`Error::Decode`], not a user without machines.
     ///
-    /// Failed attempts are retried as the client's [`RetryPolicy`] says.
+    /// Failed attempts are retried as the client's [`RetryPolicy`] says. The
+    /// collection's own members (`@odata.context`, …) are left out;
+    /// [`user_machine_pages`](Self::user_machine_pages) keeps them.
     pub async fn user_machines(&self, user: impl AsRef<str>) -> Result<Vec<Machine>, Error> {
         let name = UserName::parse(user.as_ref())?;
         self.machines_of(&name).await
@@ -149,6 +151,36 @@ impl Client {
         // The URL the generated operation builds; the request hook checks it the same way.
         let url = self.machines_url(&user)?;
         self.collect(&user, || self.get_page::<JsonPage>(url.clone()))
+            .await
+    }
+
+    /// Every page of the answer for `user`, each as the API sent it: its machines,
+    /// its `@odata.context`, and in `extra` any other member of the collection
+    /// (`@odata.count`, the `@odata.nextLink` that led to the next page, members
+    /// the spec does not describe), which [`user_machines`](Self::user_machines)
+    /// leaves out. Serialised, each page gives back what the API sent (see
+    /// [`types`](crate::types) for what a round trip keeps).
+    ///
+    /// The same call as `user_machines`: the same user-name rule, hooks, quota,
+    /// retries, error answers and paging. A user Defender does not know yields no
+    /// pages when the service answers 404, and one page with an empty `value` when
+    /// it answers 200.
+    ///
+    /// ```no_run
+    /// # async fn run(client: defender_endpoint::Client) -> Result<(), defender_endpoint::Error> {
+    /// let pages = client.user_machine_pages("user1@contoso.com").await?;
+    /// if let Some(first) = pages.first() {
+    ///     println!("{:?}: {} machines", first.odata_context, first.value.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn user_machine_pages(
+        &self,
+        user: impl AsRef<str>,
+    ) -> Result<Vec<types::MachineCollection>, Error> {
+        let user = UserName::parse(user.as_ref())?;
+        let url = self.machines_url(&user)?;
+        self.collect(&user, || self.get_page::<WholePage>(url.clone()))
             .await
     }
 
@@ -672,6 +704,28 @@ impl Page for types::MachineCollection {
 
     fn next_link(&self) -> Option<&serde_json::Value> {
         self.extra.get(NEXT_LINK)
+    }
+}
+
+/// A page of [`Client::user_machine_pages`]: the whole collection is its item.
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct WholePage(types::MachineCollection);
+
+impl Page for WholePage {
+    type Item = types::MachineCollection;
+
+    /// The page, leaving behind only the members `next_link` reads.
+    fn take_items(&mut self) -> Vec<Self::Item> {
+        vec![types::MachineCollection {
+            odata_context: self.0.odata_context.take(),
+            value: std::mem::take(&mut self.0.value),
+            extra: self.0.extra.clone(),
+        }]
+    }
+
+    fn next_link(&self) -> Option<&serde_json::Value> {
+        self.0.extra.get(NEXT_LINK)
     }
 }
 

@@ -1001,6 +1001,82 @@ async fn alice_with_next_link<'a>(
         .await
 }
 
+/// `user_machine_pages` gives back every page whole: the collection's members
+/// `user_machines` leaves out, the link that led on, and the machines, each page
+/// serialising to what the API sent.
+#[tokio::test]
+async fn every_page_is_kept_whole_by_user_machine_pages() {
+    let server = MockServer::start_async().await;
+    let mut first = seed();
+    first["@odata.context"] = json!("https://api.security.microsoft.com/api/$metadata#Machines");
+    first["@odata.count"] = json!(3);
+    first["warning"] = json!({"partial": true, "reason": "a new member"});
+    first["@odata.nextLink"] = json!("/api/users/alice/machines?$skip=2");
+    let second = json!({
+        "@odata.context": "https://api.security.microsoft.com/api/$metadata#Machines",
+        "value": [{"id": "a3", "newField": [1, 2.5, "x"]}],
+        "trailer": null,
+    });
+    for (page, skip) in [(&first, None), (&second, Some("2"))] {
+        let body = page.to_string();
+        server
+            .mock_async(|when, then| {
+                let when = when.path("/api/users/alice/machines");
+                match skip {
+                    Some(skip) => when.query_param("$skip", skip),
+                    None => when.query_param_missing("$skip"),
+                };
+                then.status(200).body(body);
+            })
+            .await;
+    }
+    let client = client(&server);
+    let pages = client
+        .user_machine_pages("alice@contoso.com")
+        .await
+        .unwrap();
+    assert_eq!(pages.len(), 2);
+    // A documented field sent as null is left out when serialised (see `types`).
+    let mut sent = first.clone();
+    let null = sent["value"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("aadDeviceId");
+    assert_eq!(null, Some(Value::Null));
+    assert_eq!(serde_json::to_value(&pages[0]).unwrap(), sent);
+    assert_eq!(serde_json::to_value(&pages[1]).unwrap(), second);
+    assert_eq!(pages[0].extra.get("@odata.count"), Some(&json!(3)));
+    // The same machines as user_machines, which leaves the rest out.
+    let machines = client.user_machines("alice").await.unwrap();
+    let paged: Vec<_> = pages.into_iter().flat_map(|p| p.value).collect();
+    assert_eq!(paged, machines);
+    assert_eq!(machines.len(), 3);
+
+    // An unknown user: no pages for a 404, one empty page for a 200.
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/gone/machines");
+            then.status(404)
+                .json_body(json!({"error": {"code": "ResourceNotFound", "message": "m"}}));
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/nobody/machines");
+            then.status(200).body(r#"{"value":[]}"#);
+        })
+        .await;
+    let client = common::client(&server);
+    assert!(client.user_machine_pages("gone").await.unwrap().is_empty());
+    let pages = client.user_machine_pages("nobody").await.unwrap();
+    assert_eq!(pages.len(), 1);
+    assert!(pages[0].value.is_empty());
+    // Nothing is sent for a name the rule refuses.
+    let err = client.user_machine_pages("a@b@c").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidUserName(_)), "{err:?}");
+}
+
 /// A link written for another host (the former `api.securitycenter.microsoft.com`,
 /// or the service behind a proxy that has a base path of its own) is followed on
 /// the client's own base URL, with its query: the other host gets nothing.
