@@ -63,6 +63,7 @@ fn generate() -> Result<(), String> {
     let open = open_enums(&spec);
     document_the_rest(&mut file, &spec, &open);
     direct_deserialize(&mut file, &open)?;
+    derive_default(&mut file);
     let mut code = prettyplease::unparse(&file);
     code.push_str(&open_enum_impls(&open));
 
@@ -257,10 +258,7 @@ fn document_the_rest(
     open: &[(String, Vec<String>)],
 ) {
     use openapiv3::{ReferenceOr, SchemaKind};
-    let Some(types) = file.items.iter_mut().find_map(|item| match item {
-        syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut().map(|(_, items)| items),
-        _ => None,
-    }) else {
+    let Some(types) = types_items(file) else {
         return;
     };
     let schemas = spec.components.as_ref().map(|c| &c.schemas);
@@ -494,10 +492,7 @@ fn write(path: &Path, contents: &str) -> Result<(), String> {
 /// serde attributes other than `rename`, `default` and `skip_serializing_if` on its
 /// fields keeps its derive.
 fn direct_deserialize(file: &mut syn::File, open: &[(String, Vec<String>)]) -> Result<(), String> {
-    let Some(types) = file.items.iter_mut().find_map(|item| match item {
-        syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut().map(|(_, items)| items),
-        _ => None,
-    }) else {
+    let Some(types) = types_items(file) else {
         return Ok(());
     };
     let mut out = String::new();
@@ -542,6 +537,41 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
         syn::parse_str(&out).map_err(|e| format!("the direct deserialisers do not parse: {e}"))?;
     types.extend(impls.items);
     Ok(())
+}
+
+/// The items of the generated `mod types`.
+fn types_items(file: &mut syn::File) -> Option<&mut Vec<syn::Item>> {
+    file.items.iter_mut().find_map(|item| match item {
+        syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut().map(|(_, items)| items),
+        _ => None,
+    })
+}
+
+/// Derives `Default` for the structs of `mod types` whose every field has an
+/// empty value (`Option`, `Vec`, `String`, the unknown fields), so that other
+/// crates can build one as `Machine { id: "m1".into(), ..Default::default() }`
+/// and go on compiling when the spec gains a field.
+fn derive_default(file: &mut syn::File) {
+    let Some(types) = types_items(file) else {
+        return;
+    };
+    for item in types {
+        let syn::Item::Struct(s) = item else { continue };
+        let syn::Fields::Named(fields) = &s.fields else {
+            continue;
+        };
+        let all_empty = fields.named.iter().all(|field| match &field.ty {
+            syn::Type::Path(ty) => ty.path.segments.last().is_some_and(|last| {
+                ["Option", "Vec", "String", "UnknownFields"]
+                    .iter()
+                    .any(|name| last.ident == name)
+            }),
+            _ => false,
+        });
+        if all_empty {
+            s.attrs.push(syn::parse_quote!(#[derive(Default)]));
+        }
+    }
 }
 
 /// Removes `name` from the `#[derive(..)]` lists in `attrs`.

@@ -77,6 +77,17 @@ pub use user::{InvalidUserName, InvalidUserNameReason, UserName, MAX_USER_NAME_C
 /// `null` values of the fields the spec describes, which are left out, as a missing
 /// field means the same. Unknown fields keep their `null`s, and are written as a
 /// `serde_json::Value` writes them.
+///
+/// The records whose fields may all be empty (`Machine`, `IpAddress`,
+/// `VmMetadata`, `MachineCollection`, …) implement `Default`, to build one naming
+/// only the fields that matter (`Machine`'s default `id` is empty):
+///
+/// ```
+/// use defender_endpoint::types::Machine;
+///
+/// let machine = Machine { id: "m1".into(), ..Default::default() };
+/// assert_eq!(serde_json::to_string(&machine).unwrap(), r#"{"id":"m1"}"#);
+/// ```
 pub mod types {
     pub use crate::generated::types::*;
 }

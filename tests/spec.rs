@@ -306,3 +306,41 @@ fn open_enumerations_are_eq_and_hash() {
     );
     assert_eq!(per_status.len(), 2);
 }
+
+/// A downstream crate builds test values from the defaults, naming only what it
+/// needs: the literal keeps compiling when the spec gains a field.
+#[test]
+fn the_entity_types_have_empty_defaults() {
+    use defender_endpoint::types::{IpAddress, Machine, VmMetadata};
+    let machine = Machine {
+        id: "m1".into(),
+        computer_dns_name: Some("m1.contoso.com".into()),
+        ip_addresses: Some(vec![IpAddress {
+            ip_address: Some("10.0.0.1".into()),
+            ..Default::default()
+        }]),
+        vm_metadata: Some(VmMetadata::default()),
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&machine).unwrap(),
+        json!({
+            "id": "m1",
+            "computerDnsName": "m1.contoso.com",
+            "ipAddresses": [{"ipAddress": "10.0.0.1"}],
+            "vmMetadata": {},
+        })
+    );
+    let collection = MachineCollection {
+        value: vec![machine],
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&collection).unwrap()["value"][0]["id"],
+        "m1"
+    );
+    assert_eq!(
+        serde_json::to_value(MachineCollection::default()).unwrap(),
+        json!({"value": []})
+    );
+}
