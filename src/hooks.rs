@@ -715,6 +715,45 @@ mod tests {
         assert!(code.starts_with("use crate::user::encode_segment as encode_path;"));
     }
 
+    /// [`response_value`] reads answers as the generator's `from_response` does,
+    /// which it stands in for: a progenitor-client release that changed that
+    /// function makes this fail.
+    #[tokio::test]
+    async fn response_value_reads_answers_as_from_response_does() {
+        use progenitor_client::{Error as RawError, ResponseValue};
+        type Read = Result<ResponseValue<serde_json::Value>, RawError<()>>;
+        let response = |status: u16, body: &'static [u8]| {
+            let answer = http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .header("x-many", "1")
+                .header("x-many", "2")
+                .body(body)
+                .unwrap();
+            reqwest::Response::from(answer)
+        };
+        let shown = |read: Read| match read {
+            Ok(value) => {
+                let head = format!("ok {} {:?}", value.status(), value.headers());
+                format!("{head} {}", value.into_inner())
+            }
+            Err(RawError::InvalidResponsePayload(bytes, e)) => format!("payload {bytes:?} {e}"),
+            Err(other) => format!("other {other}"),
+        };
+        for (status, body) in [
+            (200, &br#"{"value":[{"id":"m1"}]}"#[..]),
+            (404, br#"{"error":{"code":"NotFound"}}"#),
+            (200, b""),
+            (200, b"not json"),
+            (200, b"\xEF\xBB\xBF{}"),
+            (500, br#"{"a":1} trailing"#),
+        ] {
+            let ours: Read = response_value(response(status, body)).await;
+            let theirs: Read = ResponseValue::from_response(response(status, body)).await;
+            assert_eq!(shown(ours), shown(theirs), "{status} {body:?}");
+        }
+    }
+
     /// Checks `url` against a base URL on its own origin.
     fn check(url: &str) -> Result<(), Error> {
         let url = reqwest::Url::parse(url).unwrap();
