@@ -413,7 +413,7 @@ impl Collector {
 
     /// Writes out the key of a member; [`value`](Self::value) reads its value.
     pub(crate) fn key(&mut self, key: &str) {
-        let Scratch { out, keys } = self.scratch.get_or_insert_with(Scratch::take);
+        let Scratch { out, list } = self.scratch.get_or_insert_with(Scratch::take);
         if out.is_empty() {
             out.push('{');
         } else {
@@ -421,19 +421,19 @@ impl Collector {
         }
         let start = out.len();
         write_str(out, key);
-        self.members.keyed(keys, out, start);
+        self.members.keyed(list, out, start);
         out.push(':');
     }
 
     /// Reads the value of the member whose key was written last from `map`.
     pub(crate) fn value<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
-        let Scratch { out, keys } = self.scratch.get_or_insert_with(Scratch::take);
+        let Scratch { out, list } = self.scratch.get_or_insert_with(Scratch::take);
         map.next_value_seed(ValueWriter {
             out: &mut *out,
-            keys: &mut *keys,
+            list: &mut *list,
             markers: self.markers,
         })?;
-        self.members.valued(keys, out);
+        self.members.valued(list, out);
         Ok(())
     }
 
@@ -445,8 +445,8 @@ impl Collector {
 
     pub(crate) fn finish(mut self) -> UnknownFields {
         match &mut self.scratch {
-            Some(Scratch { out, keys }) if !out.is_empty() => {
-                std::mem::take(&mut self.members).end(keys, out);
+            Some(Scratch { out, list }) if !out.is_empty() => {
+                std::mem::take(&mut self.members).end(list, out);
                 out.push('}');
                 let text = if Scratch::small(out.capacity()) {
                     Box::<str>::from(out.as_str())
@@ -470,21 +470,21 @@ impl Drop for Collector {
     }
 }
 
-/// Working room for writing out unknown members: the text, and where the keys of
-/// the objects being written are. Each thread keeps a few, so that reading a
+/// Working room for writing out unknown members: the text, and where the members
+/// of the objects being written are in it. Each thread keeps a few, so that reading a
 /// large answer does not allocate, grow and trim a buffer for every record.
 #[derive(Default)]
 struct Scratch {
     out: String,
     /// The members of the objects being written, outermost first (see [`Members`]).
-    keys: Vec<Member>,
+    list: Vec<Member>,
 }
 
 impl Scratch {
     /// How many a thread keeps: one for each object being read at once (a record's
     /// unknown members, and those of a record inside it).
     const KEPT: usize = 4;
-    /// The most room, in bytes, kept for the text and for the key list; larger
+    /// The most room, in bytes, kept for the text and for the member list; larger
     /// room is handed back.
     const KEPT_BYTES: usize = 64 * 1024;
 
@@ -506,14 +506,14 @@ impl Scratch {
     /// thread keeps enough.
     fn give_back(mut self) {
         let key_bytes = self
-            .keys
+            .list
             .capacity()
             .saturating_mul(std::mem::size_of::<Member>());
         if !Self::small(self.out.capacity()) || !Self::small(key_bytes) {
             return;
         }
         self.out.clear();
-        self.keys.clear();
+        self.list.clear();
         let _ = KEPT_ROOM.try_with(|kept| {
             if let Ok(mut kept) = kept.try_borrow_mut() {
                 if kept.len() < Self::KEPT {
@@ -841,7 +841,7 @@ struct ValueWriter<'a> {
     out: &'a mut String,
     /// Where the members of the objects being written are, keys and values (see
     /// [`Members`]).
-    keys: &'a mut Vec<Member>,
+    list: &'a mut Vec<Member>,
     markers: Markers,
 }
 
@@ -919,7 +919,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let (out, keys, markers) = (self.out, self.keys, self.markers);
+        let (out, list, markers) = (self.out, self.list, self.markers);
         out.push('[');
         let mut first = true;
         loop {
@@ -929,7 +929,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
             if seq
                 .next_element_seed(ValueWriter {
                     out: &mut *out,
-                    keys: &mut *keys,
+                    list: &mut *list,
                     markers,
                 })?
                 .is_none()
@@ -946,7 +946,7 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let (out, keys, markers) = (self.out, self.keys, self.markers);
+        let (out, list, markers) = (self.out, self.list, self.markers);
         let start = out.len();
         out.push('{');
         let first = KeyWriter {
@@ -969,21 +969,21 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
             let text = map.next_value_seed(RawText)?;
             out.truncate(start);
             let mut json = serde_json::Deserializer::from_str(&text);
-            return ValueWriter { out, keys, markers }
+            return ValueWriter { out, list, markers }
                 .deserialize(&mut json)
                 .and_then(|()| json.end())
                 .map_err(de::Error::custom);
         }
-        let mut members = Members::new(keys, start + 1);
-        members.keyed(keys, out, start + 1);
+        let mut members = Members::new(list, start + 1);
+        members.keyed(list, out, start + 1);
         loop {
             out.push(':');
             map.next_value_seed(ValueWriter {
                 out: &mut *out,
-                keys: &mut *keys,
+                list: &mut *list,
                 markers,
             })?;
-            members.valued(keys, out);
+            members.valued(list, out);
             out.push(',');
             let key_start = out.len();
             let next = KeyWriter {
@@ -994,9 +994,9 @@ impl<'de> Visitor<'de> for ValueWriter<'_> {
                 out.pop();
                 break;
             }
-            members.keyed(keys, out, key_start);
+            members.keyed(list, out, key_start);
         }
-        members.end(keys, out);
+        members.end(list, out);
         out.push('}');
         Ok(())
     }
@@ -1115,7 +1115,7 @@ mod tests {
             .is_some_and(|held| held.map.get().is_some())
     }
 
-    /// The room a thread keeps after reading members, as (text, key list) bytes.
+    /// The room a thread keeps after reading members, as (text, member list) bytes.
     fn kept_room() -> Vec<(usize, usize)> {
         KEPT_ROOM.with(|kept| {
             kept.borrow()
@@ -1123,25 +1123,25 @@ mod tests {
                 .map(|s| {
                     (
                         s.out.capacity(),
-                        s.keys.capacity() * std::mem::size_of::<Member>(),
+                        s.list.capacity() * std::mem::size_of::<Member>(),
                     )
                 })
                 .collect()
         })
     }
 
-    /// No room over the limit is kept, for the text or for the key list, and text
+    /// No room over the limit is kept, for the text or for the member list, and text
     /// too large to keep is handed over as it is rather than copied.
     #[test]
     fn a_thread_keeps_no_large_room() {
         std::thread::spawn(|| {
-            // Many short keys: a small text, a long key list.
+            // Many short keys: a small text, a long member list.
             let keys: Vec<String> = (0..6_000).map(|i| format!(r#""{i:x}":0"#)).collect();
             let json = format!("{{{}}}", keys.join(","));
             let fields: UnknownFields = serde_json::from_str(&json).unwrap();
             assert_eq!(fields.len(), 6_000);
-            for (text, keys) in kept_room() {
-                assert!(text <= Scratch::KEPT_BYTES && keys <= Scratch::KEPT_BYTES);
+            for (text, list) in kept_room() {
+                assert!(text <= Scratch::KEPT_BYTES && list <= Scratch::KEPT_BYTES);
             }
 
             // One large member: its text becomes the value, and the room kept
@@ -1222,7 +1222,7 @@ mod tests {
         let mut text = serde_json::Deserializer::from_str(json);
         ValueWriter {
             out: &mut out,
-            keys: &mut Vec::new(),
+            list: &mut Vec::new(),
             markers,
         }
         .deserialize(&mut text)
