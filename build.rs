@@ -25,11 +25,11 @@ fn generate() -> Result<(), String> {
     let text = fs::read_to_string(SPEC).map_err(|e| format!("cannot read the spec: {e}"))?;
     // Read as plain YAML first: that refuses a key given twice in one mapping (a
     // second `osBuild:` would otherwise silently replace the first).
-    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+    let mut document = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
         .map_err(|e| format!("not valid YAML: {e}"))?;
-    let spec: openapiv3::OpenAPI = serde_yaml_ng::from_str(&text)
+    check_and_complete_schemas(&mut document)?;
+    let spec: openapiv3::OpenAPI = serde_yaml_ng::from_value(document)
         .map_err(|e| format!("not a valid OpenAPI 3.0 document: {e}"))?;
-    check_names(&spec)?;
 
     let mut settings = progenitor::GenerationSettings::default();
     settings
@@ -63,7 +63,7 @@ fn generate() -> Result<(), String> {
     let open = open_enums(&spec);
     document_the_rest(&mut file, &spec, &open);
     direct_deserialize(&mut file, &open)?;
-    derive_default(&mut file);
+    derive_default(&mut file)?;
     let mut code = prettyplease::unparse(&file);
     code.push_str(&open_enum_impls(&open));
 
@@ -75,37 +75,213 @@ fn generate() -> Result<(), String> {
     )
 }
 
-/// Refuses what the generator would turn into Rust that does not compile: a
-/// property named `extra` in a schema that keeps unknown fields, whose map is the
-/// field `extra`.
-fn check_names(spec: &openapiv3::OpenAPI) -> Result<(), String> {
-    let Some(components) = &spec.components else {
-        return Ok(());
-    };
-    for (name, schema) in &components.schemas {
-        let openapiv3::ReferenceOr::Item(schema) = schema else {
-            continue;
+/// Checks every schema of the spec and completes it, before the generator sees it:
+///
+/// - An object that does not say otherwise keeps the fields the spec does not
+///   describe: it gets `additionalProperties: {}`, which the generator turns into
+///   the `extra` map, so that no field the API sends is lost. An object that must
+///   not keep them says `additionalProperties: false`.
+/// - Such an object has no property whose Rust name would be `extra`.
+/// - Enumerations are open: a string `enum` is only allowed as the `NKnown` of an
+///   open enumeration `N` (`oneOf: [$ref NKnown, {title: NOther, type: string,
+///   not: {enum: …}}]`), whose `NOther` refuses exactly the values `NKnown` lists.
+///   A closed one would fail a whole answer over one value Defender adds.
+/// - No `format: uuid` and no `pattern`: the generator would use crates this
+///   package does not depend on.
+fn check_and_complete_schemas(document: &mut serde_yaml_ng::Value) -> Result<(), String> {
+    use serde_yaml_ng::Value;
+    let open = open_enum_lists(document)?;
+    let mut check = |schema: &mut serde_yaml_ng::Mapping, at: &str| -> Result<(), String> {
+        let text = |schema: &serde_yaml_ng::Mapping, key: &str| {
+            schema.get(key).and_then(Value::as_str).map(str::to_owned)
         };
-        let openapiv3::SchemaKind::Type(openapiv3::Type::Object(object)) = &schema.schema_kind
-        else {
-            continue;
-        };
-        let keeps_unknown = !matches!(
-            object.additional_properties,
-            None | Some(openapiv3::AdditionalProperties::Any(false))
-        );
-        if let Some(property) = object
-            .properties
-            .keys()
-            .find(|p| keeps_unknown && p.eq_ignore_ascii_case("extra"))
+        let is_object = text(schema, "type").as_deref() == Some("object")
+            || (schema.get("type").is_none() && schema.contains_key("properties"));
+        if is_object && !schema.contains_key("additionalProperties") {
+            schema.insert(
+                "additionalProperties".into(),
+                Value::Mapping(Default::default()),
+            );
+        }
+        let keeps_unknown =
+            is_object && schema.get("additionalProperties") != Some(&Value::Bool(false));
+        if let (true, Some(Value::Mapping(properties))) = (keeps_unknown, schema.get("properties"))
         {
+            let taken = properties.keys().filter_map(Value::as_str).find(|name| {
+                let letters: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
+                letters.eq_ignore_ascii_case("extra")
+            });
+            if let Some(name) = taken {
+                return Err(format!(
+                    "{at}/properties/{name}: the name `extra` is taken by the map that keeps \
+                     unknown fields; this property needs another name"
+                ));
+            }
+        }
+        if text(schema, "format").as_deref() == Some("uuid") {
             return Err(format!(
-                "components/schemas/{name}/properties/{property}: the name `extra` is taken by \
-                 the map that keeps unknown fields; this property needs another name"
+                "{at}: `format: uuid` needs the uuid crate, which this package does not use; \
+                 leave the format out (the value is then a string)"
             ));
+        }
+        if schema.contains_key("pattern") {
+            return Err(format!(
+                "{at}: `pattern` needs the regress crate, which this package does not use; \
+                 leave it out"
+            ));
+        }
+        if let Some(values) = schema.get("enum") {
+            let allowed = open.iter().any(|(name, _)| {
+                at == format!("components/schemas/{name}Known")
+                    || at == format!("components/schemas/{name}/oneOf/1/not")
+            });
+            if !allowed {
+                return Err(format!(
+                    "{at}: a closed enumeration ({values:?}) fails a whole answer over one \
+                     value Defender adds; make it open, as `HealthStatus` is (see the README)"
+                ));
+            }
+        }
+        Ok(())
+    };
+    if let Some(Value::Mapping(schemas)) = document
+        .get_mut("components")
+        .and_then(|c| c.get_mut("schemas"))
+    {
+        for (name, schema) in schemas.iter_mut() {
+            let at = format!("components/schemas/{}", name.as_str().unwrap_or("?"));
+            each_schema(schema, &at, &mut check)?;
+        }
+    }
+    if let Some(Value::Mapping(paths)) = document.get_mut("paths") {
+        for (path, item) in paths.iter_mut() {
+            let Value::Mapping(item) = item else { continue };
+            for (method, operation) in item.iter_mut() {
+                let at = format!(
+                    "paths/{}/{}",
+                    path.as_str().unwrap_or("?"),
+                    method.as_str().unwrap_or("?")
+                );
+                let Some(Value::Mapping(responses)) = operation.get_mut("responses") else {
+                    continue;
+                };
+                for (status, response) in responses.iter_mut() {
+                    let Some(Value::Mapping(content)) = response.get_mut("content") else {
+                        continue;
+                    };
+                    for (kind, media) in content.iter_mut() {
+                        if let Some(schema) = media.get_mut("schema") {
+                            let at = format!(
+                                "{at}/responses/{}/content/{}/schema",
+                                yaml_key(status),
+                                kind.as_str().unwrap_or("?")
+                            );
+                            each_schema(schema, &at, &mut check)?;
+                        }
+                    }
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// A mapping key as text (`200` is a number in YAML).
+fn yaml_key(key: &serde_yaml_ng::Value) -> String {
+    match key {
+        serde_yaml_ng::Value::String(s) => s.clone(),
+        other => serde_yaml_ng::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
+}
+
+/// Calls `f` on `schema` (at `at`) and on every schema inside it: properties,
+/// items, `not`, `additionalProperties`, and the alternatives of `allOf`, `oneOf`
+/// and `anyOf`. A `$ref` is checked where it is defined.
+fn each_schema(
+    schema: &mut serde_yaml_ng::Value,
+    at: &str,
+    f: &mut dyn FnMut(&mut serde_yaml_ng::Mapping, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    use serde_yaml_ng::Value;
+    let Value::Mapping(map) = schema else {
+        return Ok(());
+    };
+    if map.contains_key("$ref") {
+        return Ok(());
+    }
+    f(map, at)?;
+    if let Some(Value::Mapping(properties)) = map.get_mut("properties") {
+        for (name, property) in properties.iter_mut() {
+            let at = format!("{at}/properties/{}", name.as_str().unwrap_or("?"));
+            each_schema(property, &at, f)?;
+        }
+    }
+    for key in ["items", "not", "additionalProperties"] {
+        if let Some(inner) = map.get_mut(key) {
+            each_schema(inner, &format!("{at}/{key}"), f)?;
+        }
+    }
+    for key in ["allOf", "oneOf", "anyOf"] {
+        if let Some(Value::Sequence(alternatives)) = map.get_mut(key) {
+            for (i, alternative) in alternatives.iter_mut().enumerate() {
+                each_schema(alternative, &format!("{at}/{key}/{i}"), f)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The open enumerations of the spec (see [`check_and_complete_schemas`]), each
+/// with its values; fails when an `NOther` does not refuse exactly what `NKnown`
+/// lists (a value in one list only would be refused by both, or accepted by both).
+fn open_enum_lists(document: &serde_yaml_ng::Value) -> Result<Vec<(String, Vec<String>)>, String> {
+    use serde_yaml_ng::Value;
+    let Some(Value::Mapping(schemas)) = document.get("components").and_then(|c| c.get("schemas"))
+    else {
+        return Ok(Vec::new());
+    };
+    let strings = |list: Option<&Value>| -> Option<Vec<String>> {
+        let mut values: Vec<String> = list?
+            .as_sequence()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()?;
+        values.sort();
+        Some(values)
+    };
+    let mut out = Vec::new();
+    for (name, schema) in schemas {
+        let (Some(name), Some(Value::Sequence(one_of))) = (name.as_str(), schema.get("oneOf"))
+        else {
+            continue;
+        };
+        let known_ref = format!("#/components/schemas/{name}Known");
+        let is_open = one_of.len() == 2
+            && one_of[0].get("$ref").and_then(Value::as_str) == Some(known_ref.as_str())
+            && one_of[1].get("title").and_then(Value::as_str) == Some(&format!("{name}Other"));
+        if !is_open {
+            continue;
+        }
+        let known = strings(
+            schemas
+                .get(format!("{name}Known"))
+                .and_then(|k| k.get("enum")),
+        );
+        let refused = strings(one_of[1].get("not").and_then(|n| n.get("enum")));
+        match (known, refused) {
+            (Some(known), Some(refused)) if known == refused => out.push((name.to_owned(), known)),
+            _ => {
+                return Err(format!(
+                    "components/schemas/{name}: the values `{name}Known` lists and those \
+                     `{name}Other` refuses (`not: {{enum: …}}`) must be the same strings"
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Removes the `api-version` header the generator adds to every request from
@@ -547,31 +723,118 @@ fn types_items(file: &mut syn::File) -> Option<&mut Vec<syn::Item>> {
     })
 }
 
-/// Derives `Default` for the structs of `mod types` whose every field has an
-/// empty value (`Option`, `Vec`, `String`, the unknown fields), so that other
-/// crates can build one as `Machine { id: "m1".into(), ..Default::default() }`
-/// and go on compiling when the spec gains a field.
-fn derive_default(file: &mut syn::File) {
+/// Gives `Default` to the structs of `mod types` that can have one, so that
+/// other crates can build one as `Machine { id: "m1".into(), ..Default::default() }`
+/// and go on compiling when the spec gains a field: each field takes the default
+/// the spec declares (`#[serde(default = "…")]`, what a missing field reads as),
+/// or else its type's empty value (`None`, an empty list or string, `false`, 0, no
+/// unknown fields, the default of another such struct). A struct the generator
+/// already derives `Default` for keeps it; one with a field of any other type
+/// gets none.
+fn derive_default(file: &mut syn::File) -> Result<(), String> {
     let Some(types) = types_items(file) else {
-        return;
+        return Ok(());
     };
-    for item in types {
-        let syn::Item::Struct(s) = item else { continue };
+    let derives_default = |attrs: &[syn::Attribute]| {
+        attrs
+            .iter()
+            .filter(|a| a.path().is_ident("derive"))
+            .any(|a| {
+                a.parse_args_with(
+                    syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated,
+                )
+                .is_ok_and(|paths| {
+                    paths
+                        .iter()
+                        .any(|p| p.segments.last().is_some_and(|s| s.ident == "Default"))
+                })
+            })
+    };
+    let structs: Vec<&syn::ItemStruct> = types
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Struct(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let mut with_default: std::collections::HashSet<String> = structs
+        .iter()
+        .filter(|s| derives_default(&s.attrs))
+        .map(|s| s.ident.to_string())
+        .collect();
+    // The value of each field, for a struct whose every field has one.
+    let defaults = |s: &syn::ItemStruct, with_default: &std::collections::HashSet<String>| {
         let syn::Fields::Named(fields) = &s.fields else {
-            continue;
+            return None;
         };
-        let all_empty = fields.named.iter().all(|field| match &field.ty {
-            syn::Type::Path(ty) => ty.path.segments.last().is_some_and(|last| {
-                ["Option", "Vec", "String", "UnknownFields"]
-                    .iter()
-                    .any(|name| last.ident == name)
-            }),
-            _ => false,
-        });
-        if all_empty {
-            s.attrs.push(syn::parse_quote!(#[derive(Default)]));
+        fields
+            .named
+            .iter()
+            .map(|field| {
+                let name = field.ident.clone()?;
+                if let Some(path) = field_attrs(&field.attrs)?.default.flatten() {
+                    syn::parse_str::<syn::ExprPath>(&path).ok()?;
+                    return Some(format!("{name}: {path}()"));
+                }
+                has_empty_value(&field.ty, with_default)
+                    .then(|| format!("{name}: ::std::default::Default::default()"))
+            })
+            .collect::<Option<Vec<_>>>()
+    };
+    // Until no more structs qualify: a struct may hold another one.
+    let mut impls = String::new();
+    loop {
+        let found: Vec<_> = structs
+            .iter()
+            .filter(|s| !with_default.contains(&s.ident.to_string()))
+            .filter_map(|s| Some((s.ident.clone(), defaults(s, &with_default)?)))
+            .collect();
+        if found.is_empty() {
+            break;
+        }
+        for (name, fields) in found {
+            with_default.insert(name.to_string());
+            impls.push_str(&format!(
+                "impl ::std::default::Default for {name} {{ fn default() -> Self {{ Self {{ {} }} }} }}\n",
+                fields.join(", ")
+            ));
         }
     }
+    let impls: syn::File =
+        syn::parse_str(&impls).map_err(|e| format!("the Default impls do not parse: {e}"))?;
+    types.extend(impls.items);
+    Ok(())
+}
+
+/// Whether `ty` has an empty value as its `Default`: the standard types the
+/// generator writes in full (`::std::option::Option`, …), the primitive numbers
+/// and `bool`, the unknown fields, and the structs in `with_default`.
+fn has_empty_value(ty: &syn::Type, with_default: &std::collections::HashSet<String>) -> bool {
+    let syn::Type::Path(p) = ty else {
+        return false;
+    };
+    if p.qself.is_some() {
+        return false;
+    }
+    const PRIMITIVES: [&str; 13] = [
+        "bool", "i8", "i16", "i32", "i64", "i128", "u8", "u16", "u32", "u64", "u128", "f32", "f64",
+    ];
+    let single = p.path.leading_colon.is_none() && p.path.segments.len() == 1;
+    [
+        &["std", "option", "Option"][..],
+        &["std", "vec", "Vec"],
+        &["std", "string", "String"],
+        &["std", "collections", "HashMap"],
+        &["std", "collections", "BTreeMap"],
+        &["serde_json", "Map"],
+        &["crate", "UnknownFields"],
+    ]
+    .iter()
+    .any(|path| is_path(ty, path))
+        || (single
+            && p.path.segments[0].arguments.is_none()
+            && (PRIMITIVES.iter().any(|t| p.path.segments[0].ident == t)
+                || with_default.contains(&p.path.segments[0].ident.to_string())))
 }
 
 /// Removes `name` from the `#[derive(..)]` lists in `attrs`.

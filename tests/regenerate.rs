@@ -73,6 +73,18 @@ fn build_with(dir: &Path, targets: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `cargo run --example name` in `dir`, in this test run's target directory.
+fn run_example(dir: &Path, name: &str) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let target_dir = exe.ancestors().nth(3).unwrap();
+    Command::new(env!("CARGO"))
+        .args(["run", "--offline", "--example", name, "--target-dir"])
+        .arg(target_dir)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
 fn edit(path: &Path, from: &str, to: &str) {
     let text = fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{from:?} not in {}", path.display());
@@ -128,10 +140,48 @@ fn a_spec_edit_is_a_rebuild_away() {
          Some(serde_json::from_str::<types::Machine>(json).ok()?.is_managed)\n}\n",
     );
     fs::write(copy.join("src/lib.rs"), lib).unwrap();
-    let output = build(&copy);
+    // An object written without `additionalProperties` (it keeps unknown fields
+    // all the same, and has a `Default` once), a string with a default.
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "        isAadJoined:\n",
+        "        firmware:\n          type: object\n          nullable: true\n          \
+         properties:\n            vendor:\n              type: string\n              nullable: true\n        \
+         channel:\n          type: string\n          default: Broad\n        \
+         isAadJoined:\n",
+    );
+    // Run against the regenerated types: nothing an answer holds is lost, and a
+    // default built in Rust holds what the spec declares.
+    fs::write(
+        copy.join("examples/regenerated.rs"),
+        r##"use defender_endpoint_regenerated_edit::types::Machine;
+
+fn main() {
+    let sent = serde_json::json!({
+        "id": "m1",
+        "channel": "Beta",
+        "isManaged": false,
+        "firmware": {"vendor": "Dell", "biosDate": "2024-01-01"},
+        "labels": {"name": "n", "tier": "gold"},
+    });
+    let machine: Machine = serde_json::from_value(sent.clone()).unwrap();
+    assert_eq!(machine.firmware.as_ref().unwrap().extra["biosDate"], "2024-01-01");
+    assert_eq!(serde_json::to_value(&machine).unwrap(), sent);
+
+    let built = Machine { id: "m2".into(), ..Default::default() };
+    assert_eq!(built.channel, "Broad");
+    assert!(built.is_managed);
+    let read: Machine = serde_json::from_str(r#"{"id":"m2"}"#).unwrap();
+    assert_eq!(built, read);
+    println!("regenerated types: ok");
+}
+"##,
+    )
+    .unwrap();
+    let output = run_example(&copy, "regenerated");
     let _ = fs::remove_dir_all(&copy);
     assert!(
-        output.status.success(),
+        output.status.success() && String::from_utf8_lossy(&output.stdout).contains("ok"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -154,11 +204,36 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "        osBuild:\n          type: string\n        isAadJoined:\n",
             "openapi/defender.yaml: not valid YAML: ",
         ),
-        // `extra` is the map of unknown fields.
+        // `extra` is the map of unknown fields, however the name is spelt.
         (
             "        isAadJoined:\n",
             "        extra:\n          type: string\n        isAadJoined:\n",
             "openapi/defender.yaml: components/schemas/Machine/properties/extra",
+        ),
+        (
+            "        isAadJoined:\n",
+            "        firmware:\n          type: object\n          properties:\n            \
+             Extra_:\n              type: string\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/firmware/properties/Extra_: the name `extra`",
+        ),
+        // A closed enumeration would fail a whole answer over one new value.
+        (
+            "        isAadJoined:\n",
+            "        osArch:\n          type: string\n          nullable: true\n          \
+             enum: [\"32-bit\", \"64-bit\", null]\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/osArch: a closed enumeration",
+        ),
+        // An open enumeration's two lists differ.
+        (
+            "            enum: [Active, Inactive, ImpairedCommunication, NoSensorData, NoSensorDataImpairedCommunication, Unknown]\n",
+            "            enum: [Active, Inactive, ImpairedCommunication, NoSensorData, NoSensorDataImpairedCommunication, Unknown, Decommissioned]\n",
+            "components/schemas/HealthStatus: the values `HealthStatusKnown` lists",
+        ),
+        // Keywords that need crates this package does not use.
+        (
+            "        isAadJoined:\n",
+            "        deviceGuid:\n          type: string\n          format: uuid\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/deviceGuid: `format: uuid`",
         ),
     ] {
         fs::write(&spec, &original).unwrap();
