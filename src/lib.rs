@@ -3,6 +3,7 @@
 //! [`AccessToken`]: AccessToken
 //! [`Client::machines_for_users`]: Client::machines_for_users
 //! [`Client::raw`]: Client::raw
+//! [`Client::user_machine_pages`]: Client::user_machine_pages
 //! [`Client::user_machines_json`]: Client::user_machines_json
 //! [`ClientBuilder::base_url`]: ClientBuilder::base_url
 //! [`ClientBuilder::cloud`]: ClientBuilder::cloud

@@ -83,3 +83,33 @@ fn every_one_of_alternative_is_described() {
         "oneOf alternatives without a description: {missing:?}"
     );
 }
+
+/// The README is also the crate's rustdoc: each API name it links to a source
+/// file (for reading on GitHub) is linked to its rustdoc by a definition in
+/// `src/lib.rs`, and it has no other relative link, which rustdoc could not follow.
+#[test]
+fn every_readme_link_works_in_the_rustdoc_too() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    for line in readme.lines() {
+        if let Some((name, target)) = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once("]: "))
+        {
+            if target.starts_with("src/") {
+                assert!(
+                    lib.contains(&format!("//! [{name}]: ")),
+                    "src/lib.rs has no rustdoc link for the README's [{name}]"
+                );
+            }
+        }
+        for (i, _) in line.match_indices("](") {
+            let target = &line[i + 2..];
+            assert!(
+                target.starts_with("http") || target.starts_with('#'),
+                "a relative link rustdoc cannot follow: {line}"
+            );
+        }
+    }
+}
