@@ -1149,6 +1149,7 @@ impl ClientBuilder {
     }
 
     /// The longest one attempt may take, from sending to the end of the body; default 30 s.
+    /// A token request the attempt has to wait for counts as part of it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

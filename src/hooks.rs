@@ -119,9 +119,17 @@ impl ClientHooks<Inner> for crate::generated::Client {
         // and the request's. A wait for the quota may outlast the token: then the
         // slot is given back and a new token fetched first.
         let deadline = ATTEMPT.try_with(|a| a.deadline.get()).ok().flatten();
+        // A token request is part of the attempt: bounded by its timeout too.
+        let token_deadline = |deadline: Option<std::time::Instant>| {
+            let attempt = std::time::Instant::now().checked_add(shared.attempt_timeout);
+            match (deadline, attempt) {
+                (Some(deadline), Some(attempt)) => Some(deadline.min(attempt)),
+                (deadline, attempt) => deadline.or(attempt),
+            }
+        };
         let mut token = match shared.tokens.cached() {
             Some(token) => token,
-            None => within(deadline, shared.tokens.token())
+            None => within(token_deadline(deadline), shared.tokens.token())
                 .await
                 .map_err(fail)?,
         };
@@ -147,7 +155,7 @@ impl ClientHooks<Inner> for crate::generated::Client {
                     rounds += 1;
                     drop(slot);
                     let deadline = deadline.and_then(|d| d.checked_add(waited));
-                    token = within(deadline, shared.tokens.token())
+                    token = within(token_deadline(deadline), shared.tokens.token())
                         .await
                         .map_err(fail)?;
                     slot = shared.limiter.acquire().await;

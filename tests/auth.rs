@@ -1754,3 +1754,27 @@ mod azure {
         assert!(!format!("{adapter:?} {adapter:#?}").contains("SENTINEL"));
     }
 }
+
+/// A token request made for a call is part of its attempt: a token endpoint that
+/// does not answer costs the attempt's timeout, not the credential's 30 s.
+#[tokio::test]
+async fn a_silent_token_endpoint_costs_the_attempt_timeout() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::from_secs(60));
+    let answers = api(&server);
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(tokens.calls(), 1);
+    assert_eq!(answers.calls(), 0);
+}

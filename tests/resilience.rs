@@ -339,8 +339,8 @@ async fn the_pages_of_an_answer_share_one_budget() {
     assert_between(took, 2_000, 3_800);
 }
 
-/// A token request that hangs is bounded by the budget, also when the budget is
-/// longer than an attempt's timeout (which bounds only the request).
+/// A token request that hangs is part of its attempt: bounded by the attempt's
+/// timeout, and, over the attempts the policy allows, by the budget.
 #[tokio::test]
 async fn the_budget_ends_a_hanging_token_request() {
     struct Hanging;
@@ -359,7 +359,16 @@ async fn the_budget_ends_a_hanging_token_request() {
         .build()
         .unwrap();
     let took = times_out(&client).await;
+    assert_between(took, 400, 1_300);
+    let client = builder(&server)
+        .credential(Hanging)
+        .timeout(Duration::from_millis(500))
+        .retry(quick_retries(10).budget(Duration::from_millis(1_500)))
+        .build()
+        .unwrap();
+    let took = times_out(&client).await;
     assert_between(took, 1_400, 2_300);
+    assert!(client.stats().attempts >= 2, "{:?}", client.stats());
 }
 
 /// After a `Retry-After` wait, the attempt that follows gets only what is left of

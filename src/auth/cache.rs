@@ -18,6 +18,10 @@ const MAX_TOKEN_THROTTLE: Duration = Duration::from_secs(5 * 60);
 /// How long before expiry a token is replaced (shortened to half the lifetime of short-lived tokens).
 pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
+/// After a failed refresh, how long the current token is used before the next
+/// try (shortened to half of what is left of its life).
+const REFRESH_RETRY: Duration = Duration::from_secs(30);
+
 struct Cached {
     bearer: Bearer,
     /// When to fetch a new token; `None` = never.
@@ -156,28 +160,55 @@ impl TokenCache {
     }
 
     /// A valid token, fetched only when the cached one is missing or about to expire.
+    ///
+    /// A token due for a refresh but not yet expired is handed out at once, while
+    /// a fetch of its own, run as a task of the runtime, replaces it: callers do
+    /// not wait for the token endpoint, and a failed refresh fails no call while
+    /// the token lasts (it is tried again a little later; see `fetch`).
     pub(crate) async fn token(&self) -> Result<Bearer, Error> {
-        let flight = {
+        let (flight, started, due) = {
             let mut state = lock(&self.state);
             if let Some(token) = state.valid() {
                 return Ok(token);
             }
+            let due = state
+                .current
+                .as_ref()
+                .map(|cached| cached.bearer.clone())
+                .filter(Bearer::usable);
             if let Some((until, error)) = &state.throttled {
                 if Instant::now() < *until {
-                    return Err(error.clone());
+                    return due.ok_or_else(|| error.clone());
                 }
                 state.throttled = None;
             }
             match state.flight.as_ref().and_then(WeakShared::upgrade) {
-                Some(flight) => flight,
+                Some(flight) => (flight, false, due),
                 None => {
                     let flight = self.fetch().shared();
                     state.flight = flight.downgrade();
-                    flight
+                    (flight, true, due)
                 }
             }
         };
-        flight.await
+        let Some(due) = due else {
+            return flight.await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            // Whoever started the fetch has it run; a fetch already under way is
+            // run by whoever started it.
+            Ok(runtime) => {
+                if started {
+                    runtime.spawn(async move {
+                        let _ = flight.await;
+                    });
+                }
+                Ok(due)
+            }
+            // Outside a Tokio runtime: the caller runs the fetch, and goes on with
+            // the token it has if the fetch fails.
+            Err(_) => Ok(flight.await.unwrap_or(due)),
+        }
     }
 
     /// One request to the credential; stores the token it gets.
@@ -213,6 +244,26 @@ impl TokenCache {
             let mut state = lock(&state);
             // This fetch is over: the next caller without a valid token starts another.
             state.flight = None;
+            if let Err(error) = &outcome {
+                // A failed refresh: the current token, while it lasts, serves until
+                // the next try, a little later, so that a token endpoint that is down
+                // gets one request every half minute, not one a call.
+                if let Some(current) = state.current.as_mut().filter(|c| c.bearer.usable()) {
+                    let now = Instant::now();
+                    let left = current
+                        .bearer
+                        .0
+                        .expires
+                        .map(|expires| expires.saturating_duration_since(now));
+                    let wait = left.map_or(REFRESH_RETRY, |left| REFRESH_RETRY.min(left / 2));
+                    current.refresh_at = now.checked_add(wait);
+                    tracing::warn!(
+                        error = %error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "refreshing the token failed; the current one is used while it lasts"
+                    );
+                }
+            }
             if let (Err(error), Some(wait)) = (&outcome, retry_after) {
                 // Shared by every caller, so that many of them do not multiply the
                 // requests the token endpoint asked to be spared; for a few minutes
@@ -332,6 +383,83 @@ mod tests {
             lead <= half && lead + Duration::from_secs(1) >= half,
             "{lead:?}"
         );
+    }
+
+    /// Answers its calls in turn: after a delay, a token `n` (the call's number)
+    /// lasting the given time, or (`None`) an error; counts its calls.
+    struct Turns(
+        Vec<(Duration, Option<Duration>)>,
+        std::sync::atomic::AtomicUsize,
+    );
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Turns {
+        async fn get_token(&self, _: &[&str]) -> Result<AccessToken, Error> {
+            let n = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (delay, lifetime) = self.0[n.min(self.0.len() - 1)];
+            tokio::time::sleep(delay).await;
+            let lifetime = lifetime.ok_or_else(|| Error::credential("the endpoint is down"))?;
+            Ok(AccessToken::new(
+                format!("token-{n}"),
+                Instant::now() + lifetime,
+            ))
+        }
+    }
+
+    impl Turns {
+        fn calls(&self) -> usize {
+            self.1.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// A token due for a refresh is handed out at once while the refresh runs; the
+    /// refreshed one follows.
+    #[tokio::test]
+    async fn a_token_due_for_a_refresh_is_used_while_it_is_refreshed() {
+        let turns = Arc::new(Turns(
+            vec![(ms(0), Some(ms(2_000))), (ms(800), Some(ms(3_600_000)))],
+            Default::default(),
+        ));
+        let cache = TokenCache::new(turns.clone(), "scope".into());
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        // Past half its life: due, not expired.
+        tokio::time::sleep(ms(1_100)).await;
+        let asked = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        }
+        assert!(asked.elapsed() < ms(500), "{:?}", asked.elapsed());
+        tokio::time::sleep(ms(1_500)).await;
+        assert_eq!(cache.token().await.unwrap().secret(), "token-1");
+        assert_eq!(turns.calls(), 2);
+    }
+
+    /// A failed refresh fails no call while the token lasts, and is tried again
+    /// a little later, not on every call; once the token expires, calls get the error.
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_token_while_it_lasts() {
+        let turns = Arc::new(Turns(
+            vec![(ms(0), Some(ms(3_000))), (ms(0), None)],
+            Default::default(),
+        ));
+        let cache = TokenCache::new(turns.clone(), "scope".into());
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        tokio::time::sleep(ms(1_600)).await;
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        tokio::time::sleep(ms(50)).await;
+        assert_eq!(turns.calls(), 2);
+        for _ in 0..20 {
+            assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        }
+        // Tried again after half of what was left (about 0.7 s), not 20 times.
+        assert_eq!(turns.calls(), 2);
+        tokio::time::sleep(ms(1_600)).await;
+        assert!(cache.token().await.is_err());
+        assert!(turns.calls() >= 3);
     }
 
     /// Answers after `delay`, with a token or (`fail`) an error; counts its calls.
