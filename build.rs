@@ -63,6 +63,7 @@ fn generate() -> Result<(), String> {
     let open = open_enums(&spec);
     document_the_rest(&mut file, &spec, &open);
     direct_deserialize(&mut file, &open)?;
+    known_values_are_non_exhaustive(&mut file, &open);
     derive_default(&mut file)?;
     let mut code = prettyplease::unparse(&file);
     code.push_str(&open_enum_impls(&open));
@@ -713,6 +714,24 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
         syn::parse_str(&out).map_err(|e| format!("the direct deserialisers do not parse: {e}"))?;
     types.extend(impls.items);
     Ok(())
+}
+
+/// Marks the `NKnown` enum of each open enumeration `#[non_exhaustive]`: a value
+/// the spec adds later is then no breaking change for crates that match on it.
+fn known_values_are_non_exhaustive(file: &mut syn::File, open: &[(String, Vec<String>)]) {
+    let Some(types) = types_items(file) else {
+        return;
+    };
+    for item in types {
+        if let syn::Item::Enum(e) = item {
+            if open
+                .iter()
+                .any(|(name, _)| e.ident == format!("{name}Known"))
+            {
+                e.attrs.push(syn::parse_quote!(#[non_exhaustive]));
+            }
+        }
+    }
 }
 
 /// The items of the generated `mod types`.

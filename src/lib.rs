@@ -89,6 +89,35 @@ pub use user::{InvalidUserName, InvalidUserNameReason, UserName, MAX_USER_NAME_C
 /// let machine = Machine { id: "m1".into(), ..Default::default() };
 /// assert_eq!(serde_json::to_string(&machine).unwrap(), r#"{"id":"m1"}"#);
 /// ```
+///
+/// The documented values of each open enumeration (`HealthStatusKnown`, …) are a
+/// `#[non_exhaustive]` enum, so that a value the spec adds later breaks no match:
+/// a match on one needs a wildcard arm.
+///
+/// ```
+/// use defender_endpoint::types::HealthStatusKnown;
+///
+/// fn reachable(status: HealthStatusKnown) -> bool {
+///     match status {
+///         HealthStatusKnown::Active => true,
+///         HealthStatusKnown::Inactive | HealthStatusKnown::NoSensorData => false,
+///         _ => false,
+///     }
+/// }
+/// assert!(reachable(HealthStatusKnown::Active));
+/// ```
+///
+/// ```compile_fail
+/// use defender_endpoint::types::HealthStatusKnown as H;
+///
+/// // Every value listed today, and no wildcard: refused.
+/// fn name(status: H) -> &'static str {
+///     match status {
+///         H::Active | H::Inactive | H::ImpairedCommunication | H::NoSensorData => "",
+///         H::NoSensorDataImpairedCommunication | H::Unknown => "",
+///     }
+/// }
+/// ```
 pub mod types {
     pub use crate::generated::types::*;
 }
