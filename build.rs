@@ -27,7 +27,8 @@ fn generate() -> Result<(), String> {
     // second `osBuild:` would otherwise silently replace the first).
     let mut document = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
         .map_err(|e| format!("not valid YAML: {e}"))?;
-    check_and_complete_schemas(&mut document)?;
+    let open = open_enums(&document)?;
+    check_and_complete_schemas(&mut document, &open)?;
     let spec: openapiv3::OpenAPI = serde_yaml_ng::from_value(document)
         .map_err(|e| format!("not a valid OpenAPI 3.0 document: {e}"))?;
 
@@ -60,7 +61,6 @@ fn generate() -> Result<(), String> {
     drop_api_version_header(&mut file);
     read_responses_without_copying_headers(&mut file);
     encode_paths_with_the_user_rule(&mut file)?;
-    let open = open_enums(&spec);
     document_the_rest(&mut file, &spec, &open);
     direct_deserialize(&mut file, &open)?;
     known_values_are_non_exhaustive(&mut file, &open);
@@ -89,9 +89,11 @@ fn generate() -> Result<(), String> {
 ///   A closed one would fail a whole answer over one value Defender adds.
 /// - No `format: uuid` and no `pattern`: the generator would use crates this
 ///   package does not depend on.
-fn check_and_complete_schemas(document: &mut serde_yaml_ng::Value) -> Result<(), String> {
+fn check_and_complete_schemas(
+    document: &mut serde_yaml_ng::Value,
+    open: &[(String, Vec<String>)],
+) -> Result<(), String> {
     use serde_yaml_ng::Value;
-    let open = open_enum_lists(document)?;
     let mut check = |schema: &mut serde_yaml_ng::Mapping, at: &str| -> Result<(), String> {
         let text = |schema: &serde_yaml_ng::Mapping, key: &str| {
             schema.get(key).and_then(Value::as_str).map(str::to_owned)
@@ -238,20 +240,23 @@ fn each_schema(
 /// The open enumerations of the spec (see [`check_and_complete_schemas`]), each
 /// with its values; fails when an `NOther` does not refuse exactly what `NKnown`
 /// lists (a value in one list only would be refused by both, or accepted by both).
-fn open_enum_lists(document: &serde_yaml_ng::Value) -> Result<Vec<(String, Vec<String>)>, String> {
+fn open_enums(document: &serde_yaml_ng::Value) -> Result<Vec<(String, Vec<String>)>, String> {
     use serde_yaml_ng::Value;
     let Some(Value::Mapping(schemas)) = document.get("components").and_then(|c| c.get("schemas"))
     else {
         return Ok(Vec::new());
     };
     let strings = |list: Option<&Value>| -> Option<Vec<String>> {
-        let mut values: Vec<String> = list?
+        list?
             .as_sequence()?
             .iter()
             .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<_>>()?;
-        values.sort();
-        Some(values)
+            .collect()
+    };
+    let sorted = |list: &[String]| {
+        let mut list = list.to_vec();
+        list.sort();
+        list
     };
     let mut out = Vec::new();
     for (name, schema) in schemas {
@@ -273,7 +278,9 @@ fn open_enum_lists(document: &serde_yaml_ng::Value) -> Result<Vec<(String, Vec<S
         );
         let refused = strings(one_of[1].get("not").and_then(|n| n.get("enum")));
         match (known, refused) {
-            (Some(known), Some(refused)) if known == refused => out.push((name.to_owned(), known)),
+            (Some(known), Some(refused)) if sorted(&known) == sorted(&refused) => {
+                out.push((name.to_owned(), known))
+            }
             _ => {
                 return Err(format!(
                     "components/schemas/{name}: the values `{name}Known` lists and those \
@@ -525,42 +532,6 @@ fn add_doc(attrs: &mut Vec<syn::Attribute>, text: &str) {
     }
     let text = format!(" {text}");
     attrs.insert(0, syn::parse_quote!(#[doc = #text]));
-}
-
-/// The spec's open enumerations, with their documented values: a schema `N`
-/// that is `oneOf` a `$ref` to `NKnown` (a string enum) and a string titled `NOther`.
-fn open_enums(spec: &openapiv3::OpenAPI) -> Vec<(String, Vec<String>)> {
-    use openapiv3::{ReferenceOr, SchemaKind, Type};
-    let Some(components) = &spec.components else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (name, schema) in &components.schemas {
-        let ReferenceOr::Item(schema) = schema else {
-            continue;
-        };
-        let SchemaKind::OneOf { one_of } = &schema.schema_kind else {
-            continue;
-        };
-        let known_ref = format!("#/components/schemas/{name}Known");
-        let is_open = one_of.len() == 2
-            && matches!(&one_of[0], ReferenceOr::Reference { reference } if *reference == known_ref)
-            && matches!(&one_of[1], ReferenceOr::Item(s) if s.schema_data.title.as_deref() == Some(&format!("{name}Other")));
-        if !is_open {
-            continue;
-        }
-        let values: Vec<String> = match components.schemas.get(&format!("{name}Known")) {
-            Some(ReferenceOr::Item(known)) => match &known.schema_kind {
-                SchemaKind::Type(Type::String(s)) => {
-                    s.enumeration.iter().flatten().cloned().collect()
-                }
-                _ => continue,
-            },
-            _ => continue,
-        };
-        out.push((name.clone(), values));
-    }
-    out
 }
 
 /// `as_str`, `known_ignore_case`, `Display` and `FromStr` for each open enumeration.

@@ -422,9 +422,9 @@ impl Client {
     ///
     /// Inputs that normalise to the same [`UserName`] (`user1@contoso.com`,
     /// `CONTOSO\user1`, `user1`), ignoring case as Windows does (`USER1`; each
-    /// character upper-cased on its own, so `K`, the Kelvin sign, is not `k`), are looked up once,
-    /// with the first input's spelling, and every one of them gets the answer
-    /// (machines and errors are cloned).
+    /// character upper-cased on its own, so `K`, the Kelvin sign, is not `k`),
+    /// are looked up once, with the first input's spelling, and every one of
+    /// them gets the answer (machines and errors are cloned).
     ///
     /// The lookups go through this client, so its quota ([`RateLimit`]) and
     /// [`RetryPolicy`] apply to each of them, and [`stats`](Self::stats) counts them.
