@@ -82,7 +82,8 @@ fn generate() -> Result<(), String> {
 ///   describe: it gets `additionalProperties: {}`, which the generator turns into
 ///   the `extra` map, so that no field the API sends is lost. An object that must
 ///   not keep them says `additionalProperties: false`.
-/// - Such an object has no property whose Rust name would be `extra`.
+/// - No two properties of an object would be the same Rust field, and an object
+///   that keeps unknown fields has no property whose Rust name would be `extra`.
 /// - Enumerations are open: a string `enum` is only allowed as the `NKnown` of an
 ///   open enumeration `N` (`oneOf: [$ref NKnown, {title: NOther, type: string,
 ///   not: {enum: …}}]`), whose `NOther` refuses exactly the values `NKnown` lists.
@@ -106,14 +107,33 @@ fn check_and_complete_schemas(
                 Value::Mapping(Default::default()),
             );
         }
+        // The letters and digits of a name, in lower case: two properties alike in
+        // these would be one Rust field (`self` and `Self`, `field` and `__Field`).
+        let rust_name = |name: &str| -> String {
+            name.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase())
+                .collect()
+        };
+        if let Some(Value::Mapping(properties)) = schema.get("properties") {
+            let mut seen = std::collections::HashMap::new();
+            for name in properties.keys().filter_map(Value::as_str) {
+                if let Some(first) = seen.insert(rust_name(name), name) {
+                    return Err(format!(
+                        "{at}/properties: `{first}` and `{name}` would be the same Rust field; \
+                         rename one"
+                    ));
+                }
+            }
+        }
         let keeps_unknown =
             is_object && schema.get("additionalProperties") != Some(&Value::Bool(false));
         if let (true, Some(Value::Mapping(properties))) = (keeps_unknown, schema.get("properties"))
         {
-            let taken = properties.keys().filter_map(Value::as_str).find(|name| {
-                let letters: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
-                letters.eq_ignore_ascii_case("extra")
-            });
+            let taken = properties
+                .keys()
+                .filter_map(Value::as_str)
+                .find(|name| rust_name(name) == "extra");
             if let Some(name) = taken {
                 return Err(format!(
                     "{at}/properties/{name}: the name `extra` is taken by the map that keeps \

@@ -225,6 +225,12 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
              Extra_:\n              type: string\n        isAadJoined:\n",
             "components/schemas/Machine/properties/firmware/properties/Extra_: the name `extra`",
         ),
+        // Two names that would be one Rust field.
+        (
+            "        isAadJoined:\n",
+            "        self:\n          type: string\n        Self:\n          type: string\n        isAadJoined:\n",
+            "components/schemas/Machine/properties: `self` and `Self` would be the same Rust field",
+        ),
         // A closed enumeration would fail a whole answer over one new value.
         (
             "        isAadJoined:\n",
