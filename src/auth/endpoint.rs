@@ -240,9 +240,12 @@ pub(crate) fn parse_answer(
         return Err(refused);
     }
     if !(200..300).contains(&status) {
+        // A JSON body is shown as serde_json writes it, so that a secret it echoes
+        // with escapes (`\u007e` for `~`) reads as itself and is blanked out.
+        let shown = json.as_ref().map(|json| json.to_string().into_bytes());
         return Err(credential_error(
             status,
-            match excerpt(body, secrets) {
+            match excerpt(shown.as_deref().unwrap_or(body), secrets) {
                 Some(text) => format!("the token endpoint answered HTTP {status}: {text}"),
                 None => format!("the token endpoint answered HTTP {status} with no body"),
             },
@@ -624,6 +627,17 @@ mod tests {
 
         let err = parse_answer(503, b"", Instant::now(), &[]).unwrap_err();
         assert!(err.to_string().contains("no body"), "{err}");
+        // Echoed in JSON with escapes.
+        let err = parse_answer(
+            400,
+            br#"{"detail":"rejected s3cr\u002bt\u007evalue"}"#,
+            Instant::now(),
+            &["s3cr+t~value"],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("rejected ***"), "{text}");
+
         let long = "x".repeat(5000);
         let err = parse_answer(500, long.as_bytes(), Instant::now(), &[]).unwrap_err();
         assert!(err.to_string().len() < 400, "{err}");
