@@ -135,11 +135,16 @@ impl UserName {
 
     /// The name as names are compared, ignoring case the way Windows does
     /// (ordinal, ignoring case): each character upper-cased on its own, where
-    /// Unicode gives it a single upper-case character. So `USER1` and `user1` are
-    /// one name, while `K` (U+212A KELVIN SIGN) and `k`, or `Ω` (U+2126 OHM SIGN)
-    /// and `ω`, which lower-casing would merge, stay apart.
+    /// Unicode gives it a single upper-case character, except `ı` (U+0131) and
+    /// `ſ` (U+017F), which Windows leaves as they are. So `USER1` and `user1` are
+    /// one name, while `K` (U+212A KELVIN SIGN) and `k`, `Ω` (U+2126 OHM SIGN)
+    /// and `ω`, or `admın` and `admin`, which a plain Unicode case mapping would
+    /// merge, stay apart.
     pub(crate) fn case_key(name: &str) -> impl Iterator<Item = char> + '_ {
         name.chars().map(|c| {
+            if matches!(c, '\u{131}' | '\u{17F}') {
+                return c;
+            }
             let mut upper = c.to_uppercase();
             match (upper.next(), upper.next()) {
                 (Some(u), None) => u,

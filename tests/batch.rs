@@ -211,7 +211,8 @@ async fn inputs_naming_the_same_user_share_one_request() {
 
 /// Case is ignored as Windows ignores it, one character at a time: `K` (the
 /// Kelvin sign) and `Ω` (the ohm sign) are not `k` and `ω`, though lower-casing
-/// them gives `k` and `ω`; each such name is looked up on its own.
+/// them gives `k` and `ω`, and `ı` and `ſ` are not `i` and `s`, though
+/// upper-casing them gives `I` and `S`; each such name is looked up on its own.
 #[tokio::test]
 async fn names_that_only_lower_casing_merges_are_looked_up_apart() {
     let server = MockServer::start_async().await;
@@ -223,7 +224,18 @@ async fn names_that_only_lower_casing_merges_are_looked_up_apart() {
         .await;
     let client = client(&server);
     let inputs = [
-        "k", "K", "\u{212A}", "\u{3C9}", "\u{3A9}", "\u{2126}", "Éa", "éA",
+        "k",
+        "K",
+        "\u{212A}",
+        "\u{3C9}",
+        "\u{3A9}",
+        "\u{2126}",
+        "Éa",
+        "éA",
+        "admin",
+        "adm\u{131}n",
+        "sam",
+        "\u{17F}am",
     ];
     let (_, results) = collect(client.machines_for_users(inputs, 2)).await;
     let looked_up = |input: &str| results[input].as_ref().unwrap()[0].id.clone();
@@ -232,8 +244,11 @@ async fn names_that_only_lower_casing_merges_are_looked_up_apart() {
     assert_eq!(looked_up("\u{3C9}"), looked_up("\u{3A9}"));
     assert_eq!(looked_up("\u{2126}"), "%E2%84%A6");
     assert_eq!(looked_up("Éa"), looked_up("éA"));
-    // k, the Kelvin sign, ω, the ohm sign and éa.
-    users.assert_calls_async(5).await;
+    // Windows leaves the dotless i and the long s as they are.
+    assert_eq!(looked_up("adm\u{131}n"), "adm%C4%B1n");
+    assert_eq!(looked_up("\u{17F}am"), "%C5%BFam");
+    // k, the Kelvin sign, ω, the ohm sign, éa, admin, admın, sam and ſam.
+    users.assert_calls_async(9).await;
 }
 
 #[tokio::test]
