@@ -767,10 +767,30 @@ fn derive_default(file: &mut syn::File) -> Result<(), String> {
             _ => None,
         })
         .collect();
+    // Those the generator gave a `Default`: derived, or written out (when a
+    // field declares a default).
+    let written: Vec<String> = types
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Impl(i)
+                if i.trait_
+                    .as_ref()
+                    .and_then(|(path, _)| path.segments.last())
+                    .is_some_and(|s| s.ident == "Default") =>
+            {
+                match &*i.self_ty {
+                    syn::Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
     let mut with_default: std::collections::HashSet<String> = structs
         .iter()
         .filter(|s| derives_default(&s.attrs))
         .map(|s| s.ident.to_string())
+        .chain(written)
         .collect();
     // The value of each field, for a struct whose every field has one.
     let defaults = |s: &syn::ItemStruct, with_default: &std::collections::HashSet<String>| {

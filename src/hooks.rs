@@ -621,27 +621,23 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
 
 /// `input` with the user info of its authority (`user:password@`) replaced by
 /// `***@`, so that a URL can be shown in a message or in `Debug`. Works on text
-/// that is not a valid URL too: there a password may hold a `/`, `?` or `#` that
-/// ended the authority early, so everything up to the last `@` is hidden.
+/// that is not a valid URL too. A password may hold a `/`, `?` or `#` that ends
+/// the authority early (`https://svc:2024/pw@host` even reads as a URL whose path
+/// holds the `@`), so unless the text reads as a URL with user info, whose end the
+/// parser knows, everything up to its last `@` is hidden: an `@` in the path of a
+/// base URL is hidden with it, which errs on the safe side.
 pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
-    let with_host = reqwest::Url::parse(input)
-        .ok()
-        .filter(reqwest::Url::has_host);
-    if with_host
-        .as_ref()
-        .is_some_and(|url| url.username().is_empty() && url.password().is_none())
-    {
-        // A URL with a host and no user info: an `@` is in its path or query.
-        return input.into();
-    }
     let start = input.find("://").map_or(0, |i| i + 3);
-    let authority_len = input[start..]
-        .find(['/', '?', '#'])
-        .unwrap_or(input.len() - start);
-    let at = match input[start..start + authority_len].rfind('@') {
-        Some(at) => Some(at),
-        None if with_host.is_some() => None,
-        None => input[start..].rfind('@'),
+    let with_user_info = reqwest::Url::parse(input).is_ok_and(|url| {
+        url.has_host() && (!url.username().is_empty() || url.password().is_some())
+    });
+    let at = if with_user_info {
+        let authority_len = input[start..]
+            .find(['/', '?', '#'])
+            .unwrap_or(input.len() - start);
+        input[start..start + authority_len].rfind('@')
+    } else {
+        input[start..].rfind('@')
     };
     match at {
         Some(at) => format!("{}***{}", &input[..start], &input[start + at..]).into(),
@@ -836,9 +832,17 @@ mod tests {
                 "https://***@proxy.example/x",
             ),
             ("https://PW@h", "https://***@h"),
-            ("svc:PW@h/a@b", "***@h/a@b"),
+            ("svc:PW@h/a@b", "***@b"),
             ("https://a@b:PW@h?q=@", "https://***@h?q=@"),
-            ("https://h/p@x", "https://h/p@x"),
+            // An `@` in a path is hidden with what comes before it: a password
+            // `2024/pw` reads as a port and a path.
+            ("https://h/p@x", "https://***@x"),
+            (
+                "https://svc:2024/PW@proxy.example",
+                "https://***@proxy.example",
+            ),
+            ("https://svc:42?PW@h", "https://***@h"),
+            ("https://h/path", "https://h/path"),
             // Not URLs: a `/`, `?`, `#` or `\` in the password ends the authority.
             (
                 "https://svc:pa/ss-PW@proxy.example",

@@ -150,6 +150,19 @@ fn a_spec_edit_is_a_rebuild_away() {
          channel:\n          type: string\n          default: Broad\n        \
          isAadJoined:\n",
     );
+    // An object that keeps no unknown fields and declares a default: the
+    // generator writes its `Default` out itself.
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "  schemas:\n",
+        "  schemas:\n    Sealed:\n      type: object\n      additionalProperties: false\n      \
+         properties:\n        kind:\n          type: string\n          default: Azure\n",
+    );
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "        isAadJoined:\n",
+        "        sealed:\n          $ref: \"#/components/schemas/Sealed\"\n        isAadJoined:\n",
+    );
     // Run against the regenerated types: nothing an answer holds is lost, and a
     // default built in Rust holds what the spec declares.
     fs::write(
@@ -168,6 +181,7 @@ fn main() {
     assert_eq!(machine.firmware.as_ref().unwrap().extra["biosDate"], "2024-01-01");
     assert_eq!(serde_json::to_value(&machine).unwrap(), sent);
 
+    assert_eq!(defender_endpoint_regenerated_edit::types::Sealed::default().kind, "Azure");
     let built = Machine { id: "m2".into(), ..Default::default() };
     assert_eq!(built.channel, "Broad");
     assert!(built.is_managed);
