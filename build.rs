@@ -167,43 +167,88 @@ fn check_and_complete_schemas(
         }
         Ok(())
     };
-    if let Some(Value::Mapping(schemas)) = document
-        .get_mut("components")
-        .and_then(|c| c.get_mut("schemas"))
-    {
-        for (name, schema) in schemas.iter_mut() {
-            let at = format!("components/schemas/{}", name.as_str().unwrap_or("?"));
-            each_schema(schema, &at, &mut check)?;
+    if let Some(Value::Mapping(components)) = document.get_mut("components") {
+        for (kind, entries) in components.iter_mut() {
+            let kind = yaml_key(kind);
+            let Value::Mapping(entries) = entries else {
+                continue;
+            };
+            for (name, entry) in entries.iter_mut() {
+                let at = format!("components/{kind}/{}", yaml_key(name));
+                match kind.as_str() {
+                    "schemas" => each_schema(entry, &at, &mut check)?,
+                    "responses" | "requestBodies" => each_media_schema(entry, &at, &mut check)?,
+                    "parameters" | "headers" => {
+                        if let Some(schema) = entry.get_mut("schema") {
+                            each_schema(schema, &format!("{at}/schema"), &mut check)?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     if let Some(Value::Mapping(paths)) = document.get_mut("paths") {
         for (path, item) in paths.iter_mut() {
             let Value::Mapping(item) = item else { continue };
-            for (method, operation) in item.iter_mut() {
-                let at = format!(
-                    "paths/{}/{}",
-                    path.as_str().unwrap_or("?"),
-                    method.as_str().unwrap_or("?")
-                );
-                let Some(Value::Mapping(responses)) = operation.get_mut("responses") else {
+            for (key, entry) in item.iter_mut() {
+                let at = format!("paths/{}/{}", yaml_key(path), yaml_key(key));
+                if yaml_key(key) == "parameters" {
+                    each_parameter_schema(entry, &at, &mut check)?;
+                    continue;
+                }
+                let Value::Mapping(operation) = entry else {
                     continue;
                 };
-                for (status, response) in responses.iter_mut() {
-                    let Some(Value::Mapping(content)) = response.get_mut("content") else {
-                        continue;
-                    };
-                    for (kind, media) in content.iter_mut() {
-                        if let Some(schema) = media.get_mut("schema") {
-                            let at = format!(
-                                "{at}/responses/{}/content/{}/schema",
-                                yaml_key(status),
-                                kind.as_str().unwrap_or("?")
-                            );
-                            each_schema(schema, &at, &mut check)?;
-                        }
+                if let Some(parameters) = operation.get_mut("parameters") {
+                    each_parameter_schema(parameters, &format!("{at}/parameters"), &mut check)?;
+                }
+                if let Some(body) = operation.get_mut("requestBody") {
+                    each_media_schema(body, &format!("{at}/requestBody"), &mut check)?;
+                }
+                if let Some(Value::Mapping(responses)) = operation.get_mut("responses") {
+                    for (status, response) in responses.iter_mut() {
+                        let at = format!("{at}/responses/{}", yaml_key(status));
+                        each_media_schema(response, &at, &mut check)?;
                     }
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// [`each_schema`] on the schema of each media type of `holder`'s `content` (a
+/// response or a request body).
+fn each_media_schema(
+    holder: &mut serde_yaml_ng::Value,
+    at: &str,
+    f: &mut dyn FnMut(&mut serde_yaml_ng::Mapping, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    let Some(serde_yaml_ng::Value::Mapping(content)) = holder.get_mut("content") else {
+        return Ok(());
+    };
+    for (media, entry) in content.iter_mut() {
+        if let Some(schema) = entry.get_mut("schema") {
+            let at = format!("{at}/content/{}/schema", yaml_key(media));
+            each_schema(schema, &at, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`each_schema`] on the schema of each parameter of the list `parameters`.
+fn each_parameter_schema(
+    parameters: &mut serde_yaml_ng::Value,
+    at: &str,
+    f: &mut dyn FnMut(&mut serde_yaml_ng::Mapping, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    let serde_yaml_ng::Value::Sequence(parameters) = parameters else {
+        return Ok(());
+    };
+    for (i, parameter) in parameters.iter_mut().enumerate() {
+        if let Some(schema) = parameter.get_mut("schema") {
+            each_schema(schema, &format!("{at}/{i}/schema"), f)?;
         }
     }
     Ok(())

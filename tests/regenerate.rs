@@ -258,7 +258,12 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "            enum: [Active, Inactive, ImpairedCommunication, NoSensorData, NoSensorDataImpairedCommunication, Unknown, Decommissioned]\n",
             "components/schemas/HealthStatus: the values `HealthStatusKnown` lists",
         ),
-        // Keywords that need crates this package does not use.
+        // Keywords that need crates this package does not use, wherever they are.
+        (
+            "            minLength: 1\n",
+            "            minLength: 1\n            format: uuid\n",
+            "paths//api/users/{id}/machines/get/parameters/0/schema: `format: uuid`",
+        ),
         (
             "        isAadJoined:\n",
             "        deviceGuid:\n          type: string\n          format: uuid\n        isAadJoined:\n",
