@@ -1149,7 +1149,8 @@ impl ClientBuilder {
     }
 
     /// The longest one attempt may take, from sending to the end of the body; default 30 s.
-    /// A token request the attempt has to wait for counts as part of it.
+    /// Waiting for a token request counts as part of the attempt (the request
+    /// goes on, and the next attempt gets its token).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -1778,3 +1778,23 @@ async fn a_silent_token_endpoint_costs_the_attempt_timeout() {
     assert_eq!(tokens.calls(), 1);
     assert_eq!(answers.calls(), 0);
 }
+
+/// A token endpoint slower than an attempt's timeout: the attempt times out,
+/// but the token request goes on, and the next attempt gets its token instead
+/// of asking again.
+#[tokio::test]
+async fn a_token_request_outlives_an_attempt_that_timed_out() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::from_millis(1_500));
+    let answers = api(&server);
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .timeout(Duration::from_secs(1))
+        .retry(common::quick_retries(4).budget(Duration::from_secs(30)))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap();
+    assert_eq!(tokens.calls(), 1);
+    assert_eq!(answers.calls(), 1);
+    assert!(client.stats().attempts >= 2, "{:?}", client.stats());
+}

@@ -18,9 +18,24 @@ const MAX_TOKEN_THROTTLE: Duration = Duration::from_secs(5 * 60);
 /// How long before expiry a token is replaced (shortened to half the lifetime of short-lived tokens).
 pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
-/// After a failed refresh, how long the current token is used before the next
-/// try (shortened to half of what is left of its life).
+/// After a refresh started or failed, how long the current token is used before
+/// the next try (shortened to half of what is left of its life).
 const REFRESH_RETRY: Duration = Duration::from_secs(30);
+
+/// The longest a credential may take to answer the cache; after that the fetch
+/// fails with [`Error::Timeout`] and the next caller starts another.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// When to try again to replace `bearer`, from now: [`REFRESH_RETRY`], or half of
+/// what is left of its life if that is sooner.
+fn retry_refresh_at(bearer: &Bearer) -> Instant {
+    let now = Instant::now();
+    let left = bearer
+        .0
+        .expires
+        .map(|expires| expires.saturating_duration_since(now));
+    now + left.map_or(REFRESH_RETRY, |left| REFRESH_RETRY.min(left / 2))
+}
 
 struct Cached {
     bearer: Bearer,
@@ -100,13 +115,17 @@ impl std::fmt::Debug for Bearer {
 /// the token endpoint asked (429 or 503 with `Retry-After`) to be spared: then
 /// callers get it without a request until then (five minutes at most).
 ///
-/// The fetch is a shared future that every waiting caller drives, so a caller
-/// that stops being polled holds up no one; when every caller waiting for it
-/// has gone, the fetch is dropped and the next caller starts a new one.
+/// The fetch is a shared future, run as a task of the runtime and driven by
+/// every waiting caller too, so a caller that stops being polled holds up no
+/// one, and one that gives up (its attempt timed out) does not cut it short: the
+/// next caller finds it under way. It ends within [`FETCH_TIMEOUT`], and the
+/// next caller then starts a new one.
 pub(crate) struct TokenCache {
     credential: Arc<dyn TokenCredential>,
     scope: Arc<str>,
     state: Arc<Mutex<State>>,
+    /// [`FETCH_TIMEOUT`], shorter in tests.
+    fetch_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -147,6 +166,7 @@ impl TokenCache {
             credential,
             scope: scope.into(),
             state: Arc::default(),
+            fetch_timeout: FETCH_TIMEOUT,
         }
     }
 
@@ -187,43 +207,49 @@ impl TokenCache {
                 None => {
                     let flight = self.fetch().shared();
                     state.flight = flight.downgrade();
+                    if let (Some(_), Some(current)) = (&due, state.current.as_mut()) {
+                        // The next refresh is not before a little later, even if
+                        // this one is cut short (its runtime shut down): calls in
+                        // between take the current token without starting another.
+                        current.refresh_at = Some(retry_refresh_at(&current.bearer));
+                    }
                     (flight, true, due)
                 }
             }
         };
-        let Some(due) = due else {
-            return flight.await;
-        };
-        match tokio::runtime::Handle::try_current() {
-            // Whoever started the fetch has it run; a fetch already under way is
-            // run by whoever started it.
-            Ok(runtime) => {
-                if started {
-                    runtime.spawn(async move {
-                        let _ = flight.await;
-                    });
-                }
-                Ok(due)
-            }
+        // A fetch runs as a task of its own, to its end (`FETCH_TIMEOUT` at most),
+        // whoever waits for it: a caller whose attempt timed out does not cut it
+        // short, so the next attempt finds it under way or its token cached.
+        let running = started
+            && tokio::runtime::Handle::try_current()
+                .map(|runtime| runtime.spawn(flight.clone().map(drop)))
+                .is_ok();
+        match due {
+            None => flight.await,
+            Some(due) if running || !started => Ok(due),
             // Outside a Tokio runtime: the caller runs the fetch, and goes on with
             // the token it has if the fetch fails.
-            Err(_) => Ok(flight.await.unwrap_or(due)),
+            Some(due) => Ok(flight.await.unwrap_or(due)),
         }
     }
 
     /// One request to the credential; stores the token it gets.
     fn fetch(&self) -> Fetch {
-        let (credential, scope, state) = (
+        let (credential, scope, state, timeout) = (
             self.credential.clone(),
             self.scope.clone(),
             Arc::downgrade(&self.state),
+            self.fetch_timeout,
         );
         Box::pin(async move {
             let fetched_at = Instant::now();
             tracing::debug!(scope = %scope, "requesting a token");
             let (outcome, retry_after) = RETRY_AFTER
                 .scope(std::cell::Cell::new(None), async {
-                    let outcome = credential.get_token(&[&scope]).await;
+                    // Bounded: a credential that never answers holds up no one for good.
+                    let outcome = tokio::time::timeout(timeout, credential.get_token(&[&scope]))
+                        .await
+                        .unwrap_or(Err(Error::Timeout));
                     (outcome, RETRY_AFTER.with(std::cell::Cell::get))
                 })
                 .await;
@@ -249,17 +275,11 @@ impl TokenCache {
                 // the next try, a little later, so that a token endpoint that is down
                 // gets one request every half minute, not one a call.
                 if let Some(current) = state.current.as_mut().filter(|c| c.bearer.usable()) {
-                    let now = Instant::now();
-                    let left = current
-                        .bearer
-                        .0
-                        .expires
-                        .map(|expires| expires.saturating_duration_since(now));
-                    let wait = left.map_or(REFRESH_RETRY, |left| REFRESH_RETRY.min(left / 2));
-                    current.refresh_at = now.checked_add(wait);
+                    let next = retry_refresh_at(&current.bearer);
+                    current.refresh_at = Some(next);
                     tracing::warn!(
                         error = %error,
-                        retry_in_ms = wait.as_millis() as u64,
+                        retry_in_ms = next.saturating_duration_since(Instant::now()).as_millis() as u64,
                         "refreshing the token failed; the current one is used while it lasts"
                     );
                 }
@@ -438,6 +458,63 @@ mod tests {
         assert_eq!(turns.calls(), 2);
     }
 
+    /// A refresh whose credential never answers ends at the fetch timeout: once
+    /// the token expires, the next caller fetches anew instead of joining it.
+    #[tokio::test]
+    async fn a_refresh_that_never_ends_is_given_up() {
+        let turns = Arc::new(Turns(
+            vec![
+                (ms(0), Some(ms(2_000))),
+                (ms(3_600_000), None),
+                (ms(0), Some(ms(3_600_000))),
+            ],
+            Default::default(),
+        ));
+        let mut cache = TokenCache::new(turns.clone(), "scope".into());
+        cache.fetch_timeout = ms(1_000);
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        tokio::time::sleep(ms(1_100)).await;
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        // Expired, and the refresh given up.
+        tokio::time::sleep(ms(1_300)).await;
+        let token = tokio::time::timeout(ms(5_000), cache.token()).await;
+        assert_eq!(token.expect("not stuck").unwrap().secret(), "token-2");
+        assert_eq!(turns.calls(), 3);
+    }
+
+    /// A refresh cut short by the end of its runtime (a runtime per call) is not
+    /// started again by every call that follows.
+    #[test]
+    fn a_refresh_cut_short_by_its_runtime_is_not_restarted_by_every_call() {
+        let turns = Arc::new(Turns(
+            vec![(ms(0), Some(ms(2_000))), (ms(300), Some(ms(3_600_000)))],
+            Default::default(),
+        ));
+        let cache = TokenCache::new(turns.clone(), "scope".into());
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        assert_eq!(
+            runtime().block_on(cache.token()).unwrap().secret(),
+            "token-0"
+        );
+        std::thread::sleep(ms(1_100));
+        for _ in 0..8 {
+            // The runtime lives on a little after the call, long enough for a
+            // refresh to start, not to end.
+            let token = runtime().block_on(async {
+                let token = cache.token().await;
+                tokio::time::sleep(ms(50)).await;
+                token
+            });
+            assert_eq!(token.unwrap().secret(), "token-0");
+        }
+        assert_eq!(turns.calls(), 2);
+    }
+
     /// A failed refresh fails no call while the token lasts, and is tried again
     /// a little later, not on every call; once the token expires, calls get the error.
     #[tokio::test]
@@ -535,17 +612,38 @@ mod tests {
         assert_eq!(credential.calls(), 1);
     }
 
+    /// A caller that gives up (its attempt timed out) does not cut the fetch
+    /// short: the next caller finds it under way, and no second request is made.
     #[tokio::test(start_paused = true)]
-    async fn a_fetch_no_one_waits_for_is_dropped() {
+    async fn a_fetch_goes_on_when_its_caller_gives_up() {
         let credential = Slow::new(5, false);
         let cache = TokenCache::new(credential.clone(), "scope".into());
         let gave_up = tokio::time::timeout(Duration::from_secs(1), cache.token()).await;
         assert!(gave_up.is_err());
-        // The next caller starts a fetch of its own, and gets a token.
+        let started = tokio::time::Instant::now();
         cache.token().await.unwrap();
-        assert_eq!(credential.calls(), 2);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(credential.calls(), 1);
         // Which is then reused.
         cache.token().await.unwrap();
+        assert_eq!(credential.calls(), 1);
+    }
+
+    /// A credential that never answers fails its fetch after the fetch timeout,
+    /// and the next caller starts another.
+    #[tokio::test(start_paused = true)]
+    async fn a_credential_that_never_answers_holds_up_no_one_for_good() {
+        let credential = Slow::new(3_600, false);
+        let mut cache = TokenCache::new(credential.clone(), "scope".into());
+        cache.fetch_timeout = Duration::from_secs(2);
+        let started = tokio::time::Instant::now();
+        assert!(matches!(cache.token().await, Err(Error::Timeout)));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(matches!(cache.token().await, Err(Error::Timeout)));
         assert_eq!(credential.calls(), 2);
     }
 
