@@ -441,19 +441,20 @@ mod tests {
     #[tokio::test]
     async fn a_token_due_for_a_refresh_is_used_while_it_is_refreshed() {
         let turns = Arc::new(Turns(
-            vec![(ms(0), Some(ms(2_000))), (ms(800), Some(ms(3_600_000)))],
+            vec![(ms(0), Some(ms(4_000))), (ms(3_000), Some(ms(3_600_000)))],
             Default::default(),
         ));
         let cache = TokenCache::new(turns.clone(), "scope".into());
         assert_eq!(cache.token().await.unwrap().secret(), "token-0");
         // Past half its life: due, not expired.
-        tokio::time::sleep(ms(1_100)).await;
+        tokio::time::sleep(ms(2_100)).await;
         let asked = Instant::now();
         for _ in 0..5 {
             assert_eq!(cache.token().await.unwrap().secret(), "token-0");
         }
-        assert!(asked.elapsed() < ms(500), "{:?}", asked.elapsed());
-        tokio::time::sleep(ms(1_500)).await;
+        // Well before the refresh (3 s) ends.
+        assert!(asked.elapsed() < ms(2_000), "{:?}", asked.elapsed());
+        tokio::time::sleep(ms(3_500)).await;
         assert_eq!(cache.token().await.unwrap().secret(), "token-1");
         assert_eq!(turns.calls(), 2);
     }
@@ -487,7 +488,7 @@ mod tests {
     #[test]
     fn a_refresh_cut_short_by_its_runtime_is_not_restarted_by_every_call() {
         let turns = Arc::new(Turns(
-            vec![(ms(0), Some(ms(2_000))), (ms(300), Some(ms(3_600_000)))],
+            vec![(ms(0), Some(ms(6_000))), (ms(300), Some(ms(3_600_000)))],
             Default::default(),
         ));
         let cache = TokenCache::new(turns.clone(), "scope".into());
@@ -501,13 +502,13 @@ mod tests {
             runtime().block_on(cache.token()).unwrap().secret(),
             "token-0"
         );
-        std::thread::sleep(ms(1_100));
+        std::thread::sleep(ms(3_100));
         for _ in 0..8 {
             // The runtime lives on a little after the call, long enough for a
             // refresh to start, not to end.
             let token = runtime().block_on(async {
                 let token = cache.token().await;
-                tokio::time::sleep(ms(50)).await;
+                tokio::time::sleep(ms(20)).await;
                 token
             });
             assert_eq!(token.unwrap().secret(), "token-0");
@@ -520,21 +521,21 @@ mod tests {
     #[tokio::test]
     async fn a_failed_refresh_keeps_the_token_while_it_lasts() {
         let turns = Arc::new(Turns(
-            vec![(ms(0), Some(ms(3_000))), (ms(0), None)],
+            vec![(ms(0), Some(ms(6_000))), (ms(0), None)],
             Default::default(),
         ));
         let cache = TokenCache::new(turns.clone(), "scope".into());
         assert_eq!(cache.token().await.unwrap().secret(), "token-0");
-        tokio::time::sleep(ms(1_600)).await;
+        tokio::time::sleep(ms(3_100)).await;
         assert_eq!(cache.token().await.unwrap().secret(), "token-0");
         tokio::time::sleep(ms(50)).await;
         assert_eq!(turns.calls(), 2);
         for _ in 0..20 {
             assert_eq!(cache.token().await.unwrap().secret(), "token-0");
         }
-        // Tried again after half of what was left (about 0.7 s), not 20 times.
+        // Tried again after half of what was left (about 1.4 s), not 20 times.
         assert_eq!(turns.calls(), 2);
-        tokio::time::sleep(ms(1_600)).await;
+        tokio::time::sleep(ms(3_000)).await;
         assert!(cache.token().await.is_err());
         assert!(turns.calls() >= 3);
     }
