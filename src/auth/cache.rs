@@ -8,6 +8,7 @@ use std::{
 use futures_util::future::{BoxFuture, FutureExt, WeakShared};
 use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
+use tokio::runtime::Handle;
 
 use super::{AccessToken, TokenCredential};
 use crate::Error;
@@ -119,7 +120,8 @@ impl std::fmt::Debug for Bearer {
 /// every waiting caller too, so a caller that stops being polled holds up no
 /// one, and one that gives up (its attempt timed out) does not cut it short: the
 /// next caller finds it under way. It ends within [`FETCH_TIMEOUT`], and the
-/// next caller then starts a new one.
+/// next caller then starts a new one. Callers on another runtime than the one
+/// the fetch runs on start their own (see [`Flight`]).
 pub(crate) struct TokenCache {
     credential: Arc<dyn TokenCredential>,
     scope: Arc<str>,
@@ -131,8 +133,10 @@ pub(crate) struct TokenCache {
 #[derive(Default)]
 struct State {
     current: Option<Cached>,
-    /// The fetch in flight, if any caller still waits for it.
-    flight: Option<WeakShared<Fetch>>,
+    /// The fetch in flight, if it is still under way.
+    flight: Option<Flight>,
+    /// The number of the next fetch.
+    fetches: u64,
     /// The token endpoint asked (`Retry-After`) not to be asked again before this
     /// time; until then callers get its refusal without a request.
     throttled: Option<(Instant, Error)>,
@@ -145,6 +149,16 @@ tokio::task_local! {
 }
 
 type Fetch = BoxFuture<'static, Result<Bearer, Error>>;
+
+/// A fetch under way, and the runtime it runs on: its timers and sockets are
+/// that runtime's, so only callers on the same runtime join it (another runtime
+/// may be idle, or shut down while they wait).
+struct Flight {
+    /// Its number, so that it clears only itself from the state when it ends.
+    number: u64,
+    runtime: Option<tokio::runtime::Id>,
+    fetch: Option<WeakShared<Fetch>>,
+}
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -186,6 +200,7 @@ impl TokenCache {
     /// not wait for the token endpoint, and a failed refresh fails no call while
     /// the token lasts (it is tried again a little later; see `fetch`).
     pub(crate) async fn token(&self) -> Result<Bearer, Error> {
+        let runtime = Handle::try_current().ok();
         let (flight, started, due) = {
             let mut state = lock(&self.state);
             if let Some(token) = state.valid() {
@@ -202,11 +217,22 @@ impl TokenCache {
                 }
                 state.throttled = None;
             }
-            match state.flight.as_ref().and_then(WeakShared::upgrade) {
+            let joined = state
+                .flight
+                .as_ref()
+                .filter(|flight| flight.runtime == runtime.as_ref().map(Handle::id))
+                .and_then(|flight| flight.fetch.as_ref()?.upgrade());
+            match joined {
                 Some(flight) => (flight, false, due),
                 None => {
-                    let flight = self.fetch().shared();
-                    state.flight = flight.downgrade();
+                    let number = state.fetches;
+                    state.fetches += 1;
+                    let flight = self.fetch(number).shared();
+                    state.flight = Some(Flight {
+                        number,
+                        runtime: runtime.as_ref().map(Handle::id),
+                        fetch: flight.downgrade(),
+                    });
                     if let (Some(_), Some(current)) = (&due, state.current.as_mut()) {
                         // The next refresh is not before a little later, even if
                         // this one is cut short (its runtime shut down): calls in
@@ -220,10 +246,15 @@ impl TokenCache {
         // A fetch runs as a task of its own, to its end (`FETCH_TIMEOUT` at most),
         // whoever waits for it: a caller whose attempt timed out does not cut it
         // short, so the next attempt finds it under way or its token cached.
-        let running = started
-            && tokio::runtime::Handle::try_current()
-                .map(|runtime| runtime.spawn(flight.clone().map(drop)))
-                .is_ok();
+        let running = match (&runtime, started) {
+            (Some(runtime), true) => {
+                runtime.spawn(tracing::Instrument::in_current_span(
+                    flight.clone().map(drop),
+                ));
+                true
+            }
+            _ => false,
+        };
         match due {
             None => flight.await,
             Some(due) if running || !started => Ok(due),
@@ -234,7 +265,7 @@ impl TokenCache {
     }
 
     /// One request to the credential; stores the token it gets.
-    fn fetch(&self) -> Fetch {
+    fn fetch(&self, number: u64) -> Fetch {
         let (credential, scope, state, timeout) = (
             self.credential.clone(),
             self.scope.clone(),
@@ -246,10 +277,16 @@ impl TokenCache {
             tracing::debug!(scope = %scope, "requesting a token");
             let (outcome, retry_after) = RETRY_AFTER
                 .scope(std::cell::Cell::new(None), async {
-                    // Bounded: a credential that never answers holds up no one for good.
-                    let outcome = tokio::time::timeout(timeout, credential.get_token(&[&scope]))
-                        .await
-                        .unwrap_or(Err(Error::Timeout));
+                    // Bounded: a credential that never answers holds up no one for
+                    // good (in a runtime, whose timers this needs).
+                    let scopes = [&*scope];
+                    let get = credential.get_token(&scopes);
+                    let outcome = match Handle::try_current() {
+                        Ok(_) => tokio::time::timeout(timeout, get)
+                            .await
+                            .unwrap_or(Err(Error::Timeout)),
+                        Err(_) => get.await,
+                    };
                     (outcome, RETRY_AFTER.with(std::cell::Cell::get))
                 })
                 .await;
@@ -269,7 +306,9 @@ impl TokenCache {
             };
             let mut state = lock(&state);
             // This fetch is over: the next caller without a valid token starts another.
-            state.flight = None;
+            if state.flight.as_ref().is_some_and(|f| f.number == number) {
+                state.flight = None;
+            }
             if let Err(error) = &outcome {
                 // A failed refresh: the current token, while it lasts, serves until
                 // the next try, a little later, so that a token endpoint that is down
@@ -514,6 +553,90 @@ mod tests {
             assert_eq!(token.unwrap().secret(), "token-0");
         }
         assert_eq!(turns.calls(), 2);
+    }
+
+    /// A refresh that fails only after the first delay has passed moves the next
+    /// try on again: calls after the failure do not start another at once.
+    #[tokio::test]
+    async fn a_refresh_that_fails_late_is_not_tried_again_at_once() {
+        let turns = Arc::new(Turns(
+            vec![(ms(0), Some(ms(8_000))), (ms(2_500), None)],
+            Default::default(),
+        ));
+        let cache = TokenCache::new(turns.clone(), "scope".into());
+        cache.token().await.unwrap();
+        tokio::time::sleep(ms(4_100)).await;
+        // The refresh starts, and fails at about 6.6 s.
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        tokio::time::sleep(ms(2_700)).await;
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        tokio::time::sleep(ms(50)).await;
+        assert_eq!(turns.calls(), 2);
+    }
+
+    /// A caller that finds the token due while a refresh is under way takes the
+    /// token it has, without waiting for the refresh.
+    #[tokio::test]
+    async fn a_caller_during_a_refresh_does_not_wait_for_it() {
+        let turns = Arc::new(Turns(
+            vec![(ms(0), Some(ms(4_000))), (ms(3_000), Some(ms(3_600_000)))],
+            Default::default(),
+        ));
+        let cache = TokenCache::new(turns.clone(), "scope".into());
+        cache.token().await.unwrap();
+        tokio::time::sleep(ms(2_100)).await;
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        // Past the point the refresh moved on (about 3 s), before it ends (5.1 s)
+        // and before the token expires (4 s).
+        tokio::time::sleep(ms(1_200)).await;
+        let asked = Instant::now();
+        assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+        assert!(asked.elapsed() < ms(500), "{:?}", asked.elapsed());
+        assert_eq!(turns.calls(), 2);
+    }
+
+    /// A fetch runs on the runtime of the caller that started it: a caller on
+    /// another runtime (which may be idle, or shut down) starts one of its own
+    /// instead of joining it.
+    #[test]
+    fn callers_on_another_runtime_do_not_join_a_fetch() {
+        let turns = Arc::new(Turns(
+            vec![(ms(3_600_000), None), (ms(0), Some(ms(3_600_000)))],
+            Default::default(),
+        ));
+        let cache = Arc::new(TokenCache::new(turns.clone(), "scope".into()));
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        // A runtime that starts a fetch and is then left idle.
+        let idle = runtime();
+        let gave_up = idle.block_on(async { tokio::time::timeout(ms(100), cache.token()).await });
+        assert!(gave_up.is_err());
+        let token =
+            runtime().block_on(async { tokio::time::timeout(ms(5_000), cache.token()).await });
+        assert_eq!(token.expect("not stuck").unwrap().secret(), "token-1");
+        // And once that runtime is gone, nothing of it is polled.
+        drop(idle);
+        assert_eq!(
+            runtime().block_on(cache.token()).unwrap().secret(),
+            "token-1"
+        );
+        assert_eq!(turns.calls(), 2);
+    }
+
+    /// Outside a Tokio runtime the caller runs the fetch itself.
+    #[test]
+    fn outside_a_runtime_the_caller_runs_the_fetch() {
+        let cache = TokenCache::new(Arc::new(Lasting(ms(3_600_000))), "scope".into());
+        let mut call = Box::pin(cache.token());
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(call.as_mut(), &mut context) {
+            std::task::Poll::Ready(token) => assert!(token.unwrap().usable()),
+            std::task::Poll::Pending => panic!("a credential that answers at once"),
+        }
     }
 
     /// A failed refresh fails no call while the token lasts, and is tried again
