@@ -121,7 +121,9 @@ impl std::fmt::Debug for Bearer {
 /// one, and one that gives up (its attempt timed out) does not cut it short: the
 /// next caller finds it under way. It ends within [`FETCH_TIMEOUT`], and the
 /// next caller then starts a new one. Callers on another runtime than the one
-/// the fetch runs on start their own (see [`Flight`]).
+/// the fetch runs on share one of their own (see [`Flight`]); a fetch that ends
+/// after a later one stored its token stores nothing. Dropping the cache stops
+/// its fetches.
 pub(crate) struct TokenCache {
     credential: Arc<dyn TokenCredential>,
     scope: Arc<str>,
@@ -133,8 +135,10 @@ pub(crate) struct TokenCache {
 #[derive(Default)]
 struct State {
     current: Option<Cached>,
-    /// The fetch in flight, if it is still under way.
-    flight: Option<Flight>,
+    /// The number of the fetch `current` came from.
+    current_from: Option<u64>,
+    /// The fetches under way, one at most for each runtime.
+    flights: Vec<Flight>,
     /// The number of the next fetch.
     fetches: u64,
     /// The token endpoint asked (`Retry-After`) not to be asked again before this
@@ -154,10 +158,12 @@ type Fetch = BoxFuture<'static, Result<Bearer, Error>>;
 /// that runtime's, so only callers on the same runtime join it (another runtime
 /// may be idle, or shut down while they wait).
 struct Flight {
-    /// Its number, so that it clears only itself from the state when it ends.
+    /// Its number: fetches are numbered in the order they start.
     number: u64,
     runtime: Option<tokio::runtime::Id>,
     fetch: Option<WeakShared<Fetch>>,
+    /// The task that runs it, stopped when the cache is dropped.
+    task: Option<tokio::task::AbortHandle>,
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -217,21 +223,35 @@ impl TokenCache {
                 }
                 state.throttled = None;
             }
+            // Fetches whose runtime has gone (and dropped them) are forgotten.
+            state
+                .flights
+                .retain(|f| f.fetch.as_ref().is_some_and(|w| w.upgrade().is_some()));
+            let here = runtime.as_ref().map(Handle::id);
             let joined = state
-                .flight
-                .as_ref()
-                .filter(|flight| flight.runtime == runtime.as_ref().map(Handle::id))
-                .and_then(|flight| flight.fetch.as_ref()?.upgrade());
+                .flights
+                .iter()
+                .filter(|flight| flight.runtime == here)
+                .find_map(|flight| flight.fetch.as_ref()?.upgrade());
             match joined {
                 Some(flight) => (flight, false, due),
                 None => {
                     let number = state.fetches;
                     state.fetches += 1;
                     let flight = self.fetch(number).shared();
-                    state.flight = Some(Flight {
+                    // A fetch runs as a task of its own, to its end (`FETCH_TIMEOUT`
+                    // at most), whoever waits for it: a caller whose attempt timed
+                    // out does not cut it short, so the next attempt finds it under
+                    // way or its token cached. (Not in the caller's span, which
+                    // would then stay open until the fetch ends.)
+                    let task = runtime
+                        .as_ref()
+                        .map(|runtime| runtime.spawn(flight.clone().map(drop)).abort_handle());
+                    state.flights.push(Flight {
                         number,
-                        runtime: runtime.as_ref().map(Handle::id),
+                        runtime: here,
                         fetch: flight.downgrade(),
+                        task,
                     });
                     if let (Some(_), Some(current)) = (&due, state.current.as_mut()) {
                         // The next refresh is not before a little later, even if
@@ -243,18 +263,7 @@ impl TokenCache {
                 }
             }
         };
-        // A fetch runs as a task of its own, to its end (`FETCH_TIMEOUT` at most),
-        // whoever waits for it: a caller whose attempt timed out does not cut it
-        // short, so the next attempt finds it under way or its token cached.
-        let running = match (&runtime, started) {
-            (Some(runtime), true) => {
-                runtime.spawn(tracing::Instrument::in_current_span(
-                    flight.clone().map(drop),
-                ));
-                true
-            }
-            _ => false,
-        };
+        let running = started && runtime.is_some();
         match due {
             None => flight.await,
             Some(due) if running || !started => Ok(due),
@@ -306,8 +315,11 @@ impl TokenCache {
             };
             let mut state = lock(&state);
             // This fetch is over: the next caller without a valid token starts another.
-            if state.flight.as_ref().is_some_and(|f| f.number == number) {
-                state.flight = None;
+            state.flights.retain(|f| f.number != number);
+            if state.current_from.is_some_and(|from| from > number) {
+                // A fetch that started later has stored its token: this one's
+                // outcome goes to its own callers only.
+                return outcome.map(|cached| cached.bearer);
             }
             if let Err(error) = &outcome {
                 // A failed refresh: the current token, while it lasts, serves until
@@ -334,6 +346,9 @@ impl TokenCache {
             let cached = outcome?;
             let bearer = cached.bearer.clone();
             state.current = Some(cached);
+            state.current_from = Some(number);
+            // The endpoint answered: whatever it asked before is over.
+            state.throttled = None;
             Ok(bearer)
         })
     }
@@ -359,6 +374,18 @@ impl TokenCache {
             .is_some_and(|c| c.bearer.same(rejected))
         {
             state.current = None;
+        }
+    }
+}
+
+impl Drop for TokenCache {
+    /// Stops the fetches under way: nothing is left to store their tokens, and
+    /// their tasks would keep the credential alive.
+    fn drop(&mut self) {
+        for flight in lock(&self.state).flights.drain(..) {
+            if let Some(task) = flight.task {
+                task.abort();
+            }
         }
     }
 }
@@ -618,13 +645,102 @@ mod tests {
         let token =
             runtime().block_on(async { tokio::time::timeout(ms(5_000), cache.token()).await });
         assert_eq!(token.expect("not stuck").unwrap().secret(), "token-1");
-        // And once that runtime is gone, nothing of it is polled.
-        drop(idle);
-        assert_eq!(
-            runtime().block_on(cache.token()).unwrap().secret(),
-            "token-1"
-        );
         assert_eq!(turns.calls(), 2);
+    }
+
+    fn worker() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// The callers of each runtime share one fetch, however their calls
+    /// alternate between runtimes.
+    #[test]
+    fn the_callers_of_each_runtime_share_one_fetch() {
+        let turns = Arc::new(Turns(
+            vec![(ms(1_000), Some(ms(3_600_000)))],
+            Default::default(),
+        ));
+        let cache = Arc::new(TokenCache::new(turns.clone(), "scope".into()));
+        let (a, b) = (worker(), worker());
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let cache = cache.clone();
+                let call = [&a, &b][i % 2].spawn(async move { cache.token().await });
+                std::thread::sleep(ms(20));
+                call
+            })
+            .collect();
+        for call in calls {
+            assert!(a.block_on(call).unwrap().is_ok());
+        }
+        assert!(turns.calls() <= 2, "{} token requests", turns.calls());
+    }
+
+    /// A fetch that ends after a later one stored its token stores nothing: not
+    /// its older token, and not, when it failed, a nearer refresh.
+    #[test]
+    fn a_fetch_that_ends_after_a_later_one_stores_nothing() {
+        for first in [Some(ms(3_600_000)), None] {
+            let turns = Arc::new(Turns(
+                vec![(ms(1_500), first), (ms(0), Some(ms(3_600_000)))],
+                Default::default(),
+            ));
+            let cache = Arc::new(TokenCache::new(turns.clone(), "scope".into()));
+            let (a, b) = (worker(), worker());
+            let gave_up = a.block_on(async { tokio::time::timeout(ms(100), cache.token()).await });
+            assert!(gave_up.is_err());
+            assert_eq!(b.block_on(cache.token()).unwrap().secret(), "token-1");
+            // The first fetch ends.
+            std::thread::sleep(ms(2_000));
+            assert_eq!(turns.calls(), 2);
+            assert_eq!(cache.cached().unwrap().secret(), "token-1", "{first:?}");
+            let refresh_at = lock(&cache.state).current.as_ref().unwrap().refresh_at;
+            assert!(refresh_at.unwrap() > Instant::now() + Duration::from_secs(600));
+        }
+    }
+
+    /// A 401 for a token already replaced forgets nothing.
+    #[tokio::test]
+    async fn a_late_refusal_of_a_replaced_token_forgets_nothing() {
+        let turns = Arc::new(Turns(
+            vec![(ms(0), Some(ms(3_600_000)))],
+            Default::default(),
+        ));
+        let cache = TokenCache::new(turns.clone(), "scope".into());
+        let first = cache.token().await.unwrap();
+        cache.invalidate(&first);
+        assert_eq!(cache.token().await.unwrap().secret(), "token-1");
+        cache.invalidate(&first);
+        assert_eq!(cache.cached().unwrap().secret(), "token-1");
+        assert_eq!(turns.calls(), 2);
+    }
+
+    /// Dropping the cache (the last clone of its client) stops its fetches.
+    #[test]
+    fn dropping_the_cache_stops_its_fetches() {
+        struct Finishing(std::sync::atomic::AtomicUsize);
+        #[async_trait::async_trait]
+        impl TokenCredential for Finishing {
+            async fn get_token(&self, _: &[&str]) -> Result<AccessToken, Error> {
+                tokio::time::sleep(ms(1_000)).await;
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(AccessToken::never_expires("t"))
+            }
+        }
+        let credential = Arc::new(Finishing(Default::default()));
+        let cache = TokenCache::new(credential.clone(), "scope".into());
+        let runtime = worker();
+        let gave_up =
+            runtime.block_on(async { tokio::time::timeout(ms(100), cache.token()).await });
+        assert!(gave_up.is_err());
+        drop(cache);
+        std::thread::sleep(ms(1_500));
+        assert_eq!(credential.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(Arc::strong_count(&credential), 1);
     }
 
     /// Outside a Tokio runtime the caller runs the fetch itself.
