@@ -164,6 +164,9 @@ struct Flight {
     fetch: Option<WeakShared<Fetch>>,
     /// The task that runs it, stopped when the cache is dropped.
     task: Option<tokio::task::AbortHandle>,
+    /// When it started: one older than the fetch timeout (its runtime ran too
+    /// little since) is not joined.
+    started: Instant,
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -232,13 +235,14 @@ impl TokenCache {
                 .flights
                 .iter()
                 .filter(|flight| flight.runtime == here)
+                .filter(|flight| flight.started.elapsed() < self.fetch_timeout)
                 .find_map(|flight| flight.fetch.as_ref()?.upgrade());
             match joined {
                 Some(flight) => (flight, false, due),
                 None => {
                     let number = state.fetches;
                     state.fetches += 1;
-                    let flight = self.fetch(number).shared();
+                    let flight = self.fetch(number, state.current_from).shared();
                     // A fetch runs as a task of its own, to its end (`FETCH_TIMEOUT`
                     // at most), whoever waits for it: a caller whose attempt timed
                     // out does not cut it short, so the next attempt finds it under
@@ -252,6 +256,7 @@ impl TokenCache {
                         runtime: here,
                         fetch: flight.downgrade(),
                         task,
+                        started: Instant::now(),
                     });
                     if let (Some(_), Some(current)) = (&due, state.current.as_mut()) {
                         // The next refresh is not before a little later, even if
@@ -274,7 +279,11 @@ impl TokenCache {
     }
 
     /// One request to the credential; stores the token it gets.
-    fn fetch(&self, number: u64) -> Fetch {
+    ///
+    /// `number` is the fetch's, and `replacing` that of the fetch the current
+    /// token came from: a failure acts on the current token only if it is still
+    /// that one, not one a fetch that started before stored meanwhile.
+    fn fetch(&self, number: u64, replacing: Option<u64>) -> Fetch {
         let (credential, scope, state, timeout) = (
             self.credential.clone(),
             self.scope.clone(),
@@ -319,6 +328,12 @@ impl TokenCache {
             if state.current_from.is_some_and(|from| from > number) {
                 // A fetch that started later has stored its token: this one's
                 // outcome goes to its own callers only.
+                return outcome.map(|cached| cached.bearer);
+            }
+            let replaced_meanwhile = state.current_from != replacing;
+            if let (Err(_), true) = (&outcome, replaced_meanwhile) {
+                // Another fetch stored a token since this one started: this
+                // failure says nothing about it.
                 return outcome.map(|cached| cached.bearer);
             }
             if let Err(error) = &outcome {
@@ -521,7 +536,10 @@ mod tests {
         // Well before the refresh (3 s) ends.
         assert!(asked.elapsed() < ms(2_000), "{:?}", asked.elapsed());
         tokio::time::sleep(ms(3_500)).await;
+        // Refreshed meanwhile: no wait for it now either.
+        let asked = Instant::now();
         assert_eq!(cache.token().await.unwrap().secret(), "token-1");
+        assert!(asked.elapsed() < ms(1_500), "{:?}", asked.elapsed());
         assert_eq!(turns.calls(), 2);
     }
 
@@ -703,6 +721,168 @@ mod tests {
         }
     }
 
+    /// Answers its calls in turn: after a delay, a token lasting the given time,
+    /// or an error that asks (as `Retry-After`) to be spared for the given time.
+    struct Script(
+        Vec<(Duration, Result<Duration, Duration>)>,
+        std::sync::atomic::AtomicUsize,
+    );
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Script {
+        async fn get_token(&self, _: &[&str]) -> Result<AccessToken, Error> {
+            let n = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (delay, answer) = self.0[n.min(self.0.len() - 1)];
+            tokio::time::sleep(delay).await;
+            match answer {
+                Ok(lifetime) => Ok(AccessToken::new(
+                    format!("token-{n}"),
+                    Instant::now() + lifetime,
+                )),
+                Err(wait) => {
+                    let _ = RETRY_AFTER.try_with(|r| r.set(Some(wait)));
+                    Err(Error::credential("busy"))
+                }
+            }
+        }
+    }
+
+    /// Starts `cache.token()` on `a`, and a little later on `b`, and waits until
+    /// both fetches have ended.
+    fn fetch_on_two_runtimes(cache: &Arc<TokenCache>) {
+        let (a, b) = (worker(), worker());
+        let first = cache.clone();
+        let first = a.spawn(async move { first.token().await });
+        std::thread::sleep(ms(50));
+        let second = cache.clone();
+        let second = b.spawn(async move { second.token().await });
+        let _ = a.block_on(first);
+        let _ = b.block_on(second);
+        std::thread::sleep(ms(100));
+    }
+
+    /// A fetch that fails after one that started before it stored a token says
+    /// nothing about that token: no nearer refresh, no `Retry-After`.
+    #[test]
+    fn a_failure_after_an_earlier_fetch_stored_its_token_changes_nothing() {
+        let script = Arc::new(Script(
+            vec![
+                (ms(500), Ok(ms(3_600_000))),
+                (ms(1_500), Err(Duration::from_secs(300))),
+            ],
+            Default::default(),
+        ));
+        let cache = Arc::new(TokenCache::new(script.clone(), "scope".into()));
+        fetch_on_two_runtimes(&cache);
+        assert_eq!(cache.cached().unwrap().secret(), "token-0");
+        assert_eq!(cache.throttled_for(), None);
+        let refresh_at = lock(&cache.state).current.as_ref().unwrap().refresh_at;
+        assert!(refresh_at.unwrap() > Instant::now() + Duration::from_secs(600));
+    }
+
+    /// A token stored ends a `Retry-After` an earlier failure set.
+    #[test]
+    fn a_token_ends_the_wait_a_failure_asked_for() {
+        let script = Arc::new(Script(
+            vec![
+                (ms(1_500), Ok(ms(3_600_000))),
+                (ms(0), Err(Duration::from_secs(300))),
+            ],
+            Default::default(),
+        ));
+        let cache = Arc::new(TokenCache::new(script.clone(), "scope".into()));
+        fetch_on_two_runtimes(&cache);
+        assert_eq!(cache.cached().unwrap().secret(), "token-0");
+        assert_eq!(cache.throttled_for(), None);
+    }
+
+    /// A fetch started on a runtime that then ran too little to end it (a runtime
+    /// driven only during calls) is not joined once the fetch timeout has passed.
+    #[test]
+    fn a_fetch_older_than_the_fetch_timeout_is_not_joined() {
+        let turns = Arc::new(Turns(
+            vec![
+                (ms(0), Some(ms(3_000))),
+                (ms(3_600_000), Some(ms(3_600_000))),
+                (ms(200), Some(ms(3_600_000))),
+            ],
+            Default::default(),
+        ));
+        let mut cache = TokenCache::new(turns.clone(), "scope".into());
+        cache.fetch_timeout = ms(1_000);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(cache.token()).unwrap();
+        std::thread::sleep(ms(1_600));
+        // Due: the refresh starts, and the runtime stops running after 50 ms.
+        runtime
+            .block_on(async {
+                let token = cache.token().await;
+                tokio::time::sleep(ms(50)).await;
+                token
+            })
+            .unwrap();
+        // Expired, and the refresh older than the fetch timeout.
+        std::thread::sleep(ms(2_000));
+        let token = runtime.block_on(cache.token());
+        assert_eq!(token.unwrap().secret(), "token-2");
+    }
+
+    /// Fetches whose runtime has gone are forgotten, not kept one per runtime.
+    #[test]
+    fn fetches_of_runtimes_that_are_gone_are_forgotten() {
+        let turns = Arc::new(Turns(
+            vec![(ms(300), Some(ms(3_600_000)))],
+            Default::default(),
+        ));
+        let cache = TokenCache::new(turns.clone(), "scope".into());
+        for _ in 0..5 {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let gave_up =
+                runtime.block_on(async { tokio::time::timeout(ms(50), cache.token()).await });
+            assert!(gave_up.is_err());
+        }
+        assert!(lock(&cache.state).flights.len() <= 1);
+    }
+
+    /// A refresh runs outside the span of the call that started it, which would
+    /// otherwise stay open until the refresh ends.
+    #[test]
+    fn a_refresh_runs_outside_the_callers_span() {
+        struct Spans(Mutex<Vec<Option<tracing::Id>>>);
+        #[async_trait::async_trait]
+        impl TokenCredential for Spans {
+            async fn get_token(&self, _: &[&str]) -> Result<AccessToken, Error> {
+                self.0.lock().unwrap().push(tracing::Span::current().id());
+                Ok(AccessToken::new("t", Instant::now() + ms(2_000)))
+            }
+        }
+        use tracing::Instrument;
+        let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let spans = Arc::new(Spans(Mutex::default()));
+        let cache = TokenCache::new(spans.clone(), "scope".into());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            cache.token().await.unwrap();
+            tokio::time::sleep(ms(1_100)).await;
+            // Due: handed out, and refreshed by a task of its own.
+            let call = tracing::info_span!("call");
+            cache.token().instrument(call).await.unwrap();
+            tokio::time::sleep(ms(100)).await;
+        });
+        let seen = spans.0.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], None);
+    }
+
     /// A 401 for a token already replaced forgets nothing.
     #[tokio::test]
     async fn a_late_refusal_of_a_replaced_token_forgets_nothing() {
@@ -771,6 +951,8 @@ mod tests {
         assert_eq!(turns.calls(), 2);
         for _ in 0..20 {
             assert_eq!(cache.token().await.unwrap().secret(), "token-0");
+            // Time for a refresh a call might have started to run.
+            tokio::time::sleep(ms(10)).await;
         }
         // Tried again after half of what was left (about 1.4 s), not 20 times.
         assert_eq!(turns.calls(), 2);
