@@ -325,15 +325,13 @@ impl TokenCache {
             let mut state = lock(&state);
             // This fetch is over: the next caller without a valid token starts another.
             state.flights.retain(|f| f.number != number);
-            if state.current_from.is_some_and(|from| from > number) {
-                // A fetch that started later has stored its token: this one's
-                // outcome goes to its own callers only.
-                return outcome.map(|cached| cached.bearer);
-            }
+            // This fetch's outcome goes to its own callers only when a fetch that
+            // started later has stored its token, and, for a failure, when any
+            // other fetch has stored one since this one started (the failure says
+            // nothing about that token).
+            let later_stored = state.current_from.is_some_and(|from| from > number);
             let replaced_meanwhile = state.current_from != replacing;
-            if let (Err(_), true) = (&outcome, replaced_meanwhile) {
-                // Another fetch stored a token since this one started: this
-                // failure says nothing about it.
+            if later_stored || (outcome.is_err() && replaced_meanwhile) {
                 return outcome.map(|cached| cached.bearer);
             }
             if let Err(error) = &outcome {
