@@ -29,7 +29,11 @@ fn generate() -> Result<(), String> {
         .map_err(|e| format!("not valid YAML: {e}"))?;
     let open = open_enums(&document)?;
     check_and_complete_schemas(&mut document, &open)?;
-    let spec: openapiv3::OpenAPI = serde_yaml_ng::from_value(document)
+    // Read back from text, as the document was: a plain scalar such as
+    // `version: 1.0` is then a string where the document model wants one.
+    let completed = serde_yaml_ng::to_string(&document)
+        .map_err(|e| format!("cannot write the completed document: {e}"))?;
+    let spec: openapiv3::OpenAPI = serde_yaml_ng::from_str(&completed)
         .map_err(|e| format!("not a valid OpenAPI 3.0 document: {e}"))?;
 
     let mut settings = progenitor::GenerationSettings::default();
@@ -79,15 +83,17 @@ fn generate() -> Result<(), String> {
 /// Checks every schema of the spec and completes it, before the generator sees it:
 ///
 /// - An object that does not say otherwise keeps the fields the spec does not
-///   describe: it gets `additionalProperties: {}`, which the generator turns into
-///   the `extra` map, so that no field the API sends is lost. An object that must
-///   not keep them says `additionalProperties: false`.
+///   describe: one that says nothing, or `true`, gets `additionalProperties: {}`,
+///   which the generator turns into the `extra` map, so that no field the API
+///   sends is lost (a member of an `allOf` is left to the generator's merge). An
+///   object that must not keep them says `additionalProperties: false`.
 /// - No two properties of an object would be the same Rust field, and an object
 ///   that keeps unknown fields has no property whose Rust name would be `extra`.
-/// - Enumerations are open: a string `enum` is only allowed as the `NKnown` of an
+/// - Enumerations are open: an `enum` is only allowed as the `NKnown` of an
 ///   open enumeration `N` (`oneOf: [$ref NKnown, {title: NOther, type: string,
-///   not: {enum: …}}]`), whose `NOther` refuses exactly the values `NKnown` lists.
-///   A closed one would fail a whole answer over one value Defender adds.
+///   not: {enum: …}}]`), in a `not`, or in a parameter (which the client only
+///   sends); `NKnown` is referred to from `N` only. A closed one would fail a
+///   whole answer over one value Defender adds.
 /// - No `format: uuid` and no `pattern`: the generator would use crates this
 ///   package does not depend on.
 fn check_and_complete_schemas(
@@ -99,26 +105,39 @@ fn check_and_complete_schemas(
         let text = |schema: &serde_yaml_ng::Mapping, key: &str| {
             schema.get(key).and_then(Value::as_str).map(str::to_owned)
         };
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            // `NKnown` is closed: it is only ever the first alternative of `N`.
+            let closed = open.iter().find(|(name, _)| {
+                reference == format!("#/components/schemas/{name}Known")
+                    && at != format!("components/schemas/{name}/oneOf/0")
+            });
+            if let Some((name, _)) = closed {
+                return Err(format!(
+                    "{at}: `{name}Known` is closed, and fails a whole answer over one value \
+                     Defender adds; refer to `{name}` instead"
+                ));
+            }
+            return Ok(());
+        }
         let is_object = text(schema, "type").as_deref() == Some("object")
             || (schema.get("type").is_none() && schema.contains_key("properties"));
-        if is_object && !schema.contains_key("additionalProperties") {
+        // Not a member of `allOf`: the generator merges those, and gives the
+        // merged object its own unknown fields.
+        let in_all_of = at
+            .rsplit_once('/')
+            .is_some_and(|(parent, _)| parent.ends_with("/allOf"));
+        let says = schema.get("additionalProperties");
+        if is_object && !in_all_of && matches!(says, None | Some(Value::Bool(true))) {
+            // `true` means the same as `{}`, but the generator gives it no map.
             schema.insert(
                 "additionalProperties".into(),
                 Value::Mapping(Default::default()),
             );
         }
-        // The letters and digits of a name, in lower case: two properties alike in
-        // these would be one Rust field (`self` and `Self`, `field` and `__Field`).
-        let rust_name = |name: &str| -> String {
-            name.chars()
-                .filter(char::is_ascii_alphanumeric)
-                .map(|c| c.to_ascii_lowercase())
-                .collect()
-        };
         if let Some(Value::Mapping(properties)) = schema.get("properties") {
             let mut seen = std::collections::HashMap::new();
             for name in properties.keys().filter_map(Value::as_str) {
-                if let Some(first) = seen.insert(rust_name(name), name) {
+                if let Some(first) = seen.insert(rust_field_name(name), name) {
                     return Err(format!(
                         "{at}/properties: `{first}` and `{name}` would be the same Rust field; \
                          rename one"
@@ -133,7 +152,7 @@ fn check_and_complete_schemas(
             let taken = properties
                 .keys()
                 .filter_map(Value::as_str)
-                .find(|name| rust_name(name) == "extra");
+                .find(|name| rust_field_name(name) == "extra");
             if let Some(name) = taken {
                 return Err(format!(
                     "{at}/properties/{name}: the name `extra` is taken by the map that keeps \
@@ -154,14 +173,22 @@ fn check_and_complete_schemas(
             ));
         }
         if let Some(values) = schema.get("enum") {
-            let allowed = open.iter().any(|(name, _)| {
-                at == format!("components/schemas/{name}Known")
-                    || at == format!("components/schemas/{name}/oneOf/1/not")
-            });
+            // Allowed: an open enumeration's `NKnown`, a `not` (which refuses values,
+            // and closes no set), and what the client only sends (parameters).
+            let allowed = open
+                .iter()
+                .any(|(name, _)| at == format!("components/schemas/{name}Known"))
+                || at.ends_with("/not")
+                || at.contains("/parameters/");
             if !allowed {
+                let advice = if text(schema, "type").as_deref() == Some("string") {
+                    "make it open, as `HealthStatus` is (see the README)"
+                } else {
+                    "describe the values in its `description` instead"
+                };
                 return Err(format!(
                     "{at}: a closed enumeration ({values:?}) fails a whole answer over one \
-                     value Defender adds; make it open, as `HealthStatus` is (see the README)"
+                     value Defender adds; {advice}"
                 ));
             }
         }
@@ -254,6 +281,25 @@ fn each_parameter_schema(
     Ok(())
 }
 
+/// The Rust field the generator makes of property `name`: its `sanitize`
+/// (typify), without the `_` it adds to keywords, which makes no two names alike.
+fn rust_field_name(name: &str) -> String {
+    use heck::ToSnakeCase;
+    let out = match name {
+        "+1" => "plus1".to_owned(),
+        "-1" => "minus1".to_owned(),
+        _ => name
+            .replace('\'', "")
+            .replace(|c| !unicode_ident::is_xid_continue(c), "-")
+            .to_snake_case(),
+    };
+    match out.chars().next() {
+        None => "x".to_owned(),
+        Some(c) if unicode_ident::is_xid_start(c) => out,
+        Some(_) => format!("x{out}"),
+    }
+}
+
 /// A mapping key as text (`200` is a number in YAML).
 fn yaml_key(key: &serde_yaml_ng::Value) -> String {
     match key {
@@ -267,7 +313,8 @@ fn yaml_key(key: &serde_yaml_ng::Value) -> String {
 
 /// Calls `f` on `schema` (at `at`) and on every schema inside it: properties,
 /// items, `not`, `additionalProperties`, and the alternatives of `allOf`, `oneOf`
-/// and `anyOf`. A `$ref` is checked where it is defined.
+/// and `anyOf`. What a `$ref` leads to is checked where it is defined; `f` sees
+/// the reference itself.
 fn each_schema(
     schema: &mut serde_yaml_ng::Value,
     at: &str,
@@ -277,10 +324,11 @@ fn each_schema(
     let Value::Mapping(map) = schema else {
         return Ok(());
     };
+    f(map, at)?;
     if map.contains_key("$ref") {
+        // Checked where it is defined.
         return Ok(());
     }
-    f(map, at)?;
     if let Some(Value::Mapping(properties)) = map.get_mut("properties") {
         for (name, property) in properties.iter_mut() {
             let at = format!("{at}/properties/{}", name.as_str().unwrap_or("?"));
@@ -335,6 +383,12 @@ fn open_enums(document: &serde_yaml_ng::Value) -> Result<Vec<(String, Vec<String
             && one_of[1].get("title").and_then(Value::as_str) == Some(&format!("{name}Other"));
         if !is_open {
             continue;
+        }
+        if one_of[1].get("type").and_then(Value::as_str) != Some("string") {
+            return Err(format!(
+                "components/schemas/{name}/oneOf/1: `{name}Other` holds the values \
+                 `{name}Known` does not list, and must be `type: string`"
+            ));
         }
         let known = strings(
             schemas

@@ -163,6 +163,24 @@ fn a_spec_edit_is_a_rebuild_away() {
         "        isAadJoined:\n",
         "        sealed:\n          $ref: \"#/components/schemas/Sealed\"\n        isAadJoined:\n",
     );
+    // Shapes that are valid and must stay accepted: a version the YAML reads as
+    // a number, `additionalProperties: true` (which keeps unknown fields too), a
+    // `not: {enum}` outside an open enumeration, and names alike only to the eye.
+    let spec = copy.join("openapi/defender.yaml");
+    edit(&spec, "  version: \"1.0\"\n", "  version: 1.0\n");
+    edit(
+        &spec,
+        "          description: The cloud subscription id.\n          type: string\n          \
+         nullable: true\n      additionalProperties: {}\n",
+        "          description: The cloud subscription id.\n          type: string\n          \
+         nullable: true\n      additionalProperties: true\n",
+    );
+    edit(
+        &spec,
+        "        isAadJoined:\n",
+        "        lastIpaddress:\n          type: string\n          nullable: true\n          \
+         not:\n            enum: [\"\"]\n        isAadJoined:\n",
+    );
     // Run against the regenerated types: nothing an answer holds is lost, and a
     // default built in Rust holds what the spec declares.
     fs::write(
@@ -175,10 +193,12 @@ fn main() {
         "channel": "Beta",
         "isManaged": false,
         "firmware": {"vendor": "Dell", "biosDate": "2024-01-01"},
+        "vmMetadata": {"vmId": "v", "zone": "eu-1"},
         "labels": {"name": "n", "tier": "gold"},
     });
     let machine: Machine = serde_json::from_value(sent.clone()).unwrap();
     assert_eq!(machine.firmware.as_ref().unwrap().extra["biosDate"], "2024-01-01");
+    assert_eq!(machine.vm_metadata.as_ref().unwrap().extra["zone"], "eu-1");
     assert_eq!(serde_json::to_value(&machine).unwrap(), sent);
 
     assert_eq!(defender_endpoint_regenerated_edit::types::Sealed::default().kind, "Azure");
@@ -245,7 +265,23 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "        self:\n          type: string\n        Self:\n          type: string\n        isAadJoined:\n",
             "components/schemas/Machine/properties: `self` and `Self` would be the same Rust field",
         ),
-        // A closed enumeration would fail a whole answer over one new value.
+        (
+            "        isAadJoined:\n",
+            "        \"1\":\n          type: string\n        x1:\n          type: string\n        isAadJoined:\n",
+            "components/schemas/Machine/properties: `1` and `x1` would be the same Rust field",
+        ),
+        // A closed enumeration would fail a whole answer over one new value, also
+        // when it is an open one's `NKnown` used on its own.
+        (
+            "        isAadJoined:\n",
+            "        health:\n          allOf:\n            - $ref: \"#/components/schemas/HealthStatusKnown\"\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/health/allOf/0: `HealthStatusKnown` is closed",
+        ),
+        (
+            "        - title: HealthStatusOther\n          type: string\n",
+            "        - title: HealthStatusOther\n          type: integer\n",
+            "components/schemas/HealthStatus/oneOf/1: `HealthStatusOther` holds the values",
+        ),
         (
             "        isAadJoined:\n",
             "        osArch:\n          type: string\n          nullable: true\n          \
