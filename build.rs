@@ -847,17 +847,9 @@ fn derive_default(file: &mut syn::File) -> Result<(), String> {
     let derives_default = |attrs: &[syn::Attribute]| {
         attrs
             .iter()
-            .filter(|a| a.path().is_ident("derive"))
-            .any(|a| {
-                a.parse_args_with(
-                    syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated,
-                )
-                .is_ok_and(|paths| {
-                    paths
-                        .iter()
-                        .any(|p| p.segments.last().is_some_and(|s| s.ident == "Default"))
-                })
-            })
+            .filter_map(derived)
+            .flatten()
+            .any(|p| p.segments.last().is_some_and(|s| s.ident == "Default"))
     };
     let structs: Vec<&syn::ItemStruct> = types
         .iter()
@@ -968,19 +960,27 @@ fn has_empty_value(ty: &syn::Type, with_default: &std::collections::HashSet<Stri
 
 /// Removes `name` from the `#[derive(..)]` lists in `attrs`.
 fn drop_derive(attrs: &mut [syn::Attribute], name: &str) {
-    use syn::punctuated::Punctuated;
-    for attr in attrs.iter_mut().filter(|a| a.path().is_ident("derive")) {
-        let Ok(paths) =
-            attr.parse_args_with(Punctuated::<syn::Path, syn::Token![,]>::parse_terminated)
-        else {
+    for attr in attrs.iter_mut() {
+        let Some(paths) = derived(attr) else {
             continue;
         };
-        let kept: Punctuated<syn::Path, syn::Token![,]> = paths
+        let kept: syn::punctuated::Punctuated<syn::Path, syn::Token![,]> = paths
             .into_iter()
             .filter(|p| p.segments.last().is_none_or(|s| s.ident != name))
             .collect();
         *attr = syn::parse_quote!(#[derive(#kept)]);
     }
+}
+
+/// The paths `attr` derives, if it is a `#[derive(..)]`.
+fn derived(
+    attr: &syn::Attribute,
+) -> Option<syn::punctuated::Punctuated<syn::Path, syn::Token![,]>> {
+    if !attr.path().is_ident("derive") {
+        return None;
+    }
+    attr.parse_args_with(syn::punctuated::Punctuated::parse_terminated)
+        .ok()
 }
 
 /// What `#[serde(..)]` says about a field (or a variant), when it says only what
