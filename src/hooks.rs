@@ -664,7 +664,7 @@ pub(crate) fn direct_for_plain_http(
 /// every client not built with `no_proxy()`. reqwest has no accessor for this;
 /// its `Client`'s `Debug` lists `proxies` exactly when there are any, which a
 /// unit test pins. Anything else that spells `proxies` errs on the safe side.
-pub(crate) fn may_use_a_proxy(client: &reqwest::Client) -> bool {
+fn may_use_a_proxy(client: &reqwest::Client) -> bool {
     format!("{client:?}").contains("proxies")
 }
 
