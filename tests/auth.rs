@@ -1755,6 +1755,16 @@ mod azure {
     }
 }
 
+/// A client signing in at `server`'s token endpoint, with attempts of 1 s.
+fn with_1s_attempts(server: &MockServer, retry: RetryPolicy) -> Client {
+    builder(server)
+        .credential(secret_credential(server))
+        .timeout(Duration::from_secs(1))
+        .retry(retry)
+        .build()
+        .unwrap()
+}
+
 /// A token request made for a call is part of its attempt: a token endpoint that
 /// does not answer costs the attempt's timeout, not the credential's 30 s.
 #[tokio::test]
@@ -1762,11 +1772,7 @@ async fn a_silent_token_endpoint_costs_the_attempt_timeout() {
     let server = MockServer::start_async().await;
     let tokens = token_endpoint(&server, 3599, Duration::from_secs(60));
     let answers = api(&server);
-    let client = builder(&server)
-        .credential(secret_credential(&server))
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let client = with_1s_attempts(&server, RetryPolicy::none());
     let started = std::time::Instant::now();
     let err = client.user_machines("user1").await.unwrap_err();
     assert!(matches!(err, Error::Timeout), "{err:?}");
@@ -1787,12 +1793,8 @@ async fn a_token_request_outlives_an_attempt_that_timed_out() {
     let server = MockServer::start_async().await;
     let tokens = token_endpoint(&server, 3599, Duration::from_millis(1_500));
     let answers = api(&server);
-    let client = builder(&server)
-        .credential(secret_credential(&server))
-        .timeout(Duration::from_secs(1))
-        .retry(common::quick_retries(4).budget(Duration::from_secs(30)))
-        .build()
-        .unwrap();
+    let retry = common::quick_retries(4).budget(Duration::from_secs(30));
+    let client = with_1s_attempts(&server, retry);
     client.user_machines("user1").await.unwrap();
     assert_eq!(tokens.calls(), 1);
     assert_eq!(answers.calls(), 1);

@@ -4,6 +4,8 @@
 //!
 //! A test binary of its own, because it sets `HTTP_PROXY` for the whole process.
 
+mod common;
+
 use defender_endpoint::{
     Client, ClientSecretCredential, Error, RateLimit, RetryPolicy, TokenCredential,
 };
@@ -89,11 +91,10 @@ async fn loopback_http_never_goes_through_a_proxy() {
         matches!(&err, Error::Config(m) if m.contains("no_proxy()")),
         "{err:?}"
     );
-    let direct = || reqwest::Client::builder().no_proxy().build().unwrap();
     let client = Client::builder()
         .base_url(server.base_url())
-        .http_client(direct())
-        .credential(credential.http_client(direct()))
+        .http_client(common::own_http_client())
+        .credential(credential.http_client(common::own_http_client()))
         .rate_limit(RateLimit::none())
         .retry(RetryPolicy::none())
         .build()
