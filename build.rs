@@ -751,7 +751,11 @@ fn write(path: &Path, contents: &str) -> Result<(), String> {
 ///   straight into `extra`'s JSON text;
 /// - open enumerations (`#[serde(untagged)] enum N { Known(NKnown), Other(NOther) }`):
 ///   the derive buffers the value in `Content` and tries each variant in turn; here
-///   the string is read once and parsed with `N`'s `FromStr` (from `open_enum_impls`).
+///   the string is read once and parsed with `N`'s `FromStr` (from `open_enum_impls`);
+/// - an integer or a string (`#[serde(untagged)] enum N { A(i64), B(String) }`, or
+///   either alone): the derive buffers the value and, for a string, first builds
+///   and drops the error of the integer variant; here the value is read once and
+///   goes to the variant of its kind (see [`integer_or_string`]).
 ///
 /// A missing `Option` field is `None`, a missing field marked `#[serde(default)]` is
 /// its default, a missing required field and a repeated known field are errors, and a
@@ -796,6 +800,12 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
                     name = e.ident
                 ));
             }
+            syn::Item::Enum(e) => {
+                if let Some(code) = integer_or_string(e) {
+                    drop_derive(&mut e.attrs, "Deserialize");
+                    out.push_str(&code);
+                }
+            }
             _ => {}
         }
     }
@@ -804,6 +814,155 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
         syn::parse_str(&out).map_err(|e| format!("the direct deserialisers do not parse: {e}"))?;
     types.extend(impls.items);
     Ok(())
+}
+
+/// The `Deserialize` of `e` if it is an untagged enumeration whose variants hold
+/// an `i64`, a `String`, or one of each (what the generator writes for `oneOf` an
+/// integer and a string), and derives it: it reads the value once, as
+/// `deserialize_any`, and accepts and refuses what the derive does. An integer
+/// goes to the `i64` variant if it fits in one, a string (or UTF-8 bytes) to the
+/// `String` variant; anything else (a character too, as the derive has it), or a
+/// kind without a variant, is refused with the derive's message, once the whole
+/// value is read.
+fn integer_or_string(e: &syn::ItemEnum) -> Option<String> {
+    let untagged = e.attrs.iter().any(|a| {
+        a.path().is_ident("serde") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "untagged")
+    });
+    let derives = e
+        .attrs
+        .iter()
+        .filter_map(derived)
+        .flatten()
+        .any(|p| p.segments.last().is_some_and(|s| s.ident == "Deserialize"));
+    if !untagged || !derives || !e.generics.params.is_empty() || e.variants.is_empty() {
+        return None;
+    }
+    let (mut integer, mut string) = (None, None);
+    for v in &e.variants {
+        let syn::Fields::Unnamed(fields) = &v.fields else {
+            return None;
+        };
+        let [field] = fields.unnamed.iter().collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        if v.attrs.iter().any(|a| a.path().is_ident("serde")) || !field.attrs.is_empty() {
+            return None;
+        }
+        let is_i64 =
+            matches!(&field.ty, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("i64"));
+        let slot = if is_i64 {
+            &mut integer
+        } else if is_path(&field.ty, &["std", "string", "String"]) {
+            &mut string
+        } else {
+            return None;
+        };
+        if slot.replace(v.ident.to_string()).is_some() {
+            return None;
+        }
+    }
+    let name = &e.ident;
+    let refuse = "Err(::serde::de::Error::custom(__MISMATCH))";
+    let (i64_arm, u64_arm) = match &integer {
+        Some(v) => (
+            format!("Ok({name}::{v}(v))"),
+            format!("match i64::try_from(v) {{ Ok(v) => Ok({name}::{v}(v)), Err(_) => {refuse} }}"),
+        ),
+        None => (refuse.to_string(), refuse.to_string()),
+    };
+    let (str_arm, string_arm) = match &string {
+        Some(v) => (
+            format!("Ok({name}::{v}(::std::borrow::ToOwned::to_owned(v)))"),
+            format!("Ok({name}::{v}(v))"),
+        ),
+        None => (refuse.to_string(), refuse.to_string()),
+    };
+    let expecting = match (&integer, &string) {
+        (Some(_), Some(_)) => "an integer or a string",
+        (Some(_), None) => "an integer",
+        _ => "a string",
+    };
+    Some(format!(
+        r#"
+impl<'de> ::serde::Deserialize<'de> for {name} {{
+    fn deserialize<__D: ::serde::Deserializer<'de>>(deserializer: __D) -> ::std::result::Result<Self, __D::Error> {{
+        const __MISMATCH: &str = "data did not match any variant of untagged enum {name}";
+        struct __Scalar;
+        impl<'de> ::serde::de::Visitor<'de> for __Scalar {{
+            type Value = {name};
+            fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
+                f.write_str("{expecting}")
+            }}
+            fn visit_i64<__E: ::serde::de::Error>(self, v: i64) -> ::std::result::Result<Self::Value, __E> {{
+                {i64_arm}
+            }}
+            fn visit_u64<__E: ::serde::de::Error>(self, v: u64) -> ::std::result::Result<Self::Value, __E> {{
+                {u64_arm}
+            }}
+            fn visit_str<__E: ::serde::de::Error>(self, v: &str) -> ::std::result::Result<Self::Value, __E> {{
+                {str_arm}
+            }}
+            fn visit_string<__E: ::serde::de::Error>(self, v: ::std::string::String) -> ::std::result::Result<Self::Value, __E> {{
+                {string_arm}
+            }}
+            fn visit_bytes<__E: ::serde::de::Error>(self, v: &[u8]) -> ::std::result::Result<Self::Value, __E> {{
+                match ::std::str::from_utf8(v) {{
+                    Ok(v) => self.visit_str(v),
+                    Err(_) => {refuse},
+                }}
+            }}
+            fn visit_byte_buf<__E: ::serde::de::Error>(self, v: ::std::vec::Vec<u8>) -> ::std::result::Result<Self::Value, __E> {{
+                match ::std::string::String::from_utf8(v) {{
+                    Ok(v) => self.visit_string(v),
+                    Err(_) => {refuse},
+                }}
+            }}
+            fn visit_bool<__E: ::serde::de::Error>(self, _: bool) -> ::std::result::Result<Self::Value, __E> {{
+                {refuse}
+            }}
+            fn visit_char<__E: ::serde::de::Error>(self, _: char) -> ::std::result::Result<Self::Value, __E> {{
+                {refuse}
+            }}
+            fn visit_f64<__E: ::serde::de::Error>(self, _: f64) -> ::std::result::Result<Self::Value, __E> {{
+                {refuse}
+            }}
+            fn visit_i128<__E: ::serde::de::Error>(self, _: i128) -> ::std::result::Result<Self::Value, __E> {{
+                {refuse}
+            }}
+            fn visit_u128<__E: ::serde::de::Error>(self, _: u128) -> ::std::result::Result<Self::Value, __E> {{
+                {refuse}
+            }}
+            fn visit_unit<__E: ::serde::de::Error>(self) -> ::std::result::Result<Self::Value, __E> {{
+                {refuse}
+            }}
+            fn visit_none<__E: ::serde::de::Error>(self) -> ::std::result::Result<Self::Value, __E> {{
+                {refuse}
+            }}
+            fn visit_some<__V: ::serde::Deserializer<'de>>(self, v: __V) -> ::std::result::Result<Self::Value, __V::Error> {{
+                <::serde::de::IgnoredAny as ::serde::Deserialize>::deserialize(v)?;
+                {refuse}
+            }}
+            fn visit_newtype_struct<__V: ::serde::Deserializer<'de>>(self, v: __V) -> ::std::result::Result<Self::Value, __V::Error> {{
+                <::serde::de::IgnoredAny as ::serde::Deserialize>::deserialize(v)?;
+                {refuse}
+            }}
+            fn visit_seq<__A: ::serde::de::SeqAccess<'de>>(self, mut v: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
+                while v.next_element::<::serde::de::IgnoredAny>()?.is_some() {{}}
+                {refuse}
+            }}
+            fn visit_map<__A: ::serde::de::MapAccess<'de>>(self, mut v: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
+                while v.next_entry::<::serde::de::IgnoredAny, ::serde::de::IgnoredAny>()?.is_some() {{}}
+                {refuse}
+            }}
+            fn visit_enum<__A: ::serde::de::EnumAccess<'de>>(self, _: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
+                {refuse}
+            }}
+        }}
+        deserializer.deserialize_any(__Scalar)
+    }}
+}}
+"#
+    ))
 }
 
 /// Marks the `NKnown` enum of each open enumeration `#[non_exhaustive]`: a value

@@ -1745,3 +1745,155 @@ async fn the_raw_client_keeps_the_status_and_headers_of_an_answer() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `RbacGroupId` is read by a deserialiser of its own (see `build.rs`); it takes and
+/// refuses what serde's derive for the same untagged enum does, with the same
+/// errors at the same places, from JSON text, from a `Value` and from YAML.
+#[test]
+fn the_group_id_is_read_as_the_untagged_derive_reads_it() {
+    mod derived {
+        /// The same enum as the generator writes it, with serde's derive.
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(untagged)]
+        pub enum RbacGroupId {
+            Integer(i64),
+            String(String),
+        }
+    }
+    use derived::RbacGroupId as Derived;
+    fn same(ours: RbacGroupId, derived: Derived) -> bool {
+        match (ours, derived) {
+            (RbacGroupId::Integer(a), Derived::Integer(b)) => a == b,
+            (RbacGroupId::String(a), Derived::String(b)) => a == b,
+            _ => false,
+        }
+    }
+    fn agree<E: std::fmt::Display>(
+        input: &str,
+        ours: Result<RbacGroupId, E>,
+        derived: Result<Derived, E>,
+    ) {
+        match (ours, derived) {
+            (Ok(a), Ok(b)) => {
+                let shown = format!("{a:?} against {b:?}");
+                assert!(same(a, b), "{input}: {shown}");
+            }
+            // A value read on its own: the derive's mismatch names no place (it is
+            // found once the value is read), this one names the end of the value.
+            (Err(a), Err(b)) => {
+                let (a, b) = (a.to_string(), b.to_string());
+                assert!(
+                    a == b || a.starts_with(&format!("{b} at line ")),
+                    "{input}: {a} against {b}"
+                );
+            }
+            (a, b) => panic!(
+                "{input}: {:?} against {:?}",
+                a.map_err(|e| e.to_string()),
+                b.map_err(|e| e.to_string())
+            ),
+        }
+    }
+    let inputs = [
+        "0",
+        "140",
+        "-7",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "18446744073709551615",
+        "1e3",
+        "1.5",
+        "-0.0",
+        r#""group-fin-001""#,
+        r#""""#,
+        r#""caf\u00e9 \ud83d\ude00""#,
+        r#""140""#,
+        "true",
+        "null",
+        "[]",
+        r#"[1,"a",[{}]]"#,
+        "{}",
+        r#"{"a":[1,{"b":2}]}"#,
+        "[1,",
+        r#"{"a":}"#,
+        r#""\ud800""#,
+        "  \n 42",
+        "[1,2] ",
+    ];
+    for input in inputs {
+        agree(
+            input,
+            serde_json::from_str::<RbacGroupId>(input),
+            serde_json::from_str::<Derived>(input),
+        );
+        // As a field: the error names the place in the whole object.
+        let object = format!(r#"{{"id":"m","rbacGroupId":{input}}}"#);
+        let ours = serde_json::from_str::<Machine>(&object).map(|m| m.rbac_group_id);
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Holder {
+            #[allow(dead_code)]
+            id: String,
+            rbac_group_id: Option<Derived>,
+        }
+        let derived = serde_json::from_str::<Holder>(&object).map(|h| h.rbac_group_id);
+        match (ours, derived) {
+            (Ok(Some(a)), Ok(Some(b))) => assert!(same(a, b), "{object}"),
+            (Ok(None), Ok(None)) => {}
+            // The same message; placed at the end of the value, where the derive
+            // places it after the object's closing brace.
+            (Err(a), Err(b)) => {
+                let shown = format!("{object}: {a} against {b}");
+                let message = |e: &serde_json::Error| {
+                    let place = format!(" at line {} column {}", e.line(), e.column());
+                    e.to_string().strip_suffix(&place).map(str::to_owned)
+                };
+                assert_eq!(message(&a), message(&b), "{shown}");
+                assert_eq!(a.line(), b.line(), "{shown}");
+                let value_starts = object.find(input).unwrap();
+                assert!((value_starts..=b.column()).contains(&a.column()), "{shown}");
+            }
+            (a, b) => panic!("{object}: {a:?} against {b:?}"),
+        }
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(input) {
+            agree(
+                input,
+                serde_json::from_value::<RbacGroupId>(value.clone()),
+                serde_json::from_value::<Derived>(value),
+            );
+        }
+    }
+    for yaml in [
+        "140",
+        "group-fin-001",
+        "'140'",
+        "1.5",
+        "true",
+        "~",
+        "[1]",
+        "{a: 1}",
+        "0x10",
+    ] {
+        agree(
+            yaml,
+            serde_yaml_ng::from_str::<RbacGroupId>(yaml),
+            serde_yaml_ng::from_str::<Derived>(yaml),
+        );
+    }
+    // From bytes: UTF-8 is a string, anything else is refused.
+    use serde::de::{value::BytesDeserializer, Deserialize, IntoDeserializer};
+    for bytes in [&b"group"[..], b"\xff"] {
+        let ours =
+            RbacGroupId::deserialize(BytesDeserializer::<serde::de::value::Error>::new(bytes));
+        let derived =
+            Derived::deserialize(BytesDeserializer::<serde::de::value::Error>::new(bytes));
+        agree(&format!("{bytes:?}"), ours, derived);
+    }
+    let ours = RbacGroupId::deserialize(
+        IntoDeserializer::<serde::de::value::Error>::into_deserializer('x'),
+    );
+    let derived =
+        Derived::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer('x'));
+    agree("'x'", ours, derived);
+}

@@ -181,6 +181,19 @@ fn a_spec_edit_is_a_rebuild_away() {
         "        lastIpaddress:\n          type: string\n          nullable: true\n          \
          not:\n            enum: [\"\"]\n        isAadJoined:\n",
     );
+    // `oneOf` a string and an integer, the string first: read by its own
+    // deserialiser (see `integer_or_string` in `build.rs`) all the same.
+    edit(
+        &spec,
+        "  schemas:\n",
+        "  schemas:\n    Ordinal:\n      oneOf:\n        - title: Name\n          type: string\n        \
+         - title: Number\n          type: integer\n          format: int64\n",
+    );
+    edit(
+        &spec,
+        "        isAadJoined:\n",
+        "        ordinal:\n          $ref: \"#/components/schemas/Ordinal\"\n        isAadJoined:\n",
+    );
     // Run against the regenerated types: nothing an answer holds is lost, and a
     // default built in Rust holds what the spec declares.
     fs::write(
@@ -207,6 +220,13 @@ fn main() {
     assert!(built.is_managed);
     let read: Machine = serde_json::from_str(r#"{"id":"m2"}"#).unwrap();
     assert_eq!(built, read);
+
+    use defender_endpoint_regenerated_edit::types::Ordinal;
+    let ordinal = |json: &str| serde_json::from_str::<Machine>(json).map(|m| m.ordinal);
+    assert_eq!(ordinal(r#"{"id":"m","ordinal":7}"#).unwrap(), Some(Ordinal::Number(7)));
+    assert_eq!(ordinal(r#"{"id":"m","ordinal":"7"}"#).unwrap(), Some(Ordinal::Name("7".into())));
+    let refused = ordinal(r#"{"id":"m","ordinal":7.5}"#).unwrap_err().to_string();
+    assert!(refused.starts_with("data did not match any variant of untagged enum Ordinal"), "{refused}");
     println!("regenerated types: ok");
 }
 "##,
