@@ -555,26 +555,52 @@ pub(crate) fn path_under<'a>(url: &'a reqwest::Url, base_url: &reqwest::Url) -> 
 /// Whether `path` has the segments of `template`: each literal segment equal,
 /// each `{parameter}` exactly one non-empty segment once decoded.
 fn path_matches(path: &str, template: &str) -> bool {
-    // Split on the byte `/`: segments are short, and a byte loop is quicker
-    // than a character search for each one.
-    let mut segments = path.as_bytes().split(|&b| b == b'/');
-    for expected in template.as_bytes().split(|&b| b == b'/') {
-        let Some(segment) = segments.next() else {
+    // In one pass: the literal text before each `{parameter}` is a prefix of what
+    // is left of the path, and the parameter fills the path up to its next `/`.
+    let (mut path, mut template) = (path.as_bytes(), template.as_bytes());
+    let mut at_start = true;
+    loop {
+        let literal_len = template
+            .iter()
+            .position(|&b| b == b'{')
+            .unwrap_or(template.len());
+        let (literal, rest) = template.split_at(literal_len);
+        let Some(after_literal) = path.strip_prefix(literal) else {
             return false;
         };
-        let matches = match expected {
-            [b'{', .., b'}'] => is_single_segment(segment),
-            _ => segment == expected,
+        path = after_literal;
+        if rest.is_empty() {
+            return path.is_empty();
+        }
+        // `{name}` is a whole segment of the template: it follows a `/` (or starts
+        // the template) and is followed by a `/` or the end. A template with a
+        // parameter elsewhere matches no path.
+        let Some(close) = rest.iter().position(|&b| b == b'}') else {
+            return false;
         };
-        if !matches {
+        template = &rest[close + 1..];
+        let starts_segment = literal.ends_with(b"/") || at_start && literal.is_empty();
+        if !starts_segment || !(template.is_empty() || template.starts_with(b"/")) {
             return false;
         }
+        at_start = false;
+        let end = path.iter().position(|&b| b == b'/').unwrap_or(path.len());
+        if !is_single_segment(&path[..end]) {
+            return false;
+        }
+        path = &path[end..];
     }
-    segments.next().is_none()
 }
 
 /// Whether `segment` (as it appears in a URL) is exactly one path segment once decoded.
 fn is_single_segment(segment: &[u8]) -> bool {
+    // Without a `%` it is what it decodes to.
+    if !segment.contains(&b'%') {
+        return !segment.is_empty()
+            && segment != b"."
+            && segment != b".."
+            && !segment.iter().any(|b| matches!(b, b'/' | b'\\'));
+    }
     let mut len = 0usize;
     let mut only_dots = true;
     for byte in percent_encoding::percent_decode(segment) {
@@ -794,6 +820,34 @@ mod tests {
             "get_user_machines",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_template_s_parameters_each_fill_one_segment() {
+        let two = "/a/{x}/b/{y}";
+        assert!(path_matches("/a/1/b/2", two));
+        assert!(path_matches("/a/%31/b/two%20words", two));
+        for path in [
+            "/a/1/b",
+            "/a/1/b/",
+            "/a/1/b/2/",
+            "/a//b/2",
+            "/a/1/c/2",
+            "/a/1/2/b/3",
+            "",
+        ] {
+            assert!(!path_matches(path, two), "{path}");
+        }
+        assert!(path_matches("/a/x", "/a/{x}"));
+        assert!(!path_matches("/a/x/", "/a/{x}"));
+        assert!(path_matches("x/a", "{x}/a"));
+        assert!(path_matches("/a", "/a"));
+        assert!(!path_matches("/a/", "/a"));
+        // A parameter inside a segment, or one left open, matches nothing.
+        for template in ["/a/x{y}", "/a/{y}x", "/a/{y}{z}", "/a/{y"] {
+            assert!(!path_matches("/a/xy", template), "{template}");
+            assert!(!path_matches("/a/y", template), "{template}");
+        }
     }
 
     #[test]

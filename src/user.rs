@@ -106,19 +106,36 @@ impl UserName {
                 InvalidUserNameReason::DotSegment,
             ));
         }
-        if let Some(c) = name.chars().find(|c| matches!(c, '@' | '\\' | '/')) {
+        let forbidden = |c: char| matches!(c, '@' | '\\' | '/');
+        // An ASCII name (the usual one) is checked byte by byte.
+        let ascii = name.is_ascii();
+        let found = if ascii {
+            name.bytes().map(char::from).find(|&c| forbidden(c))
+        } else {
+            name.chars().find(|&c| forbidden(c))
+        };
+        if let Some(c) = found {
             return Err(InvalidUserName::new(
                 input,
                 InvalidUserNameReason::ForbiddenCharacter(c),
             ));
         }
-        if name.chars().any(char::is_control) {
+        let control = if ascii {
+            name.bytes().any(|b| b.is_ascii_control())
+        } else {
+            name.chars().any(char::is_control)
+        };
+        if control {
             return Err(InvalidUserName::new(
                 input,
                 InvalidUserNameReason::ControlCharacter,
             ));
         }
-        let chars = name.chars().count();
+        let chars = if ascii {
+            name.len()
+        } else {
+            name.chars().count()
+        };
         if chars > MAX_USER_NAME_CHARS {
             return Err(InvalidUserName::new(
                 input,
@@ -166,7 +183,7 @@ impl UserName {
     pub fn oddity(&self) -> Option<&'static str> {
         if self.0.trim() != self.0 {
             Some("begins or ends with white space")
-        } else if self.0.chars().any(is_invisible) {
+        } else if !self.0.is_ascii() && self.0.chars().any(is_invisible) {
             Some("holds an invisible formatting character")
         } else {
             None
@@ -180,8 +197,8 @@ impl UserName {
 }
 
 /// Formatting characters (Unicode category Cf) that are invisible where a name
-/// is shown. The zero-width joiner and non-joiner (U+200C, U+200D) are left out:
-/// some scripts spell names with them.
+/// is shown (none of them ASCII). The zero-width joiner and non-joiner (U+200C,
+/// U+200D) are left out: some scripts spell names with them.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
