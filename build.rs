@@ -823,7 +823,8 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
 /// goes to the `i64` variant if it fits in one, a string (or UTF-8 bytes) to the
 /// `String` variant; anything else (a character too, as the derive has it), or a
 /// kind without a variant, is refused with the derive's message, once the whole
-/// value is read.
+/// value is read. What the derive cannot even buffer (a 128-bit integer, enum
+/// input, anywhere in the value) is refused with the message of its buffering.
 fn integer_or_string(e: &syn::ItemEnum) -> Option<String> {
     let untagged = e.attrs.iter().any(|a| {
         a.path().is_ident("serde") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "untagged")
@@ -926,10 +927,12 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
             fn visit_f64<__E: ::serde::de::Error>(self, _: f64) -> ::std::result::Result<Self::Value, __E> {{
                 {refuse}
             }}
-            fn visit_i128<__E: ::serde::de::Error>(self, _: i128) -> ::std::result::Result<Self::Value, __E> {{
+            fn visit_i128<__E: ::serde::de::Error>(self, v: i128) -> ::std::result::Result<Self::Value, __E> {{
+                __Skip.visit_i128(v)?;
                 {refuse}
             }}
-            fn visit_u128<__E: ::serde::de::Error>(self, _: u128) -> ::std::result::Result<Self::Value, __E> {{
+            fn visit_u128<__E: ::serde::de::Error>(self, v: u128) -> ::std::result::Result<Self::Value, __E> {{
+                __Skip.visit_u128(v)?;
                 {refuse}
             }}
             fn visit_unit<__E: ::serde::de::Error>(self) -> ::std::result::Result<Self::Value, __E> {{
@@ -939,23 +942,73 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
                 {refuse}
             }}
             fn visit_some<__V: ::serde::Deserializer<'de>>(self, v: __V) -> ::std::result::Result<Self::Value, __V::Error> {{
-                <::serde::de::IgnoredAny as ::serde::Deserialize>::deserialize(v)?;
+                __Skip.visit_some(v)?;
                 {refuse}
             }}
             fn visit_newtype_struct<__V: ::serde::Deserializer<'de>>(self, v: __V) -> ::std::result::Result<Self::Value, __V::Error> {{
-                <::serde::de::IgnoredAny as ::serde::Deserialize>::deserialize(v)?;
+                __Skip.visit_newtype_struct(v)?;
                 {refuse}
             }}
-            fn visit_seq<__A: ::serde::de::SeqAccess<'de>>(self, mut v: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
-                while v.next_element::<::serde::de::IgnoredAny>()?.is_some() {{}}
+            fn visit_seq<__A: ::serde::de::SeqAccess<'de>>(self, v: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
+                __Skip.visit_seq(v)?;
                 {refuse}
             }}
-            fn visit_map<__A: ::serde::de::MapAccess<'de>>(self, mut v: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
-                while v.next_entry::<::serde::de::IgnoredAny, ::serde::de::IgnoredAny>()?.is_some() {{}}
+            fn visit_map<__A: ::serde::de::MapAccess<'de>>(self, v: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
+                __Skip.visit_map(v)?;
                 {refuse}
             }}
-            fn visit_enum<__A: ::serde::de::EnumAccess<'de>>(self, _: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
+            fn visit_enum<__A: ::serde::de::EnumAccess<'de>>(self, v: __A) -> ::std::result::Result<Self::Value, __A::Error> {{
+                __Skip.visit_enum(v)?;
                 {refuse}
+            }}
+        }}
+        // Reads a value the way the derive first buffers one, and keeps nothing: it
+        // refuses what that buffering refuses (128-bit integers, enum input), with
+        // its messages.
+        #[derive(Clone, Copy)]
+        struct __Skip;
+        impl<'de> ::serde::de::DeserializeSeed<'de> for __Skip {{
+            type Value = ();
+            fn deserialize<__V: ::serde::Deserializer<'de>>(self, deserializer: __V) -> ::std::result::Result<(), __V::Error> {{
+                deserializer.deserialize_any(self)
+            }}
+        }}
+        impl<'de> ::serde::de::Visitor<'de> for __Skip {{
+            type Value = ();
+            fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {{
+                f.write_str("any value")
+            }}
+            fn visit_bool<__E: ::serde::de::Error>(self, _: bool) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_i64<__E: ::serde::de::Error>(self, _: i64) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_u64<__E: ::serde::de::Error>(self, _: u64) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_f64<__E: ::serde::de::Error>(self, _: f64) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_char<__E: ::serde::de::Error>(self, _: char) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_str<__E: ::serde::de::Error>(self, _: &str) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_bytes<__E: ::serde::de::Error>(self, _: &[u8]) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_unit<__E: ::serde::de::Error>(self) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_none<__E: ::serde::de::Error>(self) -> ::std::result::Result<(), __E> {{ Ok(()) }}
+            fn visit_i128<__E: ::serde::de::Error>(self, v: i128) -> ::std::result::Result<(), __E> {{
+                Err(__E::invalid_type(::serde::de::Unexpected::Other(&::std::format!("integer `{{v}}` as i128")), &self))
+            }}
+            fn visit_u128<__E: ::serde::de::Error>(self, v: u128) -> ::std::result::Result<(), __E> {{
+                Err(__E::invalid_type(::serde::de::Unexpected::Other(&::std::format!("integer `{{v}}` as u128")), &self))
+            }}
+            fn visit_some<__V: ::serde::Deserializer<'de>>(self, v: __V) -> ::std::result::Result<(), __V::Error> {{
+                ::serde::de::DeserializeSeed::deserialize(self, v)
+            }}
+            fn visit_newtype_struct<__V: ::serde::Deserializer<'de>>(self, v: __V) -> ::std::result::Result<(), __V::Error> {{
+                ::serde::de::DeserializeSeed::deserialize(self, v)
+            }}
+            fn visit_seq<__A: ::serde::de::SeqAccess<'de>>(self, mut v: __A) -> ::std::result::Result<(), __A::Error> {{
+                while v.next_element_seed(self)?.is_some() {{}}
+                Ok(())
+            }}
+            fn visit_map<__A: ::serde::de::MapAccess<'de>>(self, mut v: __A) -> ::std::result::Result<(), __A::Error> {{
+                while v.next_entry_seed(self, self)?.is_some() {{}}
+                Ok(())
+            }}
+            fn visit_enum<__A: ::serde::de::EnumAccess<'de>>(self, _: __A) -> ::std::result::Result<(), __A::Error> {{
+                Err(::serde::de::Error::custom("untagged and internally tagged enums do not support enum input"))
             }}
         }}
         deserializer.deserialize_any(__Scalar)

@@ -578,6 +578,9 @@ fn path_matches(path: &str, template: &str) -> bool {
         let Some(close) = rest.iter().position(|&b| b == b'}') else {
             return false;
         };
+        if rest[..close].contains(&b'/') {
+            return false;
+        }
         template = &rest[close + 1..];
         let starts_segment = literal.ends_with(b"/") || at_start && literal.is_empty();
         if !starts_segment || !(template.is_empty() || template.starts_with(b"/")) {
@@ -844,9 +847,17 @@ mod tests {
         assert!(path_matches("/a", "/a"));
         assert!(!path_matches("/a/", "/a"));
         // A parameter inside a segment, or one left open, matches nothing.
-        for template in ["/a/x{y}", "/a/{y}x", "/a/{y}{z}", "/a/{y"] {
+        for template in [
+            "/a/x{y}",
+            "/a/{y}x",
+            "/a/{y}{z}",
+            "/a/{y",
+            "/{/{y}",
+            "/a/{y/z}",
+        ] {
             assert!(!path_matches("/a/xy", template), "{template}");
             assert!(!path_matches("/a/y", template), "{template}");
+            assert!(!path_matches("/a", template), "{template}");
         }
     }
 

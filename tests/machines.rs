@@ -1874,6 +1874,14 @@ fn the_group_id_is_read_as_the_untagged_derive_reads_it() {
         "[1]",
         "{a: 1}",
         "0x10",
+        // Beyond 64 bits, and enum input: values the derive cannot even buffer.
+        "99999999999999999999",
+        "-99999999999999999999",
+        "!Tag 5",
+        "[99999999999999999999]",
+        "[1, !T 1]",
+        "{a: !T 1}",
+        "{a: [{b: -99999999999999999999}]}",
     ] {
         agree(
             yaml,
@@ -1890,6 +1898,33 @@ fn the_group_id_is_read_as_the_untagged_derive_reads_it() {
             Derived::deserialize(BytesDeserializer::<serde::de::value::Error>::new(bytes));
         agree(&format!("{bytes:?}"), ours, derived);
     }
+    // Values the derive cannot buffer, from serde's own deserialisers.
+    type ValueError = serde::de::value::Error;
+    use serde::de::value::{EnumAccessDeserializer, SeqDeserializer, StrDeserializer};
+    let big = || IntoDeserializer::<ValueError>::into_deserializer(5i128);
+    agree(
+        "5i128",
+        RbacGroupId::deserialize(big()),
+        Derived::deserialize(big()),
+    );
+    let big = || IntoDeserializer::<ValueError>::into_deserializer(5u128);
+    agree(
+        "5u128",
+        RbacGroupId::deserialize(big()),
+        Derived::deserialize(big()),
+    );
+    let list = || SeqDeserializer::<_, ValueError>::new(vec![1i128, 2].into_iter());
+    agree(
+        "[1i128, 2]",
+        RbacGroupId::deserialize(list()),
+        Derived::deserialize(list()),
+    );
+    let variant = || EnumAccessDeserializer::new(StrDeserializer::<ValueError>::new("V"));
+    agree(
+        "enum V",
+        RbacGroupId::deserialize(variant()),
+        Derived::deserialize(variant()),
+    );
     let ours = RbacGroupId::deserialize(
         IntoDeserializer::<serde::de::value::Error>::into_deserializer('x'),
     );
