@@ -826,9 +826,16 @@ impl<'de> ::serde::Deserialize<'de> for {name} {{
 /// value is read. What the derive cannot even buffer (a 128-bit integer, enum
 /// input, anywhere in the value) is refused with the message of its buffering.
 fn integer_or_string(e: &syn::ItemEnum) -> Option<String> {
-    let untagged = e.attrs.iter().any(|a| {
-        a.path().is_ident("serde") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "untagged")
-    });
+    // `#[serde(untagged)]` and no other serde attribute on the enum.
+    let serde_attrs: Vec<_> = e
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("serde"))
+        .collect();
+    let untagged = !serde_attrs.is_empty()
+        && serde_attrs
+            .iter()
+            .all(|a| a.parse_args::<syn::Ident>().is_ok_and(|i| i == "untagged"));
     let derives = e
         .attrs
         .iter()
