@@ -731,11 +731,8 @@ fn needs_escape(s: &[u8]) -> bool {
         [] => false,
         // The last eight bytes again, when there are eight.
         _ if s.len() >= 8 => any(s[s.len() - 8..].try_into().unwrap_or_default()),
-        rest => {
-            let mut word = [b'a'; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            any(word)
-        }
+        // Fewer than eight bytes in all: one by one.
+        rest => rest.iter().any(|&b| ESCAPED[usize::from(b)]),
     }
 }
 
