@@ -58,8 +58,9 @@ Credentials come from the environment:
 The application needs the Machine.Read.All permission of WindowsDefenderATP.
 
 In CSV, a cell that a spreadsheet would take for a formula (one starting with
-=, +, -, @, a tab or a carriage return) gets a leading '. In the table, control
-and invisible characters in the API's values are shown escaped (\u{202e}).
+=, +, -, @, a tab or a carriage return) gets a leading ', and a machine's tags
+are joined with ; (a ; or \\ inside a tag escaped with a \\). In the table, control
+and invisible characters in the API's values are shown escaped (\\u{202e}).
 
 Exit status: 0 all lookups succeeded, 1 some failed or the output could not be
 written, 2 usage or configuration error, 130 interrupted (Ctrl-C).
@@ -613,7 +614,7 @@ impl<W: Write> Output<W> {
                         .last_seen
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
                         .unwrap_or_default();
-                    let tags = m.machine_tags.as_deref().unwrap_or_default().join(";");
+                    let tags = csv_tags(m.machine_tags.as_deref().unwrap_or_default());
                     let row = [
                         user,
                         &m.id,
@@ -763,10 +764,38 @@ fn clip(text: &str, width: usize) -> String {
     clipped
 }
 
-/// Formatting characters that change how a terminal shows the text around them.
+/// Characters that are invisible, or change how a terminal shows the text around
+/// them: formatting characters (Unicode category Cf) and the line and paragraph
+/// separators.
 fn is_invisible(c: char) -> bool {
     // Not the zero-width (non-)joiners U+200C and U+200D, which scripts and emoji need.
-    matches!(c, '\u{200B}' | '\u{200E}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+    matches!(
+        c,
+        '\u{AD}'                        // soft hyphen
+            | '\u{600}'..='\u{605}'    // Arabic number signs
+            | '\u{61C}'                 // Arabic letter mark
+            | '\u{6DD}' | '\u{70F}' | '\u{890}'..='\u{891}' | '\u{8E2}'
+            | '\u{180E}'                // Mongolian vowel separator
+            | '\u{200B}'                // zero-width space
+            | '\u{200E}'..='\u{200F}'  // left-to-right and right-to-left marks
+            | '\u{2028}'..='\u{202E}'  // line and paragraph separators, bidirectional embeddings and overrides
+            | '\u{2060}'..='\u{206F}'  // word joiner, invisible operators, isolates
+            | '\u{FEFF}'                // byte-order mark
+            | '\u{FFF9}'..='\u{FFFB}'  // interlinear annotation
+            | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}' | '\u{E0020}'..='\u{E007F}' // tags
+    )
+}
+
+/// Machine tags in one CSV cell: joined with `;`, with a `;` or `\` inside a tag
+/// escaped with a `\`, so that the cell splits back into the tags it was made of.
+fn csv_tags(tags: &[String]) -> String {
+    let escaped: Vec<String> = tags
+        .iter()
+        .map(|tag| tag.replace('\\', "\\\\").replace(';', "\\;"))
+        .collect();
+    escaped.join(";")
 }
 
 fn pad(text: &str, width: usize) -> String {

@@ -399,6 +399,14 @@ fn help_lists_the_options() {
     ] {
         assert!(help.contains(option), "{option} missing from --help");
     }
+    // The help shows its examples escaped, like the values it describes.
+    assert!(
+        !help
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || ('\u{200B}'..='\u{206F}').contains(&c)),
+        "{help:?}"
+    );
+    assert!(help.contains(r"(\u{202e})"), "{help}");
 }
 
 /// Ctrl-C stops the batch, prints what was done and exits 130.
@@ -522,6 +530,11 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
             // A Persian name spelled with a zero-width non-joiner: shown as it is.
             "id": "m2",
             "computerDnsName": "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}-pc"
+        }, {
+            // Tags holding the separator and the escape.
+            "id": "m3",
+            "computerDnsName": "pc\u{61c}3\u{2028}x\u{ad}",
+            "machineTags": ["a;b", "c\\d", "e"]
         }]}));
     });
     let run_with = |format: &str| {
@@ -541,6 +554,9 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
     // The header, the record of the hostile machine (with line breaks inside its
     // quoted fields) and the record of the second machine.
     let records = csv_text.split_once("\r\n").unwrap().1;
+    let (records, third) = records.split_at(records.rfind("user1,m3,").unwrap());
+    let third = csv_fields(third.strip_suffix("\r\n").unwrap());
+    assert_eq!(third[10], r"a\;b;c\\d;e", "{third:?}");
     let (record, second) = records.split_at(records.rfind("user1,m2,").unwrap());
     // A machine with only an id and a name: every other cell is empty.
     let second = csv_fields(second.strip_suffix("\r\n").unwrap());
@@ -556,7 +572,11 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
     let table = run_with("table");
     assert_eq!(code(&table), 0, "{}", text(&table.stderr));
     let shown = text(&table.stdout);
-    assert!(!shown.contains(['\u{1b}', '\r', '\u{202e}']), "{shown:?}");
+    assert!(
+        !shown.contains(['\u{1b}', '\r', '\u{202e}', '\u{61c}', '\u{2028}', '\u{ad}']),
+        "{shown:?}"
+    );
+    assert!(shown.contains(r"pc\u{61c}3\u{2028}x\u{ad}"), "{shown}");
     for line in shown.lines() {
         assert!(
             !line.starts_with("user2") && !line.starts_with("spoofed"),
