@@ -349,11 +349,14 @@ impl Client {
         let url = first
             .join(link)
             .map_err(|e| format!("it is not a URL: {e}"))?;
-        let segment = url
-            .path()
+        // The path's own words in any case (OData paths are not case-sensitive):
+        // the next request is made with the path spelt as the spec has it.
+        let path = url.path();
+        let lower = path.to_ascii_lowercase();
+        let segment = lower
             .strip_suffix("/machines")
-            .and_then(|path| path.rsplit_once("/api/users/"))
-            .map(|(_, segment)| segment)
+            .and_then(|rest| rest.rfind("/api/users/").map(|at| (at, rest.len())))
+            .map(|(at, end)| &path[at + "/api/users/".len()..end])
             .filter(|segment| {
                 !segment.contains('/')
                     && percent_encoding::percent_decode_str(segment)

@@ -1177,6 +1177,37 @@ async fn a_next_link_may_spell_the_same_user_in_another_case() {
     assert_eq!(ids, ["a1", "a2"]);
 }
 
+/// OData paths are not case-sensitive: a link that spells the path's own words in
+/// another case leads to the same user's machines, and is followed with the path
+/// spelt as the spec has it.
+#[tokio::test]
+async fn a_next_link_may_spell_the_path_in_another_case() {
+    let server = MockServer::start_async().await;
+    alice_with_next_link(
+        &server,
+        "https://api.security.microsoft.com/API/Users/ALICE/Machines?$skip=1",
+    )
+    .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/ALICE/machines")
+                .query_param("$skip", "1");
+            then.status(200).body(r#"{"value":[{"id":"a2"}]}"#);
+        })
+        .await;
+    let machines = client(&server).user_machines("alice").await.unwrap();
+    let ids: Vec<&str> = machines.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2"]);
+    // Another user's machines are refused however the path is spelt.
+    let server = MockServer::start_async().await;
+    alice_with_next_link(&server, "/API/USERS/mallory/MACHINES").await;
+    let err = client(&server).user_machines("alice").await.unwrap_err();
+    assert!(
+        err.to_string().contains("leaves the machines of this user"),
+        "{err}"
+    );
+}
+
 /// `K` (the Kelvin sign) is not `k` to Windows, though lower-casing merges them:
 /// a link from `k`'s machines to the Kelvin sign's is another user's, and refused.
 #[tokio::test]
