@@ -656,13 +656,24 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
 /// parser knows, everything up to its last `@` is hidden: an `@` in the path of a
 /// base URL is hidden with it, which errs on the safe side.
 pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
-    let start = input.find("://").map_or(0, |i| i + 3);
+    // After the scheme and the slashes that follow it, however many: `https:/h`
+    // and `https:\h` read as `https://h`.
+    let slashes = |from: usize| {
+        input[from..]
+            .bytes()
+            .take_while(|&b| matches!(b, b'/' | b'\\'))
+            .count()
+    };
+    let start = scheme_len(input)
+        .map(|n| n + 1)
+        .filter(|&after| slashes(after) > 0)
+        .map_or(0, |after| after + slashes(after));
     let with_user_info = reqwest::Url::parse(input).is_ok_and(|url| {
         url.has_host() && (!url.username().is_empty() || url.password().is_some())
     });
     let at = if with_user_info {
         let authority_len = input[start..]
-            .find(['/', '?', '#'])
+            .find(['/', '\\', '?', '#'])
             .unwrap_or(input.len() - start);
         input[start..start + authority_len].rfind('@')
     } else {
@@ -672,6 +683,18 @@ pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
         Some(at) => format!("{}***{}", &input[..start], &input[start + at..]).into(),
         None => input.into(),
     }
+}
+
+/// The length of the scheme `input` starts with (`https` of `https:…`), if it
+/// starts with one: a letter, then letters, digits, `+`, `-` or `.`, then `:`.
+pub(crate) fn scheme_len(input: &str) -> Option<usize> {
+    let colon = input.find(':')?;
+    let scheme = input[..colon].as_bytes();
+    let valid = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    valid.then_some(colon)
 }
 
 /// `builder`, kept off any proxy of the environment (`HTTP_PROXY`, which may be
@@ -919,6 +942,13 @@ mod tests {
             ("https://svc:PW@h:99999", "https://***@h:99999"),
             ("not a url", "not a url"),
             ("", ""),
+            // Read as URLs with user info, however many slashes follow the scheme.
+            ("https:/svc:PW@proxy.example", "https:/***@proxy.example"),
+            ("https:///svc:PW@h/x", "https:///***@h/x"),
+            ("HTTPS:/svc:PW@h", "HTTPS:/***@h"),
+            ("http:/svc:PW@127.0.0.1:8080", "http:/***@127.0.0.1:8080"),
+            ("https:/\\svc:PW@h", "https:/\\***@h"),
+            ("https:svc:PW@h", "***@h"),
         ] {
             assert_eq!(redact_user_info(input), shown, "{input}");
         }

@@ -395,7 +395,16 @@ fn lower_percent_hex(encoded: &str) -> String {
 /// A bare host name gets `https://`; plain http is only accepted for loopback hosts.
 pub(crate) fn normalise_authority(input: &str) -> Result<String, Error> {
     let trimmed = input.trim();
-    let with_scheme = if trimmed.contains("://") {
+    // A bare host (`login.microsoftonline.us`, `localhost:8080`) is https. Text
+    // that names a scheme is read as the URL it is, however it is written:
+    // `https:/login.microsoftonline.us` must not become the host `https`.
+    let names_scheme = hooks::scheme_len(trimmed).is_some_and(|n| {
+        !trimmed[n + 1..]
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit())
+    });
+    let with_scheme = if names_scheme {
         trimmed.to_owned()
     } else {
         format!("https://{trimmed}")
@@ -656,8 +665,19 @@ mod tests {
             ),
             ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
             ("http://localhost:1/prefix/", "http://localhost:1/prefix"),
+            ("localhost:8080", "https://localhost:8080"),
+            // A scheme written with one slash is still that scheme, not a host.
+            (
+                "https:/login.microsoftonline.us",
+                "https://login.microsoftonline.us",
+            ),
+            (
+                "HTTPS:\\login.microsoftonline.us",
+                "https://login.microsoftonline.us",
+            ),
+            ("http:/127.0.0.1:8080", "http://127.0.0.1:8080"),
         ] {
-            assert_eq!(normalise_authority(input).unwrap(), expected);
+            assert_eq!(normalise_authority(input).unwrap(), expected, "{input}");
         }
         for bad in [
             "http://login.microsoftonline.com",
@@ -666,11 +686,14 @@ mod tests {
             "https://u:p@h",
             "https://",
             "",
+            "http:/login.microsoftonline.com",
+            "ftp:/127.0.0.1",
+            "https:/svc:PW@login.example",
+            "https:svc:PW@login.example",
         ] {
-            assert!(
-                matches!(normalise_authority(bad), Err(Error::Config(_))),
-                "{bad}"
-            );
+            let err = normalise_authority(bad);
+            assert!(matches!(err, Err(Error::Config(_))), "{bad}: {err:?}");
+            assert!(!format!("{err:?}").contains("PW"), "{bad}: {err:?}");
         }
     }
 
