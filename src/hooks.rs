@@ -689,7 +689,7 @@ pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
 /// starts with one: a letter, then letters, digits, `+`, `-` or `.`, then `:`.
 pub(crate) fn scheme_len(input: &str) -> Option<usize> {
     let colon = input.find(':')?;
-    let scheme = input[..colon].as_bytes();
+    let scheme = &input.as_bytes()[..colon];
     let valid = scheme.first().is_some_and(u8::is_ascii_alphabetic)
         && scheme
             .iter()
