@@ -348,46 +348,145 @@ fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
     (!text.is_empty()).then(|| shorten(&text, EXCERPT_CHARS).escape_debug().to_string())
 }
 
-/// `text` with every occurrence of a secret replaced by `***`: as it is, form-encoded
-/// (with upper- or lower-case hex digits), percent-encoded with `%20` for a space,
-/// or HTML-escaped, the ways an answer may echo it.
+/// `text` with every echo of a secret replaced by `***`: the secret as it is, or
+/// with any of its characters written in one of the escapes an answer may use
+/// (see [`echo_len`]), in any mix.
 fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
-        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-        let lower_hex = lower_percent_hex(&encoded);
-        let percent_space = encoded.replace('+', "%20");
-        let html = secret
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-            .replace('\'', "&#39;");
-        for form in [*secret, &encoded, &lower_hex, &percent_space, &html] {
-            if text.contains(form) {
-                text = text.replace(form, "***");
+    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'text: while let Some(c) = rest.chars().next() {
+        for secret in &secrets {
+            if let Some(len) = echo_len(rest.as_bytes(), secret) {
+                out.push_str("***");
+                rest = &rest[len..];
+                continue 'text;
             }
         }
-    }
-    text
-}
-
-/// `%7E` as `%7e`: the hex digits of each percent escape in lower case.
-fn lower_percent_hex(encoded: &str) -> String {
-    let mut out = String::with_capacity(encoded.len());
-    let mut escape = 0;
-    for c in encoded.chars() {
-        if c == '%' {
-            escape = 2;
-            out.push(c);
-        } else if escape > 0 {
-            escape -= 1;
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// The length of the longest echo of `secret` at the start of `text`: each of its
+/// characters as it is; percent-encoded (either case of hex digits, `+` for a
+/// space); JSON-escaped (`\uXXXX`, a surrogate pair, `\"`, `\\`, `\/`, `\n`, …);
+/// or HTML-escaped (`&#NN;`, `&#xHH;`, `&amp;`, `&lt;`, `&gt;`, `&quot;`,
+/// `&apos;`). An echo always ends on a character boundary of `text`.
+fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
+    // The ends of the echoes of the secret's first characters; few, as each
+    // form of a character starts differently.
+    let mut ends = vec![0usize];
+    for c in secret.chars() {
+        let mut next: Vec<usize> = Vec::new();
+        for &at in &ends {
+            for len in char_echoes(&text[at..], c).into_iter().flatten() {
+                if !next.contains(&(at + len)) {
+                    next.push(at + len);
+                }
+            }
+        }
+        if next.is_empty() {
+            return None;
+        }
+        ends = next;
+    }
+    ends.into_iter().max()
+}
+
+/// The lengths of the forms of `c` that `text` starts with (see [`echo_len`]).
+fn char_echoes(text: &[u8], c: char) -> [Option<usize>; 5] {
+    let mut buf = [0u8; 4];
+    let utf8 = c.encode_utf8(&mut buf).as_bytes();
+    let plain = text.starts_with(utf8).then_some(utf8.len());
+    let plus = (c == ' ' && text.first() == Some(&b'+')).then_some(1);
+    // Each byte of the UTF-8 form as `%XX`.
+    let percent = (|| {
+        let mut at = 0;
+        for &byte in utf8 {
+            let [b'%', hi, lo, ..] = text.get(at..)? else {
+                return None;
+            };
+            (hex_value(&[*hi, *lo])? == u32::from(byte)).then_some(())?;
+            at += 3;
+        }
+        Some(at)
+    })();
+    let json = json_escape_len(text, c);
+    let html = html_escape_len(text, c);
+    [plain, plus, percent, json, html]
+}
+
+/// The length of a JSON escape of `c` that `text` starts with.
+fn json_escape_len(text: &[u8], c: char) -> Option<usize> {
+    let [b'\\', kind, ..] = text else {
+        return None;
+    };
+    let short = match kind {
+        b'"' | b'\\' | b'/' => Some(char::from(*kind)),
+        b'b' => Some('\u{8}'),
+        b'f' => Some('\u{c}'),
+        b'n' => Some('\n'),
+        b'r' => Some('\r'),
+        b't' => Some('\t'),
+        _ => None,
+    };
+    if short.is_some() {
+        return (short == Some(c)).then_some(2);
+    }
+    let unit = |at: usize| {
+        let [b'\\', b'u', digits @ ..] = text.get(at..)? else {
+            return None;
+        };
+        hex_value(digits.get(..4)?)
+    };
+    let first = unit(0)?;
+    if first == u32::from(c) {
+        return Some(6);
+    }
+    // A character beyond the first plane, as a surrogate pair.
+    let mut pair = [0u16; 2];
+    match c.encode_utf16(&mut pair) {
+        [high, low] => (first == u32::from(*high) && unit(6)? == u32::from(*low)).then_some(12),
+        _ => None,
+    }
+}
+
+/// The length of an HTML character reference to `c` that `text` starts with.
+fn html_escape_len(text: &[u8], c: char) -> Option<usize> {
+    if text.first() != Some(&b'&') {
+        return None;
+    }
+    let end = text.iter().take(12).position(|&b| b == b';')?;
+    let name = &text[1..end];
+    let named = match name {
+        b"amp" => Some('&'),
+        b"lt" => Some('<'),
+        b"gt" => Some('>'),
+        b"quot" => Some('"'),
+        b"apos" => Some('\''),
+        _ => None,
+    };
+    let value = match (named, name) {
+        (Some(named), _) => u32::from(named),
+        (None, [b'#', b'x' | b'X', hex @ ..]) if !hex.is_empty() => hex_value(hex)?,
+        (None, [b'#', digits @ ..]) if !digits.is_empty() => {
+            std::str::from_utf8(digits).ok()?.parse().ok()?
+        }
+        _ => return None,
+    };
+    (value == u32::from(c)).then_some(end + 1)
+}
+
+/// The value of `digits` read as hexadecimal (at most eight of them).
+fn hex_value(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |value, &d| {
+        Some(value * 16 + char::from(d).to_digit(16)?)
+    })
 }
 
 /// Validates an authority host and returns it without a trailing `/`.
@@ -600,12 +699,41 @@ mod tests {
         let secret = "Ab1~Q<x>&'\" z";
         let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         assert!(encoded.contains('+'), "{encoded}");
+        // Percent-encoded with a given set of bytes left as they are.
+        let percent = |keep: &dyn Fn(u8) -> bool, lower: bool| -> String {
+            secret
+                .bytes()
+                .map(|b| match (keep(b), lower) {
+                    (true, _) => char::from(b).to_string(),
+                    (false, false) => format!("%{b:02X}"),
+                    (false, true) => format!("%{b:02x}"),
+                })
+                .collect()
+        };
+        let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+        let uri_component = |b: u8| unreserved(b) || b"!*'()".contains(&b);
+        let python_quote = |b: u8| unreserved(b) || b == b'/';
+        let json = serde_json::to_string(secret).unwrap();
+        let json = &json[1..json.len() - 1];
         for echo in [
             secret.to_owned(),
             encoded.clone(),
-            lower_percent_hex(&encoded),
+            encoded
+                .to_lowercase()
+                .replace("ab1", "Ab1")
+                .replace('q', "Q"),
             encoded.replace('+', "%20"),
             "Ab1~Q&lt;x&gt;&amp;&#39;&quot; z".to_owned(),
+            // encodeURIComponent, RFC 3986 and Python's `quote`, either case.
+            percent(&uri_component, false),
+            percent(&unreserved, true),
+            percent(&python_quote, false),
+            // JSON and HTML escapes, numeric references, and a mix of all.
+            json.to_owned(),
+            json.replace('/', "\\/"),
+            "\\u0041b1\\u007EQ\\u003cx\\u003E\\u0026'\\\" z".to_owned(),
+            "&#65;b1&#x7e;Q&#60;x&#X3E;&amp;&apos;&#34;&#32;z".to_owned(),
+            "A%62\\u0031~Q&lt;x%3e\\u0026&#39;\\\"+z".to_owned(),
         ] {
             let body = format!("<html>rejected {echo} here</html>");
             let err = parse_answer(400, body.as_bytes(), Instant::now(), &[secret]).unwrap_err();
@@ -616,6 +744,25 @@ mod tests {
             );
             assert!(!text.contains("Ab1"), "{echo}: {text}");
         }
+        // A secret beyond the first plane, as a JSON-style surrogate pair in a
+        // page; and in the re-serialised JSON of an answer, where `"` and `\`
+        // come escaped.
+        let err = parse_answer(
+            400,
+            "<p>x \\ud83d\\ude00secret-1</p>".as_bytes(),
+            Instant::now(),
+            &["\u{1f600}secret-1"],
+        )
+        .unwrap_err();
+        assert!(!format!("{err:?}").contains("secret-1"), "{err:?}");
+        let quoted = "se\"cr\\et-2";
+        let body = serde_json::json!({"detail": format!("bad {quoted}")}).to_string();
+        let err = parse_answer(500, body.as_bytes(), Instant::now(), &[quoted]).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("et-2"), "{err:?}");
+        // Text that only resembles the secret is left as it is.
+        assert_eq!(redact("Ab1~Q<x>&'\" y", &[secret]), "Ab1~Q<x>&'\" y");
+        assert_eq!(redact("%4", &["%41bc"]), "%4");
+        assert_eq!(redact("&#;&#x;\\u12", &["abcd"]), "&#;&#x;\\u12");
     }
 
     #[test]
