@@ -1221,7 +1221,10 @@ impl ClientBuilder {
                     .redirect(redirect_policy())
                     // A redirect must not tell its target which user was looked up.
                     .referer(false)
-                    // Deflate is decoded by the hooks, which also accept raw deflate.
+                    // The hooks decode every coding, however the server lists them
+                    // (several `Content-Encoding` lines are one list); they also
+                    // accept raw deflate.
+                    .gzip(false)
                     .deflate(false)
                     .default_headers(accept_encoding());
                 hooks::direct_for_plain_http(builder, &base_url)
@@ -1250,7 +1253,7 @@ impl ClientBuilder {
     }
 }
 
-/// `Accept-Encoding: gzip, deflate`: reqwest decodes gzip, the hooks decode deflate.
+/// `Accept-Encoding: gzip, deflate`, which the hooks decode.
 fn accept_encoding() -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(

@@ -398,10 +398,9 @@ impl Encoding {
     /// nothing to decode (no coding but `identity`). Several `Content-Encoding`
     /// lines are one list, in order.
     ///
-    /// Codings are case-insensitive. reqwest decodes a lone lower-case `gzip`
-    /// itself and then removes the header, so a `gzip` still here (in other
-    /// letters, in a list, or from a caller's own `reqwest::Client` built without
-    /// gzip) was not decoded; `x-gzip` is the same coding.
+    /// Codings are case-insensitive; `x-gzip` is `gzip`. The client this crate
+    /// builds leaves every coding to this; a caller's own `reqwest::Client` built
+    /// with gzip decodes a lone `gzip` line itself and removes the header.
     fn of(headers: &reqwest::header::HeaderMap) -> Option<Encoding> {
         // Most answers have none: nothing to collect then.
         headers.get(CONTENT_ENCODING)?;

@@ -1540,6 +1540,26 @@ async fn lists_of_content_codings_are_undone_in_order() {
         .await;
     let machines = client(&server).user_machines("user1").await.unwrap();
     assert_eq!(machines.len(), 2);
+    // Also when the first line is a lone `gzip`, which an HTTP client may take
+    // for the whole list.
+    for (lines, body) in [
+        (["gzip", "deflate"], deflate(&gzip(seed.as_bytes()))),
+        (["gzip", "gzip"], gzip(&gzip(seed.as_bytes()))),
+        (["gzip", "identity"], gzip(seed.as_bytes())),
+    ] {
+        let server = MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.path("/api/users/user1/machines");
+                then.status(200)
+                    .header("content-encoding", lines[0])
+                    .header("content-encoding", lines[1])
+                    .body(body);
+            })
+            .await;
+        let machines = client(&server).user_machines("user1").await;
+        assert_eq!(machines.map(|m| m.len()).ok(), Some(2), "{lines:?}");
+    }
 
     // A fourth is refused, named, rather than inflated once more.
     let server = MockServer::start_async().await;
