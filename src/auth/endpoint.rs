@@ -241,11 +241,20 @@ pub(crate) fn parse_answer(
     }
     if !(200..300).contains(&status) {
         // A JSON body is shown as serde_json writes it, so that a secret it echoes
-        // with escapes (`\u007e` for `~`) reads as itself and is blanked out.
+        // with escapes (`\u007e` for `~`) reads as itself and is blanked out;
+        // so are the tokens it may hold.
         let shown = json.as_ref().map(|json| json.to_string().into_bytes());
+        let issued = match &json {
+            Some(Value::Object(fields)) => ["access_token", "refresh_token", "id_token"]
+                .iter()
+                .filter_map(|key| fields.get(*key)?.as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let hidden: Vec<&str> = secrets.iter().copied().chain(issued).collect();
         return Err(credential_error(
             status,
-            match excerpt(shown.as_deref().unwrap_or(body), secrets) {
+            match excerpt(shown.as_deref().unwrap_or(body), &hidden) {
                 Some(text) => format!("the token endpoint answered HTTP {status}: {text}"),
                 None => format!("the token endpoint answered HTTP {status} with no body"),
             },
@@ -793,6 +802,18 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("rejected ***"), "{text}");
+
+        // Tokens in an answer that is not a success are blanked too.
+        let err = parse_answer(
+            500,
+            br#"{"access_token":"eyJ0eXAi.ISSUED-TOKEN","refresh_token":"REFRESH-TOKEN","x":1}"#,
+            Instant::now(),
+            &[],
+        )
+        .unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("HTTP 500") && text.contains("***"), "{text}");
+        assert!(!text.contains("ISSUED") && !text.contains("REFRESH"), "{text}");
 
         let long = "x".repeat(5000);
         let err = parse_answer(500, long.as_bytes(), Instant::now(), &[]).unwrap_err();
