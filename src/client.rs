@@ -95,7 +95,9 @@ impl Client {
     /// The generated client underneath, for operations this wrapper does not cover.
     ///
     /// Requests made through it still pass the hooks (token, path guard, quota,
-    /// body limit) but get no retries and no error mapping.
+    /// body limit) but get no retries and no error mapping. They go out through
+    /// this client's HTTP transport (its redirect and proxy rules), even from a
+    /// generated client made anew on its hooks around another `reqwest::Client`.
     pub fn raw(&self) -> &raw::Client {
         &self.raw
     }
@@ -1244,6 +1246,7 @@ impl ClientBuilder {
             base_url: parsed_base,
             own_http_client,
             attempt_timeout: self.timeout,
+            http: http.clone(),
         };
         Ok(Client {
             raw: generated::Client::new_with_client(&base_url, http, Inner(Arc::new(shared))),

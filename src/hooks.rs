@@ -48,6 +48,10 @@ pub(crate) struct Shared {
     pub(crate) own_http_client: bool,
     /// The longest one attempt may take ([`ClientBuilder::timeout`](crate::ClientBuilder::timeout)).
     pub(crate) attempt_timeout: Duration,
+    /// The HTTP client every request goes through: the one built (or checked) by
+    /// `ClientBuilder::build`, with its redirect policy and proxy rule, even for a
+    /// generated client made anew on these hooks around another `reqwest::Client`.
+    pub(crate) http: reqwest::Client,
 }
 
 impl fmt::Debug for Inner {
@@ -260,7 +264,7 @@ async fn send(
         .0
         .own_http_client
         .then(|| request.url().path().to_owned());
-    let mut response = client.client().execute(request).await?;
+    let mut response = client.inner().0.http.execute(request).await?;
     if let Some(sent_path) = sent_path.filter(|p| p != response.url().path()) {
         // The answer is another endpoint's: report it, and give the generated
         // code an empty body, which it cannot mistake for an answer.

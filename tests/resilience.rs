@@ -953,6 +953,41 @@ async fn the_token_goes_only_to_the_base_url() {
     stolen.assert_calls_async(0).await;
 }
 
+/// A generated client built anew on the client's hooks, on the same base URL but
+/// with a `reqwest::Client` of its own, still sends through the client's own: a
+/// redirect to another endpoint of the same host is not followed with the token.
+#[tokio::test]
+async fn a_client_made_anew_on_the_hooks_sends_through_the_client_s_transport() {
+    use progenitor_client::ClientInfo;
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(302).header("location", "/api/machines");
+        })
+        .await;
+    let other_endpoint = server
+        .mock_async(|when, then| {
+            when.path("/api/machines");
+            then.status(200).body(ONE);
+        })
+        .await;
+    let client = builder(&server).build().unwrap();
+    for raw in [
+        defender_endpoint::raw::Client::new(&server.base_url(), client.raw().inner().clone()),
+        defender_endpoint::raw::Client::new_with_client(
+            &server.base_url(),
+            reqwest::Client::new(),
+            client.raw().inner().clone(),
+        ),
+    ] {
+        let id = defender_endpoint::types::GetUserMachinesId::try_from("user1").unwrap();
+        let result = raw.get_user_machines(&id).await;
+        assert!(result.is_err(), "{result:?}");
+    }
+    other_endpoint.assert_calls_async(0).await;
+}
+
 /// Takes a second to issue a token that never expires.
 struct SlowTokens;
 

@@ -813,7 +813,10 @@ mod tests {
         .unwrap_err();
         let text = format!("{err} {err:?}");
         assert!(text.contains("HTTP 500") && text.contains("***"), "{text}");
-        assert!(!text.contains("ISSUED") && !text.contains("REFRESH"), "{text}");
+        assert!(
+            !text.contains("ISSUED") && !text.contains("REFRESH"),
+            "{text}"
+        );
 
         let long = "x".repeat(5000);
         let err = parse_answer(500, long.as_bytes(), Instant::now(), &[]).unwrap_err();
