@@ -530,7 +530,28 @@ impl Client {
         let mut attempt = 0u32;
         let mut refreshed = false;
         let counters = &*self.counters;
+        let shared = &self.raw.inner.0;
         loop {
+            // The API asked, in answer to this call or to another of the client,
+            // to be sent nothing for a while: wait for it, or give up at once if
+            // the budget cannot.
+            if let Some(wait) = shared.api_spared_for() {
+                if budget.spent().saturating_add(wait) > policy.budget {
+                    tracing::warn!(
+                        wait_ms = wait.as_millis() as u64,
+                        "giving up: the API asked to be spared longer than the retry budget has left"
+                    );
+                    return Err(Error::Throttled {
+                        retry_after: Some(wait),
+                    });
+                }
+                tracing::debug!(
+                    wait_ms = wait.as_millis() as u64,
+                    "sparing the API as it asked"
+                );
+                tokio::time::sleep(wait).await;
+                counters.add_wait(&counters.throttle_wait_us, wait);
+            }
             attempt += 1;
             counters.attempts.fetch_add(1, Ordering::Relaxed);
             // What is left of the budget bounds the attempt too (its token request,
@@ -580,6 +601,15 @@ impl Client {
                 }
             }
 
+            // A `Retry-After` of the API holds for every call of the client.
+            let asked = match &error {
+                Error::Throttled { retry_after } => *retry_after,
+                Error::Api { status: 503, .. } => report.retry_after,
+                _ => None,
+            };
+            if let Some(wait) = asked {
+                shared.spare_api_for(wait);
+            }
             let wait = match &error {
                 Error::Throttled { retry_after } => {
                     Some(retry_after.unwrap_or_else(|| policy.backoff(attempt)))
@@ -1247,6 +1277,8 @@ impl ClientBuilder {
             own_http_client,
             attempt_timeout: self.timeout,
             http: http.clone(),
+            api_spared_until: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         };
         Ok(Client {
             raw: generated::Client::new_with_client(&base_url, http, Inner(Arc::new(shared))),

@@ -52,6 +52,39 @@ pub(crate) struct Shared {
     /// `ClientBuilder::build`, with its redirect policy and proxy rule, even for a
     /// generated client made anew on these hooks around another `reqwest::Client`.
     pub(crate) http: reqwest::Client,
+    /// Until when the API asked to be spared (a `Retry-After`), in nanoseconds
+    /// after `epoch`; 0 when it did not.
+    pub(crate) api_spared_until: std::sync::atomic::AtomicU64,
+    pub(crate) epoch: std::time::Instant,
+}
+
+impl Shared {
+    /// The longest the API is spared for one `Retry-After`, whatever it asks: as
+    /// long as the token endpoint is (see `TokenCache`).
+    const MAX_SPARED: Duration = Duration::from_secs(300);
+
+    /// Notes that the API asked, with a `Retry-After` of `wait`, to be sent nothing
+    /// for that long: every call of the client waits for it.
+    pub(crate) fn spare_api_for(&self, wait: Duration) {
+        let until = std::time::Instant::now() + wait.min(Self::MAX_SPARED);
+        let nanos = until.duration_since(self.epoch).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
+        self.api_spared_until
+            .fetch_max(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How much longer the API asked to be spared, if at all.
+    pub(crate) fn api_spared_for(&self) -> Option<Duration> {
+        let nanos = self
+            .api_spared_until
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if nanos == 0 {
+            return None;
+        }
+        let until = self.epoch + Duration::from_nanos(nanos);
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
 }
 
 impl fmt::Debug for Inner {

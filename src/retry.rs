@@ -20,6 +20,9 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 /// The default: 4 attempts in all, a 60 s budget for the whole call, base delay
 /// 0.5 s, maximum delay 30 s. If `Retry-After` asks for more than the budget has
 /// left, the call returns [`Error::Throttled`](crate::Error::Throttled) at once.
+/// A `Retry-After` of the API holds for every call of the client (and of its
+/// clones): until it has passed (five minutes at most), each call waits before
+/// sending, within its budget, or returns `Throttled` at once.
 /// Time spent waiting for the client-side quota ([`RateLimit`](crate::RateLimit))
 /// does not count against the budget.
 ///

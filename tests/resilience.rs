@@ -1152,3 +1152,68 @@ async fn a_refresh_due_during_the_wait_does_not_cost_the_call_its_turn() {
     let last = arrivals[2] - started;
     assert!(last < Duration::from_millis(5500), "{last:?}");
 }
+
+/// A `Retry-After` the API sends to one call holds for every call of the client
+/// (and its clones): none is sent before it has passed, and a call whose budget
+/// cannot wait that long gets `Throttled` at once, sending nothing.
+#[tokio::test]
+async fn a_retry_after_holds_for_every_call_of_the_client() {
+    let server = MockServer::start_async().await;
+    let slow_down = |user: &'static str, seconds: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .mock_async(|when, then| {
+                    when.path(format!("/api/users/{user}/machines"));
+                    then.status(429)
+                        .header("retry-after", seconds)
+                        .body(r#"{"error":{"code":"TooManyRequests","message":"slow down"}}"#);
+                })
+                .await
+        }
+    };
+    slow_down("user1", "2").await;
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let record = arrivals.clone();
+    let user2 = server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user2/machines").is_true(move |_| {
+                record.lock().unwrap().push(Instant::now());
+                true
+            });
+            then.status(200).body(ONE);
+        })
+        .await;
+    let client = builder(&server)
+        .retry(RetryPolicy::none().budget(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let asked = Instant::now();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Throttled { retry_after: Some(wait) } if wait == Duration::from_secs(2)),
+        "{err:?}"
+    );
+    // Another call, on a clone, waits for what is left of the two seconds.
+    let machines = client.clone().user_machines("user2").await.unwrap();
+    assert_eq!(machines.len(), 1);
+    let sent = arrivals.lock().unwrap()[0];
+    assert!(
+        sent >= asked + Duration::from_millis(1900),
+        "{:?}",
+        sent - asked
+    );
+
+    // Asked to wait longer than the budget allows: given up at once.
+    slow_down("user3", "60").await;
+    client.user_machines("user3").await.unwrap_err();
+    let started = Instant::now();
+    match client.user_machines("user2").await.unwrap_err() {
+        Error::Throttled {
+            retry_after: Some(wait),
+        } => assert!(wait > Duration::from_secs(50), "{wait:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    user2.assert_calls_async(1).await;
+}
