@@ -1185,13 +1185,15 @@ impl ClientBuilder {
 
     /// The longest one attempt may take, from sending to the end of the body; default 30 s.
     /// Waiting for a token request counts as part of the attempt (the request
-    /// goes on, and the next attempt gets its token).
+    /// goes on, and the next attempt gets its token). Zero is refused by
+    /// [`build`](Self::build): no attempt could ever end well.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// The longest connecting may take; default 10 s.
+    /// The longest connecting may take; default 10 s. Zero is refused by
+    /// [`build`](Self::build).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -1233,6 +1235,16 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         if let Some(problem) = self.rate_limit.problem() {
             return Err(Error::Config(problem));
+        }
+        for (name, timeout) in [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(Error::Config(format!(
+                    "{name} is zero: every request would time out"
+                )));
+            }
         }
         let base_url =
             normalise_base_url(self.base_url.as_deref().unwrap_or(self.cloud.api_base()))?;

@@ -461,14 +461,24 @@ impl Encoding {
     }
 
     /// The `Content-Encoding` of `headers` as the server wrote it, cut short: for
-    /// an error message.
+    /// an error message. The attempt's token is blanked first, so that no part
+    /// of it survives the cut.
     fn name(headers: &reqwest::header::HeaderMap) -> String {
         let values: Vec<_> = headers
             .get_all(CONTENT_ENCODING)
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
             .collect();
-        crate::error::shorten(&values.join(", "), 40)
+        let values = values.join(", ");
+        let secret = ATTEMPT
+            .try_with(|a| a.token.borrow().as_ref().map(|t| t.secret().into_owned()))
+            .ok()
+            .flatten();
+        let values = match secret {
+            Some(secret) => crate::error::redact_text(&values, &secret).into_owned(),
+            None => values,
+        };
+        crate::error::shorten(&values, 40)
     }
 }
 
@@ -663,6 +673,11 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
             redact_user_info(shown).escape_debug()
         ))
     };
+    // The URL parser drops tabs and line breaks anywhere, which would quietly
+    // make the URL another one than the one written.
+    if url.chars().any(char::is_control) {
+        return Err(bad("it holds a control character"));
+    }
     let url = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err(bad("the scheme must be https"));
@@ -992,6 +1007,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("user info") && !err.contains("PW"), "{err}");
+        // Not quietly another URL: the parser would drop these.
+        for url in [
+            "https://h/p\tq",
+            "https://h/defen\nder",
+            "https://lo\rgin.example",
+        ] {
+            let err = normalise_service_url(url, "base URL", url)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("control character"), "{err}");
+        }
     }
 
     /// `may_use_a_proxy` reads reqwest's `Debug`: this fails if that changes.

@@ -1983,3 +1983,44 @@ fn the_group_id_is_read_as_the_untagged_derive_reads_it() {
         Derived::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer('x'));
     agree("'x'", ours, derived);
 }
+
+/// A coding the client cannot decode is named in the error, cut short, and a
+/// token the server echoes in it is blanked before the cut: no part of it shows.
+#[tokio::test]
+async fn an_unknown_coding_that_echoes_the_token_does_not_show_it() {
+    let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.payload-of-the-token";
+    let server = MockServer::start_async().await;
+    let coding = format!("br, {}{token}", "a".repeat(30));
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(200)
+                .header("content-encoding", coding.as_str())
+                .body(b"\x1b\x8f\x00");
+        })
+        .await;
+    let client = common::builder(&server)
+        .credential(defender_endpoint::StaticToken::new(token.to_string()))
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(matches!(err, Error::Decode { .. }), "{shown}");
+    assert!(!shown.contains("eyJ0"), "{shown}");
+}
+
+#[test]
+fn a_zero_timeout_is_refused() {
+    let server = MockServer::start();
+    for builder in [
+        common::builder(&server).timeout(std::time::Duration::ZERO),
+        common::builder(&server).connect_timeout(std::time::Duration::ZERO),
+    ] {
+        match builder.build() {
+            Err(Error::Config(message)) => {
+                assert!(message.contains("timeout is zero"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
