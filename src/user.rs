@@ -176,15 +176,21 @@ impl UserName {
     }
 
     /// What makes this name unlikely to be one Defender knows, although the rule
-    /// keeps it: white space at either end (`user1 @contoso.com` gives `user1 `)
-    /// or an invisible formatting character (a byte-order mark, a zero-width space,
-    /// a bidirectional control). [`Client`](crate::Client) logs a warning for such
+    /// keeps it: white space at either end (`user1 @contoso.com` gives `user1 `),
+    /// an invisible character (a byte-order mark, a zero-width space, a
+    /// bidirectional control, a Hangul filler, a line separator), or a character
+    /// made to look like `@`, `\`, `/` or `.` (`user1＠contoso.com` is one name,
+    /// not a UPN). [`Client`](crate::Client) logs a warning for such
     /// a name, since the API answers it with no machines rather than an error.
     pub fn oddity(&self) -> Option<&'static str> {
         if self.0.trim() != self.0 {
             Some("begins or ends with white space")
-        } else if !self.0.is_ascii() && self.0.chars().any(is_invisible) {
+        } else if self.0.is_ascii() {
+            None
+        } else if self.0.chars().any(is_invisible) {
             Some("holds an invisible formatting character")
+        } else if self.0.chars().any(is_lookalike) {
+            Some("holds a character that looks like @, \\, / or . but is not one")
         } else {
             None
         }
@@ -213,6 +219,25 @@ fn is_invisible(c: char) -> bool {
             | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
             | '\u{E0001}'
             | '\u{E0020}'..='\u{E007F}' // tags
+            // Not formatting characters, but as invisible in a name:
+            | '\u{34F}'                // combining grapheme joiner
+            | '\u{115F}'..='\u{1160}' // Hangul choseong and jungseong fillers
+            | '\u{3164}'               // Hangul filler
+            | '\u{FFA0}'               // halfwidth Hangul filler
+            | '\u{2028}'..='\u{2029}' // line and paragraph separators
+    )
+}
+
+/// Characters drawn like `@`, `\`, `/` or `.`, which the user-name rule does not
+/// take for them: a name holding one is not the UPN or down-level name it looks
+/// like.
+fn is_lookalike(c: char) -> bool {
+    matches!(
+        c,
+        '\u{FF20}' | '\u{FE6B}'                          // ＠ ﹫
+            | '\u{FF3C}' | '\u{FE68}' | '\u{2216}' | '\u{29F5}' | '\u{29F9}' // ＼ ﹨ ∖ ⧵ ⧹
+            | '\u{FF0F}' | '\u{2215}' | '\u{2044}' | '\u{29F8}' // ／ ∕ ⁄ ⧸
+            | '\u{FF0E}' | '\u{2024}' | '\u{2025}' | '\u{FE52}' // ． ․ ‥ ﹒
     )
 }
 
@@ -476,9 +501,33 @@ mod tests {
             "CONTOSO\\ user1",
             "us\u{200B}er1",
             "\u{FEFF}user1",
+            "user\u{3164}1",
+            "\u{115F}",
+            "us\u{34F}er1",
+            "user\u{2028}1",
         ] {
             let name = UserName::parse(odd).unwrap();
-            assert!(name.oddity().is_some(), "{odd:?}");
+            assert_eq!(
+                name.oddity(),
+                Some(if odd.contains(' ') {
+                    "begins or ends with white space"
+                } else {
+                    "holds an invisible formatting character"
+                }),
+                "{odd:?}"
+            );
+        }
+        for lookalike in [
+            "user1\u{FF20}contoso.com",
+            "CONTOSO\u{FF3C}user1",
+            "CONTOSO\u{2216}user1",
+            "a\u{FF0F}b",
+            "\u{FF0E}\u{FF0E}",
+            "first\u{2024}last",
+        ] {
+            let name = UserName::parse(lookalike).unwrap();
+            let said = name.oddity().unwrap_or_default();
+            assert!(said.contains("looks like"), "{lookalike:?}: {said}");
         }
         for fine in ["user1", "first last", "jörg", "\u{645}\u{200C}\u{645}"] {
             assert_eq!(UserName::parse(fine).unwrap().oddity(), None, "{fine:?}");
