@@ -523,6 +523,21 @@ fn decompress(encoding: &Encoding, compressed: &[u8], limit: usize) -> Result<By
         }
         Ok(out)
     }
+    /// The gzip members of `input`, one after another, as `MultiGzDecoder` reads
+    /// them, stopping at bytes that do not start another member: padding after
+    /// the last one (a line break, zeros) is left, as HTTP clients leave it.
+    fn gunzip(mut input: &[u8], limit: usize) -> Result<Vec<u8>, Inflate> {
+        let mut out = Vec::new();
+        loop {
+            let mut member = flate2::bufread::GzDecoder::new(input);
+            let part = read_all(&mut member, limit - out.len())?;
+            out.extend_from_slice(&part);
+            input = member.into_inner();
+            if !input.starts_with(&[0x1f, 0x8b]) {
+                return Ok(out);
+            }
+        }
+    }
     // An empty body (a 404 or 429 without one) has nothing to decode.
     if compressed.is_empty() {
         return Ok(Bytes::new());
@@ -535,7 +550,7 @@ fn decompress(encoding: &Encoding, compressed: &[u8], limit: usize) -> Result<By
     for coding in encoding.codings.iter().rev() {
         let input = decoded.as_deref().unwrap_or(compressed);
         decoded = Some(match coding {
-            Coding::Gzip => read_all(flate2::read::MultiGzDecoder::new(input), limit)?,
+            Coding::Gzip => gunzip(input, limit)?,
             Coding::Deflate => match read_all(flate2::read::ZlibDecoder::new(input), limit) {
                 Err(Inflate::Invalid(_)) => {
                     read_all(flate2::read::DeflateDecoder::new(input), limit)?
