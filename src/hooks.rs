@@ -700,6 +700,20 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("it has no host"));
     }
+    if let Some(url::Host::Domain(host)) = url.host() {
+        // `https//host` or `https;//host`, read as a bare host name: the host
+        // would be `https`, or `https;`.
+        let name = host.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+        if name.eq_ignore_ascii_case("https") || name.eq_ignore_ascii_case("http") {
+            return Err(bad("its host is a scheme's name: is `://` mistyped?"));
+        }
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err(bad("its host is not a host name"));
+        }
+    }
     if !is_secure(&url) {
         return Err(bad(
             "plain http is only allowed to loopback hosts (127.0.0.0/8, ::1, localhost); use https",
@@ -730,8 +744,11 @@ pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
             .take_while(|&b| matches!(b, b'/' | b'\\'))
             .count()
     };
-    let start = scheme_len(input)
-        .map(|n| n + 1)
+    // The URL parser first drops what leads up to the scheme: spaces and control
+    // characters.
+    let lead = input.len() - input.trim_start_matches(|c: char| c <= ' ').len();
+    let start = scheme_len(&input[lead..])
+        .map(|n| lead + n + 1)
         .filter(|&after| slashes(after) > 0)
         .map_or(0, |after| after + slashes(after));
     let with_user_info = reqwest::Url::parse(input).is_ok_and(|url| {
@@ -1015,6 +1032,9 @@ mod tests {
             ("http:/svc:PW@127.0.0.1:8080", "http:/***@127.0.0.1:8080"),
             ("https:/\\svc:PW@h", "https:/\\***@h"),
             ("https:svc:PW@h", "***@h"),
+            // What the parser drops before the scheme does not hide user info.
+            (" https://svc:PW@h/", " https://***@h/"),
+            ("\thttps:/svc:PW@h", "\thttps:/***@h"),
         ] {
             assert_eq!(redact_user_info(input), shown, "{input}");
         }

@@ -861,6 +861,12 @@ mod tests {
             "ftp:/127.0.0.1",
             "https:/svc:PW@login.example",
             "https:svc:PW@login.example",
+            "\thttps:/svc:PW@login.example",
+            " https://svc:PW@login.example",
+            // Mistyped: the host would be `https`.
+            "https//login.microsoftonline.us",
+            "https;//login.microsoftonline.us",
+            "http//127.0.0.1",
         ] {
             let err = normalise_authority(bad);
             assert!(matches!(err, Err(Error::Config(_))), "{bad}: {err:?}");
