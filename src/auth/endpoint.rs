@@ -168,7 +168,7 @@ impl TokenEndpoint {
             return Err(Error::credential(format!(
                 "the token endpoint redirected the request (HTTP {status}) to {:?}; token \
                  requests are never sent elsewhere",
-                shorten(&redact(&to, secrets), EXCERPT_CHARS)
+                redacted(&to, secrets, &[], EXCERPT_CHARS)
             )));
         }
         // For the token cache, which spares the endpoint until then; set for every
@@ -244,17 +244,16 @@ pub(crate) fn parse_answer(
         // with escapes (`\u007e` for `~`) reads as itself and is blanked out;
         // so are the tokens it may hold.
         let shown = json.as_ref().map(|json| json.to_string().into_bytes());
-        let issued = match &json {
+        let issued: Vec<&str> = match &json {
             Some(Value::Object(fields)) => ["access_token", "refresh_token", "id_token"]
                 .iter()
                 .filter_map(|key| fields.get(*key)?.as_str())
                 .collect(),
             _ => Vec::new(),
         };
-        let hidden: Vec<&str> = secrets.iter().copied().chain(issued).collect();
         return Err(credential_error(
             status,
-            match excerpt(shown.as_deref().unwrap_or(body), &hidden) {
+            match excerpt(shown.as_deref().unwrap_or(body), secrets, &issued) {
                 Some(text) => format!("the token endpoint answered HTTP {status}: {text}"),
                 None => format!("the token endpoint answered HTTP {status} with no body"),
             },
@@ -276,8 +275,8 @@ pub(crate) fn parse_answer(
             let shown = match kind {
                 Value::String(kind) => {
                     let token = fields.get("access_token").and_then(Value::as_str);
-                    let hidden: Vec<&str> = secrets.iter().copied().chain(token).collect();
-                    format!("{:?}", shorten(&redact(kind, &hidden), TYPE_CHARS))
+                    let issued: Vec<&str> = token.into_iter().collect();
+                    format!("{:?}", redacted(kind, secrets, &issued, TYPE_CHARS))
                 }
                 Value::Object(_) => "an object".to_owned(),
                 Value::Array(_) => "an array".to_owned(),
@@ -333,7 +332,7 @@ fn refusal(status: u16, fields: &Map<String, Value>, secrets: &[&str]) -> Error 
         fields
             .get(key)
             .and_then(Value::as_str)
-            .map(|s| shorten(&redact(s.trim(), secrets), FIELD_CHARS))
+            .map(|s| redacted(s.trim(), secrets, &[], FIELD_CHARS))
             .filter(|s| !s.is_empty())
     };
     Error::Credential {
@@ -351,15 +350,45 @@ fn refusal(status: u16, fields: &Map<String, Value>, secrets: &[&str]) -> Error 
     }
 }
 
-/// The start of a body that was not an OAuth error, with secrets blanked out.
-fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
-    let text = redact(String::from_utf8_lossy(body).trim(), secrets);
-    (!text.is_empty()).then(|| shorten(&text, EXCERPT_CHARS).escape_debug().to_string())
+/// The start of a body that was not an OAuth error, with secrets and the tokens
+/// it holds blanked out.
+fn excerpt(body: &[u8], secrets: &[&str], issued: &[&str]) -> Option<String> {
+    let text = redacted(
+        String::from_utf8_lossy(body).trim(),
+        secrets,
+        issued,
+        EXCERPT_CHARS,
+    );
+    (!text.is_empty()).then(|| text.escape_debug().to_string())
 }
 
-/// `text` with every echo of a secret replaced by `***`: the secret as it is, or
-/// with any of its characters written in one of the escapes an answer may use
-/// (see [`echo_len`]), in any mix.
+/// The first `chars` characters of `text` (with `…` where it was cut), every echo
+/// of a secret in it replaced by `***`: the secret as it is, or with any of its
+/// characters written in one of the escapes an answer may use (see
+/// [`echo_len`]), in any mix. `issued` are tokens the answer itself holds, which
+/// need no such care (a token's characters are never escaped) and are replaced
+/// as they are.
+///
+/// Only the start of `text` that can reach the kept characters is looked at, so
+/// that the work stays bounded by `chars` whatever the answer's size.
+fn redacted(text: &str, secrets: &[&str], issued: &[&str], chars: usize) -> String {
+    // An echo that starts among the kept characters ends within this margin: a
+    // secret's character is at most 12 bytes escaped.
+    const MARGIN: usize = 8_192;
+    let text = match text.char_indices().nth(chars + MARGIN) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    };
+    let mut text = redact(text, secrets);
+    for token in issued.iter().filter(|t| t.len() >= 4) {
+        if text.contains(token) {
+            text = text.replace(token, "***");
+        }
+    }
+    shorten(&text, chars)
+}
+
+/// `text` with every echo of a secret replaced by `***` (see [`redacted`]).
 fn redact(text: &str, secrets: &[&str]) -> String {
     let secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
     let mut out = String::with_capacity(text.len());
@@ -386,12 +415,18 @@ fn redact(text: &str, secrets: &[&str]) -> String {
 fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
     // The ends of the echoes of the secret's first characters; few, as each
     // form of a character starts differently.
+    // At most `WIDEST` of them are followed, which bounds the work for a secret
+    // made of characters with many forms (`\\`, `%`, `&`): an echo that needs
+    // more is one of a few of a long run of such characters, not missed by any
+    // real spelling.
+    const WIDEST: usize = 8;
     let mut ends = vec![0usize];
+    let mut next: Vec<usize> = Vec::with_capacity(WIDEST);
     for c in secret.chars() {
-        let mut next: Vec<usize> = Vec::new();
+        next.clear();
         for &at in &ends {
             for len in char_echoes(&text[at..], c).into_iter().flatten() {
-                if !next.contains(&(at + len)) {
+                if next.len() < WIDEST && !next.contains(&(at + len)) {
                     next.push(at + len);
                 }
             }
@@ -399,7 +434,7 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
         if next.is_empty() {
             return None;
         }
-        ends = next;
+        std::mem::swap(&mut ends, &mut next);
     }
     ends.into_iter().max()
 }
@@ -772,6 +807,38 @@ mod tests {
         assert_eq!(redact("Ab1~Q<x>&'\" y", &[secret]), "Ab1~Q<x>&'\" y");
         assert_eq!(redact("%4", &["%41bc"]), "%4");
         assert_eq!(redact("&#;&#x;\\u12", &["abcd"]), "&#;&#x;\\u12");
+    }
+
+    /// Hostile answers: a long run of characters with many forms against a secret
+    /// made of them, a long token the answer chooses, a huge description. Only
+    /// the start that can be shown is looked at, and the work per place is bounded.
+    #[test]
+    fn hostile_answers_are_redacted_within_what_is_shown() {
+        let secret = "\\".repeat(40);
+        let description = "\\".repeat(500_000);
+        let body = serde_json::json!({"error": "invalid_client", "error_description": description});
+        let err =
+            parse_answer(400, body.to_string().as_bytes(), Instant::now(), &[&secret]).unwrap_err();
+        match err {
+            Error::Credential { description, .. } => {
+                let description = description.unwrap();
+                assert!(description.starts_with("***"), "{description:.80}");
+                assert!(description.chars().count() <= FIELD_CHARS + 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let token = format!("{}b", "a".repeat(4_000));
+        let body = serde_json::json!({"access_token": token, "pad": "a".repeat(400_000)});
+        let err = parse_answer(500, body.to_string().as_bytes(), Instant::now(), &[]).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("***") && !shown.contains("aab"),
+            "{shown:.300}"
+        );
+        assert!(shown.len() < 400, "{}", shown.len());
+        // An echo beyond what is shown is not looked for.
+        let far = format!("{} {secret}", "x".repeat(1_000_000));
+        assert_eq!(redacted(&far, &[&secret], &[], 10), "xxxxxxxxxx…");
     }
 
     #[test]
