@@ -98,6 +98,8 @@ impl Client {
     /// body limit) but get no retries and no error mapping. They go out through
     /// this client's HTTP transport (its redirect and proxy rules), even from a
     /// generated client made anew on its hooks around another `reqwest::Client`.
+    /// While the API asks to be spared (a `Retry-After` any call of the client
+    /// got), they are not sent, and fail as throttled.
     pub fn raw(&self) -> &raw::Client {
         &self.raw
     }

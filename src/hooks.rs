@@ -200,6 +200,25 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 }
             }
         }
+        // The API may have asked to be spared while this request queued (a
+        // `Retry-After` another call got): the turn is given back, and the
+        // request waits for it within the attempt's time, or is not sent. A call
+        // through `Client::raw`, which has no such time, is not sent.
+        while let Some(wait) = shared.api_spared_for() {
+            drop(slot);
+            let in_time = deadline
+                .and_then(|d| d.checked_add(waited))
+                .is_some_and(|d| std::time::Instant::now() + wait < d);
+            if !in_time {
+                return Err(fail(Error::Throttled {
+                    retry_after: Some(wait),
+                }));
+            }
+            tokio::time::sleep(wait).await;
+            slot = shared.limiter.acquire().await;
+            waited += slot.waited();
+            let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
+        }
         slot.keep();
         if !waited.is_zero() {
             tracing::debug!(

@@ -1217,3 +1217,62 @@ async fn a_retry_after_holds_for_every_call_of_the_client() {
     assert!(started.elapsed() < Duration::from_secs(1));
     user2.assert_calls_async(1).await;
 }
+
+/// A `Retry-After` that arrives while another call queues for the client-side
+/// quota holds for that call too: its turn is given back and it is sent once the
+/// API may be asked again; a call through `Client::raw` is not sent meanwhile.
+#[tokio::test]
+async fn a_retry_after_holds_for_a_call_already_queued() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            // Answered after the second call has queued.
+            then.status(429)
+                .header("retry-after", "4")
+                .delay(Duration::from_millis(500));
+        })
+        .await;
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let record = arrivals.clone();
+    let user2 = server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user2/machines").is_true(move |_| {
+                record.lock().unwrap().push(Instant::now());
+                true
+            });
+            then.status(200).body(ONE);
+        })
+        .await;
+    let client = builder(&server)
+        .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
+        .retry(RetryPolicy::none().budget(Duration::from_secs(20)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let first = client.user_machines("user1");
+    let second = async {
+        // Queued behind the first call's turn, before its 429 arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.user_machines("user2").await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(matches!(first, Err(Error::Throttled { .. })), "{first:?}");
+    assert_eq!(second.unwrap().len(), 1);
+    let sent = arrivals.lock().unwrap()[0];
+    assert!(
+        sent >= started + Duration::from_millis(4_400),
+        "{:?}",
+        sent - started
+    );
+
+    // Through `Client::raw`, while the API is spared: nothing is sent.
+    client.user_machines("user1").await.unwrap_err();
+    let id = defender_endpoint::types::GetUserMachinesId::try_from("user2").unwrap();
+    let err = client.raw().get_user_machines(&id).await.unwrap_err();
+    assert!(
+        err.to_string().contains("throttled") || err.to_string().contains("429"),
+        "{err}"
+    );
+    user2.assert_calls_async(1).await;
+}
