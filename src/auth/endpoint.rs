@@ -440,26 +440,45 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
 }
 
 /// The lengths of the forms of `c` that `text` starts with (see [`echo_len`]).
-fn char_echoes(text: &[u8], c: char) -> [Option<usize>; 5] {
+fn char_echoes(text: &[u8], c: char) -> [Option<usize>; 6] {
     let mut buf = [0u8; 4];
     let utf8 = c.encode_utf8(&mut buf).as_bytes();
     let plain = text.starts_with(utf8).then_some(utf8.len());
     let plus = (c == ' ' && text.first() == Some(&b'+')).then_some(1);
-    // Each byte of the UTF-8 form as `%XX`.
+    // Each byte of the UTF-8 form as `%XX`, or encoded twice as `%25XX` (a
+    // form body quoted inside a URL).
     let percent = (|| {
         let mut at = 0;
         for &byte in utf8 {
-            let [b'%', hi, lo, ..] = text.get(at..)? else {
+            let rest = text.get(at..)?;
+            let (skip, rest) = match rest {
+                [b'%', b'2', b'5', rest @ ..] if rest.len() >= 2 => (5, rest),
+                [b'%', rest @ ..] => (3, rest),
+                _ => return None,
+            };
+            let [hi, lo, ..] = rest else {
                 return None;
             };
             (hex_value(&[*hi, *lo])? == u32::from(byte)).then_some(())?;
-            at += 3;
+            at += skip;
         }
         Some(at)
     })();
     let json = json_escape_len(text, c);
     let html = html_escape_len(text, c);
-    [plain, plus, percent, json, html]
+    // Escaped twice for HTML, the reference's own `&` is `&amp;`.
+    let html_twice = text
+        .strip_prefix(b"&amp;")
+        .and_then(|rest| {
+            // A reference is at most 12 bytes: no more is copied.
+            let mut reference = [0u8; 13];
+            let head = &rest[..rest.len().min(12)];
+            reference[0] = b'&';
+            reference[1..=head.len()].copy_from_slice(head);
+            html_escape_len(&reference[..=head.len()], c)
+        })
+        .map(|len| len + 4);
+    [plain, plus, percent, json, html, html_twice]
 }
 
 /// The length of a JSON escape of `c` that `text` starts with.
@@ -778,6 +797,10 @@ mod tests {
             "\\u0041b1\\u007EQ\\u003cx\\u003E\\u0026'\\\" z".to_owned(),
             "&#65;b1&#x7e;Q&#60;x&#X3E;&amp;&apos;&#34;&#32;z".to_owned(),
             "A%62\\u0031~Q&lt;x%3e\\u0026&#39;\\\"+z".to_owned(),
+            // Escaped twice: a form body quoted inside a URL, an HTML page's text
+            // escaped again.
+            encoded.replace('%', "%25"),
+            "Ab1~Q&amp;lt;x&amp;gt;&amp;amp;&amp;#39;&amp;quot; z".to_owned(),
         ] {
             let body = format!("<html>rejected {echo} here</html>");
             let err = parse_answer(400, body.as_bytes(), Instant::now(), &[secret]).unwrap_err();
