@@ -1173,17 +1173,7 @@ async fn a_retry_after_holds_for_every_call_of_the_client() {
         }
     };
     slow_down("user1", "2").await;
-    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let record = arrivals.clone();
-    let user2 = server
-        .mock_async(move |when, then| {
-            when.path("/api/users/user2/machines").is_true(move |_| {
-                record.lock().unwrap().push(Instant::now());
-                true
-            });
-            then.status(200).body(ONE);
-        })
-        .await;
+    let (user2, arrivals) = user2_recorded(&server).await;
     let client = builder(&server)
         .retry(RetryPolicy::none().budget(Duration::from_secs(10)))
         .build()
@@ -1233,17 +1223,7 @@ async fn a_retry_after_holds_for_a_call_already_queued() {
                 .delay(Duration::from_millis(500));
         })
         .await;
-    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let record = arrivals.clone();
-    let user2 = server
-        .mock_async(move |when, then| {
-            when.path("/api/users/user2/machines").is_true(move |_| {
-                record.lock().unwrap().push(Instant::now());
-                true
-            });
-            then.status(200).body(ONE);
-        })
-        .await;
+    let (user2, arrivals) = user2_recorded(&server).await;
     let client = builder(&server)
         .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
         .retry(RetryPolicy::none().budget(Duration::from_secs(20)))
@@ -1275,4 +1255,20 @@ async fn a_retry_after_holds_for_a_call_already_queued() {
         "{err}"
     );
     user2.assert_calls_async(1).await;
+}
+
+/// Serves user2's one machine, recording when each request arrives.
+async fn user2_recorded(server: &MockServer) -> (httpmock::Mock<'_>, Arc<Mutex<Vec<Instant>>>) {
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let record = arrivals.clone();
+    let mock = server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user2/machines").is_true(move |_| {
+                record.lock().unwrap().push(Instant::now());
+                true
+            });
+            then.status(200).body(ONE);
+        })
+        .await;
+    (mock, arrivals)
 }
