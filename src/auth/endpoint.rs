@@ -373,9 +373,10 @@ fn excerpt(body: &[u8], secrets: &[&str], issued: &[&str]) -> Option<String> {
 /// that the work stays bounded by `chars` whatever the answer's size.
 fn redacted(text: &str, secrets: &[&str], issued: &[&str], chars: usize) -> String {
     // An echo that starts among the kept characters ends within this margin: a
-    // secret's character is at most 12 bytes escaped.
-    const MARGIN: usize = 8_192;
-    let text = match text.char_indices().nth(chars + MARGIN) {
+    // secret's character is at most 20 bytes escaped (four bytes as `%25XX`).
+    let longest = secrets.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+    let margin = longest.saturating_mul(20).max(8_192);
+    let text = match text.char_indices().nth(chars.saturating_add(margin)) {
         Some((cut, _)) => &text[..cut],
         None => text,
     };
@@ -440,30 +441,31 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
 }
 
 /// The lengths of the forms of `c` that `text` starts with (see [`echo_len`]).
-fn char_echoes(text: &[u8], c: char) -> [Option<usize>; 6] {
+fn char_echoes(text: &[u8], c: char) -> [Option<usize>; 7] {
     let mut buf = [0u8; 4];
     let utf8 = c.encode_utf8(&mut buf).as_bytes();
     let plain = text.starts_with(utf8).then_some(utf8.len());
-    let plus = (c == ' ' && text.first() == Some(&b'+')).then_some(1);
-    // Each byte of the UTF-8 form as `%XX`, or encoded twice as `%25XX` (a
-    // form body quoted inside a URL).
-    let percent = (|| {
+    // A space as `+`, and that `+` encoded again as `%2B`.
+    let plus = match text {
+        [b'+', ..] if c == ' ' => Some(1),
+        [b'%', b'2', b'b' | b'B', ..] if c == ' ' => Some(3),
+        _ => None,
+    };
+    // Each byte of the UTF-8 form as `%XX`, or encoded twice as `%25XX` (a form
+    // body quoted inside a URL).
+    let percent = |prefix: &[u8]| {
         let mut at = 0;
         for &byte in utf8 {
-            let rest = text.get(at..)?;
-            let (skip, rest) = match rest {
-                [b'%', b'2', b'5', rest @ ..] if rest.len() >= 2 => (5, rest),
-                [b'%', rest @ ..] => (3, rest),
-                _ => return None,
-            };
+            let rest = text.get(at..)?.strip_prefix(prefix)?;
             let [hi, lo, ..] = rest else {
                 return None;
             };
             (hex_value(&[*hi, *lo])? == u32::from(byte)).then_some(())?;
-            at += skip;
+            at += prefix.len() + 2;
         }
         Some(at)
-    })();
+    };
+    let (percent_once, percent_twice) = (percent(b"%"), percent(b"%25"));
     let json = json_escape_len(text, c);
     let html = html_escape_len(text, c);
     // Escaped twice for HTML, the reference's own `&` is `&amp;`.
@@ -478,7 +480,15 @@ fn char_echoes(text: &[u8], c: char) -> [Option<usize>; 6] {
             html_escape_len(&reference[..=head.len()], c)
         })
         .map(|len| len + 4);
-    [plain, plus, percent, json, html, html_twice]
+    [
+        plain,
+        plus,
+        percent_once,
+        percent_twice,
+        json,
+        html,
+        html_twice,
+    ]
 }
 
 /// The length of a JSON escape of `c` that `text` starts with.
@@ -829,6 +839,28 @@ mod tests {
         // Text that only resembles the secret is left as it is.
         assert_eq!(redact("Ab1~Q<x>&'\" y", &[secret]), "Ab1~Q<x>&'\" y");
         assert_eq!(redact("%4", &["%41bc"]), "%4");
+        // A `%` of the secret encoded once, though `%25` could start a second
+        // encoding; a space encoded twice.
+        for (secret, echo) in [
+            ("Pa%ss-SENTINEL", "Pa%25ss-SENTINEL"),
+            ("Pa%ab-SENTINEL", "Pa%25ab-SENTINEL"),
+            ("SENTINEL%41zz", "SENTINEL%2541zz"),
+            ("%%%%%%", "%25%25%25%25%25%25"),
+            ("two words", "two%2Bwords"),
+        ] {
+            assert_eq!(redact(&format!("x={echo}"), &[secret]), "x=***", "{secret}");
+        }
+        // A long secret in long escapes, starting just before the cut.
+        let long: String = (0..1_200)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let escaped: String = long
+            .chars()
+            .map(|c| format!("&#x{:08x};", u32::from(c)))
+            .collect();
+        let text = format!("{}{escaped}", "-".repeat(4_000));
+        let shown = redacted(&text, &[&long], &[], 4_010);
+        assert!(shown.ends_with("***"), "{}", &shown[shown.len() - 40..]);
         assert_eq!(redact("&#;&#x;\\u12", &["abcd"]), "&#;&#x;\\u12");
     }
 
