@@ -206,15 +206,27 @@ impl ClientHooks<Inner> for crate::generated::Client {
         // through `Client::raw`, which has no such time, is not sent.
         while let Some(wait) = shared.api_spared_for() {
             drop(slot);
+            // Time enough, after the wait, for the request itself.
             let in_time = deadline
                 .and_then(|d| d.checked_add(waited))
-                .is_some_and(|d| std::time::Instant::now() + wait < d);
+                .is_some_and(|d| {
+                    std::time::Instant::now() + wait + crate::client::MIN_ATTEMPT <= d
+                });
             if !in_time {
                 return Err(fail(Error::Throttled {
                     retry_after: Some(wait),
                 }));
             }
             tokio::time::sleep(wait).await;
+            // The token may have run out meanwhile.
+            if let Some(current) = shared.tokens.cached() {
+                token = current;
+            } else if !token.usable() {
+                let deadline = deadline.and_then(|d| d.checked_add(waited));
+                token = within(token_deadline(deadline), shared.tokens.token())
+                    .await
+                    .map_err(fail)?;
+            }
             slot = shared.limiter.acquire().await;
             waited += slot.waited();
             let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
@@ -783,6 +795,13 @@ pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
     };
     match at {
         Some(at) => format!("{}***{}", &input[..start], &input[start + at..]).into(),
+        // The parser found user info where this reading did not (a tab or a line
+        // break it drops, inside the scheme or after it): everything up to the
+        // last `@` is hidden.
+        None if with_user_info => match input.rfind('@') {
+            Some(at) => format!("***{}", &input[at..]).into(),
+            None => "***".into(),
+        },
         None => input.into(),
     }
 }
@@ -1054,6 +1073,11 @@ mod tests {
             // What the parser drops before the scheme does not hide user info.
             (" https://svc:PW@h/", " https://***@h/"),
             ("\thttps:/svc:PW@h", "\thttps:/***@h"),
+            // Nor what it drops inside the scheme or after it.
+            ("ht\ttps://svc:PW@h", "***@h"),
+            ("https:\t//svc:PW@h", "***@h"),
+            ("https:/\t/svc:PW@h/x", "***@h/x"),
+            ("https:\n//svc:PW@h", "***@h"),
         ] {
             assert_eq!(redact_user_info(input), shown, "{input}");
         }

@@ -1272,3 +1272,31 @@ async fn user2_recorded(server: &MockServer) -> (httpmock::Mock<'_>, Arc<Mutex<V
         .await;
     (mock, arrivals)
 }
+
+/// A queued call that could not send its request, once the API may be asked
+/// again, with time left for an answer is not sent: `Throttled`, not a timeout.
+#[tokio::test]
+async fn a_queued_call_without_time_left_after_a_retry_after_is_not_sent() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(429)
+                .header("retry-after", "4")
+                .delay(Duration::from_millis(500));
+        })
+        .await;
+    let (user2, _) = user2_recorded(&server).await;
+    let client = builder(&server)
+        .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
+        .retry(RetryPolicy::none().budget(Duration::from_secs(3)))
+        .build()
+        .unwrap();
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.user_machines("user2").await
+    };
+    let (_, second) = tokio::join!(client.user_machines("user1"), second);
+    assert!(matches!(second, Err(Error::Throttled { .. })), "{second:?}");
+    user2.assert_calls_async(0).await;
+}
