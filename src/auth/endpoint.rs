@@ -369,43 +369,45 @@ fn excerpt(body: &[u8], secrets: &[&str], issued: &[&str]) -> Option<String> {
 /// need no such care (a token's characters are never escaped) and are replaced
 /// as they are.
 ///
-/// Only the start of `text` that can reach the kept characters is looked at, so
-/// that the work stays bounded by `chars` whatever the answer's size.
+/// The text is read only as far as what is shown reaches, so that the work stays
+/// bounded by `chars` whatever the answer's size, and no echo is cut in two.
 fn redacted(text: &str, secrets: &[&str], issued: &[&str], chars: usize) -> String {
-    // An echo that starts among the kept characters ends within this margin: a
-    // secret's character is at most 20 bytes escaped (four bytes as `%25XX`).
-    let longest = secrets.iter().map(|s| s.chars().count()).max().unwrap_or(0);
-    let margin = longest.saturating_mul(20).max(8_192);
-    let text = match text.char_indices().nth(chars.saturating_add(margin)) {
-        Some((cut, _)) => &text[..cut],
-        None => text,
-    };
-    let mut text = redact(text, secrets);
-    for token in issued.iter().filter(|t| t.len() >= 4) {
-        if text.contains(token) {
-            text = text.replace(token, "***");
-        }
-    }
-    shorten(&text, chars)
-}
-
-/// `text` with every echo of a secret replaced by `***` (see [`redacted`]).
-fn redact(text: &str, secrets: &[&str]) -> String {
     let secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
-    let mut out = String::with_capacity(text.len());
+    let issued: Vec<&str> = issued.iter().copied().filter(|t| t.len() >= 4).collect();
+    let mut out = String::new();
+    let mut shown = 0usize;
     let mut rest = text;
     'text: while let Some(c) = rest.chars().next() {
+        if shown > chars {
+            break;
+        }
+        for token in &issued {
+            if rest.starts_with(token) {
+                out.push_str("***");
+                shown += 3;
+                rest = &rest[token.len()..];
+                continue 'text;
+            }
+        }
         for secret in &secrets {
             if let Some(len) = echo_len(rest.as_bytes(), secret) {
                 out.push_str("***");
+                shown += 3;
                 rest = &rest[len..];
                 continue 'text;
             }
         }
         out.push(c);
+        shown += 1;
         rest = &rest[c.len_utf8()..];
     }
-    out
+    shorten(&out, chars)
+}
+
+/// `text` with every echo of a secret replaced by `***` (see [`redacted`]).
+#[cfg(test)]
+fn redact(text: &str, secrets: &[&str]) -> String {
+    redacted(text, secrets, &[], usize::MAX)
 }
 
 /// The length of the longest echo of `secret` at the start of `text`: each of its
@@ -891,6 +893,17 @@ mod tests {
             "{shown:.300}"
         );
         assert!(shown.len() < 400, "{}", shown.len());
+        // What is shown holds no part of an echo, however many came before.
+        let secret_40 = "Xy7~Q.abc_DEF-ghij0123456789klmnopqrstuv";
+        let many = format!("{secret_40} ").repeat(1_000);
+        assert!(!redacted(&many, &[secret_40], &[], 200).contains("Xy7"));
+        let encoded: String = secret_40.bytes().map(|b| format!("%25{b:02X}")).collect();
+        let many = format!("{encoded} ").repeat(60);
+        let shown = redacted(&many, &[secret_40], &[], 200);
+        assert!(!shown.contains("%25"), "{shown}");
+        let token = "t".repeat(9_000);
+        let many = format!("{token} ").repeat(3);
+        assert!(!redacted(&many, &[], &[&token], 4_096).contains("tt"));
         // An echo beyond what is shown is not looked for.
         let far = format!("{} {secret}", "x".repeat(1_000_000));
         assert_eq!(redacted(&far, &[&secret], &[], 10), "xxxxxxxxxx…");
