@@ -229,6 +229,21 @@ impl ClientHooks<Inner> for crate::generated::Client {
             }
             slot = shared.limiter.acquire().await;
             waited += slot.waited();
+            // And while it queued again: once more at most (a token that cannot
+            // outlast a wait is sent as it is, and a 401 refreshes it).
+            if !slot.waited().is_zero() {
+                if let Some(current) = shared.tokens.cached() {
+                    token = current;
+                } else if !token.usable() {
+                    drop(slot);
+                    let deadline = deadline.and_then(|d| d.checked_add(waited));
+                    token = within(token_deadline(deadline), shared.tokens.token())
+                        .await
+                        .map_err(fail)?;
+                    slot = shared.limiter.acquire().await;
+                    waited += slot.waited();
+                }
+            }
             let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
         }
         slot.keep();
@@ -761,11 +776,11 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
 
 /// `input` with the user info of its authority (`user:password@`) replaced by
 /// `***@`, so that a URL can be shown in a message or in `Debug`. Works on text
-/// that is not a valid URL too. A password may hold a `/`, `?` or `#` that ends
-/// the authority early (`https://svc:2024/pw@host` even reads as a URL whose path
-/// holds the `@`), so unless the text reads as a URL with user info, whose end the
-/// parser knows, everything up to its last `@` is hidden: an `@` in the path of a
-/// base URL is hidden with it, which errs on the safe side.
+/// that is not a valid URL too. A user name may hold an `@`, and a password a
+/// `/`, `?` or `#` that ends the authority early (`https://svc:2024/pw@host` even
+/// reads as a URL whose path holds the `@`), so everything after the scheme up to
+/// the last `@` is hidden: an `@` in the path of a base URL is hidden with it,
+/// which errs on the safe side.
 pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
     // After the scheme and the slashes that follow it, however many: `https:/h`
     // and `https:\h` read as `https://h`.
@@ -785,14 +800,10 @@ pub(crate) fn redact_user_info(input: &str) -> std::borrow::Cow<'_, str> {
     let with_user_info = reqwest::Url::parse(input).is_ok_and(|url| {
         url.has_host() && (!url.username().is_empty() || url.password().is_some())
     });
-    let at = if with_user_info {
-        let authority_len = input[start..]
-            .find(['/', '\\', '?', '#'])
-            .unwrap_or(input.len() - start);
-        input[start..start + authority_len].rfind('@')
-    } else {
-        input[start..].rfind('@')
-    };
+    // Up to the last `@`, even when the parser reads user info that ends sooner:
+    // a user name may hold an `@` and a password read as a port and a path
+    // (`https://svc@corp.example:2024/PW@h`).
+    let at = input[start..].rfind('@');
     match at {
         Some(at) => format!("{}***{}", &input[..start], &input[start + at..]).into(),
         // The parser found user info where this reading did not (a tab or a line
@@ -1042,7 +1053,11 @@ mod tests {
             ),
             ("https://PW@h", "https://***@h"),
             ("svc:PW@h/a@b", "***@b"),
-            ("https://a@b:PW@h?q=@", "https://***@h?q=@"),
+            ("https://a@b:PW@h?q=@", "https://***@"),
+            (
+                "https://svc@corp.example:2024/PWSECRET@h/",
+                "https://***@h/",
+            ),
             // An `@` in a path is hidden with what comes before it: a password
             // `2024/pw` reads as a port and a path.
             ("https://h/p@x", "https://***@x"),
@@ -1076,7 +1091,7 @@ mod tests {
             // Nor what it drops inside the scheme or after it.
             ("ht\ttps://svc:PW@h", "***@h"),
             ("https:\t//svc:PW@h", "***@h"),
-            ("https:/\t/svc:PW@h/x", "***@h/x"),
+            ("https:/\t/svc:PW@h/x", "https:/***@h/x"),
             ("https:\n//svc:PW@h", "***@h"),
         ] {
             assert_eq!(redact_user_info(input), shown, "{input}");
