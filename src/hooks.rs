@@ -164,49 +164,50 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 (deadline, attempt) => deadline.or(attempt),
             }
         };
+        // A token request after `waited` in the quota: that long later.
+        let fetch = |waited: Duration| {
+            let deadline = deadline.and_then(|d| d.checked_add(waited));
+            within(token_deadline(deadline), shared.tokens.token())
+        };
         let mut token = match shared.tokens.cached() {
             Some(token) => token,
-            None => within(token_deadline(deadline), shared.tokens.token())
-                .await
-                .map_err(fail)?,
+            None => fetch(Duration::ZERO).await.map_err(fail)?,
         };
-        let mut slot = shared.limiter.acquire().await;
-        let mut waited = slot.waited();
-        // After each wait, the token must still be good; a few rounds at most (a
-        // token that cannot outlast a wait is sent as it is, and a 401 refreshes it).
+        let mut waited = Duration::ZERO;
+        // Rounds of fetching a token that expired while the call queued: a few at
+        // most (a token that cannot outlast a wait is sent as it is, and a 401
+        // refreshes it).
         let mut rounds = 0;
-        while !slot.waited().is_zero() {
-            let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
-            match shared.tokens.cached() {
-                Some(current) => {
-                    token = current;
-                    break;
-                }
-                // Due for a refresh, but still valid (and not refused by the API):
-                // good for this request (the next call refreshes it), and the
-                // call keeps its turn.
-                None if token.usable() || rounds == MAX_TOKEN_ROUNDS => break,
-                None => {
-                    // Expired (or refused) during the wait: the slot is given back, a new token
-                    // fetched, and the call queues once more.
-                    rounds += 1;
-                    drop(slot);
-                    let deadline = deadline.and_then(|d| d.checked_add(waited));
-                    token = within(token_deadline(deadline), shared.tokens.token())
-                        .await
-                        .map_err(fail)?;
-                    slot = shared.limiter.acquire().await;
-                    waited += slot.waited();
+        let slot = loop {
+            let slot = shared.limiter.acquire().await;
+            waited += slot.waited();
+            if !slot.waited().is_zero() {
+                let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
+                match shared.tokens.cached() {
+                    Some(current) => token = current,
+                    // Due for a refresh, but still valid (and not refused by the
+                    // API): good for this request (the next call refreshes it),
+                    // and the call keeps its turn.
+                    None if token.usable() || rounds == MAX_TOKEN_ROUNDS => {}
+                    None => {
+                        // Expired (or refused) during the wait: the slot is given
+                        // back, a new token fetched, and the call queues once more.
+                        rounds += 1;
+                        drop(slot);
+                        token = fetch(waited).await.map_err(fail)?;
+                        continue;
+                    }
                 }
             }
-        }
-        // The API may have asked to be spared while this request queued (a
-        // `Retry-After` another call got): the turn is given back, and the
-        // request waits for it within the attempt's time, or is not sent. A call
-        // through `Client::raw`, which has no such time, is not sent.
-        while let Some(wait) = shared.api_spared_for() {
+            // The API may have asked to be spared while this request queued (a
+            // `Retry-After` another call got): the turn is given back, and the
+            // request waits for it within the attempt's time, with time enough
+            // left for the request itself, or is not sent. A call through
+            // `Client::raw`, which has no such time, is not sent.
+            let Some(wait) = shared.api_spared_for() else {
+                break slot;
+            };
             drop(slot);
-            // Time enough, after the wait, for the request itself.
             let in_time = deadline
                 .and_then(|d| d.checked_add(waited))
                 .is_some_and(|d| {
@@ -218,34 +219,14 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 }));
             }
             tokio::time::sleep(wait).await;
-            // The token may have run out meanwhile.
+            // The token may have run out meanwhile; the call then queues again,
+            // and the token is checked once more if that takes a while.
             if let Some(current) = shared.tokens.cached() {
                 token = current;
             } else if !token.usable() {
-                let deadline = deadline.and_then(|d| d.checked_add(waited));
-                token = within(token_deadline(deadline), shared.tokens.token())
-                    .await
-                    .map_err(fail)?;
+                token = fetch(waited).await.map_err(fail)?;
             }
-            slot = shared.limiter.acquire().await;
-            waited += slot.waited();
-            // And while it queued again: once more at most (a token that cannot
-            // outlast a wait is sent as it is, and a 401 refreshes it).
-            if !slot.waited().is_zero() {
-                if let Some(current) = shared.tokens.cached() {
-                    token = current;
-                } else if !token.usable() {
-                    drop(slot);
-                    let deadline = deadline.and_then(|d| d.checked_add(waited));
-                    token = within(token_deadline(deadline), shared.tokens.token())
-                        .await
-                        .map_err(fail)?;
-                    slot = shared.limiter.acquire().await;
-                    waited += slot.waited();
-                }
-            }
-            let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
-        }
+        };
         slot.keep();
         if !waited.is_zero() {
             tracing::debug!(
