@@ -1214,29 +1214,10 @@ async fn a_retry_after_holds_for_every_call_of_the_client() {
 #[tokio::test]
 async fn a_retry_after_holds_for_a_call_already_queued() {
     let server = MockServer::start_async().await;
-    server
-        .mock_async(|when, then| {
-            when.path("/api/users/user1/machines");
-            // Answered after the second call has queued.
-            then.status(429)
-                .header("retry-after", "4")
-                .delay(Duration::from_millis(500));
-        })
-        .await;
     let (user2, arrivals) = user2_recorded(&server).await;
-    let client = builder(&server)
-        .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
-        .retry(RetryPolicy::none().budget(Duration::from_secs(20)))
-        .build()
-        .unwrap();
     let started = Instant::now();
-    let first = client.user_machines("user1");
-    let second = async {
-        // Queued behind the first call's turn, before its 429 arrives.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        client.user_machines("user2").await
-    };
-    let (first, second) = tokio::join!(first, second);
+    let (client, first, second) =
+        queued_behind_a_retry_after(&server, Duration::from_secs(20)).await;
     assert!(matches!(first, Err(Error::Throttled { .. })), "{first:?}");
     assert_eq!(second.unwrap().len(), 1);
     let sent = arrivals.lock().unwrap()[0];
@@ -1255,6 +1236,37 @@ async fn a_retry_after_holds_for_a_call_already_queued() {
         "{err}"
     );
     user2.assert_calls_async(1).await;
+}
+
+type Machines = Result<Vec<defender_endpoint::types::Machine>, Error>;
+
+/// user1's call gets a 429 asking for 4 s, answered half a second late; user2's
+/// call, started meanwhile, queues behind it for a quota of one call per 2 s.
+/// The client (with a retry budget of `budget`) and both outcomes.
+async fn queued_behind_a_retry_after(
+    server: &MockServer,
+    budget: Duration,
+) -> (Client, Machines, Machines) {
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(429)
+                .header("retry-after", "4")
+                .delay(Duration::from_millis(500));
+        })
+        .await;
+    let client = builder(server)
+        .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
+        .retry(RetryPolicy::none().budget(budget))
+        .build()
+        .unwrap();
+    let second = async {
+        // Queued behind the first call's turn, before its 429 arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.user_machines("user2").await
+    };
+    let (first, second) = tokio::join!(client.user_machines("user1"), second);
+    (client, first, second)
 }
 
 /// Serves user2's one machine, recording when each request arrives.
@@ -1278,25 +1290,8 @@ async fn user2_recorded(server: &MockServer) -> (httpmock::Mock<'_>, Arc<Mutex<V
 #[tokio::test]
 async fn a_queued_call_without_time_left_after_a_retry_after_is_not_sent() {
     let server = MockServer::start_async().await;
-    server
-        .mock_async(|when, then| {
-            when.path("/api/users/user1/machines");
-            then.status(429)
-                .header("retry-after", "4")
-                .delay(Duration::from_millis(500));
-        })
-        .await;
     let (user2, _) = user2_recorded(&server).await;
-    let client = builder(&server)
-        .rate_limit(RateLimit::new().window(1, Duration::from_secs(2)))
-        .retry(RetryPolicy::none().budget(Duration::from_secs(3)))
-        .build()
-        .unwrap();
-    let second = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        client.user_machines("user2").await
-    };
-    let (_, second) = tokio::join!(client.user_machines("user1"), second);
+    let (_, _, second) = queued_behind_a_retry_after(&server, Duration::from_secs(3)).await;
     assert!(matches!(second, Err(Error::Throttled { .. })), "{second:?}");
     user2.assert_calls_async(0).await;
 }
