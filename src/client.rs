@@ -534,26 +534,6 @@ impl Client {
         let counters = &*self.counters;
         let shared = &self.raw.inner.0;
         loop {
-            // The API asked, in answer to this call or to another of the client,
-            // to be sent nothing for a while: wait for it, or give up at once if
-            // the budget cannot.
-            if let Some(wait) = shared.api_spared_for() {
-                if budget.spent().saturating_add(wait) > policy.budget {
-                    tracing::warn!(
-                        wait_ms = wait.as_millis() as u64,
-                        "giving up: the API asked to be spared longer than the retry budget has left"
-                    );
-                    return Err(Error::Throttled {
-                        retry_after: Some(wait),
-                    });
-                }
-                tracing::debug!(
-                    wait_ms = wait.as_millis() as u64,
-                    "sparing the API as it asked"
-                );
-                tokio::time::sleep(wait).await;
-                counters.add_wait(&counters.throttle_wait_us, wait);
-            }
             attempt += 1;
             counters.attempts.fetch_add(1, Ordering::Relaxed);
             // What is left of the budget bounds the attempt too (its token request,
@@ -572,6 +552,7 @@ impl Client {
                 })
                 .await;
             counters.add_wait(&counters.quota_wait_us, report.quota_wait);
+            counters.add_wait(&counters.throttle_wait_us, report.spared_wait);
             budget.quota_waited += report.quota_wait;
             let span = tracing::Span::current();
             span.record("attempts", attempt);
@@ -819,6 +800,7 @@ impl Attempt {
             retry_after: self.retry_after.get(),
             token: self.token.borrow_mut().take(),
             quota_wait: self.quota_wait.get(),
+            spared_wait: self.spared_wait.get(),
         }
     }
 }
@@ -830,6 +812,7 @@ struct Report {
     retry_after: Option<Duration>,
     token: Option<Bearer>,
     quota_wait: Duration,
+    spared_wait: Duration,
 }
 
 /// What a client did since it was built, summed over all its clones

@@ -117,6 +117,9 @@ pub(crate) struct Attempt {
     pub(crate) token: RefCell<Option<Bearer>>,
     /// How long the request waited for the client-side quota.
     pub(crate) quota_wait: Cell<Duration>,
+    /// How long the request waited for the API, which asked to be spared (a
+    /// `Retry-After` any call of the client got).
+    pub(crate) spared_wait: Cell<Duration>,
     /// When what is left of the retry budget runs out (but at least
     /// [`MIN_ATTEMPT`](crate::client::MIN_ATTEMPT) after the attempt starts), not
     /// counting this attempt's quota wait: a token request, or a request in flight,
@@ -218,7 +221,12 @@ impl ClientHooks<Inner> for crate::generated::Client {
                     retry_after: Some(wait),
                 }));
             }
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "sparing the API as it asked"
+            );
             tokio::time::sleep(wait).await;
+            let _ = ATTEMPT.try_with(|a| a.spared_wait.set(a.spared_wait.get() + wait));
             // The token may have run out meanwhile; the call then queues again,
             // and the token is checked once more if that takes a while.
             if let Some(current) = shared.tokens.cached() {
