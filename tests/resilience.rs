@@ -1209,6 +1209,20 @@ async fn a_retry_after_holds_for_every_call_of_the_client() {
         other => panic!("{other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(1));
+    // However long the API asks, the other calls spare it five minutes at most
+    // (a client of its own, which the API has not yet asked to be spared).
+    slow_down("user4", "3600").await;
+    let client = builder(&server).build().unwrap();
+    client.user_machines("user4").await.unwrap_err();
+    match client.user_machines("user2").await.unwrap_err() {
+        Error::Throttled {
+            retry_after: Some(wait),
+        } => assert!(
+            (Duration::from_secs(290)..=Duration::from_secs(300)).contains(&wait),
+            "{wait:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
     user2.assert_calls_async(1).await;
 }
 
