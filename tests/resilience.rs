@@ -1196,7 +1196,10 @@ async fn a_retry_after_holds_for_every_call_of_the_client() {
     // That wait is counted as waiting for a 429 (the first call, with no
     // retries, did not wait).
     let stats = client.stats();
-    assert!(stats.throttle_wait >= Duration::from_millis(1_800), "{stats:?}");
+    assert!(
+        stats.throttle_wait >= Duration::from_millis(1_800),
+        "{stats:?}"
+    );
 
     // Asked to wait longer than the budget allows: given up at once.
     slow_down("user3", "60").await;
