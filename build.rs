@@ -64,6 +64,7 @@ fn generate() -> Result<(), String> {
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
     drop_api_version_header(&mut file);
     read_responses_without_copying_headers(&mut file);
+    make_requests_on_the_parsed_base_url(&mut file)?;
     encode_paths_with_the_user_rule(&mut file)?;
     document_the_rest(&mut file, &spec, &open);
     direct_deserialize(&mut file, &open)?;
@@ -470,6 +471,65 @@ fn read_responses_without_copying_headers(file: &mut syn::File) {
         }
     }
     Replace.visit_file_mut(file);
+}
+
+/// Has the operations start their request with `crate::hooks::request(self,
+/// Method, url)` instead of `self.client.get(url)` (or `post`, …), which parses
+/// the whole URL, host included, on every call: the hook reuses the base URL
+/// parsed when the client was built. Fails unless every operation starts its
+/// request the way this expects, so that a change of the generator's output is
+/// noticed.
+fn make_requests_on_the_parsed_base_url(file: &mut syn::File) -> Result<(), String> {
+    use syn::visit_mut::VisitMut;
+
+    /// Requests replaced, and operations seen (each builds an `OperationInfo`).
+    struct Replace(usize, usize);
+    impl VisitMut for Replace {
+        fn visit_expr_mut(&mut self, expr: &mut syn::Expr) {
+            syn::visit_mut::visit_expr_mut(self, expr);
+            if let syn::Expr::Struct(info) = expr {
+                if info.path.is_ident("OperationInfo") {
+                    self.1 += 1;
+                }
+            }
+            let syn::Expr::MethodCall(call) = expr else {
+                return;
+            };
+            let method: syn::Ident = match call.method.to_string().as_str() {
+                "get" => syn::parse_quote!(GET),
+                "post" => syn::parse_quote!(POST),
+                "put" => syn::parse_quote!(PUT),
+                "patch" => syn::parse_quote!(PATCH),
+                "delete" => syn::parse_quote!(DELETE),
+                "head" => syn::parse_quote!(HEAD),
+                _ => return,
+            };
+            let on_own_client = matches!(
+                &*call.receiver,
+                syn::Expr::Field(syn::ExprField { base, member: syn::Member::Named(name), .. })
+                    if name == "client"
+                        && matches!(&**base, syn::Expr::Path(p) if p.path.is_ident("self"))
+            );
+            if !on_own_client || call.args.len() != 1 {
+                return;
+            }
+            let url = &call.args[0];
+            *expr = syn::parse_quote!(
+                crate::hooks::request(self, ::reqwest::Method::#method, #url)
+            );
+            self.0 += 1;
+        }
+    }
+    let mut replace = Replace(0, 0);
+    replace.visit_file_mut(file);
+    if replace.0 != replace.1 {
+        return Err(format!(
+            "{} of {} generated operations start their request with `self.client.get(url)` \
+             (or another method): build.rs no longer matches the generator's output",
+            replace.0, replace.1
+        ));
+    }
+    Ok(())
 }
 
 /// Has the generated operations percent-encode path parameters with the crate's

@@ -333,8 +333,11 @@ impl Client {
             self.raw.baseurl,
             crate::user::encode_segment(user.as_str())
         );
-        reqwest::Url::parse(&url)
-            .map_err(|e| Error::Config(format!("cannot build the request URL: {e}")))
+        match hooks::operation_url(&self.raw.inner.0, &self.raw.baseurl, &url) {
+            Some(parsed) => Ok(parsed),
+            None => reqwest::Url::parse(&url)
+                .map_err(|e| Error::Config(format!("cannot build the request URL: {e}"))),
+        }
     }
 
     /// The URL of the page a next-page link leads to: the machines of the same
@@ -1270,6 +1273,8 @@ impl ClientBuilder {
             ),
             limiter: RateLimiter::new(&self.rate_limit),
             max_body: self.max_body,
+            base_text: base_url.as_str().into(),
+            base_path: hooks::base_path(&parsed_base),
             base_url: parsed_base,
             own_http_client,
             attempt_timeout: self.timeout,
