@@ -1025,6 +1025,26 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     if path.is_empty() || path == "." {
         return message;
     }
+    // chrono's words for a date-time it cannot read say nothing of what it
+    // wanted: say it, with the value (a time without a zone is the likely one).
+    let date_time = [
+        "premature end of input",
+        "input contains invalid characters",
+        "input is out of range",
+        "trailing input",
+        "input is not enough for unique date and time",
+        "no possible date and time matching input",
+    ];
+    if date_time.iter().any(|words| message.starts_with(words)) {
+        if let Some(serde_json::Value::String(value)) = value_at(&tree, located.path()) {
+            let value = shorten(&redact_text(value, token), 64);
+            message.push_str(&format!(
+                ": \"{}\" is not an RFC 3339 date-time with a time zone, such as \
+                 2018-08-02T14:55:03.7791856Z",
+                value.escape_debug()
+            ));
+        }
+    }
     message.push_str(&format!(" (at {path}"));
     // `value[3]…`: name the machine by its id when it has one.
     let id = path
@@ -1038,6 +1058,19 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     }
     message.push(')');
     message
+}
+
+/// The value at `path` in `tree`.
+fn value_at<'a>(
+    tree: &'a serde_json::Value,
+    path: &serde_path_to_error::Path,
+) -> Option<&'a serde_json::Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(tree, |value, segment| match segment {
+        Segment::Seq { index } => value.get(index),
+        Segment::Map { key } => value.get(key),
+        Segment::Enum { .. } | Segment::Unknown => None,
+    })
 }
 
 /// The most characters of one text of Defender's error envelope, or of serde's

@@ -575,6 +575,11 @@ async fn malformed_answers_are_decode_errors() {
             r#"{"value":[{"id":"m1","lastSeen":"yesterday"}]}"#,
             r#"(at value[0].lastSeen, machine id "m1")"#,
         ),
+        // A date-time without its zone: what was wanted is said.
+        (
+            r#"{"value":[{"id":"m1"},{"id":"m2","firstSeen":"2024-01-01T00:00:00.1234567"}]}"#,
+            r#": "2024-01-01T00:00:00.1234567" is not an RFC 3339 date-time with a time zone, such as 2018-08-02T14:55:03.7791856Z (at value[1].firstSeen, machine id "m2")"#,
+        ),
         (
             r#"{"value":[{"id":"m1","ipAddresses":[null]}]}"#,
             "(at value[0].ipAddresses[0]",
