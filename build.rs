@@ -476,15 +476,25 @@ fn read_responses_without_copying_headers(file: &mut syn::File) {
 /// Has the operations start their request with `crate::hooks::request(self,
 /// Method, url)` instead of `self.client.get(url)` (or `post`, …), which parses
 /// the whole URL, host included, on every call: the hook reuses the base URL
-/// parsed when the client was built. Fails unless every operation starts its
+/// parsed when the client was built. Fails unless every operation starts one
 /// request the way this expects, so that a change of the generator's output is
 /// noticed.
 fn make_requests_on_the_parsed_base_url(file: &mut syn::File) -> Result<(), String> {
     use syn::visit_mut::VisitMut;
 
-    /// Requests replaced, and operations seen (each builds an `OperationInfo`).
-    struct Replace(usize, usize);
+    /// Requests replaced and operations seen (each builds an `OperationInfo`) in
+    /// the function being read, and the functions where the two differ.
+    struct Replace(usize, usize, Vec<String>);
     impl VisitMut for Replace {
+        fn visit_impl_item_fn_mut(&mut self, function: &mut syn::ImplItemFn) {
+            let outer = (self.0, self.1);
+            (self.0, self.1) = (0, 0);
+            syn::visit_mut::visit_impl_item_fn_mut(self, function);
+            if self.0 != self.1 {
+                self.2.push(function.sig.ident.to_string());
+            }
+            (self.0, self.1) = outer;
+        }
         fn visit_expr_mut(&mut self, expr: &mut syn::Expr) {
             syn::visit_mut::visit_expr_mut(self, expr);
             if let syn::Expr::Struct(info) = expr {
@@ -502,6 +512,8 @@ fn make_requests_on_the_parsed_base_url(file: &mut syn::File) -> Result<(), Stri
                 "patch" => syn::parse_quote!(PATCH),
                 "delete" => syn::parse_quote!(DELETE),
                 "head" => syn::parse_quote!(HEAD),
+                "options" => syn::parse_quote!(OPTIONS),
+                "trace" => syn::parse_quote!(TRACE),
                 _ => return,
             };
             let on_own_client = matches!(
@@ -520,13 +532,13 @@ fn make_requests_on_the_parsed_base_url(file: &mut syn::File) -> Result<(), Stri
             self.0 += 1;
         }
     }
-    let mut replace = Replace(0, 0);
+    let mut replace = Replace(0, 0, Vec::new());
     replace.visit_file_mut(file);
-    if replace.0 != replace.1 {
+    if !replace.2.is_empty() {
         return Err(format!(
-            "{} of {} generated operations start their request with `self.client.get(url)` \
-             (or another method): build.rs no longer matches the generator's output",
-            replace.0, replace.1
+            "generated operations that do not start one request with `self.client.get(url)` \
+             (or another method): {}; build.rs no longer matches the generator's output",
+            replace.2.join(", ")
         ));
     }
     Ok(())

@@ -1035,12 +1035,18 @@ fn decode_message<T: serde::de::DeserializeOwned>(
         "input is not enough for unique date and time",
         "no possible date and time matching input",
     ];
-    if date_time.iter().any(|words| message.starts_with(words)) {
+    // (The tree's error too: with a key given twice, the tree keeps the last
+    // value, and may fail elsewhere.)
+    let again = located.inner().to_string();
+    if date_time
+        .iter()
+        .any(|words| message.starts_with(words) && again.starts_with(words))
+    {
         if let Some(serde_json::Value::String(value)) = value_at(&tree, located.path()) {
             let value = shorten(&redact_text(value, token), 64);
             message.push_str(&format!(
-                ": \"{}\" is not an RFC 3339 date-time with a time zone, such as \
-                 2018-08-02T14:55:03.7791856Z",
+                ": \"{}\" is not a date or time as the spec writes it (RFC 3339; a \
+                 date-time has its time zone, as in 2018-08-02T14:55:03.7791856Z)",
                 value.escape_debug()
             ));
         }

@@ -578,7 +578,12 @@ async fn malformed_answers_are_decode_errors() {
         // A date-time without its zone: what was wanted is said.
         (
             r#"{"value":[{"id":"m1"},{"id":"m2","firstSeen":"2024-01-01T00:00:00.1234567"}]}"#,
-            r#": "2024-01-01T00:00:00.1234567" is not an RFC 3339 date-time with a time zone, such as 2018-08-02T14:55:03.7791856Z (at value[1].firstSeen, machine id "m2")"#,
+            r#": "2024-01-01T00:00:00.1234567" is not a date or time as the spec writes it (RFC 3339; a date-time has its time zone, as in 2018-08-02T14:55:03.7791856Z) (at value[1].firstSeen, machine id "m2")"#,
+        ),
+        // The same key twice: the hint quotes only a value that fails as a date.
+        (
+            r#"{"value":[{"id":"m1","firstSeen":"2024-01-01T00:00:00","firstSeen":"2024-01-01T00:00:00Z","osBuild":"abc"}]}"#,
+            "premature end of input at line 1 column 54 (at value[0].osBuild",
         ),
         (
             r#"{"value":[{"id":"m1","ipAddresses":[null]}]}"#,

@@ -124,6 +124,21 @@ fn a_spec_edit_is_a_rebuild_away() {
          labels:\n          $ref: \"#/components/schemas/Labels\"\n        \
          isAadJoined:\n",
     );
+    // Operations with other methods, each started on the parsed base URL.
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "components:\n",
+        "  /api/machines/{id}/tags:\n    \
+         post:\n      operationId: add_machine_tag\n      \
+         parameters:\n        - {name: id, in: path, required: true, schema: {type: string}}\n        \
+         - {name: reason, in: query, required: false, schema: {type: string}}\n      \
+         requestBody:\n        content:\n          application/json:\n            schema:\n              $ref: \"#/components/schemas/Key\"\n      \
+         responses:\n        \"200\":\n          description: ok\n          content:\n            application/json:\n              schema:\n                $ref: \"#/components/schemas/Machine\"\n    \
+         options:\n      operationId: machine_tag_options\n      \
+         parameters:\n        - {name: id, in: path, required: true, schema: {type: string}}\n      \
+         responses:\n        \"200\":\n          description: ok\n          content:\n            application/json:\n              schema:\n                $ref: \"#/components/schemas/Key\"\n\
+         components:\n",
+    );
     // Rust code that uses them as fields, and parses them from JSON (a field with a
     // default is not an `Option`).
     let mut lib = fs::read_to_string(copy.join("src/lib.rs")).unwrap();
