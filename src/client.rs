@@ -110,7 +110,9 @@ impl Client {
     /// (`CONTOSO\user1`) or a bare user name; it is normalised by
     /// [`UserName::parse`], and nothing is sent if that fails. A user Defender
     /// does not know yields an empty list (whether the service answers 200 with
-    /// an empty `value` or, as it used to, 404). A 200 answer without a `value`
+    /// an empty `value` or, as it used to, 404; a 404 without Defender's error
+    /// envelope is logged as a warning, since a wrong base URL gets one too). A
+    /// 200 answer without a `value`
     /// array (an error object, a single machine, a misspelt member) is an
     /// [`Error::Decode`], not a user without machines.
     ///
@@ -216,9 +218,9 @@ impl Client {
                  such a name with no machines"
             );
         }
-        async {
-            // One budget for the whole call, every page included.
-            let mut budget = Budget::start();
+        // One budget for the whole call, every page included.
+        let mut budget = Budget::start();
+        let result = async {
             match self.with_retries(first, &mut budget).await? {
                 Some((first, token)) => {
                     self.follow_next_links(first, token, user, &mut budget)
@@ -227,8 +229,15 @@ impl Client {
                 None => Ok(Vec::new()),
             }
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone())
+        .await;
+        // Recorded once, for the whole call: a field recorded again is shown
+        // again by some subscribers, once more for every attempt and page.
+        span.record("attempts", budget.attempts);
+        if let Some(status) = budget.status {
+            span.record("status", status);
+        }
+        result
     }
 
     /// Collects the machines of `page` and of every page its `@odata.nextLink` leads to.
@@ -557,11 +566,8 @@ impl Client {
             counters.add_wait(&counters.quota_wait_us, report.quota_wait);
             counters.add_wait(&counters.throttle_wait_us, report.spared_wait);
             budget.quota_waited += report.quota_wait;
-            let span = tracing::Span::current();
-            span.record("attempts", attempt);
-            if let Some(status) = report.status {
-                span.record("status", status);
-            }
+            budget.attempts += 1;
+            budget.status = report.status.or(budget.status);
             let outcome = classify(result, &mut report);
             let mut error = match outcome {
                 Ok(value) => return Ok(Some((value.into_inner(), report.token))),
@@ -659,6 +665,9 @@ impl Client {
 /// The time one call has taken so far, against [`RetryPolicy::budget`].
 struct Budget {
     started: Instant,
+    /// The attempts made, on every page, and the last answer's status.
+    attempts: u32,
+    status: Option<u16>,
     /// Waiting for the client-side quota is not the API's doing: it does not
     /// count against the retry budget, or a call queued behind a busy minute
     /// could never retry a 429.
@@ -669,6 +678,8 @@ impl Budget {
     fn start() -> Self {
         Self {
             started: Instant::now(),
+            attempts: 0,
+            status: None,
             quota_waited: Duration::ZERO,
         }
     }
@@ -892,7 +903,8 @@ fn classify<T: serde::de::DeserializeOwned>(
         |status: u16, envelope: Option<&types::ErrorEnvelope>, body: Option<&[u8]>| {
             let detail = envelope.and_then(|e| e.error.as_ref());
             if status == 404 {
-                if envelope.is_none() && body.is_some_and(|b| !b.trim_ascii().is_empty()) {
+                // (Empty too: a proxy or a wrong path may answer so.)
+                if envelope.is_none() {
                     tracing::warn!(
                         "404 without Defender's error envelope, taken as an unknown user; \
                          if every user gets it, check the base URL"

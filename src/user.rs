@@ -52,8 +52,9 @@ pub const MAX_USER_NAME_CHARS: usize = 256;
 /// 4. A bare name stays as it is.
 ///
 /// The result is rejected ([`InvalidUserName`]) when it is empty, is `.` or
-/// `..`, still contains `@`, `\` or `/`, contains a control character, or is
-/// longer than [`MAX_USER_NAME_CHARS`] characters. Everything else — dots,
+/// `..`, still contains `@`, `\` or `/`, or is longer than
+/// [`MAX_USER_NAME_CHARS`] characters; so is an input with a control character
+/// anywhere, in the part that step 2 or 3 drops too (`user1@con\ntoso.com`). Everything else — dots,
 /// apostrophes, `#`, `%`, spaces inside the name, non-ASCII letters — is kept
 /// unchanged and sent as exactly one path segment, percent-encoded wherever
 /// RFC 3986 does not allow the character as it is (and for `;`).
@@ -120,10 +121,12 @@ impl UserName {
                 InvalidUserNameReason::ForbiddenCharacter(c),
             ));
         }
-        let control = if ascii {
-            name.bytes().any(|b| b.is_ascii_control())
+        // In the whole input, the part the rule drops included: a domain with a
+        // control character is no name a caller meant.
+        let control = if trimmed.is_ascii() {
+            trimmed.bytes().any(|b| b.is_ascii_control())
         } else {
-            name.chars().any(char::is_control)
+            trimmed.chars().any(char::is_control)
         };
         if control {
             return Err(InvalidUserName::new(
@@ -473,6 +476,23 @@ mod tests {
         );
         assert_eq!(reason("a\u{0}b"), InvalidUserNameReason::ControlCharacter);
         assert_eq!(reason("a\nb"), InvalidUserNameReason::ControlCharacter);
+        // In the part the rule drops too.
+        assert_eq!(
+            reason("user1@con\ntoso.com"),
+            InvalidUserNameReason::ControlCharacter
+        );
+        assert_eq!(
+            reason("user1@\u{0}"),
+            InvalidUserNameReason::ControlCharacter
+        );
+        assert_eq!(
+            reason("CON\u{0}TOSO\\user1"),
+            InvalidUserNameReason::ControlCharacter
+        );
+        assert_eq!(
+            reason("CONTOSO\u{85}\\user1"),
+            InvalidUserNameReason::ControlCharacter
+        );
         assert_eq!(reason("a\u{85}b"), InvalidUserNameReason::ControlCharacter);
         assert_eq!(
             reason(&"a".repeat(257)),

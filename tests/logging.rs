@@ -65,6 +65,13 @@ async fn logs_at(level: tracing::Level) -> String {
             then.status(404).body("<html>Not Found</html>");
         })
         .await;
+    // … and one without a body at all.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/frank/machines");
+            then.status(404);
+        })
+        .await;
     // A 429 whose tracking id echoes the request's token (a misbehaving gateway).
     let echo = server
         .mock_async(|when, then| {
@@ -86,6 +93,7 @@ async fn logs_at(level: tracing::Level) -> String {
         .with_max_level(level)
         .with_writer(captured.clone())
         .with_ansi(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .finish();
     let client = builder(&server).retry(quick_retries(3)).build().unwrap();
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -95,6 +103,7 @@ async fn logs_at(level: tracing::Level) -> String {
         .unwrap();
     client.user_machines("bob").await.unwrap_err();
     assert!(client.user_machines("carol").await.unwrap().is_empty());
+    assert!(client.user_machines("frank").await.unwrap().is_empty());
     client.user_machines("dave").await.unwrap();
     // A name the rule keeps but Defender will not know: a warning, without the name.
     let _ = client.user_machines("erin.secretname @contoso.com").await;
@@ -108,23 +117,35 @@ async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
     let logs = logs_at(tracing::Level::INFO).await;
     assert!(logs.contains("retrying"), "{logs}");
     assert!(logs.contains("throttle-777"), "{logs}");
-    assert!(
-        logs.contains("WARN") && logs.contains("check the base URL"),
-        "{logs}"
-    );
+    assert_eq!(logs.matches("check the base URL").count(), 2, "{logs}");
     assert!(logs.contains("track-1234"), "{logs}");
     assert!(logs.contains("Bearer <redacted>"), "{logs}");
     assert!(
         logs.contains("the user name begins or ends with white space"),
         "{logs}"
     );
-    // The span carries the operation, the attempt count and the status; the
-    // retry event its wait.
+    // The span carries the operation, and when the call ends the attempts it
+    // made and the last status, recorded once; the retry event its attempt and
+    // wait.
     assert!(
-        logs.contains(r#"defender.call{operation="get_user_machines" attempts=1 status=429}"#),
+        logs.contains(r#"defender.call{operation="get_user_machines"}: defender_endpoint::client: retrying attempt=1 wait_ms=0"#),
         "{logs}"
     );
-    assert!(logs.contains("retrying attempt=1 wait_ms=0"), "{logs}");
+    assert!(
+        logs.contains(r#"defender.call{operation="get_user_machines" attempts=2 status=200}: defender_endpoint::client: close"#),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(r#"defender.call{operation="get_user_machines" attempts=1 status=403}: defender_endpoint::client: close"#),
+        "{logs}"
+    );
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.matches("attempts=").count() > 1)
+            .count(),
+        0,
+        "{logs}"
+    );
     assert!(!logs.contains(TOKEN), "{logs}");
     assert!(!logs.contains("secretname"), "{logs}");
 }
