@@ -1331,6 +1331,7 @@ impl ClientBuilder {
             attempt_timeout: self.timeout,
             http: http.clone(),
             api_spared_until: std::sync::atomic::AtomicU64::new(0),
+            api_asked_until: std::sync::atomic::AtomicU64::new(0),
             epoch: std::time::Instant::now(),
         };
         Ok(Client {

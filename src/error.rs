@@ -226,8 +226,18 @@ struct ThrottledDisplay(Option<Duration>);
 impl fmt::Display for ThrottledDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("throttled by the Defender API (HTTP 429)")?;
-        if let Some(d) = self.0 {
-            write!(f, "; retry after {} s", d.as_secs_f64())?;
+        // Rounded up: in whole seconds, as `Retry-After` gives it, or in
+        // milliseconds below one second.
+        match self.0 {
+            Some(d) if d >= Duration::from_secs(1) => {
+                let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+                write!(f, "; retry after {secs} s")?;
+            }
+            Some(d) => {
+                let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
+                write!(f, "; retry after {ms} ms")?;
+            }
+            None => {}
         }
         Ok(())
     }
@@ -303,6 +313,35 @@ pub(crate) fn shorten(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttled_wait_is_shown_rounded_up() {
+        let shown = |wait: Option<Duration>| {
+            Error::Throttled { retry_after: wait }
+                .to_string()
+                .replace("throttled by the Defender API (HTTP 429)", "")
+        };
+        assert_eq!(shown(None), "");
+        assert_eq!(shown(Some(Duration::from_secs(30))), "; retry after 30 s");
+        assert_eq!(
+            shown(Some(Duration::from_nanos(299_999_856_888))),
+            "; retry after 300 s"
+        );
+        assert_eq!(
+            shown(Some(Duration::from_millis(1_001))),
+            "; retry after 2 s"
+        );
+        assert_eq!(
+            shown(Some(Duration::from_millis(500))),
+            "; retry after 500 ms"
+        );
+        assert_eq!(shown(Some(Duration::from_micros(1))), "; retry after 1 ms");
+        assert_eq!(shown(Some(Duration::ZERO)), "; retry after 0 ms");
+        assert_eq!(
+            shown(Some(Duration::MAX)),
+            format!("; retry after {} s", u64::MAX)
+        );
+    }
 
     #[test]
     fn shorten_cuts_at_characters_and_marks_the_cut() {

@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     /// Until when the API asked to be spared (a `Retry-After`), in nanoseconds
     /// after `epoch`; 0 when it did not.
     pub(crate) api_spared_until: std::sync::atomic::AtomicU64,
+    /// Until when the API asked to be spared, as it asked it (a day at most):
+    /// what a call refused meanwhile reports (`Error::retry_after`), though
+    /// calls are sent again after `MAX_SPARED`.
+    pub(crate) api_asked_until: std::sync::atomic::AtomicU64,
     pub(crate) epoch: std::time::Instant,
 }
 
@@ -72,18 +76,37 @@ impl Shared {
     /// Notes that the API asked, with a `Retry-After` of `wait`, to be sent nothing
     /// for that long: every call of the client waits for it.
     pub(crate) fn spare_api_for(&self, wait: Duration) {
-        let until = std::time::Instant::now() + wait.min(Self::MAX_SPARED);
-        let nanos = until.duration_since(self.epoch).as_nanos();
-        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
-        self.api_spared_until
-            .fetch_max(nanos, std::sync::atomic::Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let after_epoch = |wait: Duration| {
+            let nanos = (now + wait).duration_since(self.epoch).as_nanos();
+            u64::try_from(nanos).unwrap_or(u64::MAX).max(1)
+        };
+        self.api_spared_until.fetch_max(
+            after_epoch(wait.min(Self::MAX_SPARED)),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.api_asked_until.fetch_max(
+            after_epoch(wait.min(Self::MAX_ASKED)),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
-    /// How much longer the API asked to be spared, if at all.
+    /// The longest `Retry-After` reported as it was asked.
+    const MAX_ASKED: Duration = Duration::from_secs(24 * 3600);
+
+    /// How much longer the API is spared, if at all.
     pub(crate) fn api_spared_for(&self) -> Option<Duration> {
-        let nanos = self
-            .api_spared_until
-            .load(std::sync::atomic::Ordering::Relaxed);
+        self.left(&self.api_spared_until)
+    }
+
+    /// How much longer the API asked to be spared, if at all (which may be more
+    /// than it is spared).
+    pub(crate) fn api_asked_for(&self) -> Option<Duration> {
+        self.left(&self.api_asked_until)
+    }
+
+    fn left(&self, until: &std::sync::atomic::AtomicU64) -> Option<Duration> {
+        let nanos = until.load(std::sync::atomic::Ordering::Relaxed);
         if nanos == 0 {
             return None;
         }
@@ -223,8 +246,10 @@ impl ClientHooks<Inner> for crate::generated::Client {
                     std::time::Instant::now() + wait + crate::client::MIN_ATTEMPT <= d
                 });
             if !in_time {
+                // What the API asked for, though it is spared five minutes at most.
+                let asked = shared.api_asked_for().unwrap_or_default();
                 return Err(fail(Error::Throttled {
-                    retry_after: Some(wait),
+                    retry_after: Some(wait.max(asked)),
                 }));
             }
             tracing::debug!(
@@ -949,6 +974,33 @@ mod tests {
             "a request was not replaced"
         );
         assert!(code.contains("crate::hooks::request(self, ::reqwest::Method::GET, url)"));
+    }
+
+    /// The API is spared five minutes at most, whatever it asks, and the wait it
+    /// asked for is what is reported; a shorter `Retry-After` after a longer
+    /// one shortens neither.
+    #[test]
+    fn the_api_is_spared_five_minutes_at_most() {
+        let client = crate::Client::builder()
+            .credential(crate::StaticToken::new("t"))
+            .build()
+            .unwrap();
+        let shared = &client.raw().inner.0;
+        assert_eq!(shared.api_spared_for(), None);
+        assert_eq!(shared.api_asked_for(), None);
+        shared.spare_api_for(Duration::from_secs(3600));
+        shared.spare_api_for(Duration::from_secs(2));
+        let spared = shared.api_spared_for().unwrap();
+        let asked = shared.api_asked_for().unwrap();
+        assert!(spared > Duration::from_secs(299), "{spared:?}");
+        assert!(spared <= Duration::from_secs(300), "{spared:?}");
+        assert!(asked > Duration::from_secs(3599), "{asked:?}");
+        assert!(asked <= Duration::from_secs(3600), "{asked:?}");
+        // A day at most, even as reported.
+        shared.spare_api_for(Duration::from_secs(u64::MAX / 4));
+        let asked = shared.api_asked_for().unwrap();
+        assert!(asked <= Duration::from_secs(24 * 3600), "{asked:?}");
+        assert!(shared.api_spared_for().unwrap() <= Duration::from_secs(300));
     }
 
     /// A request's URL made from the parsed base URL is the one parsing the

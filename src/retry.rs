@@ -22,7 +22,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 /// left, the call returns [`Error::Throttled`](crate::Error::Throttled) at once.
 /// A `Retry-After` of the API holds for every call of the client (and of its
 /// clones): until it has passed (five minutes at most), each call waits before
-/// sending, within its budget, or returns `Throttled` at once.
+/// sending, within its budget, or returns `Throttled` at once, with the whole
+/// wait the API asked for.
 /// Time spent waiting for the client-side quota ([`RateLimit`](crate::RateLimit))
 /// does not count against the budget.
 ///
