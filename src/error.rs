@@ -211,8 +211,19 @@ impl fmt::Display for ApiDisplay<'_> {
         if let Some(code) = self.code {
             write!(f, " {}", code.escape_debug())?;
         }
-        if let Some(message) = self.message {
-            write!(f, ": {}", message.escape_debug())?;
+        match (self.message, self.status) {
+            (Some(message), _) => write!(f, ": {}", message.escape_debug())?,
+            // Without a word from the service, what these usually mean.
+            (None, 401) => f.write_str(
+                ": the token was refused; check that it is for this cloud's Defender \
+                 API (the client's scope) and the app's tenant",
+            )?,
+            (None, 403) => f.write_str(
+                ": the app may not read machines; it needs the Machine.Read.All \
+                 application permission (or Machine.Read, delegated) of WindowsDefenderATP, \
+                 with admin consent",
+            )?,
+            (None, _) => {}
         }
         if let Some(target) = self.target {
             write!(f, " (target {})", target.escape_debug())?;
@@ -313,6 +324,28 @@ pub(crate) fn shorten(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 401 or 403 the service sent without a message says what it usually
+    /// means; with one, the service's own words are shown.
+    #[test]
+    fn a_bare_401_or_403_says_what_to_check() {
+        let api = |status: u16, message: Option<&str>| {
+            Error::Api {
+                status,
+                code: None,
+                message: message.map(str::to_owned),
+                target: None,
+            }
+            .to_string()
+        };
+        assert!(api(401, None).ends_with("HTTP 401: the token was refused; check that it is for this cloud's Defender API (the client's scope) and the app's tenant"));
+        assert!(api(403, None).contains("HTTP 403: the app may not read machines; it needs the Machine.Read.All application permission"));
+        assert_eq!(
+            api(403, Some("no role")),
+            "Defender API error: HTTP 403: no role"
+        );
+        assert_eq!(api(500, None), "Defender API error: HTTP 500");
+    }
 
     #[test]
     fn a_throttled_wait_is_shown_rounded_up() {
