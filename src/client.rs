@@ -34,8 +34,10 @@ pub const DEFAULT_BASE_URL: &str = "https://api.security.microsoft.com";
 /// The `User-Agent` of every request: `defender-endpoint/<version>`.
 pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
 
-/// The most `@odata.nextLink` pages one call follows.
-const MAX_PAGES: usize = 1_000;
+/// The most pages one call fetches, the first included: a server that keeps
+/// sending new `@odata.nextLink`s costs a call no more than this many requests
+/// of the quota. (Defender pages its lists at 10,000 entities at most.)
+const MAX_PAGES: usize = 100;
 
 /// A byte order mark, which may come before JSON and which a parser may ignore
 /// (RFC 8259, 8.1).
@@ -219,7 +221,7 @@ impl Client {
             );
         }
         // One budget for the whole call, every page included.
-        let mut budget = Budget::start();
+        let mut budget = Budget::start(self.raw.inner.0.max_body);
         let result = async {
             match self.with_retries(first, &mut budget).await? {
                 Some((first, token)) => {
@@ -299,7 +301,8 @@ impl Client {
                         shown(link)
                     ),
                 })?;
-            if followed.len() > MAX_PAGES || !followed.insert(url.clone()) {
+            // `followed` holds every page fetched so far.
+            if followed.len() >= MAX_PAGES || !followed.insert(url.clone()) {
                 return Err(Error::Decode {
                     status: 200,
                     message: format!(
@@ -555,6 +558,7 @@ impl Client {
             let deadline = Instant::now().checked_add(left.max(MIN_ATTEMPT));
             let report = Box::new(Attempt {
                 deadline: deadline.into(),
+                body_left: Some(budget.body_left).into(),
                 ..Attempt::default()
             });
             let (result, mut report) = ATTEMPT
@@ -568,6 +572,7 @@ impl Client {
             budget.quota_waited += report.quota_wait;
             budget.attempts += 1;
             budget.status = report.status.or(budget.status);
+            budget.body_left = budget.body_left.saturating_sub(report.body_read);
             let outcome = classify(result, &mut report);
             let mut error = match outcome {
                 Ok(value) => return Ok(Some((value.into_inner(), report.token))),
@@ -668,6 +673,9 @@ struct Budget {
     /// The attempts made, on every page, and the last answer's status.
     attempts: u32,
     status: Option<u16>,
+    /// What is left of the body limit, which the bodies of every page (and
+    /// every attempt) count against.
+    body_left: usize,
     /// Waiting for the client-side quota is not the API's doing: it does not
     /// count against the retry budget, or a call queued behind a busy minute
     /// could never retry a 429.
@@ -675,11 +683,12 @@ struct Budget {
 }
 
 impl Budget {
-    fn start() -> Self {
+    fn start(body_limit: usize) -> Self {
         Self {
             started: Instant::now(),
             attempts: 0,
             status: None,
+            body_left: body_limit,
             quota_waited: Duration::ZERO,
         }
     }
@@ -815,6 +824,7 @@ impl Attempt {
             token: self.token.borrow_mut().take(),
             quota_wait: self.quota_wait.get(),
             spared_wait: self.spared_wait.get(),
+            body_read: self.body_read.get(),
         }
     }
 }
@@ -827,6 +837,7 @@ struct Report {
     token: Option<Bearer>,
     quota_wait: Duration,
     spared_wait: Duration,
+    body_read: usize,
 }
 
 /// What a client did since it was built, summed over all its clones
@@ -1238,7 +1249,13 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest body (after decompression) the client reads; default 64 MiB.
+    /// The most body (after decompression) one call reads, the bodies of all its
+    /// pages together; default 64 MiB. A call through [`Client::raw`] counts its
+    /// one answer. Beyond it, the call fails with [`Error::ResponseTooLarge`].
+    ///
+    /// Decoded machines take more memory than their text: about 3x for answers
+    /// as Defender writes them, and up to some 80x for machines that are nothing
+    /// but an `id` (`{"id":""}`); a lower limit bounds that too.
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
         self.max_body = limit;
         self

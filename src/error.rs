@@ -86,9 +86,10 @@ pub enum Error {
         message: String,
     },
 
-    /// The answer's body was larger than the client's limit
+    /// The answer's body, or the bodies of a call's pages together, were larger
+    /// than the client's limit
     /// ([`ClientBuilder::max_response_bytes`](crate::ClientBuilder::max_response_bytes)).
-    #[error("the answer is larger than the limit of {limit} bytes")]
+    #[error("the answer is larger than the limit of {limit} bytes (all pages of a call together)")]
     ResponseTooLarge {
         /// The limit, in bytes (after decompression).
         limit: usize,

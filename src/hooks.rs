@@ -154,6 +154,11 @@ pub(crate) struct Attempt {
     /// counting this attempt's quota wait: a token request, or a request in flight,
     /// ends then.
     pub(crate) deadline: Cell<Option<std::time::Instant>>,
+    /// What is left of the call's body limit (every page of it counts), when
+    /// the request is one of a call's: its body may be no larger.
+    pub(crate) body_left: Cell<Option<usize>>,
+    /// The size of the answer's body (decompressed), once read or known.
+    pub(crate) body_read: Cell<usize>,
 }
 
 /// An answer `exec` refused, carried in the response's extensions to [`post`]'s
@@ -394,15 +399,23 @@ async fn send(
     let coding = Encoding::of(response.headers());
 
     // A body whose exact length is known (and enforced by the HTTP layer) needs no
-    // bounded read: hand the response on as it is.
+    // bounded read: hand the response on as it is. What a call's earlier pages
+    // read counts against its limit: the body may be no larger than what is left
+    // (`cap`), and is refused with the limit as configured.
     let limit = client.inner().0.max_body;
-    if coding.is_none()
-        && !read_whole
-        && response
-            .content_length()
-            .is_some_and(|len| len <= limit as u64)
-    {
-        return Ok(response);
+    let cap = ATTEMPT
+        .try_with(|a| a.body_left.get())
+        .ok()
+        .flatten()
+        .map_or(limit, |left| left.min(limit));
+    let note_read = |len: usize| {
+        let _ = ATTEMPT.try_with(|a| a.body_read.set(len));
+    };
+    if coding.is_none() && !read_whole {
+        if let Some(len) = response.content_length().filter(|&len| len <= cap as u64) {
+            note_read(len as usize);
+            return Ok(response);
+        }
     }
     let mut headers = std::mem::take(response.headers_mut());
 
@@ -415,7 +428,7 @@ async fn send(
             break false;
         };
         total = total.saturating_add(chunk.len());
-        if total > limit {
+        if total > cap {
             break true;
         }
         match &first {
@@ -426,7 +439,7 @@ async fn send(
                     // a default client may read: a server can declare anything.
                     let hint = usize::try_from(response.content_length().unwrap_or(0))
                         .unwrap_or(usize::MAX)
-                        .min(limit)
+                        .min(cap)
                         .min(crate::DEFAULT_MAX_RESPONSE_BYTES);
                     rest.reserve(hint.max(head.len() + chunk.len()));
                     rest.extend_from_slice(head);
@@ -444,7 +457,7 @@ async fn send(
     };
     let body = match (body, coding) {
         (Ok(body), Some(coding)) => {
-            let decoded = match decompress(&coding, &body, limit) {
+            let decoded = match decompress(&coding, &body, cap) {
                 Err(Inflate::TooLarge) => Err(Error::ResponseTooLarge { limit }),
                 // An error answer's status says more than its unreadable body:
                 // it goes on without the body (so a 429 is still `Throttled`).
@@ -468,6 +481,7 @@ async fn send(
         Ok(body) => (body, None),
         Err(error) => (Bytes::new(), Some(Refused(error))),
     };
+    note_read(body.len());
 
     let mut rebuilt = http::Response::new(body);
     if let Some(refused) = refused {

@@ -832,6 +832,105 @@ async fn next_links_are_followed_so_no_machine_is_lost() {
     second.assert_calls_async(1).await;
 }
 
+/// A server that keeps sending new next links costs a call 100 requests at
+/// most, and the call fails rather than return a list that may be incomplete.
+#[tokio::test]
+async fn a_call_fetches_at_most_a_hundred_pages() {
+    let server = MockServer::start_async().await;
+    let next = |page: usize| {
+        json!({"value": [{"id": format!("m{page}")}],
+               "@odata.nextLink": format!("/api/users/user1/machines?$skip={}", page + 1)})
+        .to_string()
+    };
+    let first = next(0);
+    server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user1/machines")
+                .is_true(|req| req.uri().query().is_none());
+            then.status(200).body(first);
+        })
+        .await;
+    let mut pages = Vec::new();
+    for page in 1..=100 {
+        let body = next(page);
+        pages.push(
+            server
+                .mock_async(move |when, then| {
+                    when.path("/api/users/user1/machines")
+                        .query_param("$skip", page.to_string());
+                    then.status(200).body(body);
+                })
+                .await,
+        );
+    }
+    let err = client(&server).user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Decode { status: 200, message } if message.contains("leads past 100 pages")),
+        "{err:?}"
+    );
+    // The first page and 99 next ones: page 100 is not asked for.
+    for (page, mock) in pages.iter().enumerate() {
+        mock.assert_calls_async(usize::from(page + 1 < 100)).await;
+    }
+}
+
+/// The body limit holds for a whole call: every page's body counts against it.
+#[tokio::test]
+async fn the_body_limit_holds_for_all_the_pages_of_a_call() {
+    let server = MockServer::start_async().await;
+    let page = |skip: u32| {
+        json!({"value": [{"id": format!("m{skip}"), "computerDnsName": "x".repeat(300)}],
+               "@odata.nextLink": format!("/api/users/user1/machines?$skip={}", skip + 1)})
+        .to_string()
+    };
+    let size = page(0).len();
+    let first = page(0);
+    server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user1/machines")
+                .is_true(|req| req.uri().query().is_none());
+            then.status(200).body(first);
+        })
+        .await;
+    for skip in 1..6 {
+        let body = page(skip);
+        server
+            .mock_async(move |when, then| {
+                when.path("/api/users/user1/machines")
+                    .query_param("$skip", skip.to_string());
+                then.status(200).body(body);
+            })
+            .await;
+    }
+    let last = json!({"value": [{"id": "m6"}]}).to_string();
+    server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user1/machines")
+                .query_param("$skip", "6");
+            then.status(200).body(last);
+        })
+        .await;
+    // Each page is well under the limit; six of them are not.
+    let limit = size * 4;
+    let built = |limit: usize| {
+        common::builder(&server)
+            .max_response_bytes(limit)
+            .build()
+            .unwrap()
+    };
+    let err = built(limit).user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(err, Error::ResponseTooLarge { limit: l } if l == limit),
+        "{err:?}"
+    );
+    // So do the pages of the call that returns the machines as JSON.
+    let err = built(limit).user_machines_json("user1").await.unwrap_err();
+    assert!(matches!(err, Error::ResponseTooLarge { .. }), "{err:?}");
+    // With room for all of them, the call has every machine.
+    let machines = built(size * 7).user_machines("user1").await.unwrap();
+    assert_eq!(machines.len(), 7);
+}
+
 #[tokio::test]
 async fn a_missing_next_page_is_an_error_not_a_shorter_list() {
     let server = MockServer::start_async().await;
