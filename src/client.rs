@@ -220,26 +220,28 @@ impl Client {
                  such a name with no machines"
             );
         }
-        // One budget for the whole call, every page included.
-        let mut budget = Budget::start(self.raw.inner.0.max_body);
-        let result = async {
-            match self.with_retries(first, &mut budget).await? {
-                Some((first, token)) => {
+        async {
+            // One budget for the whole call, every page included.
+            let mut budget = Budget::start(self.raw.inner.0.max_body);
+            let result = match self.with_retries(first, &mut budget).await {
+                Ok(Some((first, token))) => {
                     self.follow_next_links(first, token, user, &mut budget)
                         .await
                 }
-                None => Ok(Vec::new()),
+                Ok(None) => Ok(Vec::new()),
+                Err(error) => Err(error),
+            };
+            // Recorded once, for the whole call: a field recorded again is shown
+            // again by some subscribers, once more for every attempt and page.
+            let span = tracing::Span::current();
+            span.record("attempts", budget.attempts);
+            if let Some(status) = budget.status {
+                span.record("status", status);
             }
+            result
         }
-        .instrument(span.clone())
-        .await;
-        // Recorded once, for the whole call: a field recorded again is shown
-        // again by some subscribers, once more for every attempt and page.
-        span.record("attempts", budget.attempts);
-        if let Some(status) = budget.status {
-            span.record("status", status);
-        }
-        result
+        .instrument(span)
+        .await
     }
 
     /// Collects the machines of `page` and of every page its `@odata.nextLink` leads to.
