@@ -228,16 +228,18 @@ impl Client {
                     self.follow_next_links(first, token, user, &mut budget)
                         .await
                 }
-                Ok(None) => Ok(Vec::new()),
+                Ok(None) => {
+                    // (A next page's 404 fails the call instead.)
+                    if budget.foreign_404 {
+                        tracing::warn!(
+                            "404 without Defender's error envelope, taken as an unknown \
+                             user; if every user gets it, check the base URL"
+                        );
+                    }
+                    Ok(Vec::new())
+                }
                 Err(error) => Err(error),
             };
-            // Recorded once, for the whole call: a field recorded again is shown
-            // again by some subscribers, once more for every attempt and page.
-            let span = tracing::Span::current();
-            span.record("attempts", budget.attempts);
-            if let Some(status) = budget.status {
-                span.record("status", status);
-            }
             result
         }
         .instrument(span)
@@ -577,8 +579,14 @@ impl Client {
             budget.body_left = budget.body_left.saturating_sub(report.body_read);
             let outcome = classify(result, &mut report);
             let mut error = match outcome {
-                Ok(value) => return Ok(Some((value.into_inner(), report.token))),
-                Err(Outcome::Empty) => return Ok(None),
+                Ok(value) => {
+                    shared.api_answered();
+                    return Ok(Some((value.into_inner(), report.token)));
+                }
+                Err(Outcome::Empty { defenders }) => {
+                    budget.foreign_404 = !defenders;
+                    return Ok(None);
+                }
                 Err(Outcome::Fail(error)) => error,
             };
             if let Some(token) = &report.token {
@@ -600,10 +608,12 @@ impl Client {
                 }
             }
 
-            // A `Retry-After` of the API holds for every call of the client.
-            let asked = match &error {
-                Error::Throttled { retry_after } => *retry_after,
-                Error::Api { status: 503, .. } => report.retry_after,
+            // A `Retry-After` of the API holds for every call of the client (not
+            // a refusal made here because of one: that would extend it).
+            let asked = match (&error, report.status) {
+                (Error::Throttled { .. }, Some(429)) | (Error::Api { .. }, Some(503)) => {
+                    report.retry_after
+                }
                 _ => None,
             };
             if let Some(wait) = asked {
@@ -675,9 +685,15 @@ struct Budget {
     /// The attempts made, on every page, and the last answer's status.
     attempts: u32,
     status: Option<u16>,
-    /// What is left of the body limit, which the bodies of every page (and
-    /// every attempt) count against.
+    /// What is left of the body limit, which the bodies of every page count
+    /// against.
     body_left: usize,
+    /// Whether the last answer was a 404 without Defender's error envelope.
+    foreign_404: bool,
+    /// The call's span, which gets `attempts` and `status` when the call ends
+    /// (or is dropped), once: a field recorded again is shown again by some
+    /// subscribers, once more for every attempt and page.
+    span: tracing::Span,
     /// Waiting for the client-side quota is not the API's doing: it does not
     /// count against the retry budget, or a call queued behind a busy minute
     /// could never retry a 429.
@@ -691,6 +707,8 @@ impl Budget {
             attempts: 0,
             status: None,
             body_left: body_limit,
+            span: tracing::Span::current(),
+            foreign_404: false,
             quota_waited: Duration::ZERO,
         }
     }
@@ -698,6 +716,15 @@ impl Budget {
     /// The time that counts against the budget.
     fn spent(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.quota_waited)
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.span.record("attempts", self.attempts);
+        if let Some(status) = self.status {
+            self.span.record("status", status);
+        }
     }
 }
 
@@ -812,8 +839,11 @@ const NEXT_LINK: &str = "@odata.nextLink";
 
 /// How an attempt ended, when it did not succeed.
 enum Outcome {
-    /// 404: the user is unknown, which the API used to say this way.
-    Empty,
+    /// 404: the user is unknown, which the API used to say this way; whether
+    /// the answer was Defender's error envelope.
+    Empty {
+        defenders: bool,
+    },
     Fail(Error),
 }
 
@@ -916,14 +946,11 @@ fn classify<T: serde::de::DeserializeOwned>(
         |status: u16, envelope: Option<&types::ErrorEnvelope>, body: Option<&[u8]>| {
             let detail = envelope.and_then(|e| e.error.as_ref());
             if status == 404 {
-                // (Empty too: a proxy or a wrong path may answer so.)
-                if envelope.is_none() {
-                    tracing::warn!(
-                        "404 without Defender's error envelope, taken as an unknown user; \
-                         if every user gets it, check the base URL"
-                    );
-                }
-                return Outcome::Empty;
+                // Defender's envelope has `error`; an empty 404, a proxy's page
+                // or its JSON (`{"statusCode":404}`) is what a wrong path gets too.
+                return Outcome::Empty {
+                    defenders: detail.is_some(),
+                };
             }
             if status == 429 {
                 if let Some(target) = detail.and_then(|d| d.target.as_deref()) {

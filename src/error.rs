@@ -216,13 +216,13 @@ impl fmt::Display for ApiDisplay<'_> {
             (Some(message), _) => write!(f, ": {}", message.escape_debug())?,
             // Without a word from the service, what these usually mean.
             (None, 401) => f.write_str(
-                ": the token was refused; check that it is for this cloud's Defender \
-                 API (the client's scope) and the app's tenant",
+                ": the token was refused (expired, not valid, or of another tenant); \
+                 check the credential",
             )?,
             (None, 403) => f.write_str(
-                ": the app may not read machines; it needs the Machine.Read.All \
+                ": the token may not read machines; the app needs the Machine.Read.All \
                  application permission (or Machine.Read, delegated) of WindowsDefenderATP, \
-                 with admin consent",
+                 with admin consent, and a token for this cloud's API (the client's scope)",
             )?,
             (None, _) => {}
         }
@@ -339,8 +339,11 @@ mod tests {
             }
             .to_string()
         };
-        assert!(api(401, None).ends_with("HTTP 401: the token was refused; check that it is for this cloud's Defender API (the client's scope) and the app's tenant"));
-        assert!(api(403, None).contains("HTTP 403: the app may not read machines; it needs the Machine.Read.All application permission"));
+        assert!(api(401, None).ends_with(
+            "HTTP 401: the token was refused (expired, not valid, or of another tenant); check the credential"
+        ));
+        assert!(api(403, None).contains("HTTP 403: the token may not read machines; the app needs the Machine.Read.All application permission"));
+        assert!(api(403, None).ends_with("a token for this cloud's API (the client's scope)"));
         assert_eq!(
             api(403, Some("no role")),
             "Defender API error: HTTP 403: no role"

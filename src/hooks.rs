@@ -81,14 +81,32 @@ impl Shared {
             let nanos = (now + wait).duration_since(self.epoch).as_nanos();
             u64::try_from(nanos).unwrap_or(u64::MAX).max(1)
         };
-        self.api_spared_until.fetch_max(
-            after_epoch(wait.min(Self::MAX_SPARED)),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.api_asked_until.fetch_max(
-            after_epoch(wait.min(Self::MAX_ASKED)),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let spared = after_epoch(wait.min(Self::MAX_SPARED));
+        let asked = after_epoch(wait.min(Self::MAX_ASKED));
+        if self.api_spared_for().is_none() {
+            // The API has been sent calls again since any earlier ask: this one
+            // replaces it, even if shorter.
+            self.api_asked_until
+                .store(asked, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.api_asked_until
+                .fetch_max(asked, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.api_spared_until
+            .fetch_max(spared, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Notes that the API answered a call: what it asked before is over.
+    pub(crate) fn api_answered(&self) {
+        // Read first: on the usual path nothing is written to the shared line.
+        if self
+            .api_asked_until
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != 0
+        {
+            self.api_asked_until
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The longest `Retry-After` reported as it was asked.
@@ -155,9 +173,9 @@ pub(crate) struct Attempt {
     /// ends then.
     pub(crate) deadline: Cell<Option<std::time::Instant>>,
     /// What is left of the call's body limit (every page of it counts), when
-    /// the request is one of a call's: its body may be no larger.
+    /// the request is one of a call's: a 2xx body may be no larger.
     pub(crate) body_left: Cell<Option<usize>>,
-    /// The size of the answer's body (decompressed), once read or known.
+    /// The size of a 2xx answer's body (decompressed), once read or known.
     pub(crate) body_read: Cell<usize>,
 }
 
@@ -400,16 +418,21 @@ async fn send(
 
     // A body whose exact length is known (and enforced by the HTTP layer) needs no
     // bounded read: hand the response on as it is. What a call's earlier pages
-    // read counts against its limit: the body may be no larger than what is left
-    // (`cap`), and is refused with the limit as configured.
+    // read counts against its limit: a page's body may be no larger than what is
+    // left (`cap`), and is refused with the limit as configured. An error answer
+    // (which a retry may follow) is held to the limit alone, and not counted.
     let limit = client.inner().0.max_body;
+    let page = status.is_success();
     let cap = ATTEMPT
         .try_with(|a| a.body_left.get())
         .ok()
         .flatten()
+        .filter(|_| page)
         .map_or(limit, |left| left.min(limit));
     let note_read = |len: usize| {
-        let _ = ATTEMPT.try_with(|a| a.body_read.set(len));
+        if page {
+            let _ = ATTEMPT.try_with(|a| a.body_read.set(len));
+        }
     };
     if coding.is_none() && !read_whole {
         if let Some(len) = response.content_length().filter(|&len| len <= cap as u64) {
@@ -970,6 +993,7 @@ pub(crate) fn is_secure(url: &reqwest::Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     /// `build.rs` has every generated operation read its answer through
     /// [`response_value`]; a change in how the generator spells the call it
@@ -1015,6 +1039,68 @@ mod tests {
         let asked = shared.api_asked_for().unwrap();
         assert!(asked <= Duration::from_secs(24 * 3600), "{asked:?}");
         assert!(shared.api_spared_for().unwrap() <= Duration::from_secs(300));
+    }
+
+    /// A newer `Retry-After`, after the API was sent calls again, replaces an
+    /// older, longer one; an answer ends what was asked.
+    #[test]
+    fn a_new_retry_after_replaces_one_that_is_over() {
+        let client = crate::Client::builder()
+            .credential(crate::StaticToken::new("t"))
+            .build()
+            .unwrap();
+        let shared = &client.raw().inner.0;
+        shared.spare_api_for(Duration::from_secs(3600));
+        // Five minutes later: calls are sent again.
+        shared.api_spared_until.store(1, Ordering::Relaxed);
+        assert_eq!(shared.api_spared_for(), None);
+        shared.spare_api_for(Duration::from_secs(10));
+        let asked = shared.api_asked_for().unwrap();
+        assert!(asked <= Duration::from_secs(10), "{asked:?}");
+        // While it holds, a longer ask extends it, a shorter one does not.
+        shared.spare_api_for(Duration::from_secs(20));
+        assert!(shared.api_asked_for().unwrap() > Duration::from_secs(19));
+        shared.spare_api_for(Duration::from_secs(1));
+        assert!(shared.api_asked_for().unwrap() > Duration::from_secs(19));
+        shared.api_answered();
+        assert_eq!(shared.api_asked_for(), None);
+    }
+
+    /// A call refused because the API asked to be spared does not extend how
+    /// long it is spared: it reports the wait, and the API is asked again once
+    /// the five minutes (here, what is left of them) have passed.
+    #[tokio::test]
+    async fn a_refused_call_does_not_extend_the_wait() {
+        let server = httpmock::MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.path("/api/users/user1/machines");
+                then.status(429).header("retry-after", "3600");
+            })
+            .await;
+        let client = crate::Client::builder()
+            .base_url(server.base_url())
+            .credential(crate::StaticToken::new("t"))
+            .build()
+            .unwrap();
+        let shared = &client.raw().inner.0;
+        client.user_machines("user1").await.unwrap_err();
+        assert!(shared.api_spared_for().unwrap() > Duration::from_secs(299));
+        // As if 200 s had passed.
+        let later = (std::time::Instant::now() + Duration::from_secs(100))
+            .duration_since(shared.epoch)
+            .as_nanos();
+        shared
+            .api_spared_until
+            .store(u64::try_from(later).unwrap(), Ordering::Relaxed);
+        match client.user_machines("user2").await.unwrap_err() {
+            Error::Throttled {
+                retry_after: Some(wait),
+            } => assert!(wait > Duration::from_secs(3590), "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+        let left = shared.api_spared_for().unwrap();
+        assert!(left <= Duration::from_secs(100), "{left:?}");
     }
 
     /// A request's URL made from the parsed base URL is the one parsing the

@@ -54,7 +54,8 @@ pub const MAX_USER_NAME_CHARS: usize = 256;
 /// The result is rejected ([`InvalidUserName`]) when it is empty, is `.` or
 /// `..`, still contains `@`, `\` or `/`, or is longer than
 /// [`MAX_USER_NAME_CHARS`] characters; so is an input with a control character
-/// anywhere, in the part that step 2 or 3 drops too (`user1@con\ntoso.com`). Everything else — dots,
+/// anywhere inside what step 1 leaves, in the part that step 2 or 3 drops too
+/// (`user1@con\ntoso.com`). Everything else — dots,
 /// apostrophes, `#`, `%`, spaces inside the name, non-ASCII letters — is kept
 /// unchanged and sent as exactly one path segment, percent-encoded wherever
 /// RFC 3986 does not allow the character as it is (and for `;`).

@@ -65,6 +65,46 @@ async fn logs_at(level: tracing::Level) -> String {
             then.status(404).body("<html>Not Found</html>");
         })
         .await;
+    // A proxy's JSON 404 is no envelope of Defender's either; Defender's own
+    // 404 gets no warning, nor does a next page's (which fails the call).
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/hank/machines");
+            then.status(404)
+                .body(r#"{"statusCode":404,"message":"Resource not found"}"#);
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/ivan/machines");
+            then.status(404).body(
+                r#"{"error":{"code":"ResourceNotFound","message":"User not found","target":"t-404"}}"#,
+            );
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/jane/machines")
+                .is_true(|req| req.uri().query().is_none());
+            then.status(200).body(
+                r#"{"value":[{"id":"j1"}],"@odata.nextLink":"/api/users/jane/machines?$skip=1"}"#,
+            );
+        })
+        .await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/jane/machines")
+                .query_param("$skip", "1");
+            then.status(404);
+        })
+        .await;
+    // A 503 that asks to wait longer than the caller will.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/gina/machines");
+            then.status(503).header("retry-after", "5");
+        })
+        .await;
     // … and one without a body at all.
     server
         .mock_async(|when, then| {
@@ -104,9 +144,19 @@ async fn logs_at(level: tracing::Level) -> String {
     client.user_machines("bob").await.unwrap_err();
     assert!(client.user_machines("carol").await.unwrap().is_empty());
     assert!(client.user_machines("frank").await.unwrap().is_empty());
+    assert!(client.user_machines("hank").await.unwrap().is_empty());
+    assert!(client.user_machines("ivan").await.unwrap().is_empty());
+    client.user_machines("jane").await.unwrap_err();
     client.user_machines("dave").await.unwrap();
     // A name the rule keeps but Defender will not know: a warning, without the name.
     let _ = client.user_machines("erin.secretname @contoso.com").await;
+    // A call dropped while it waits to retry: its span still gets what it did.
+    let dropped = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        client.user_machines("gina"),
+    )
+    .await;
+    assert!(dropped.is_err(), "{dropped:?}");
     drop(_guard);
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     text
@@ -117,7 +167,8 @@ async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
     let logs = logs_at(tracing::Level::INFO).await;
     assert!(logs.contains("retrying"), "{logs}");
     assert!(logs.contains("throttle-777"), "{logs}");
-    assert_eq!(logs.matches("check the base URL").count(), 2, "{logs}");
+    // carol, frank, hank, and erin (whom the server does not know at all).
+    assert_eq!(logs.matches("check the base URL").count(), 4, "{logs}");
     assert!(logs.contains("track-1234"), "{logs}");
     assert!(logs.contains("Bearer <redacted>"), "{logs}");
     assert!(
@@ -137,6 +188,10 @@ async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
     );
     assert!(
         logs.contains(r#"defender.call{operation="get_user_machines" attempts=1 status=403}: defender_endpoint::client: close"#),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(r#"defender.call{operation="get_user_machines" attempts=1 status=503}: defender_endpoint::client: close"#),
         "{logs}"
     );
     assert_eq!(

@@ -931,6 +931,61 @@ async fn the_body_limit_holds_for_all_the_pages_of_a_call() {
     assert_eq!(machines.len(), 7);
 }
 
+/// An error answer is held to the limit on its own and does not count against
+/// the call's: a retried 429 on a later page, or a 503 with a long page of its
+/// own, fails nothing that fits.
+#[tokio::test]
+async fn error_answers_do_not_count_against_the_call_limit() {
+    let server = MockServer::start_async().await;
+    let first = json!({"value": [{"id": "m1", "computerDnsName": "x".repeat(300)}],
+                       "@odata.nextLink": "/api/users/user1/machines?$skip=1"})
+    .to_string();
+    let second = json!({"value": [{"id": "m2"}]}).to_string();
+    let limit = first.len() + second.len() + 10;
+    let unavailable = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines")
+                .is_true(|req| req.uri().query().is_none());
+            then.status(503).body("e".repeat(limit - 1));
+        })
+        .await;
+    unavailable.up_to_n_times_async(1).await;
+    server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user1/machines")
+                .is_true(|req| req.uri().query().is_none());
+            then.status(200).body(first);
+        })
+        .await;
+    let throttled = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines").query_param("$skip", "1");
+            then.status(429).header("retry-after", "0").body(
+                r#"{"error":{"code":"TooManyRequests","message":"Too many requests, slow down","target":"t-1"}}"#,
+            );
+        })
+        .await;
+    throttled.up_to_n_times_async(1).await;
+    server
+        .mock_async(move |when, then| {
+            when.path("/api/users/user1/machines")
+                .query_param("$skip", "1");
+            then.status(200).body(second);
+        })
+        .await;
+    let machines = common::builder(&server)
+        .max_response_bytes(limit)
+        .retry(common::quick_retries(3))
+        .build()
+        .unwrap()
+        .user_machines("user1")
+        .await
+        .unwrap();
+    assert_eq!(machines.len(), 2);
+    unavailable.assert_calls_async(1).await;
+    throttled.assert_calls_async(1).await;
+}
+
 #[tokio::test]
 async fn a_missing_next_page_is_an_error_not_a_shorter_list() {
     let server = MockServer::start_async().await;
