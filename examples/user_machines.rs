@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Run with `--help` for the options. Exit codes: 0 when every lookup
-//! succeeded, 1 when some failed, 2 for a usage or configuration error, 130
+//! succeeded, 1 when some failed, 2 for a usage or configuration error (a
+//! credential the token endpoint refuses included), 130
 //! when interrupted with Ctrl-C.
 
 #[path = "user_machines/demo.rs"]
@@ -22,7 +23,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use defender_endpoint::{
     types::Machine, Client, ClientSecretCredential, Cloud, EnvironmentCredential, Error,
-    ParseCloudError,
+    ParseCloudError, UserName,
 };
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -63,7 +64,8 @@ are joined with ; (a ; or \\ inside a tag escaped with a \\). In the table, cont
 and invisible characters in the API's values are shown escaped (\\u{202e}).
 
 Exit status: 0 all lookups succeeded, 1 some failed or the output could not be
-written, 2 usage or configuration error, 130 interrupted (Ctrl-C).
+written, 2 usage or configuration error (a refused credential stops the run),
+130 interrupted (Ctrl-C).
 ";
 
 /// The environment variables credentials come from.
@@ -232,12 +234,20 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
     };
     let mut users = Vec::new();
     for (number, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| Usage(format!("cannot read --file {path}: {e}")))?;
-        let line = match number {
-            0 => line.strip_prefix('\u{FEFF}').unwrap_or(&line),
-            _ => &line,
-        }
-        .trim();
+        let line = line.map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::InvalidData {
+                " (it must be UTF-8; a file saved as UTF-16, as Windows PowerShell's `>` \
+                 does, can be saved again as UTF-8)"
+            } else {
+                ""
+            };
+            Usage(format!(
+                "cannot read --file {path}, line {}: {e}{hint}",
+                number + 1
+            ))
+        })?;
+        // A byte order mark on any line (files joined with `cat` keep theirs).
+        let line = line.strip_prefix('\u{FEFF}').unwrap_or(&line).trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -302,6 +312,18 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
         ));
     }
 
+    // A name the rule keeps but Defender is unlikely to know (white space before
+    // the `@`, a byte order mark, a lookalike `@`) finds no machines rather than
+    // failing: said before anything is looked up.
+    for user in &users {
+        if let Some(oddity) = UserName::parse(user).ok().and_then(|name| name.oddity()) {
+            say!(
+                "warning: {}: the user name {oddity}; Defender is unlikely to know it",
+                clip(user, 200)
+            );
+        }
+    }
+
     let cloud = cloud(options.cloud.as_deref())?;
     let base_url = options.base_url.clone().or_else(|| {
         std::env::var("DEFENDER_BASE_URL")
@@ -361,6 +383,8 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
     let mut next = 0usize;
     let mut done = 0usize;
     let mut interrupted = false;
+    // The credential's refusal, which ends the run.
+    let mut refused: Option<String> = None;
     // The first failed write to standard output: a closed pipe (`| head`) ends the
     // run quietly, any other failure (a full disk) is an error.
     let mut write_error: Option<io::Error> = None;
@@ -378,6 +402,21 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
             item = results.next() => item,
         };
         let Some((user, result)) = item else { break };
+        // The token endpoint refused the credential itself (a wrong secret, an
+        // unknown app or tenant): every other lookup would fail the same way,
+        // and each would be one more failed sign-in in the tenant's logs.
+        if let Err(
+            error @ Error::Credential {
+                status: Some(status),
+                ..
+            },
+        ) = &result
+        {
+            if (400..500).contains(status) && *status != 429 && *status != 408 {
+                refused = Some(clip(&error.to_string(), usize::MAX));
+                break;
+            }
+        }
         done += 1;
         let index = positions
             .get_mut(&user)
@@ -441,6 +480,11 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
             ", {:.1} s waiting for the client-side quota",
             stats.quota_wait.as_secs_f64()
         ));
+    }
+    if let Some(refused) = refused {
+        say!("error: {refused}; no more users are looked up");
+        say!("{summary}");
+        return Ok(ExitCode::from(2));
     }
     if interrupted {
         say!(
@@ -652,7 +696,7 @@ const CSV_HEADER: &[&str; 12] = &[
     "error",
 ];
 
-/// One CSV record (RFC 4180: fields with `,`, `"` or line breaks are quoted).
+/// One CSV record (RFC 4180: fields with `,`, `;`, `"` or line breaks are quoted).
 /// A field a spreadsheet would run as a formula gets a leading `'`: device names
 /// and tags can be set by whoever controls a device.
 fn write_csv_row(out: &mut impl Write, fields: &[&str]) -> io::Result<()> {
@@ -668,7 +712,9 @@ fn write_csv_row(out: &mut impl Write, fields: &[&str]) -> io::Result<()> {
         } else {
             field
         };
-        if field.contains([',', '"', '\n', '\r']) {
+        // `;` too: where it is the list separator (de-DE, fr-FR, …), a
+        // spreadsheet splits unquoted fields at it, and a part could start a formula.
+        if field.contains([',', ';', '"', '\n', '\r']) {
             line.push('"');
             line.push_str(&field.replace('"', "\"\""));
             line.push('"');

@@ -671,7 +671,14 @@ impl Client {
             tokio::time::sleep(wait).await;
             // Counted once waited: a call dropped during the wait did not retry.
             counters.retries.fetch_add(1, Ordering::Relaxed);
-            if matches!(error, Error::Throttled { .. }) {
+            if matches!(
+                error,
+                Error::Throttled { .. }
+                    | Error::Credential {
+                        status: Some(429),
+                        ..
+                    }
+            ) {
                 counters.throttled.fetch_add(1, Ordering::Relaxed);
                 counters.add_wait(&counters.throttle_wait_us, wait);
             }
@@ -882,11 +889,15 @@ pub struct ClientStats {
     /// Attempts repeated after a failure (429, 5xx, timeouts and connection
     /// errors, and the token refresh after a 401).
     pub retries: u64,
-    /// 429 answers the client waited on before trying again.
+    /// 429 answers the client waited on before trying again, the API's and the
+    /// token endpoint's.
     pub throttled: u64,
-    /// The time spent waiting as those 429 answers asked.
+    /// The time spent waiting as those 429 answers asked, and as the API asked
+    /// another call to; summed over calls, so calls that wait at the same time
+    /// add up to more than the time that passed.
     pub throttle_wait: Duration,
-    /// The time requests waited for the client-side quota ([`RateLimit`]).
+    /// The time requests waited for the client-side quota ([`RateLimit`]),
+    /// summed over calls like `throttle_wait`.
     pub quota_wait: Duration,
 }
 

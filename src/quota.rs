@@ -58,6 +58,9 @@ impl RateLimit {
 
     /// Adds a window: at most `max_calls` requests started in any span of length `per`.
     ///
+    /// Windows add up: [`RateLimit::new`] starts with none, so a limit meant to
+    /// replace the default gives both of Defender's (a minute's and an hour's).
+    ///
     /// `per` is capped at [`MAX_WINDOW`]. A window with `max_calls == 0` (which
     /// would never let a request through) or a zero `per` (which would limit
     /// nothing) makes [`ClientBuilder::build`](crate::ClientBuilder::build) fail

@@ -937,6 +937,15 @@ async fn the_token_endpoints_retry_after_is_kept_for_every_caller() {
         assert!(started.elapsed() >= Duration::from_secs(2), "{status}");
         assert_eq!(tokens.calls(), 1, "{status}");
         assert_eq!(api.calls(), 16, "{status}");
+        // The token endpoint's 429 is counted as throttling, once for each
+        // caller that waited on it (the waits add up); a 503 is not.
+        let stats = client.stats();
+        if status == 429 {
+            assert_eq!(stats.throttled, 16, "{stats:?}");
+            assert!(stats.throttle_wait >= Duration::from_secs(16), "{stats:?}");
+        } else {
+            assert_eq!(stats.throttled, 0, "{stats:?}");
+        }
     }
 }
 

@@ -327,6 +327,85 @@ fn a_byte_order_mark_at_the_start_of_the_file_is_ignored() {
         assert_eq!(code(&output), 0, "{name}: {}", text(&output.stderr));
         assert_eq!(json_users(&output), ["user1@contoso.com"], "{name}");
     }
+    // Files joined with `cat` keep a mark on a later line too.
+    let output = demo_json_from_file("joined.txt", "user1@contoso.com\n\u{FEFF}bob\n");
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(json_users(&output), ["user1@contoso.com", "bob"]);
+    assert!(
+        !text(&output.stderr).contains("warning"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// A file that is not UTF-8 (Windows PowerShell's `>` writes UTF-16) is a usage
+/// error that says so.
+#[test]
+fn a_file_that_is_not_utf8_is_refused_with_a_hint() {
+    let dir = std::env::temp_dir().join(format!("user-machines-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("utf16.txt");
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain("user1\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    std::fs::write(&path, utf16).unwrap();
+    let output = run(&["--demo", "--file", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(code(&output), 2);
+    assert!(
+        text(&output.stderr).contains("it must be UTF-8"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// A name the rule keeps but Defender is unlikely to know gets a warning
+/// before the lookups, with the name escaped.
+#[test]
+fn odd_user_names_get_a_warning() {
+    let output = run(&[
+        "--demo",
+        "user1 @contoso.com",
+        "\u{feff}bob",
+        "user1@contoso.com",
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr
+            .contains("warning: user1 @contoso.com: the user name begins or ends with white space"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(r"warning: \u{feff}bob: "), "{stderr}");
+    assert_eq!(stderr.matches("warning:").count(), 2, "{stderr}");
+}
+
+/// A credential the token endpoint refuses ends the run at once, exit 2: the
+/// other lookups would fail the same way, each a failed sign-in.
+#[test]
+fn a_refused_credential_stops_the_run() {
+    let server = httpmock::MockServer::start();
+    let token = server.mock(|when, then| {
+        when.method(httpmock::Method::POST)
+            .path(format!("/{TENANT}/oauth2/v2.0/token"));
+        then.status(401).json_body(serde_json::json!({
+            "error": "invalid_client",
+            "error_description": "AADSTS7000215: Invalid client secret provided."
+        }));
+    });
+    let users: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
+    let mut args = vec!["--concurrency", "2", "--base-url"];
+    let base = server.base_url();
+    args.push(&base);
+    args.extend(users.iter().map(String::as_str));
+    let output = signed_in(command(&args), &server).output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(stderr.contains("AADSTS7000215"), "{stderr}");
+    assert!(stderr.contains("no more users are looked up"), "{stderr}");
+    assert!(!stderr.contains("cli-test-secret"), "{stderr}");
+    assert!(token.calls() <= 2, "{} token requests", token.calls());
 }
 
 #[test]
@@ -535,6 +614,10 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
             "id": "m3",
             "computerDnsName": "pc\u{61c}3\u{2028}x\u{ad}",
             "machineTags": ["a;b", "c\\d", "e"]
+        }, {
+            // A formula after a `;`, where `;` separates a spreadsheet's fields.
+            "id": "m4",
+            "computerDnsName": "pc;=1+1"
         }]}));
     });
     let run_with = |format: &str| {
@@ -554,7 +637,10 @@ fn hostile_values_cannot_inject_formulas_or_terminal_sequences() {
     // The header, the record of the hostile machine (with line breaks inside its
     // quoted fields) and the record of the second machine.
     let records = csv_text.split_once("\r\n").unwrap().1;
+    let (records, fourth) = records.split_at(records.rfind("user1,m4,").unwrap());
+    assert!(fourth.starts_with("user1,m4,\"pc;=1+1\","), "{fourth}");
     let (records, third) = records.split_at(records.rfind("user1,m3,").unwrap());
+    assert!(third.contains(r#","a\;b;c\\d;e","#), "{third}");
     let third = csv_fields(third.strip_suffix("\r\n").unwrap());
     assert_eq!(third[10], r"a\;b;c\\d;e", "{third:?}");
     let (record, second) = records.split_at(records.rfind("user1,m2,").unwrap());
