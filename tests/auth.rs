@@ -647,6 +647,37 @@ async fn a_fallible_credential_step_chains_into_the_builder() {
     assert_eq!(tokens.calls(), 1);
 }
 
+/// Ids given in each other's place, or a secret given as an id: the credential
+/// refuses them at its first token request, sending nothing, and neither its
+/// `Debug` nor the error shows them.
+#[tokio::test]
+async fn ids_that_are_not_ids_are_refused_and_not_shown() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    for (tenant, client_id) in [
+        (TENANT, SECRET),
+        (SECRET, CLIENT_ID),
+        (TENANT, "app"),
+        (TENANT, "{0b0e3a5c-1111-4a2b-9c3d-444455556666}"),
+    ] {
+        let credential = ClientSecretCredential::new(tenant, client_id, SECRET)
+            .authority_host(server.base_url())
+            .unwrap();
+        let shown = format!("{credential:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        let client = builder(&server).credential(credential).build().unwrap();
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(matches!(err, Error::Credential { .. }), "{err:?}");
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(
+            text.contains("not a GUID") || text.contains("invalid tenant id"),
+            "{text}"
+        );
+    }
+    assert_eq!(tokens.calls(), 0);
+}
+
 #[tokio::test]
 async fn a_transient_token_endpoint_failure_is_retried() {
     let server = MockServer::start_async().await;
@@ -1201,6 +1232,36 @@ fn environment_credential_rejects_unusable_values() {
             "{text}"
         );
     }
+
+    // A secret set in the place of an id: refused, and not shown.
+    let text = env_error(&[
+        ("AZURE_TENANT_ID", SECRET),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+    ]);
+    assert!(text.contains("invalid tenant id"), "{text}");
+    let text = env_error(&[
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", SECRET),
+        ("AZURE_CLIENT_SECRET", CLIENT_ID),
+    ]);
+    assert!(
+        text.contains("AZURE_CLIENT_ID") && text.contains("not a GUID"),
+        "{text}"
+    );
+    for text in [&text, &env_error(&[("AZURE_TENANT_ID", SECRET)])] {
+        assert!(!text.contains(SECRET), "{text}");
+    }
+    // A secret of white space only is no secret: the variables lack one.
+    let text = env_error(&[
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", " \n"),
+    ]);
+    assert!(
+        text.contains("missing environment variable AZURE_CLIENT_SECRET or"),
+        "{text}"
+    );
 
     let missing = "/nonexistent/defender-endpoint/app.pem";
     let text = env_error(&with(&[("AZURE_CLIENT_CERTIFICATE_PATH", missing)]));

@@ -48,9 +48,13 @@ async fn loopback_http_never_goes_through_a_proxy() {
         .await;
     // A credential first used at an https authority (its HTTP client is built
     // then, through the proxy), then pointed at a loopback one.
-    let first = ClientSecretCredential::new("contoso.onmicrosoft.com", "app", "secret")
-        .authority_host("https://login.invalid")
-        .unwrap();
+    let first = ClientSecretCredential::new(
+        "contoso.onmicrosoft.com",
+        "0b0e3a5c-1111-4a2b-9c3d-444455556666",
+        "secret",
+    )
+    .authority_host("https://login.invalid")
+    .unwrap();
     let _ = first.get_token(&["scope"]).await;
     let credential = first.authority_host(server.base_url()).unwrap();
     let client = Client::builder()
@@ -69,9 +73,13 @@ async fn loopback_http_never_goes_through_a_proxy() {
     // A caller's own reqwest::Client consults HTTP_PROXY unless built with
     // no_proxy(): for plain http it is refused before anything is sent, for the
     // API (at build) and for the token endpoint (at the token request).
-    let credential = ClientSecretCredential::new("contoso.onmicrosoft.com", "app", "secret")
-        .authority_host(server.base_url())
-        .unwrap();
+    let credential = ClientSecretCredential::new(
+        "contoso.onmicrosoft.com",
+        "0b0e3a5c-1111-4a2b-9c3d-444455556666",
+        "secret",
+    )
+    .authority_host(server.base_url())
+    .unwrap();
     let err = Client::builder()
         .base_url(server.base_url())
         .http_client(reqwest::Client::new())
@@ -82,10 +90,14 @@ async fn loopback_http_never_goes_through_a_proxy() {
         matches!(&err, Error::Config(m) if m.contains("no_proxy()")),
         "{err:?}"
     );
-    let own = ClientSecretCredential::new("contoso.onmicrosoft.com", "app", "the-secret")
-        .authority_host(server.base_url())
-        .unwrap()
-        .http_client(reqwest::Client::new());
+    let own = ClientSecretCredential::new(
+        "contoso.onmicrosoft.com",
+        "0b0e3a5c-1111-4a2b-9c3d-444455556666",
+        "the-secret",
+    )
+    .authority_host(server.base_url())
+    .unwrap()
+    .http_client(reqwest::Client::new());
     let err = own.get_token(&["scope"]).await.unwrap_err();
     assert!(
         matches!(&err, Error::Config(m) if m.contains("no_proxy()")),

@@ -48,10 +48,27 @@ pub(crate) struct TokenEndpoint {
 
 impl fmt::Debug for TokenEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An id that is not one (a secret given in its place, say) is not shown.
+        let shown = |id: &str, ok: bool| {
+            if ok {
+                format!("{id:?}")
+            } else {
+                format!("<not valid, {} characters>", id.chars().count())
+            }
+        };
         f.debug_struct("TokenEndpoint")
             .field("authority_host", &self.authority)
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
+            .field(
+                "tenant_id",
+                &format_args!(
+                    "{}",
+                    shown(&self.tenant_id, check_tenant(&self.tenant_id).is_ok())
+                ),
+            )
+            .field(
+                "client_id",
+                &format_args!("{}", shown(&self.client_id, is_guid(&self.client_id))),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +107,15 @@ impl TokenEndpoint {
         check_tenant(&self.tenant_id)?;
         if self.client_id.is_empty() {
             return Err(Error::credential("the client id is empty"));
+        }
+        if !is_guid(&self.client_id) {
+            // Not shown: it may be a secret given in its place.
+            return Err(Error::credential(format!(
+                "the client id ({} characters) is not a GUID: it is the app \
+                 registration's Application (client) ID, such as \
+                 0b0e3a5c-1111-4a2b-9c3d-444455556666",
+                self.client_id.chars().count()
+            )));
         }
         Ok(format!(
             "{}/{}/oauth2/v2.0/token",
@@ -598,11 +624,24 @@ pub(crate) fn check_tenant(tenant: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
+        // Not shown: it may be a secret given in its place.
         Err(Error::credential(format!(
-            "invalid tenant id {:?}: expected a GUID or a domain name",
-            tenant.escape_debug().to_string()
+            "invalid tenant id ({} characters): expected a GUID or a domain name, \
+             such as contoso.onmicrosoft.com",
+            tenant.chars().count()
         )))
     }
+}
+
+/// Whether `id` is a GUID (`0b0e3a5c-1111-4a2b-9c3d-444455556666`), as an app's
+/// client id always is; braces are not taken.
+pub(crate) fn is_guid(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 #[cfg(test)]

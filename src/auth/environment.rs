@@ -24,8 +24,11 @@ const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
 /// | `AZURE_CLIENT_CERTIFICATE_PATH` | else, a PEM file holding the certificate and its unencrypted RSA key: a [`ClientCertificateCredential`] |
 /// | `AZURE_AUTHORITY_HOST` | optional sign-in authority, like `https://login.microsoftonline.us` |
 ///
-/// Empty variables count as unset. White space around the ids, the certificate
-/// path and the authority is removed; the secret is taken as it is. When both a
+/// Empty variables, and a secret of white space only, count as unset. White
+/// space around the ids, the certificate path and the authority is removed; the
+/// secret is otherwise taken as it is. The client id must be a GUID, and
+/// neither id is shown in an error (either may be a secret set by mistake in
+/// its place). When both a
 /// secret and a certificate path are set, the secret is used, as in the Azure
 /// SDKs.
 ///
@@ -70,9 +73,10 @@ impl EnvironmentCredential {
         };
         let tenant_id = get(TENANT_ID);
         let client_id = get(CLIENT_ID);
-        // A secret is taken as it is; only an empty one counts as unset.
+        // A secret is taken as it is; an empty one, or one of white space only
+        // (which no secret is), counts as unset.
         let secret = lookup(CLIENT_SECRET)
-            .filter(|v| !v.is_empty())
+            .filter(|v| !v.trim().is_empty())
             .map(SecretString::from);
         let certificate_path = get(CERTIFICATE_PATH);
 
@@ -101,6 +105,13 @@ impl EnvironmentCredential {
             }
             other => other,
         })?;
+        if !super::endpoint::is_guid(&client_id) {
+            return Err(Error::credential(format!(
+                "{CLIENT_ID}: the client id ({} characters) is not a GUID: it is the app \
+                 registration's Application (client) ID",
+                client_id.chars().count()
+            )));
+        }
         let authority = get(AUTHORITY_HOST);
         let with_authority = |result: Result<Inner, Error>| -> Result<Inner, Error> {
             let Some(url) = &authority else {
