@@ -451,7 +451,7 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
     const WIDEST: usize = 8;
     let mut ends = vec![0usize];
     let mut next: Vec<usize> = Vec::with_capacity(WIDEST);
-    for c in secret.chars() {
+    for (matched, c) in secret.chars().enumerate() {
         next.clear();
         for &at in &ends {
             for len in char_echoes(&text[at..], c).into_iter().flatten() {
@@ -461,12 +461,21 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
             }
         }
         if next.is_empty() {
-            return None;
+            // The start of the secret, cut short (`secret starts with 'Zq8~ab…'`,
+            // a form body cut at a length): echoed too, from `MIN_PREFIX` on.
+            return (matched >= MIN_PREFIX)
+                .then(|| ends.into_iter().max())
+                .flatten();
         }
         std::mem::swap(&mut ends, &mut next);
     }
     ends.into_iter().max()
 }
+
+/// The fewest characters of a secret's start that count as its echo when the
+/// rest does not follow: fewer could be chance; more, and an echo cut short at
+/// that length would show that much of the secret.
+const MIN_PREFIX: usize = 8;
 
 /// The lengths of the forms of `c` that `text` starts with (see [`echo_len`]).
 fn char_echoes(text: &[u8], c: char) -> [Option<usize>; 7] {
@@ -877,9 +886,28 @@ mod tests {
         let body = serde_json::json!({"detail": format!("bad {quoted}")}).to_string();
         let err = parse_answer(500, body.as_bytes(), Instant::now(), &[quoted]).unwrap_err();
         assert!(!format!("{err} {err:?}").contains("et-2"), "{err:?}");
-        // Text that only resembles the secret is left as it is.
-        assert_eq!(redact("Ab1~Q<x>&'\" y", &[secret]), "Ab1~Q<x>&'\" y");
+        // Text that only resembles the secret's start, for fewer than eight
+        // characters, is left as it is; from eight on, it is the secret cut
+        // short (an echo of its start, as a message or a cut body shows it).
+        assert_eq!(redact("Ab1~Q<x y", &[secret]), "Ab1~Q<x y");
+        assert_eq!(redact("Ab1~Q<x>&'\" y", &[secret]), "***y");
         assert_eq!(redact("%4", &["%41bc"]), "%4");
+        let long = "Zq8~SENTINELsecretvalue0123456789abcdefgh";
+        for (echo, shown) in [
+            (
+                "secret starts with 'Zq8~SENTINEL...'",
+                "secret starts with '***...'",
+            ),
+            (
+                "&client_secret=Zq8~SENTINELsecretva</html>",
+                "&client_secret=***</html>",
+            ),
+            ("&client_secret=Zq8%7ESENTI", "&client_secret=***"),
+            ("Zq8~SENT", "***"),
+            ("Zq8~SEN.", "Zq8~SEN."),
+        ] {
+            assert_eq!(redact(echo, &[long]), shown, "{echo}");
+        }
         // A `%` of the secret encoded once, though `%25` could start a second
         // encoding; a space encoded twice.
         for (secret, echo) in [
