@@ -1163,6 +1163,8 @@ pub struct ClientBuilder {
     /// The credential, or why it could not be had (returned by `build`).
     credential: Option<Result<Arc<dyn TokenCredential>, Error>>,
     cloud: Cloud,
+    /// Whether [`cloud`](Self::cloud) was called.
+    cloud_set: bool,
     scope: Option<String>,
     retry: RetryPolicy,
     rate_limit: RateLimit,
@@ -1178,6 +1180,7 @@ impl Default for ClientBuilder {
             base_url: None,
             credential: None,
             cloud: Cloud::default(),
+            cloud_set: false,
             scope: None,
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::default(),
@@ -1238,6 +1241,9 @@ impl ClientBuilder {
     /// for ([`Cloud::scope`]) together. [`base_url`](Self::base_url) and
     /// [`scope`](Self::scope), in any order, still override either alone. The
     /// credential signs in at its own authority: give it [`Cloud::authority_host`].
+    /// [`build`](Self::build) refuses one of this crate's credentials that signs
+    /// in at another cloud's authority (`https://login.microsoftonline.com`, its
+    /// default, for a US Government cloud).
     ///
     /// ```no_run
     /// # fn run(secret: String) -> Result<(), defender_endpoint::Error> {
@@ -1251,6 +1257,7 @@ impl ClientBuilder {
     /// ```
     pub fn cloud(mut self, cloud: Cloud) -> Self {
         self.cloud = cloud;
+        self.cloud_set = true;
         self
     }
 
@@ -1347,6 +1354,28 @@ impl ClientBuilder {
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
         })??;
+        // A credential of this crate left at another cloud's sign-in (the
+        // commercial one is the default) would send the tenant's secret there
+        // and get no token this cloud's API takes.
+        if let Some(signs_in_at) = credential.signs_in_at() {
+            let wanted = self.cloud.authority_host();
+            let known = [
+                crate::cloud::COMMERCIAL_AUTHORITY,
+                crate::cloud::US_GOV_AUTHORITY,
+            ];
+            if self.cloud_set
+                && known.contains(&wanted)
+                && known.contains(&signs_in_at)
+                && signs_in_at != wanted
+            {
+                return Err(Error::Config(format!(
+                    "the credential signs in at {signs_in_at}, but {:?} signs in at {wanted}: \
+                     give the credential .authority_host(cloud.authority_host()) (or set \
+                     AZURE_AUTHORITY_HOST)",
+                    self.cloud
+                )));
+            }
+        }
         let own_http_client = self.http.is_some();
         let http = match self.http {
             Some(client) => {

@@ -6,9 +6,9 @@ use std::{fmt, str::FromStr};
 /// The commercial cloud's token scope (also that of every geo host).
 const COMMERCIAL_SCOPE: &str = crate::auth::DEFAULT_SCOPE;
 /// The commercial cloud's sign-in authority (also that of US Gov GCC).
-const COMMERCIAL_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub(crate) const COMMERCIAL_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// The sign-in authority of US Gov GCC High and DoD.
-const US_GOV_AUTHORITY: &str = "https://login.microsoftonline.us";
+pub(crate) const US_GOV_AUTHORITY: &str = "https://login.microsoftonline.us";
 
 /// A Microsoft cloud that hosts the Defender for Endpoint API.
 ///

@@ -647,6 +647,85 @@ async fn a_fallible_credential_step_chains_into_the_builder() {
     assert_eq!(tokens.calls(), 1);
 }
 
+/// A cloud that signs in elsewhere than the credential does is refused by
+/// `build()`: the tenant's secret would go to the other cloud's sign-in, for a
+/// token this cloud's API does not take.
+#[test]
+fn a_credential_at_another_clouds_sign_in_is_refused() {
+    use defender_endpoint::{Cloud, StaticToken, TokenCredential};
+    let secret = || ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET);
+    let err = Client::builder()
+        .cloud(Cloud::UsGovGccHigh)
+        .credential(secret())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("https://login.microsoftonline.com")
+            && text.contains("https://login.microsoftonline.us")
+            && text.contains("authority_host"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "{text}");
+    // The same through an `Arc<dyn TokenCredential>`, and the other way round.
+    let shared: std::sync::Arc<dyn TokenCredential> = std::sync::Arc::new(secret());
+    assert!(Client::builder()
+        .cloud(Cloud::UsGovDod)
+        .credential(shared)
+        .build()
+        .is_err());
+    let gov = || {
+        secret()
+            .authority_host(Cloud::UsGovGccHigh.authority_host())
+            .unwrap()
+    };
+    assert!(Client::builder()
+        .cloud(Cloud::Commercial)
+        .credential(gov())
+        .build()
+        .is_err());
+    // Matching sign-ins build.
+    for cloud in [Cloud::UsGovGccHigh, Cloud::UsGovDod] {
+        Client::builder()
+            .cloud(cloud)
+            .credential(gov())
+            .build()
+            .unwrap();
+    }
+    Client::builder()
+        .cloud(Cloud::UsGovGcc)
+        .credential(secret())
+        .build()
+        .unwrap();
+    // Without `cloud()` (a base URL and scope of one's own), a custom cloud, a
+    // custom sign-in (a proxy) or a credential of another kind: not checked.
+    Client::builder().credential(gov()).build().unwrap();
+    let custom = Cloud::Custom {
+        api_base: "https://api.example.com".into(),
+        authority_host: "https://login.example.com".into(),
+        scope: "https://api.example.com/.default".into(),
+    };
+    Client::builder()
+        .cloud(custom)
+        .credential(secret())
+        .build()
+        .unwrap();
+    let proxied = secret()
+        .authority_host("https://login-proxy.example.com")
+        .unwrap();
+    Client::builder()
+        .cloud(Cloud::UsGovGccHigh)
+        .credential(proxied)
+        .build()
+        .unwrap();
+    Client::builder()
+        .cloud(Cloud::UsGovGccHigh)
+        .credential(StaticToken::new("t"))
+        .build()
+        .unwrap();
+}
+
 /// Ids given in each other's place, or a secret given as an id: the credential
 /// refuses them at its first token request, sending nothing, and neither its
 /// `Debug` nor the error shows them.

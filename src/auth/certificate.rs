@@ -267,6 +267,10 @@ impl TokenCredential for ClientCertificateCredential {
             )
             .await
     }
+
+    fn signs_in_at(&self) -> Option<&str> {
+        Some(self.endpoint.authority())
+    }
 }
 
 /// A random UUID (version 4), the assertion's `jti`.

@@ -88,6 +88,11 @@ impl TokenEndpoint {
         &self.client_id
     }
 
+    /// The authority host, normalised (`https://login.microsoftonline.com`).
+    pub(crate) fn authority(&self) -> &str {
+        &self.authority
+    }
+
     pub(crate) fn set_authority(&mut self, url: &str) -> Result<(), Error> {
         self.authority = normalise_authority(url)?;
         if !self.own_http_client {

@@ -173,4 +173,11 @@ impl TokenCredential for EnvironmentCredential {
             Inner::Certificate(c) => c.get_token(scopes).await,
         }
     }
+
+    fn signs_in_at(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Secret(c) => c.signs_in_at(),
+            Inner::Certificate(c) => c.signs_in_at(),
+        }
+    }
 }

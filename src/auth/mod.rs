@@ -121,6 +121,14 @@ impl fmt::Debug for AccessToken {
 pub trait TokenCredential: Send + Sync {
     /// Gets a token for `scopes` (the client passes exactly one scope, the API's `/.default`).
     async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error>;
+
+    /// The authority host the credential signs in at, when it is one of this
+    /// crate's (`https://login.microsoftonline.com`): `build()` refuses a
+    /// [`Cloud`](crate::Cloud) that signs in elsewhere. Not for other credentials.
+    #[doc(hidden)]
+    fn signs_in_at(&self) -> Option<&str> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -128,12 +136,20 @@ impl<T: TokenCredential + ?Sized> TokenCredential for std::sync::Arc<T> {
     async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
         (**self).get_token(scopes).await
     }
+
+    fn signs_in_at(&self) -> Option<&str> {
+        (**self).signs_in_at()
+    }
 }
 
 #[async_trait::async_trait]
 impl<T: TokenCredential + ?Sized> TokenCredential for Box<T> {
     async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
         (**self).get_token(scopes).await
+    }
+
+    fn signs_in_at(&self) -> Option<&str> {
+        (**self).signs_in_at()
     }
 }
 

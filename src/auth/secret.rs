@@ -112,4 +112,8 @@ impl TokenCredential for ClientSecretCredential {
             )
             .await
     }
+
+    fn signs_in_at(&self) -> Option<&str> {
+        Some(self.endpoint.authority())
+    }
 }
