@@ -77,7 +77,7 @@ fn generate() -> Result<(), String> {
     write(&Path::new(&out_dir).join("codegen.rs"), &code)?;
     write(
         &Path::new(&out_dir).join("operations.rs"),
-        &operations(&spec)?,
+        &operations(&spec, &generated_operation_ids(&file))?,
     )
 }
 
@@ -785,11 +785,22 @@ impl ::std::str::FromStr for types::{name} {{
 }
 
 /// The path template of every operation, for the request hook's path guard.
-fn operations(spec: &openapiv3::OpenAPI) -> Result<String, String> {
+fn operations(spec: &openapiv3::OpenAPI, generated: &[String]) -> Result<String, String> {
     let mut table = String::from(
-        "/// `(operationId, path template)` of every operation in the spec.\n\
+        "/// `(operation, path template)` of every operation in the spec: the name \
+         the generated code gives the operation (its method's) and the spec's path.\n\
          pub(crate) const OPERATIONS: &[(&str, &str)] = &[\n",
     );
+    // The generated client's own items, which an operation's method would clash with.
+    const TAKEN: [&str; 6] = [
+        "new",
+        "new_with_client",
+        "baseurl",
+        "client",
+        "inner",
+        "api_version",
+    ];
+    let mut named: Vec<(String, String)> = Vec::new();
     for (path, item) in spec.paths.iter() {
         let item = item
             .as_item()
@@ -799,11 +810,93 @@ fn operations(spec: &openapiv3::OpenAPI) -> Result<String, String> {
                 .operation_id
                 .as_deref()
                 .ok_or_else(|| format!("{method} {path}: every operation needs an operationId"))?;
-            table.push_str(&format!("    ({id:?}, {path:?}),\n"));
+            let name = method_name(id);
+            if TAKEN.contains(&name.as_str()) {
+                return Err(format!(
+                    "{method} {path}: operationId `{id}` would be the method `{name}`, which the \
+                     generated client already has; choose another operationId"
+                ));
+            }
+            if let Some((other, _)) = named.iter().find(|(_, n)| *n == name) {
+                return Err(format!(
+                    "{method} {path}: operationId `{id}` and `{other}` would both be the method \
+                     `{name}`; choose another operationId"
+                ));
+            }
+            named.push((id.to_owned(), name.clone()));
+            table.push_str(&format!("    ({name:?}, {path:?}),\n"));
         }
+    }
+    // The names the generated code reports (`OperationInfo`) must be the ones
+    // worked out here, or the path guard would refuse every call of an operation.
+    let mut expected: Vec<&str> = named.iter().map(|(_, n)| n.as_str()).collect();
+    let mut reported: Vec<&str> = generated.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    reported.sort_unstable();
+    if expected != reported {
+        return Err(format!(
+            "the generated operations are named {reported:?}, where build.rs expected \
+             {expected:?}: build.rs no longer matches the generator's naming"
+        ));
     }
     table.push_str("];\n");
     Ok(table)
+}
+
+/// The method the generator makes of `operationId` `id` (progenitor's
+/// `sanitize` into snake case): `GetMachineById` is `get_machine_by_id`.
+fn method_name(id: &str) -> String {
+    use heck::ToSnakeCase;
+    let out = match id {
+        "+1" => "plus1".to_owned(),
+        "-1" => "minus1".to_owned(),
+        _ => id
+            .replace('\'', "")
+            .replace(|c| !unicode_ident::is_xid_continue(c), "-")
+            .to_snake_case(),
+    };
+    let out = match out.chars().next() {
+        None => "x".to_owned(),
+        Some(c) if unicode_ident::is_xid_start(c) => out,
+        Some(_) => format!("_{out}"),
+    };
+    // A keyword gets a `_` after it (`type_`), as the generator does.
+    if syn::parse_str::<syn::Ident>(&out).is_ok() {
+        out
+    } else {
+        format!("{out}_")
+    }
+}
+
+/// The `operation_id` of every `OperationInfo` the generated code builds.
+fn generated_operation_ids(file: &syn::File) -> Vec<String> {
+    use syn::visit::Visit;
+
+    struct Collect(Vec<String>);
+    impl<'ast> Visit<'ast> for Collect {
+        fn visit_expr_struct(&mut self, info: &'ast syn::ExprStruct) {
+            if info.path.is_ident("OperationInfo") {
+                for field in &info.fields {
+                    if let (
+                        syn::Member::Named(name),
+                        syn::Expr::Lit(syn::ExprLit {
+                            lit: syn::Lit::Str(id),
+                            ..
+                        }),
+                    ) = (&field.member, &field.expr)
+                    {
+                        if name == "operation_id" {
+                            self.0.push(id.value());
+                        }
+                    }
+                }
+            }
+            syn::visit::visit_expr_struct(self, info);
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    collect.visit_file(file);
+    collect.0
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), String> {

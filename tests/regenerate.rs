@@ -128,8 +128,12 @@ fn a_spec_edit_is_a_rebuild_away() {
     edit(
         &copy.join("openapi/defender.yaml"),
         "components:\n",
-        "  /api/machines/{id}/tags:\n    \
-         post:\n      operationId: add_machine_tag\n      \
+        "  /api/machines/{id}:\n    \
+         get:\n      operationId: GetMachineById\n      \
+         parameters:\n        - {name: id, in: path, required: true, schema: {type: string}}\n      \
+         responses:\n        \"200\":\n          description: ok\n          content:\n            application/json:\n              schema:\n                $ref: \"#/components/schemas/Machine\"\n  \
+         /api/machines/{id}/tags:\n    \
+         post:\n      operationId: addMachineTag\n      \
          parameters:\n        - {name: id, in: path, required: true, schema: {type: string}}\n        \
          - {name: reason, in: query, required: false, schema: {type: string}}\n      \
          requestBody:\n        content:\n          application/json:\n            schema:\n              $ref: \"#/components/schemas/Key\"\n      \
@@ -242,6 +246,24 @@ fn main() {
     assert_eq!(ordinal(r#"{"id":"m","ordinal":"7"}"#).unwrap(), Some(Ordinal::Name("7".into())));
     let refused = ordinal(r#"{"id":"m","ordinal":7.5}"#).unwrap_err().to_string();
     assert!(refused.starts_with("data did not match any variant of untagged enum Ordinal"), "{refused}");
+    // An operationId in camel case is called by its generated name, which the
+    // path guard knows.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let server = httpmock::MockServer::start_async().await;
+        server
+            .mock_async(|when, then| {
+                when.path("/api/machines/m7");
+                then.status(200).json_body(serde_json::json!({"id": "m7"}));
+            })
+            .await;
+        let client = defender_endpoint_regenerated_edit::Client::builder()
+            .base_url(server.base_url())
+            .credential(defender_endpoint_regenerated_edit::StaticToken::new("t"))
+            .build()
+            .unwrap();
+        let machine = client.raw().get_machine_by_id("m7").await.unwrap().into_inner();
+        assert_eq!(machine.id, "m7");
+    });
     println!("regenerated types: ok");
 }
 "##,
@@ -339,6 +361,23 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "        isAadJoined:\n",
             "        deviceGuid:\n          type: string\n          format: uuid\n        isAadJoined:\n",
             "components/schemas/Machine/properties/deviceGuid: `format: uuid`",
+        ),
+        // Operations that would be one method, or one the generated client has.
+        (
+            "components:\n",
+            "  /api/machines:\n    get:\n      operationId: getUserMachines\n      \
+             responses:\n        \"200\":\n          description: ok\n          content:\n            \
+             application/json:\n              schema:\n                $ref: \"#/components/schemas/Machine\"\n\
+             components:\n",
+            "operationId `getUserMachines` and `get_user_machines` would both be the method `get_user_machines`",
+        ),
+        (
+            "components:\n",
+            "  /api/machines:\n    get:\n      operationId: new\n      \
+             responses:\n        \"200\":\n          description: ok\n          content:\n            \
+             application/json:\n              schema:\n                $ref: \"#/components/schemas/Machine\"\n\
+             components:\n",
+            "operationId `new` would be the method `new`, which the generated client already has",
         ),
     ] {
         fs::write(&spec, &original).unwrap();
