@@ -86,7 +86,8 @@ fn generate() -> Result<(), String> {
 /// - An object that does not say otherwise keeps the fields the spec does not
 ///   describe: one that says nothing, or `true`, gets `additionalProperties: {}`,
 ///   which the generator turns into the `extra` map, so that no field the API
-///   sends is lost (a member of an `allOf` is left to the generator's merge). An
+///   sends is lost (a member of an `allOf` is left to the generator's merge, but
+///   for one written in place that is the `allOf`'s only member). An
 ///   object that must not keep them says `additionalProperties: false`.
 /// - No two properties of an object would be the same Rust field, and an object
 ///   that keeps unknown fields has no property whose Rust name would be `extra`.
@@ -120,10 +121,30 @@ fn check_and_complete_schemas(
             }
             return Ok(());
         }
-        let is_object = text(schema, "type").as_deref() == Some("object")
-            || (schema.get("type").is_none() && schema.contains_key("properties"));
+        let is_object = |schema: &serde_yaml_ng::Mapping| {
+            text(schema, "type").as_deref() == Some("object")
+                || (schema.get("type").is_none() && schema.contains_key("properties"))
+        };
+        // An `allOf` of one object written in place (`nullable: true, allOf:
+        // [{type: object, …}]`) is not merged: the generator takes the member as
+        // the type, which keeps unknown fields only if the member says so.
+        if let Some(Value::Sequence(members)) = schema.get_mut("allOf") {
+            if let [Value::Mapping(member)] = &mut members[..] {
+                let says = member.get("additionalProperties");
+                if is_object(member)
+                    && !member.contains_key("$ref")
+                    && matches!(says, None | Some(Value::Bool(true)))
+                {
+                    member.insert(
+                        "additionalProperties".into(),
+                        Value::Mapping(Default::default()),
+                    );
+                }
+            }
+        }
+        let is_object = is_object(schema);
         // Not a member of `allOf`: the generator merges those, and gives the
-        // merged object its own unknown fields.
+        // merged object its own unknown fields (one alone is seen to above).
         let in_all_of = at
             .rsplit_once('/')
             .is_some_and(|(parent, _)| parent.ends_with("/allOf"));

@@ -166,6 +166,8 @@ fn a_spec_edit_is_a_rebuild_away() {
         "        isAadJoined:\n",
         "        firmware:\n          type: object\n          nullable: true\n          \
          properties:\n            vendor:\n              type: string\n              nullable: true\n        \
+         hardware:\n          nullable: true\n          allOf:\n            - type: object\n              \
+         properties:\n                vendor:\n                  type: string\n                  nullable: true\n        \
          channel:\n          type: string\n          default: Broad\n        \
          isAadJoined:\n",
     );
@@ -225,6 +227,7 @@ fn main() {
         "channel": "Beta",
         "isManaged": false,
         "firmware": {"vendor": "Dell", "biosDate": "2024-01-01"},
+        "hardware": {"vendor": "Dell", "model": "XPS"},
         "vmMetadata": {"vmId": "v", "zone": "eu-1"},
         "labels": {"name": "n", "tier": "gold"},
     });
