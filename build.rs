@@ -644,7 +644,8 @@ fn shrink_header_map(stmt: &mut syn::Stmt, removed: usize) {
 /// - the `Known` and `Other` variants of an open enumeration (see [`open_enums`])
 ///   and each variant of its `*Known` enumeration;
 /// - the variants of any other `oneOf` enumeration, from the `description` of the
-///   alternative whose `title` names the variant (the generator ignores it).
+///   alternative whose `title` names the variant (the generator ignores it);
+/// - the values of a closed enumeration (a parameter's), as the value each is.
 ///
 /// Items that already have a doc comment keep it; anything else stays
 /// undocumented, and `missing_docs` says so.
@@ -725,7 +726,17 @@ fn document_the_rest(
                             .unwrap_or(ident);
                         Some(format!("The documented value `{value}`."))
                     } else {
-                        alternative(&name, &ident)
+                        // A closed enumeration (of a parameter, say): a unit
+                        // variant is the value it stands for.
+                        let unit = matches!(variant.fields, syn::Fields::Unit);
+                        alternative(&name, &ident).or_else(|| {
+                            unit.then(|| {
+                                let value = field_attrs(&variant.attrs)
+                                    .and_then(|a| a.rename)
+                                    .unwrap_or(ident);
+                                format!("The value `{value}`.")
+                            })
+                        })
                     };
                     if let Some(doc) = doc {
                         add_doc(&mut variant.attrs, &doc);

@@ -237,6 +237,49 @@ fn every_spec_property_is_a_rust_field() {
     }
 }
 
+/// Every property anywhere in the spec (components, inline objects, array
+/// items) that is not `required` is `nullable`: the service leaves fields out or
+/// sends `null`, and a property that could not read `null` would fail a whole
+/// answer over one value.
+#[test]
+fn every_optional_property_is_nullable() {
+    fn walk(value: &Value, at: &str, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::Object(properties)) = map.get("properties") {
+                    let required: Vec<&str> = map
+                        .get("required")
+                        .and_then(Value::as_array)
+                        .map(|r| r.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    for (name, property) in properties {
+                        if !required.contains(&name.as_str())
+                            && property.get("nullable") != Some(&Value::Bool(true))
+                        {
+                            found.push(format!("{at}/properties/{name}"));
+                        }
+                    }
+                }
+                for (key, child) in map {
+                    walk(child, &format!("{at}/{key}"), found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(&spec(), "", &mut found);
+    assert!(
+        found.is_empty(),
+        "neither required nor nullable: {found:#?}"
+    );
+}
+
 /// The spec says every field but `id` may be missing or null in practice: a machine with
 /// any one field (top-level, in `ipAddresses[]` or in `vmMetadata`) set to `null` still
 /// decodes, and the other fields keep their values.
