@@ -103,6 +103,9 @@ fn check_and_complete_schemas(
     open: &[(String, Vec<String>)],
 ) -> Result<(), String> {
     use serde_yaml_ng::Value;
+    // Where the schemas of parameters start (what the client only sends): an
+    // `enum` is allowed below them.
+    let parameter_roots = std::cell::RefCell::new(Vec::<String>::new());
     let mut check = |schema: &mut serde_yaml_ng::Mapping, at: &str| -> Result<(), String> {
         let text = |schema: &serde_yaml_ng::Mapping, key: &str| {
             schema.get(key).and_then(Value::as_str).map(str::to_owned)
@@ -188,6 +191,13 @@ fn check_and_complete_schemas(
                  leave the format out (the value is then a string)"
             ));
         }
+        if let Some(format @ ("ipv4" | "ipv6")) = text(schema, "format").as_deref() {
+            return Err(format!(
+                "{at}: `format: {format}` makes the value a `std::net` address, and one \
+                 address of the other kind (or an empty string) would fail a whole answer; \
+                 leave the format out (the value is then a string)"
+            ));
+        }
         if schema.contains_key("pattern") {
             return Err(format!(
                 "{at}: `pattern` needs the regress crate, which this package does not use; \
@@ -200,16 +210,35 @@ fn check_and_complete_schemas(
             let allowed = open
                 .iter()
                 .any(|(name, _)| at == format!("components/schemas/{name}Known"))
-                || at.ends_with("/not")
-                || at.contains("/parameters/");
+                || (at.ends_with("/not") && !at.ends_with("/properties/not"))
+                || parameter_roots
+                    .borrow()
+                    .iter()
+                    .any(|root| at == root || at.starts_with(&format!("{root}/")));
             if !allowed {
                 let advice = if text(schema, "type").as_deref() == Some("string") {
                     "make it open, as `HealthStatus` is (see the README)"
                 } else {
                     "describe the values in its `description` instead"
                 };
+                let values = match values.as_sequence() {
+                    Some(list) => list
+                        .iter()
+                        .map(|v| match v.as_str() {
+                            Some(text) => text.to_owned(),
+                            None => serde_yaml_ng::to_string(v)
+                                .map(|v| v.trim().to_owned())
+                                .unwrap_or_default(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    None => serde_yaml_ng::to_string(values)
+                        .map(|v| v.trim().replace('\n', " "))
+                        .unwrap_or_default(),
+                };
+                let values = format!("[{values}]");
                 return Err(format!(
-                    "{at}: a closed enumeration ({values:?}) fails a whole answer over one \
+                    "{at}: a closed enumeration ({values}) fails a whole answer over one \
                      value Defender adds; {advice}"
                 ));
             }
@@ -228,6 +257,9 @@ fn check_and_complete_schemas(
                     "schemas" => each_schema(entry, &at, &mut check)?,
                     "responses" | "requestBodies" => each_media_schema(entry, &at, &mut check)?,
                     "parameters" | "headers" => {
+                        if kind == "parameters" {
+                            parameter_roots.borrow_mut().push(at.clone());
+                        }
                         if let Some(schema) = entry.get_mut("schema") {
                             each_schema(schema, &format!("{at}/schema"), &mut check)?;
                         }
@@ -243,6 +275,7 @@ fn check_and_complete_schemas(
             for (key, entry) in item.iter_mut() {
                 let at = format!("paths/{}/{}", yaml_key(path), yaml_key(key));
                 if yaml_key(key) == "parameters" {
+                    parameter_roots.borrow_mut().push(at.clone());
                     each_parameter_schema(entry, &at, &mut check)?;
                     continue;
                 }
@@ -250,7 +283,9 @@ fn check_and_complete_schemas(
                     continue;
                 };
                 if let Some(parameters) = operation.get_mut("parameters") {
-                    each_parameter_schema(parameters, &format!("{at}/parameters"), &mut check)?;
+                    let root = format!("{at}/parameters");
+                    parameter_roots.borrow_mut().push(root.clone());
+                    each_parameter_schema(parameters, &root, &mut check)?;
                 }
                 if let Some(body) = operation.get_mut("requestBody") {
                     each_media_schema(body, &format!("{at}/requestBody"), &mut check)?;
@@ -420,7 +455,34 @@ fn open_enums(document: &serde_yaml_ng::Value) -> Result<Vec<(String, Vec<String
         let refused = strings(one_of[1].get("not").and_then(|n| n.get("enum")));
         match (known, refused) {
             (Some(known), Some(refused)) if sorted(&known) == sorted(&refused) => {
+                // Two spellings of one value would be one Rust variant; the
+                // service's other spellings are what `known_ignore_case` is for.
+                for (i, value) in known.iter().enumerate() {
+                    if let Some(other) = known[..i].iter().find(|k| k.eq_ignore_ascii_case(value)) {
+                        return Err(format!(
+                            "components/schemas/{name}Known: `{other}` and `{value}` differ only \
+                             in case; list one (`known_ignore_case` matches the other spellings, \
+                             and `Other` keeps them as sent)"
+                        ));
+                    }
+                }
                 out.push((name.to_owned(), known))
+            }
+            (Some(known), Some(refused)) => {
+                let only = |a: &[String], b: &[String]| {
+                    a.iter()
+                        .filter(|v| !b.contains(v))
+                        .map(|v| format!("`{v}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(format!(
+                    "components/schemas/{name}: the values `{name}Known` lists and those \
+                     `{name}Other` refuses (`not: {{enum: …}}`) must be the same strings; \
+                     only in `{name}Known`: [{}], only in `{name}Other`: [{}]",
+                    only(&known, &refused),
+                    only(&refused, &known)
+                ));
             }
             _ => {
                 return Err(format!(

@@ -362,11 +362,40 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
              enum: [\"32-bit\", \"64-bit\", null]\n        isAadJoined:\n",
             "components/schemas/Machine/properties/osArch: a closed enumeration",
         ),
-        // An open enumeration's two lists differ.
+        // An open enumeration's two lists differ: which values, is said.
         (
             "            enum: [Active, Inactive, ImpairedCommunication, NoSensorData, NoSensorDataImpairedCommunication, Unknown]\n",
             "            enum: [Active, Inactive, ImpairedCommunication, NoSensorData, NoSensorDataImpairedCommunication, Unknown, Decommissioned]\n",
-            "components/schemas/HealthStatus: the values `HealthStatusKnown` lists",
+            "only in `HealthStatusKnown`: [], only in `HealthStatusOther`: [`Decommissioned`]",
+        ),
+        // Two spellings of one value.
+        (
+            "            enum: [onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n    \
+             OnboardingStatusKnown:\n      description: The documented values of `onboardingStatus`.\n      \
+             type: string\n      enum: [onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n",
+            "            enum: [onboarded, Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n    \
+             OnboardingStatusKnown:\n      description: The documented values of `onboardingStatus`.\n      \
+             type: string\n      enum: [onboarded, Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n",
+            "components/schemas/OnboardingStatusKnown: `onboarded` and `Onboarded` differ only in case",
+        ),
+        // A property named `parameters` is no parameter; one named `not`, no `not`.
+        (
+            "        isAadJoined:\n",
+            "        parameters:\n          type: object\n          nullable: true\n          properties:\n            \
+             mode:\n              type: string\n              nullable: true\n              enum: [Active, Passive]\n        \
+             isAadJoined:\n",
+            "components/schemas/Machine/properties/parameters/properties/mode: a closed enumeration ([Active, Passive])",
+        ),
+        (
+            "        isAadJoined:\n",
+            "        not:\n          type: string\n          nullable: true\n          enum: [a, b]\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/not: a closed enumeration",
+        ),
+        // An address format: one of the other kind would fail a whole answer.
+        (
+            "        isAadJoined:\n",
+            "        managementIp:\n          type: string\n          nullable: true\n          format: ipv4\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/managementIp: `format: ipv4`",
         ),
         // Keywords that need crates this package does not use, wherever they are.
         (
