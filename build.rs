@@ -291,6 +291,30 @@ fn check_and_complete_schemas(
                     each_media_schema(body, &format!("{at}/requestBody"), &mut check)?;
                 }
                 if let Some(Value::Mapping(responses)) = operation.get_mut("responses") {
+                    // The generator takes one type for the error answers: with and
+                    // without content do not mix (it would stop on an assertion of
+                    // its own).
+                    let errors: Vec<(String, bool)> = responses
+                        .iter()
+                        .map(|(status, response)| (yaml_key(status), response))
+                        .filter(|(status, _)| status.starts_with(['4', '5']) || status == "default")
+                        .map(|(status, response)| {
+                            let content = response
+                                .get("content")
+                                .and_then(Value::as_mapping)
+                                .is_some_and(|c| !c.is_empty());
+                            (status, content)
+                        })
+                        .collect();
+                    let bare = errors.iter().find(|(_, content)| !content);
+                    let full = errors.iter().find(|(_, content)| *content);
+                    if let (Some((bare, _)), Some((full, _))) = (bare, full) {
+                        return Err(format!(
+                            "{at}/responses: the error answer {bare} has no content and {full} \
+                             has, which the generator cannot give one type; give {bare} the \
+                             same content as {full}, or leave {bare} out if {full} covers it"
+                        ));
+                    }
                     for (status, response) in responses.iter_mut() {
                         let at = format!("{at}/responses/{}", yaml_key(status));
                         each_media_schema(response, &at, &mut check)?;

@@ -408,6 +408,12 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "        deviceGuid:\n          type: string\n          format: uuid\n        isAadJoined:\n",
             "components/schemas/Machine/properties/deviceGuid: `format: uuid`",
         ),
+        // A 404 without content beside a 4XX with it.
+        (
+            "        \"4XX\":\n",
+            "        \"404\":\n          description: Not found.\n        \"4XX\":\n",
+            "paths//api/users/{id}/machines/get/responses: the error answer 404 has no content and 4XX has",
+        ),
         // Operations that would be one method, or one the generated client has.
         (
             "components:\n",
