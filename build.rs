@@ -106,6 +106,12 @@ fn check_and_complete_schemas(
     // Where the schemas of parameters start (what the client only sends): an
     // `enum` is allowed below them.
     let parameter_roots = std::cell::RefCell::new(Vec::<String>::new());
+    let schema_names: Vec<String> = document
+        .get("components")
+        .and_then(|c| c.get("schemas"))
+        .and_then(Value::as_mapping)
+        .map(|m| m.keys().map(yaml_key).collect())
+        .unwrap_or_default();
     let mut check = |schema: &mut serde_yaml_ng::Mapping, at: &str| -> Result<(), String> {
         let text = |schema: &serde_yaml_ng::Mapping, key: &str| {
             schema.get(key).and_then(Value::as_str).map(str::to_owned)
@@ -146,6 +152,17 @@ fn check_and_complete_schemas(
             }
         }
         let is_object = is_object(schema);
+        // An object written in place gets a name of the generator's making; one
+        // that is a schema's name already would be that schema's type instead.
+        if is_object && !schema.contains_key("title") {
+            if let Some(name) = inline_type_name(at).filter(|n| schema_names.contains(n)) {
+                return Err(format!(
+                    "{at}: the generator would name this object `{name}`, which is the name of \
+                     the schema `{name}`, and take one for the other; give it a `title`, or \
+                     move it to `components/schemas` under a name of its own"
+                ));
+            }
+        }
         // Not a member of `allOf`: the generator merges those, and gives the
         // merged object its own unknown fields (one alone is seen to above).
         let in_all_of = at
@@ -360,6 +377,34 @@ fn each_parameter_schema(
         }
     }
     Ok(())
+}
+
+/// The name the generator gives an object written in place at `at`, for a
+/// chain of `properties` and `items` under a component schema
+/// (`components/schemas/Machine/properties/hardware` is `MachineHardware`, an
+/// array's item `…Item`); `None` for any other place.
+fn inline_type_name(at: &str) -> Option<String> {
+    use heck::ToPascalCase;
+    let rest = at.strip_prefix("components/schemas/")?;
+    let mut parts = rest.split('/');
+    let mut name = parts.next()?.to_owned();
+    let mut inline = false;
+    while let Some(part) = parts.next() {
+        match part {
+            "properties" => {
+                let property = parts.next()?;
+                name.push_str(
+                    &property
+                        .replace(|c| !unicode_ident::is_xid_continue(c), "-")
+                        .to_pascal_case(),
+                );
+            }
+            "items" => name.push_str("Item"),
+            _ => return None,
+        }
+        inline = true;
+    }
+    inline.then_some(name)
 }
 
 /// The Rust field the generator makes of property `name`: its `sanitize`

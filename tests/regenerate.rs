@@ -408,6 +408,13 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "        deviceGuid:\n          type: string\n          format: uuid\n        isAadJoined:\n",
             "components/schemas/Machine/properties/deviceGuid: `format: uuid`",
         ),
+        // An object written in place whose generated name is a schema's.
+        (
+            "        isAadJoined:\n",
+            "        collection:\n          type: object\n          nullable: true\n          properties:\n            \
+             collectedAt:\n              type: string\n              nullable: true\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/collection: the generator would name this object `MachineCollection`",
+        ),
         // A 404 without content beside a 4XX with it.
         (
             "        \"4XX\":\n",
