@@ -28,6 +28,7 @@ fn generate() -> Result<(), String> {
     let mut document = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
         .map_err(|e| format!("not valid YAML: {e}"))?;
     let open = open_enums(&document)?;
+    check_what_the_crate_relies_on(&document)?;
     check_and_complete_schemas(&mut document, &open)?;
     // Read back from text, as the document was: a plain scalar such as
     // `version: 1.0` is then a string where the document model wants one.
@@ -374,6 +375,52 @@ fn each_parameter_schema(
     for (i, parameter) in parameters.iter_mut().enumerate() {
         if let Some(schema) = parameter.get_mut("schema") {
             each_schema(schema, &format!("{at}/{i}/schema"), f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks what the hand-written code relies on, which an edit of the spec could
+/// otherwise break with rustc's errors in `src/`: the operation
+/// `get_user_machines` (`GET /api/users/{id}/machines`, its `id` a string with
+/// `maxLength`, which makes the type `GetUserMachinesId`), and no schema named
+/// after an item the derived code uses unqualified (`Default`, `Box`).
+fn check_what_the_crate_relies_on(document: &serde_yaml_ng::Value) -> Result<(), String> {
+    use serde_yaml_ng::Value;
+    let operation = document
+        .get("paths")
+        .and_then(|p| p.get("/api/users/{id}/machines"))
+        .and_then(|p| p.get("get"));
+    let named = operation
+        .and_then(|o| o.get("operationId"))
+        .and_then(Value::as_str)
+        .is_some_and(|id| method_name(id) == "get_user_machines");
+    let id_bounded = operation
+        .and_then(|o| o.get("parameters"))
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some("id"))
+        .and_then(|p| p.get("schema"))
+        .is_some_and(|s| s.get("maxLength").is_some());
+    if !named || !id_bounded {
+        return Err(
+            "paths//api/users/{id}/machines/get: the client (src/client.rs) calls this \
+             operation as `get_user_machines`, its path parameter `id` a string with \
+             `maxLength` (which makes the type `GetUserMachinesId`); keep them"
+                .into(),
+        );
+    }
+    let schemas = document
+        .get("components")
+        .and_then(|c| c.get("schemas"))
+        .and_then(Value::as_mapping);
+    for name in schemas.into_iter().flat_map(|m| m.keys()).map(yaml_key) {
+        if matches!(name.as_str(), "Default" | "Box") {
+            return Err(format!(
+                "components/schemas/{name}: the derived code uses `{name}` as the standard \
+                 library's; give the schema another name"
+            ));
         }
     }
     Ok(())

@@ -415,6 +415,22 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
              collectedAt:\n              type: string\n              nullable: true\n        isAadJoined:\n",
             "components/schemas/Machine/properties/collection: the generator would name this object `MachineCollection`",
         ),
+        // What the client's own code relies on.
+        (
+            "      operationId: get_user_machines\n",
+            "      operationId: list_user_machines\n",
+            "the client (src/client.rs) calls this operation as `get_user_machines`",
+        ),
+        (
+            "            maxLength: 256\n",
+            "",
+            "the client (src/client.rs) calls this operation as `get_user_machines`",
+        ),
+        (
+            "  schemas:\n",
+            "  schemas:\n    Box:\n      type: object\n      additionalProperties: {}\n",
+            "components/schemas/Box: the derived code uses `Box`",
+        ),
         // A 404 without content beside a 4XX with it.
         (
             "        \"4XX\":\n",
