@@ -726,6 +726,45 @@ fn a_credential_at_another_clouds_sign_in_is_refused() {
         .unwrap();
 }
 
+/// An authority given with the tenant or the token path would have them twice:
+/// refused before anything is sent. A proxy's own path prefix is kept.
+#[tokio::test]
+async fn an_authority_with_the_tenant_in_it_is_refused() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    for path in [
+        format!("/{TENANT}"),
+        format!("/{}/", TENANT.to_uppercase()),
+        "/oauth2/v2.0".to_owned(),
+    ] {
+        let credential = ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
+            .authority_host(format!("{}{path}", server.base_url()))
+            .unwrap();
+        let client = builder(&server).credential(credential).build().unwrap();
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Credential { message, .. } if message.contains("holds the tenant or the token path")),
+            "{path}: {err:?}"
+        );
+    }
+    assert_eq!(tokens.calls(), 0);
+    // A token that expires as it is issued is refused, not asked for again on
+    // every call.
+    let server = MockServer::start_async().await;
+    let expired = server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(200)
+            .json_body(json!({"token_type": "Bearer", "expires_in": 0, "access_token": "t"}));
+    });
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(err.to_string().contains("already expired"), "{err}");
+    assert_eq!(expired.calls(), 1);
+}
+
 /// Ids given in each other's place, or a secret given as an id: the credential
 /// refuses them at its first token request, sending nothing, and neither its
 /// `Debug` nor the error shows them.

@@ -110,6 +110,21 @@ impl TokenEndpoint {
     /// `{authority}/{tenant}/oauth2/v2.0/token`, once the tenant and client ids are checked.
     pub(crate) fn url(&self) -> Result<String, Error> {
         check_tenant(&self.tenant_id)?;
+        // The authority is the host alone: one given with the tenant or the
+        // token path (`https://login.microsoftonline.com/<tenant>`) would have
+        // them twice. (A proxy's own path prefix is left as it is.)
+        let path = self.authority.splitn(4, '/').nth(3).unwrap_or("");
+        if path
+            .split('/')
+            .any(|segment| segment.eq_ignore_ascii_case(&self.tenant_id) || segment == "oauth2")
+        {
+            return Err(Error::credential(format!(
+                "the authority host {} holds the tenant or the token path: give the host \
+                 alone, such as https://login.microsoftonline.com (the tenant and \
+                 /oauth2/v2.0/token are added to it)",
+                self.authority
+            )));
+        }
         if self.client_id.is_empty() {
             return Err(Error::credential("the client id is empty"));
         }
@@ -349,6 +364,14 @@ pub(crate) fn parse_answer(
             "the token endpoint's answer holds no valid expires_in",
         )
     })?;
+    // A token that expires as it is issued could be sent nowhere, and each call
+    // would ask for another.
+    if lifetime == 0 {
+        return Err(credential_error(
+            status,
+            "the token endpoint issued a token that has already expired (expires_in 0)",
+        ));
+    }
     // No token is kept longer than a day, whatever the answer claims.
     let lifetime = Duration::from_secs(lifetime.min(MAX_TOKEN_LIFETIME_SECS));
     let expires_on = sent_at
@@ -709,6 +732,8 @@ mod tests {
             r#"{"token_type":"Bearer","expires_in":"soon","access_token":"SECRET-TOKEN"}"#,
             r#"{"token_type":"Bearer","expires_in":3599,"access_token":"   "}"#,
             r#"{"token_type":"Bearer","expires_in":-5,"access_token":"SECRET-TOKEN"}"#,
+            r#"{"token_type":"Bearer","expires_in":0,"access_token":"SECRET-TOKEN"}"#,
+            r#"{"token_type":"Bearer","expires_in":"0.5","access_token":"SECRET-TOKEN"}"#,
             r#"{"token_type":"pop","expires_in":5,"access_token":"SECRET-TOKEN"}"#,
         ] {
             let err = parse_answer(200, body.as_bytes(), sent, &[]).unwrap_err();
