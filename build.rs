@@ -1515,6 +1515,17 @@ fn derive_default(file: &mut syn::File) -> Result<(), String> {
             ));
         }
     }
+    // The records the README says other crates can build this way.
+    for record in ["Machine", "IpAddress", "VmMetadata"] {
+        if structs.iter().any(|s| s.ident == record) && !with_default.contains(record) {
+            println!(
+                "cargo:warning={SPEC}: components/schemas/{record} has no `Default` any more \
+                 (a field has neither a default nor an empty value, such as a required one \
+                 that is not nullable): crates that build one with `..Default::default()` \
+                 no longer compile"
+            );
+        }
+    }
     let impls: syn::File =
         syn::parse_str(&impls).map_err(|e| format!("the Default impls do not parse: {e}"))?;
     types.extend(impls.items);

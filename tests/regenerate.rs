@@ -462,6 +462,26 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
         assert!(!output.status.success(), "{to}");
         assert!(stderr.contains(expected), "{to}: {stderr}");
     }
+    // A record that can no longer have a `Default` (a required date-time that
+    // cannot be null) builds, and says what other crates lose.
+    fs::write(&spec, &original).unwrap();
+    edit(
+        &spec,
+        "      required:\n        - id\n      properties:\n",
+        "      required:\n        - id\n        - firstSeen\n      properties:\n",
+    );
+    edit(
+        &spec,
+        "          format: date-time\n          nullable: true\n        lastSeen:\n",
+        "          format: date-time\n        lastSeen:\n",
+    );
+    let output = build(&copy);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("components/schemas/Machine has no `Default` any more"),
+        "{stderr}"
+    );
     let _ = fs::remove_dir_all(&copy);
 }
 
