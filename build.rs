@@ -63,6 +63,7 @@ fn generate() -> Result<(), String> {
     })??;
     let mut file: syn::File =
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
+    check_generated_for_the_client(&file)?;
     drop_api_version_header(&mut file);
     read_responses_without_copying_headers(&mut file);
     make_requests_on_the_parsed_base_url(&mut file)?;
@@ -94,8 +95,8 @@ fn generate() -> Result<(), String> {
 ///   that keeps unknown fields has no property whose Rust name would be `extra`.
 /// - Enumerations are open: an `enum` is only allowed as the `NKnown` of an
 ///   open enumeration `N` (`oneOf: [$ref NKnown, {title: NOther, type: string,
-///   not: {enum: …}}]`), in a `not`, or in a parameter (which the client only
-///   sends); `NKnown` is referred to from `N` only. A closed one would fail a
+///   not: {enum: …}}]`), in a `not`, or in a parameter or a request body (which
+///   the client only sends); `NKnown` is referred to from `N` only. A closed one would fail a
 ///   whole answer over one value Defender adds.
 /// - No `format: uuid` and no `pattern`: the generator would use crates this
 ///   package does not depend on.
@@ -112,6 +113,22 @@ fn check_and_complete_schemas(
         .and_then(|c| c.get("schemas"))
         .and_then(Value::as_mapping)
         .map(|m| m.keys().map(yaml_key).collect())
+        .unwrap_or_default();
+    // What each response of `components/responses` holds (see `response_kind`).
+    let response_kinds: std::collections::HashMap<String, String> = document
+        .get("components")
+        .and_then(|c| c.get("responses"))
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .map(|(name, response)| {
+                    (
+                        format!("#/components/responses/{}", yaml_key(name)),
+                        response_kind(response),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let mut check = |schema: &mut serde_yaml_ng::Mapping, at: &str| -> Result<(), String> {
         let text = |schema: &serde_yaml_ng::Mapping, key: &str| {
@@ -209,7 +226,7 @@ fn check_and_complete_schemas(
                  leave the format out (the value is then a string)"
             ));
         }
-        if let Some(format @ ("ipv4" | "ipv6")) = text(schema, "format").as_deref() {
+        if let Some(format @ ("ip" | "ipv4" | "ipv6")) = text(schema, "format").as_deref() {
             return Err(format!(
                 "{at}: `format: {format}` makes the value a `std::net` address, and one \
                  address of the other kind (or an empty string) would fail a whole answer; \
@@ -224,7 +241,8 @@ fn check_and_complete_schemas(
         }
         if let Some(values) = schema.get("enum") {
             // Allowed: an open enumeration's `NKnown`, a `not` (which refuses values,
-            // and closes no set), and what the client only sends (parameters).
+            // and closes no set), and what the client only sends (parameters and
+            // request bodies).
             let allowed = open
                 .iter()
                 .any(|(name, _)| at == format!("components/schemas/{name}Known"))
@@ -306,32 +324,41 @@ fn check_and_complete_schemas(
                     each_parameter_schema(parameters, &root, &mut check)?;
                 }
                 if let Some(body) = operation.get_mut("requestBody") {
-                    each_media_schema(body, &format!("{at}/requestBody"), &mut check)?;
+                    // What the client sends: an `enum` is allowed in it too.
+                    let root = format!("{at}/requestBody");
+                    parameter_roots.borrow_mut().push(root.clone());
+                    each_media_schema(body, &root, &mut check)?;
                 }
                 if let Some(Value::Mapping(responses)) = operation.get_mut("responses") {
-                    // The generator takes one type for the error answers: with and
-                    // without content do not mix (it would stop on an assertion of
-                    // its own).
-                    let errors: Vec<(String, bool)> = responses
-                        .iter()
-                        .map(|(status, response)| (yaml_key(status), response))
-                        .filter(|(status, _)| status.starts_with(['4', '5']) || status == "default")
-                        .map(|(status, response)| {
-                            let content = response
-                                .get("content")
-                                .and_then(Value::as_mapping)
-                                .is_some_and(|c| !c.is_empty());
-                            (status, content)
-                        })
-                        .collect();
-                    let bare = errors.iter().find(|(_, content)| !content);
-                    let full = errors.iter().find(|(_, content)| *content);
-                    if let (Some((bare, _)), Some((full, _))) = (bare, full) {
-                        return Err(format!(
-                            "{at}/responses: the error answer {bare} has no content and {full} \
-                             has, which the generator cannot give one type; give {bare} the \
-                             same content as {full}, or leave {bare} out if {full} covers it"
-                        ));
+                    // The generator takes one type for the error answers (4XX and
+                    // 5XX): answers of different kinds do not mix (it would stop on
+                    // an assertion of its own). A response given by `$ref` is the one
+                    // it names.
+                    let mut first: Option<(String, String)> = None;
+                    for (status, response) in responses.iter() {
+                        let status = yaml_key(status);
+                        if !status.starts_with(['4', '5']) {
+                            continue;
+                        }
+                        let kind = match response.get("$ref").and_then(Value::as_str) {
+                            Some(reference) => match response_kinds.get(reference) {
+                                Some(kind) => kind.clone(),
+                                None => continue,
+                            },
+                            None => response_kind(response),
+                        };
+                        match &first {
+                            None => first = Some((status, kind)),
+                            Some((other, other_kind)) if *other_kind != kind => {
+                                return Err(format!(
+                                    "{at}/responses: the error answers {other} and {status} hold \
+                                     different content ({other_kind}; {kind}), which the \
+                                     generator cannot give one type; give them the same \
+                                     content, or leave out one that the other covers"
+                                ));
+                            }
+                            Some(_) => {}
+                        }
                     }
                     for (status, response) in responses.iter_mut() {
                         let at = format!("{at}/responses/{}", yaml_key(status));
@@ -380,37 +407,36 @@ fn each_parameter_schema(
     Ok(())
 }
 
-/// Checks what the hand-written code relies on, which an edit of the spec could
-/// otherwise break with rustc's errors in `src/`: the operation
-/// `get_user_machines` (`GET /api/users/{id}/machines`, its `id` a string with
-/// `maxLength`, which makes the type `GetUserMachinesId`), and no schema named
-/// after an item the derived code uses unqualified (`Default`, `Box`).
+/// What a response holds, as far as the generator's choice of type goes: no
+/// content, or each media type with its schema.
+fn response_kind(response: &serde_yaml_ng::Value) -> String {
+    let Some(content) = response
+        .get("content")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+        .filter(|c| !c.is_empty())
+    else {
+        return "no content".into();
+    };
+    let mut kinds: Vec<String> = content
+        .iter()
+        .map(|(media, entry)| {
+            let schema = entry
+                .get("schema")
+                .and_then(|s| serde_yaml_ng::to_string(s).ok())
+                .map(|s| s.trim().replace('\n', " "))
+                .unwrap_or_default();
+            format!("{} {schema}", yaml_key(media))
+        })
+        .collect();
+    kinds.sort();
+    kinds.join(", ")
+}
+
+/// Checks that no schema is named after an item the derived code uses
+/// unqualified (`Default`, `Box`), which would give rustc's errors in the
+/// generated code.
 fn check_what_the_crate_relies_on(document: &serde_yaml_ng::Value) -> Result<(), String> {
     use serde_yaml_ng::Value;
-    let operation = document
-        .get("paths")
-        .and_then(|p| p.get("/api/users/{id}/machines"))
-        .and_then(|p| p.get("get"));
-    let named = operation
-        .and_then(|o| o.get("operationId"))
-        .and_then(Value::as_str)
-        .is_some_and(|id| method_name(id) == "get_user_machines");
-    let id_bounded = operation
-        .and_then(|o| o.get("parameters"))
-        .and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some("id"))
-        .and_then(|p| p.get("schema"))
-        .is_some_and(|s| s.get("maxLength").is_some());
-    if !named || !id_bounded {
-        return Err(
-            "paths//api/users/{id}/machines/get: the client (src/client.rs) calls this \
-             operation as `get_user_machines`, its path parameter `id` a string with \
-             `maxLength` (which makes the type `GetUserMachinesId`); keep them"
-                .into(),
-        );
-    }
     let schemas = document
         .get("components")
         .and_then(|c| c.get("schemas"))
@@ -424,6 +450,37 @@ fn check_what_the_crate_relies_on(document: &serde_yaml_ng::Value) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Checks that the generated code has what the client (`src/client.rs`) calls:
+/// the operation `get_user_machines` taking a `types::GetUserMachinesId`, which
+/// the generator makes of a string `id` with length limits. Without them an
+/// edit of the spec gives rustc's errors in `src/`.
+fn check_generated_for_the_client(file: &syn::File) -> Result<(), String> {
+    let has_id_type = file.items.iter().any(|item| match item {
+        syn::Item::Mod(m) if m.ident == "types" => m.content.as_ref().is_some_and(|(_, items)| {
+            items
+                .iter()
+                .any(|i| matches!(i, syn::Item::Struct(s) if s.ident == "GetUserMachinesId"))
+        }),
+        _ => false,
+    });
+    let has_operation = file.items.iter().any(|item| match item {
+        syn::Item::Impl(i) => i
+            .items
+            .iter()
+            .any(|f| matches!(f, syn::ImplItem::Fn(f) if f.sig.ident == "get_user_machines")),
+        _ => false,
+    });
+    if has_id_type && has_operation {
+        return Ok(());
+    }
+    Err(
+        "paths//api/users/{id}/machines/get: the client (src/client.rs) calls this \
+         operation as `get_user_machines` (its operationId), with its path parameter `id` \
+         a string with `maxLength` (which makes the type `GetUserMachinesId`); keep them"
+            .into(),
+    )
 }
 
 /// The name the generator gives an object written in place at `at`, for a
@@ -1070,8 +1127,9 @@ fn method_name(id: &str) -> String {
         Some(c) if unicode_ident::is_xid_start(c) => out,
         Some(_) => format!("_{out}"),
     };
-    // A keyword gets a `_` after it (`type_`), as the generator does.
-    if syn::parse_str::<syn::Ident>(&out).is_ok() {
+    // A keyword gets a `_` after it (`type_`), as the generator does; `gen` is
+    // one from the 2024 edition on, which syn still takes as a name.
+    if out != "gen" && syn::parse_str::<syn::Ident>(&out).is_ok() {
         out
     } else {
         format!("{out}_")

@@ -1358,7 +1358,10 @@ impl ClientBuilder {
         // commercial one is the default) would send the tenant's secret there
         // and get no token this cloud's API takes.
         if let Some(signs_in_at) = credential.signs_in_at() {
-            let wanted = self.cloud.authority_host();
+            // (A custom cloud's authority as written: `login.microsoftonline.us/`.)
+            let wanted = crate::auth::endpoint::normalise_authority(self.cloud.authority_host())
+                .unwrap_or_else(|_| self.cloud.authority_host().to_owned());
+            let wanted = wanted.as_str();
             let known = [
                 crate::cloud::COMMERCIAL_AUTHORITY,
                 crate::cloud::US_GOV_AUTHORITY,

@@ -711,6 +711,17 @@ fn a_credential_at_another_clouds_sign_in_is_refused() {
         .credential(secret())
         .build()
         .unwrap();
+    // A custom cloud naming a known sign-in, however written, is checked too.
+    let gov_custom = Cloud::Custom {
+        api_base: "https://api-gov.securitycenter.microsoft.us".into(),
+        authority_host: "LOGIN.microsoftonline.us/".into(),
+        scope: "https://api-gov.securitycenter.microsoft.us/.default".into(),
+    };
+    assert!(Client::builder()
+        .cloud(gov_custom)
+        .credential(secret())
+        .build()
+        .is_err());
     let proxied = secret()
         .authority_host("https://login-proxy.example.com")
         .unwrap();
@@ -732,22 +743,32 @@ fn a_credential_at_another_clouds_sign_in_is_refused() {
 async fn an_authority_with_the_tenant_in_it_is_refused() {
     let server = MockServer::start_async().await;
     let tokens = token_endpoint(&server, 3599, Duration::ZERO);
-    for path in [
-        format!("/{TENANT}"),
-        format!("/{}/", TENANT.to_uppercase()),
-        "/oauth2/v2.0".to_owned(),
+    for authority in [
+        format!("{}/{TENANT}", server.base_url()),
+        format!("{}/{}/", server.base_url(), TENANT.to_uppercase()),
+        // Microsoft's own hosts take no path at all.
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com".to_owned(),
+        "https://LOGIN.microsoftonline.us/OAuth2".to_owned(),
+        "https://login.microsoftonline.com/common".to_owned(),
     ] {
         let credential = ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
-            .authority_host(format!("{}{path}", server.base_url()))
+            .authority_host(authority.as_str())
             .unwrap();
         let client = builder(&server).credential(credential).build().unwrap();
         let err = client.user_machines("user1").await.unwrap_err();
         assert!(
-            matches!(&err, Error::Credential { message, .. } if message.contains("holds the tenant or the token path")),
-            "{path}: {err:?}"
+            matches!(&err, Error::Credential { message, .. } if message.contains("holds a path")),
+            "{authority}: {err:?}"
         );
     }
     assert_eq!(tokens.calls(), 0);
+    // A proxy's own prefix is kept.
+    let credential = ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
+        .authority_host(format!("{}/aad/oauth2", server.base_url()))
+        .unwrap();
+    let client = builder(&server).credential(credential).build().unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(!err.to_string().contains("holds a path"), "{err}");
     // A token that expires as it is issued is refused, not asked for again on
     // every call.
     let server = MockServer::start_async().await;

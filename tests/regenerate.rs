@@ -137,9 +137,10 @@ fn a_spec_edit_is_a_rebuild_away() {
          post:\n      operationId: addMachineTag\n      \
          parameters:\n        - {name: id, in: path, required: true, schema: {type: string}}\n        \
          - {name: reason, in: query, required: false, schema: {type: string}}\n      \
-         requestBody:\n        content:\n          application/json:\n            schema:\n              $ref: \"#/components/schemas/Key\"\n      \
+         requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n              \
+         properties:\n                mode:\n                  type: string\n                  enum: [Full, Selective]\n      \
          responses:\n        \"200\":\n          description: ok\n          content:\n            application/json:\n              schema:\n                $ref: \"#/components/schemas/Machine\"\n    \
-         options:\n      operationId: machine_tag_options\n      \
+         options:\n      operationId: gen\n      \
          parameters:\n        - {name: id, in: path, required: true, schema: {type: string}}\n      \
          responses:\n        \"200\":\n          description: ok\n          content:\n            application/json:\n              schema:\n                $ref: \"#/components/schemas/Key\"\n\
          components:\n",
@@ -277,10 +278,17 @@ fn main() {
     edit(
         &copy.join("openapi/defender.yaml"),
         "        \"5XX\":\n",
-        "        \"404\":\n          description: Not found.\n          content:\n            application/json:\n              \
-         schema:\n                $ref: \"#/components/schemas/ErrorEnvelope\"\n        \
+        "        \"404\":\n          $ref: \"#/components/responses/NotFound\"\n        \
          \"429\":\n          description: Throttled.\n          content:\n            application/json:\n              \
          schema:\n                $ref: \"#/components/schemas/ErrorEnvelope\"\n        \"5XX\":\n",
+    );
+    // (A response of `components/responses`, by `$ref`.)
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "  schemas:\n",
+        "  responses:\n    NotFound:\n      description: Not found.\n      content:\n        \
+         application/json:\n          schema:\n            $ref: \"#/components/schemas/ErrorEnvelope\"\n  \
+         schemas:\n",
     );
     let output = run_example(&copy, "regenerated");
     let _ = fs::remove_dir_all(&copy);
@@ -391,6 +399,11 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "        not:\n          type: string\n          nullable: true\n          enum: [a, b]\n        isAadJoined:\n",
             "components/schemas/Machine/properties/not: a closed enumeration",
         ),
+        (
+            "        isAadJoined:\n",
+            "        managementAddress:\n          type: string\n          nullable: true\n          format: ip\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/managementAddress: `format: ip`",
+        ),
         // An address format: one of the other kind would fail a whole answer.
         (
             "        isAadJoined:\n",
@@ -422,7 +435,7 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "the client (src/client.rs) calls this operation as `get_user_machines`",
         ),
         (
-            "            maxLength: 256\n",
+            "            minLength: 1\n            maxLength: 256\n",
             "",
             "the client (src/client.rs) calls this operation as `get_user_machines`",
         ),
@@ -435,7 +448,13 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
         (
             "        \"4XX\":\n",
             "        \"404\":\n          description: Not found.\n        \"4XX\":\n",
-            "paths//api/users/{id}/machines/get/responses: the error answer 404 has no content and 4XX has",
+            "paths//api/users/{id}/machines/get/responses: the error answers 404 and 4XX hold different content (no content; application/json",
+        ),
+        // … or a 5XX answered as text.
+        (
+            "          description: Server error; transient, try again.\n          content:\n            application/json:\n",
+            "          description: Server error; transient, try again.\n          content:\n            text/plain:\n",
+            "the error answers 4XX and 5XX hold different content",
         ),
         // Operations that would be one method, or one the generated client has.
         (

@@ -112,15 +112,31 @@ impl TokenEndpoint {
         check_tenant(&self.tenant_id)?;
         // The authority is the host alone: one given with the tenant or the
         // token path (`https://login.microsoftonline.com/<tenant>`) would have
-        // them twice. (A proxy's own path prefix is left as it is.)
-        let path = self.authority.splitn(4, '/').nth(3).unwrap_or("");
-        if path
-            .split('/')
-            .any(|segment| segment.eq_ignore_ascii_case(&self.tenant_id) || segment == "oauth2")
+        // them twice. Microsoft's sign-in hosts take no path of their own; a
+        // proxy's own path prefix is left as it is, unless it names the tenant.
+        let url = reqwest::Url::parse(&self.authority).ok();
+        let path = url.as_ref().map_or("", |u| u.path().trim_matches('/'));
+        let microsofts = url.as_ref().and_then(|u| u.host_str()).is_some_and(|host| {
+            [
+                "login.microsoftonline.com",
+                "login.microsoftonline.us",
+                "login.microsoft.com",
+                "login.windows.net",
+                "login.chinacloudapi.cn",
+                "login.partner.microsoftonline.cn",
+            ]
+            .iter()
+            .any(|known| host.eq_ignore_ascii_case(known))
+        });
+        if !path.is_empty()
+            && (microsofts
+                || path
+                    .split('/')
+                    .any(|segment| segment.eq_ignore_ascii_case(&self.tenant_id)))
         {
             return Err(Error::credential(format!(
-                "the authority host {} holds the tenant or the token path: give the host \
-                 alone, such as https://login.microsoftonline.com (the tenant and \
+                "the authority host {} holds a path (the tenant, or the token path): give \
+                 the host alone, such as https://login.microsoftonline.com (the tenant and \
                  /oauth2/v2.0/token are added to it)",
                 self.authority
             )));
@@ -490,10 +506,11 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
         }
         if next.is_empty() {
             // The start of the secret, cut short (`secret starts with 'Zq8~ab…'`,
-            // a form body cut at a length): echoed too, from `MIN_PREFIX` on.
-            return (matched >= MIN_PREFIX)
-                .then(|| ends.into_iter().max())
-                .flatten();
+            // a form body cut at a length): echoed too, from `MIN_PREFIX` on. Not
+            // for a signed assertion (a JWT, `eyJ…`), whose start is its public
+            // header, the same as any other JWT's.
+            let prefix = matched >= MIN_PREFIX && !secret.starts_with("eyJ");
+            return prefix.then(|| ends.into_iter().max()).flatten();
         }
         std::mem::swap(&mut ends, &mut next);
     }
@@ -938,6 +955,12 @@ mod tests {
         ] {
             assert_eq!(redact(echo, &[long]), shown, "{echo}");
         }
+        // A signed assertion's start is a JWT header any JWT may share: another
+        // token in the text is left whole; the assertion itself is not.
+        let assertion = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJ4In0.c2lnbmF0dXJl";
+        let other = "id_token=eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ5In0.b3RoZXI";
+        assert_eq!(redact(other, &[assertion]), other);
+        assert_eq!(redact(&format!("a={assertion}"), &[assertion]), "a=***");
         // A `%` of the secret encoded once, though `%25` could start a second
         // encoding; a space encoded twice.
         for (secret, echo) in [

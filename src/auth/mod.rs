@@ -10,7 +10,7 @@
 mod azure;
 pub(crate) mod cache;
 mod certificate;
-mod endpoint;
+pub(crate) mod endpoint;
 mod environment;
 mod secret;
 
