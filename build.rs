@@ -172,12 +172,19 @@ fn check_and_complete_schemas(
         let is_object = is_object(schema);
         // An object written in place gets a name of the generator's making; one
         // that is a schema's name already would be that schema's type instead.
-        if is_object && !schema.contains_key("title") {
-            if let Some(name) = inline_type_name(at).filter(|n| schema_names.contains(n)) {
+        let names_a_type = is_object || schema.contains_key("enum") || schema.contains_key("oneOf");
+        if names_a_type {
+            let clash = match text(schema, "title") {
+                Some(title) => (at != format!("components/schemas/{title}")
+                    && schema_names.contains(&title))
+                .then_some(title),
+                None => inline_type_name(at).filter(|n| schema_names.contains(n)),
+            };
+            if let Some(name) = clash {
                 return Err(format!(
-                    "{at}: the generator would name this object `{name}`, which is the name of \
-                     the schema `{name}`, and take one for the other; give it a `title`, or \
-                     move it to `components/schemas` under a name of its own"
+                    "{at}: the generator would name this type `{name}`, which is the name of \
+                     the schema `{name}`, and take one for the other; give it a `title` of \
+                     its own, or move it to `components/schemas` under a name of its own"
                 ));
             }
         }
@@ -318,6 +325,59 @@ fn check_and_complete_schemas(
                 let Value::Mapping(operation) = entry else {
                     continue;
                 };
+                // The types the generator names after the operation, for what is
+                // written in place in it, must not be a schema's names.
+                if let Some(id) = operation.get("operationId").and_then(Value::as_str) {
+                    use heck::ToPascalCase;
+                    let op = method_name(id).to_pascal_case();
+                    let inline =
+                        |schema: Option<&Value>| schema.is_some_and(|s| s.get("$ref").is_none());
+                    let media_schemas = |holder: Option<&Value>| -> Vec<Value> {
+                        holder
+                            .and_then(|h| h.get("content"))
+                            .and_then(Value::as_mapping)
+                            .into_iter()
+                            .flat_map(|c| c.values())
+                            .filter_map(|m| m.get("schema").cloned())
+                            .collect()
+                    };
+                    let mut named: Vec<(String, bool)> = Vec::new();
+                    for schema in media_schemas(operation.get("requestBody")) {
+                        named.push((format!("{op}Body"), inline(Some(&schema))));
+                    }
+                    if let Some(Value::Mapping(responses)) = operation.get("responses") {
+                        for response in responses.values() {
+                            for schema in media_schemas(Some(response)) {
+                                named.push((format!("{op}Response"), inline(Some(&schema))));
+                            }
+                        }
+                    }
+                    for parameter in operation
+                        .get("parameters")
+                        .and_then(Value::as_sequence)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(name) = parameter.get("name").and_then(Value::as_str) {
+                            let name = format!(
+                                "{op}{}",
+                                name.replace(|c| !unicode_ident::is_xid_continue(c), "-")
+                                    .to_pascal_case()
+                            );
+                            named.push((name, inline(parameter.get("schema"))));
+                        }
+                    }
+                    if let Some((name, _)) = named
+                        .iter()
+                        .find(|(name, inline)| *inline && schema_names.contains(name))
+                    {
+                        return Err(format!(
+                            "{at}: the generator would name a type written in place in this \
+                             operation `{name}`, which is the name of the schema `{name}`, \
+                             and take one for the other; rename the schema, or refer to it"
+                        ));
+                    }
+                }
                 if let Some(parameters) = operation.get_mut("parameters") {
                     let root = format!("{at}/parameters");
                     parameter_roots.borrow_mut().push(root.clone());
@@ -484,9 +544,10 @@ fn check_generated_for_the_client(file: &syn::File) -> Result<(), String> {
 }
 
 /// The name the generator gives an object written in place at `at`, for a
-/// chain of `properties` and `items` under a component schema
-/// (`components/schemas/Machine/properties/hardware` is `MachineHardware`, an
-/// array's item `…Item`); `None` for any other place.
+/// chain of `properties`, `items` and `additionalProperties` under a component
+/// schema (`components/schemas/Machine/properties/hardware` is
+/// `MachineHardware`, an array's item `…Item`, a map's value `…Value`); `None`
+/// for any other place.
 fn inline_type_name(at: &str) -> Option<String> {
     use heck::ToPascalCase;
     let rest = at.strip_prefix("components/schemas/")?;
@@ -504,6 +565,7 @@ fn inline_type_name(at: &str) -> Option<String> {
                 );
             }
             "items" => name.push_str("Item"),
+            "additionalProperties" => name.push_str("Value"),
             _ => return None,
         }
         inline = true;

@@ -426,7 +426,7 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "        isAadJoined:\n",
             "        collection:\n          type: object\n          nullable: true\n          properties:\n            \
              collectedAt:\n              type: string\n              nullable: true\n        isAadJoined:\n",
-            "components/schemas/Machine/properties/collection: the generator would name this object `MachineCollection`",
+            "components/schemas/Machine/properties/collection: the generator would name this type `MachineCollection`",
         ),
         // What the client's own code relies on.
         (
@@ -475,6 +475,42 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
         ),
     ] {
         fs::write(&spec, &original).unwrap();
+        edit(&spec, from, to);
+        let output = build(&copy);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{to}");
+        assert!(stderr.contains(expected), "{to}: {stderr}");
+    }
+    // Types written in place that the generator would name as a schema is named
+    // (given here): a map's values, a title, a parameter's values.
+    for (from, to, expected) in [
+        (
+            "        isAadJoined:\n",
+            "        labels:\n          type: object\n          nullable: true\n          additionalProperties:\n            \
+             type: object\n            properties:\n              cpu:\n                type: string\n                nullable: true\n        \
+             isAadJoined:\n",
+            "components/schemas/Machine/properties/labels/additionalProperties: the generator would name this type `MachineLabelsValue`",
+        ),
+        (
+            "        isAadJoined:\n",
+            "        holder:\n          title: IpAddress\n          type: object\n          nullable: true\n          \
+             properties:\n            x:\n              type: string\n              nullable: true\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/holder: the generator would name this type `IpAddress`",
+        ),
+        (
+            "            maxLength: 256\n",
+            "            maxLength: 256\n        - name: view\n          in: query\n          required: false\n          \
+             schema:\n            type: string\n            enum: [basic, full]\n",
+            "the generator would name a type written in place in this operation `GetUserMachinesView`",
+        ),
+    ] {
+        fs::write(&spec, &original).unwrap();
+        edit(
+            &spec,
+            "  schemas:\n",
+            "  schemas:\n    MachineLabelsValue:\n      type: object\n      additionalProperties: {}\n    \
+             GetUserMachinesView:\n      type: object\n      additionalProperties: {}\n",
+        );
         edit(&spec, from, to);
         let output = build(&copy);
         let stderr = String::from_utf8_lossy(&output.stderr);
