@@ -1318,6 +1318,10 @@ impl ClientBuilder {
     /// (The builder's own client does not follow such a redirect: the call fails
     /// with an [`Error::Transport`] whose error `is_redirect()`.)
     ///
+    /// Its redirects are its own: a hop it follows within the API's host is one
+    /// more request than the client's [`RateLimit`] counts (the builder's own
+    /// client follows none). `reqwest::redirect::Policy::none()` avoids that.
+    ///
     /// For a plain-http (loopback) base URL, build it with
     /// `reqwest::ClientBuilder::no_proxy()`: a client that may use a proxy (its
     /// own, or `HTTP_PROXY` of the environment, which may be on another host and
@@ -1441,19 +1445,29 @@ fn accept_encoding() -> reqwest::header::HeaderMap {
     headers
 }
 
-/// Follows up to 10 redirects, never to a plain-http remote host and never to
+/// Follows up to 10 redirects, never to a plain-http remote host, never to
 /// another path (which would be another endpoint, with the token if on the same
-/// host). reqwest itself drops `Authorization` whenever a redirect changes host,
-/// port or scheme.
+/// host), and never within the host it was sent to: each such hop would be one
+/// more request to the API that the quota did not count. reqwest itself drops
+/// `Authorization` whenever a redirect changes host, port or scheme.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let sent_path = attempt.previous().first().map(|url| url.path());
+        let same_origin = attempt
+            .previous()
+            .last()
+            .is_some_and(|from| from.origin() == attempt.url().origin());
         if attempt.previous().len() >= 10 {
             attempt.error("too many redirects")
         } else if !hooks::is_secure(attempt.url()) {
             attempt.error("refusing to follow a redirect to plain http on a remote host")
         } else if sent_path.is_some_and(|path| path != attempt.url().path()) {
             attempt.error("refusing to follow a redirect to another path")
+        } else if same_origin {
+            attempt.error(
+                "refusing to follow a redirect within the same host: it would be one more \
+                 request to the API than the client's quota counts",
+            )
         } else {
             attempt.follow()
         }

@@ -737,6 +737,39 @@ fn a_credential_at_another_clouds_sign_in_is_refused() {
         .unwrap();
 }
 
+/// A credential that panics fails the calls that waited for its token with an
+/// error; it does not panic them (the token request is shared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_credential_fails_the_calls_without_panicking_them() {
+    struct Panics;
+    #[defender_endpoint::async_trait]
+    impl defender_endpoint::TokenCredential for Panics {
+        async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            panic!("a bug in the credential");
+        }
+    }
+    let server = MockServer::start_async().await;
+    let api = api(&server);
+    let client = builder(&server).credential(Panics).build().unwrap();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.user_machines("user1").await })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.expect("no panic").unwrap_err();
+        assert!(
+            matches!(&err, Error::Credential { message, .. } if message.contains("panicked")),
+            "{err:?}"
+        );
+    }
+    // And the next call asks again, and fails the same way.
+    assert!(client.user_machines("user1").await.is_err());
+    assert_eq!(api.calls(), 0);
+}
+
 /// An authority given with the tenant or the token path would have them twice:
 /// refused before anything is sent. A proxy's own path prefix is kept.
 #[tokio::test]

@@ -773,6 +773,40 @@ async fn a_redirect_to_another_path_is_not_followed() {
     }
 }
 
+/// A redirect within the API's host, even to the same path, would be one more
+/// request to the API than the quota counts: it is not followed.
+#[tokio::test]
+async fn a_redirect_within_the_host_is_not_followed() {
+    let server = MockServer::start_async().await;
+    let first = server
+        .mock_async(|when, then| {
+            when.path(PATH).query_param_missing("hop");
+            then.status(307).header("location", format!("{PATH}?hop=1"));
+        })
+        .await;
+    let hop = server
+        .mock_async(|when, then| {
+            when.path(PATH).query_param_exists("hop");
+            then.status(200).body(ONE);
+        })
+        .await;
+    let client = builder(&server)
+        .rate_limit(RateLimit::new().window(1, Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(e) if e.is_redirect()),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("quota") || format!("{err:?}").contains("quota"),
+        "{err:?}"
+    );
+    first.assert_calls_async(1).await;
+    hop.assert_calls_async(0).await;
+}
+
 /// With the caller's own `reqwest::Client`, its redirect policy applies, but an
 /// answer it fetched from another path is still refused.
 #[tokio::test]

@@ -298,7 +298,19 @@ impl TokenCache {
                     // Bounded: a credential that never answers holds up no one for
                     // good (in a runtime, whose timers this needs).
                     let scopes = [&*scope];
-                    let get = credential.get_token(&scopes);
+                    // A credential that panics fails this fetch, not every caller
+                    // waiting for it (the fetch is shared).
+                    let get = async {
+                        use futures_util::FutureExt;
+                        std::panic::AssertUnwindSafe(credential.get_token(&scopes))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Error::credential(
+                                    "the credential panicked while fetching a token",
+                                ))
+                            })
+                    };
                     let outcome = match Handle::try_current() {
                         Ok(_) => tokio::time::timeout(timeout, get)
                             .await
