@@ -832,6 +832,28 @@ async fn next_links_are_followed_so_no_machine_is_lost() {
     second.assert_calls_async(1).await;
 }
 
+/// Serves `pages` as user1's machines: the first with no query, page `k` for
+/// `$skip=k`; one mock each, in order.
+async fn serve_pages(server: &MockServer, pages: Vec<String>) -> Vec<httpmock::Mock<'_>> {
+    let mut mocks = Vec::new();
+    for (skip, body) in pages.into_iter().enumerate() {
+        mocks.push(
+            server
+                .mock_async(move |when, then| {
+                    let when = when.path("/api/users/user1/machines");
+                    if skip == 0 {
+                        when.is_true(|req| req.uri().query().is_none());
+                    } else {
+                        when.query_param("$skip", skip.to_string());
+                    }
+                    then.status(200).body(body);
+                })
+                .await,
+        );
+    }
+    mocks
+}
+
 /// A server that keeps sending new next links costs a call 100 requests at
 /// most, and the call fails rather than return a list that may be incomplete.
 #[tokio::test]
@@ -842,27 +864,7 @@ async fn a_call_fetches_at_most_a_hundred_pages() {
                "@odata.nextLink": format!("/api/users/user1/machines?$skip={}", page + 1)})
         .to_string()
     };
-    let first = next(0);
-    server
-        .mock_async(move |when, then| {
-            when.path("/api/users/user1/machines")
-                .is_true(|req| req.uri().query().is_none());
-            then.status(200).body(first);
-        })
-        .await;
-    let mut pages = Vec::new();
-    for page in 1..=100 {
-        let body = next(page);
-        pages.push(
-            server
-                .mock_async(move |when, then| {
-                    when.path("/api/users/user1/machines")
-                        .query_param("$skip", page.to_string());
-                    then.status(200).body(body);
-                })
-                .await,
-        );
-    }
+    let pages = serve_pages(&server, (0..=100).map(next).collect()).await;
     let err = client(&server).user_machines("user1").await.unwrap_err();
     assert!(
         matches!(&err, Error::Decode { status: 200, message } if message.contains("leads past 100 pages")),
@@ -870,7 +872,7 @@ async fn a_call_fetches_at_most_a_hundred_pages() {
     );
     // The first page and 99 next ones: page 100 is not asked for.
     for (page, mock) in pages.iter().enumerate() {
-        mock.assert_calls_async(usize::from(page + 1 < 100)).await;
+        mock.assert_calls_async(usize::from(page < 100)).await;
     }
 }
 
@@ -884,32 +886,9 @@ async fn the_body_limit_holds_for_all_the_pages_of_a_call() {
         .to_string()
     };
     let size = page(0).len();
-    let first = page(0);
-    server
-        .mock_async(move |when, then| {
-            when.path("/api/users/user1/machines")
-                .is_true(|req| req.uri().query().is_none());
-            then.status(200).body(first);
-        })
-        .await;
-    for skip in 1..6 {
-        let body = page(skip);
-        server
-            .mock_async(move |when, then| {
-                when.path("/api/users/user1/machines")
-                    .query_param("$skip", skip.to_string());
-                then.status(200).body(body);
-            })
-            .await;
-    }
-    let last = json!({"value": [{"id": "m6"}]}).to_string();
-    server
-        .mock_async(move |when, then| {
-            when.path("/api/users/user1/machines")
-                .query_param("$skip", "6");
-            then.status(200).body(last);
-        })
-        .await;
+    let mut pages: Vec<String> = (0..6).map(page).collect();
+    pages.push(json!({"value": [{"id": "m6"}]}).to_string());
+    serve_pages(&server, pages).await;
     // Each page is well under the limit; six of them are not.
     let limit = size * 4;
     let built = |limit: usize| {

@@ -317,6 +317,17 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
     let copy = copy_of_the_crate("broken");
     let spec = copy.join("openapi/defender.yaml");
     let original = fs::read_to_string(&spec).unwrap();
+    // The spec with `edits` made to it fails to build, with a message holding `expected`.
+    let refused = |edits: &[(&str, &str)], expected: &str| {
+        fs::write(&spec, &original).unwrap();
+        for (from, to) in edits {
+            edit(&spec, from, to);
+        }
+        let output = build(&copy);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{edits:?}");
+        assert!(stderr.contains(expected), "{edits:?}: {stderr}");
+    };
     for (from, to, expected) in [
         (
             "  schemas:\n",
@@ -474,12 +485,7 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "operationId `new` would be the method `new`, which the generated client already has",
         ),
     ] {
-        fs::write(&spec, &original).unwrap();
-        edit(&spec, from, to);
-        let output = build(&copy);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{to}");
-        assert!(stderr.contains(expected), "{to}: {stderr}");
+        refused(&[(from, to)], expected);
     }
     // Types written in place that the generator would name as a schema is named
     // (given here): a map's values, a title, a parameter's values.
@@ -504,18 +510,12 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "the generator would name a type written in place in this operation `GetUserMachinesView`",
         ),
     ] {
-        fs::write(&spec, &original).unwrap();
-        edit(
-            &spec,
+        let schemas = (
             "  schemas:\n",
             "  schemas:\n    MachineLabelsValue:\n      type: object\n      additionalProperties: {}\n    \
              GetUserMachinesView:\n      type: object\n      additionalProperties: {}\n",
         );
-        edit(&spec, from, to);
-        let output = build(&copy);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{to}");
-        assert!(stderr.contains(expected), "{to}: {stderr}");
+        refused(&[schemas, (from, to)], expected);
     }
     // A record that can no longer have a `Default` (a required date-time that
     // cannot be null) builds, and says what other crates lose.
