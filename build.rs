@@ -121,6 +121,8 @@ fn check_and_complete_schemas(
         .and_then(Value::as_mapping)
         .map(|m| {
             m.iter()
+                // (One that is a `$ref` itself is not followed: left unchecked.)
+                .filter(|(_, response)| response.get("$ref").is_none())
                 .map(|(name, response)| {
                     (
                         format!("#/components/responses/{}", yaml_key(name)),
@@ -172,14 +174,16 @@ fn check_and_complete_schemas(
         let is_object = is_object(schema);
         // An object written in place gets a name of the generator's making; one
         // that is a schema's name already would be that schema's type instead.
-        let names_a_type = is_object || schema.contains_key("enum") || schema.contains_key("oneOf");
-        if names_a_type {
+        // (A component schema is named by its key, whatever its title.)
+        let in_place = at
+            .strip_prefix("components/schemas/")
+            .is_none_or(|rest| rest.contains('/'));
+        if in_place && names_a_type(schema) {
             let clash = match text(schema, "title") {
-                Some(title) => (at != format!("components/schemas/{title}")
-                    && schema_names.contains(&title))
-                .then_some(title),
-                None => inline_type_name(at).filter(|n| schema_names.contains(n)),
-            };
+                Some(title) => Some(title_type_name(&title)),
+                None => inline_type_name(at),
+            }
+            .filter(|name| schema_names.contains(name));
             if let Some(name) = clash {
                 return Err(format!(
                     "{at}: the generator would name this type `{name}`, which is the name of \
@@ -330,8 +334,11 @@ fn check_and_complete_schemas(
                 if let Some(id) = operation.get("operationId").and_then(Value::as_str) {
                     use heck::ToPascalCase;
                     let op = method_name(id).to_pascal_case();
-                    let inline =
-                        |schema: Option<&Value>| schema.is_some_and(|s| s.get("$ref").is_none());
+                    let inline = |schema: Option<&Value>| {
+                        schema
+                            .and_then(Value::as_mapping)
+                            .is_some_and(|s| names_a_type(s) && !s.contains_key("title"))
+                    };
                     let media_schemas = |holder: Option<&Value>| -> Vec<Value> {
                         holder
                             .and_then(|h| h.get("content"))
@@ -467,6 +474,29 @@ fn each_parameter_schema(
     Ok(())
 }
 
+/// Whether the generator names a type of its own for `schema` written in place:
+/// an object, an enumeration, a `oneOf`, or a string with length limits (not a
+/// `$ref`, an array or a plain scalar).
+fn names_a_type(schema: &serde_yaml_ng::Mapping) -> bool {
+    let text = |key: &str| schema.get(key).and_then(serde_yaml_ng::Value::as_str);
+    if schema.contains_key("$ref") {
+        return false;
+    }
+    let object = text("type") == Some("object")
+        || (schema.get("type").is_none() && schema.contains_key("properties"));
+    let limited_string = text("type") == Some("string")
+        && (schema.contains_key("maxLength") || schema.contains_key("minLength"));
+    object || limited_string || schema.contains_key("enum") || schema.contains_key("oneOf")
+}
+
+/// The type name the generator makes of a `title` (Pascal case, as a Rust name).
+fn title_type_name(title: &str) -> String {
+    use heck::ToPascalCase;
+    title
+        .replace(|c| !unicode_ident::is_xid_continue(c), "-")
+        .to_pascal_case()
+}
+
 /// What a response holds, as far as the generator's choice of type goes: no
 /// content, or each media type with its schema.
 fn response_kind(response: &serde_yaml_ng::Value) -> String {
@@ -477,19 +507,22 @@ fn response_kind(response: &serde_yaml_ng::Value) -> String {
     else {
         return "no content".into();
     };
-    let mut kinds: Vec<String> = content
-        .iter()
-        .map(|(media, entry)| {
+    // As the generator reads it: the schema of JSON content, if any, else raw.
+    let json = content.iter().find(|(media, _)| {
+        let media = yaml_key(media).to_ascii_lowercase();
+        media == "application/json" || media.starts_with("application/json;")
+    });
+    match json {
+        Some((_, entry)) => {
             let schema = entry
                 .get("schema")
                 .and_then(|s| serde_yaml_ng::to_string(s).ok())
                 .map(|s| s.trim().replace('\n', " "))
                 .unwrap_or_default();
-            format!("{} {schema}", yaml_key(media))
-        })
-        .collect();
-    kinds.sort();
-    kinds.join(", ")
+            format!("JSON {schema}")
+        }
+        None => "content other than JSON".into(),
+    }
 }
 
 /// Checks that no schema is named after an item the derived code uses

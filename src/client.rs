@@ -1447,16 +1447,27 @@ fn accept_encoding() -> reqwest::header::HeaderMap {
 
 /// Follows up to 10 redirects, never to a plain-http remote host, never to
 /// another path (which would be another endpoint, with the token if on the same
-/// host), and never within the host it was sent to: each such hop would be one
-/// more request to the API that the quota did not count. reqwest itself drops
+/// host), and never to a host it was at before (`api.example.com.` is
+/// `api.example.com`): each such hop would be one more request to the API that
+/// the quota did not count. reqwest itself drops
 /// `Authorization` whenever a redirect changes host, port or scheme.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let sent_path = attempt.previous().first().map(|url| url.path());
+        // Any host the request was at before, not only the last: a chain that
+        // leaves a host and comes back is one more request to it too.
+        let host = |url: &reqwest::Url| {
+            let mut url = url.clone();
+            if let Some(name) = url.host_str().and_then(|h| h.strip_suffix('.')) {
+                let name = name.to_owned();
+                let _ = url.set_host(Some(&name));
+            }
+            url.origin()
+        };
         let same_origin = attempt
             .previous()
-            .last()
-            .is_some_and(|from| from.origin() == attempt.url().origin());
+            .iter()
+            .any(|from| host(from) == host(attempt.url()));
         if attempt.previous().len() >= 10 {
             attempt.error("too many redirects")
         } else if !hooks::is_secure(attempt.url()) {

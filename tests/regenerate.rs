@@ -282,6 +282,20 @@ fn main() {
          \"429\":\n          description: Throttled.\n          content:\n            application/json:\n              \
          schema:\n                $ref: \"#/components/schemas/ErrorEnvelope\"\n        \"5XX\":\n",
     );
+    // The same error content spelt with a charset, or with text beside it; and
+    // a schema whose title is another's name (the key names a component).
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "          description: Server error; transient, try again.\n          content:\n            application/json:\n",
+        "          description: Server error; transient, try again.\n          content:\n            \
+         text/plain:\n              schema:\n                type: string\n            application/json; charset=utf-8:\n",
+    );
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "  schemas:\n",
+        "  schemas:\n    MachineSummary:\n      title: Machine\n      type: object\n      properties:\n        \
+         name:\n          type: string\n          nullable: true\n",
+    );
     // (A response of `components/responses`, by `$ref`.)
     edit(
         &copy.join("openapi/defender.yaml"),
@@ -459,7 +473,7 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
         (
             "        \"4XX\":\n",
             "        \"404\":\n          description: Not found.\n        \"4XX\":\n",
-            "paths//api/users/{id}/machines/get/responses: the error answers 404 and 4XX hold different content (no content; application/json",
+            "paths//api/users/{id}/machines/get/responses: the error answers 404 and 4XX hold different content (no content; JSON",
         ),
         // … or a 5XX answered as text.
         (
@@ -499,6 +513,17 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
         ),
         (
             "        isAadJoined:\n",
+            "        vmInfo:\n          title: vm metadata\n          type: object\n          nullable: true\n          \
+             properties:\n            x:\n              type: string\n              nullable: true\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/vmInfo: the generator would name this type `VmMetadata`",
+        ),
+        (
+            "        isAadJoined:\n",
+            "        tagline:\n          type: string\n          nullable: true\n          maxLength: 64\n        isAadJoined:\n",
+            "components/schemas/Machine/properties/tagline: the generator would name this type `MachineTagline`",
+        ),
+        (
+            "        isAadJoined:\n",
             "        holder:\n          title: IpAddress\n          type: object\n          nullable: true\n          \
              properties:\n            x:\n              type: string\n              nullable: true\n        isAadJoined:\n",
             "components/schemas/Machine/properties/holder: the generator would name this type `IpAddress`",
@@ -513,7 +538,8 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
         let schemas = (
             "  schemas:\n",
             "  schemas:\n    MachineLabelsValue:\n      type: object\n      additionalProperties: {}\n    \
-             GetUserMachinesView:\n      type: object\n      additionalProperties: {}\n",
+             GetUserMachinesView:\n      type: object\n      additionalProperties: {}\n    \
+             MachineTagline:\n      type: object\n      additionalProperties: {}\n",
         );
         refused(&[schemas, (from, to)], expected);
     }

@@ -807,6 +807,39 @@ async fn a_redirect_within_the_host_is_not_followed() {
     hop.assert_calls_async(0).await;
 }
 
+/// Nor is a chain that leaves the host and comes back to it.
+#[tokio::test]
+async fn a_redirect_back_to_the_host_is_not_followed() {
+    let server = MockServer::start_async().await;
+    let port = server.port();
+    let by_address = server
+        .mock_async(move |when, then| {
+            when.path(PATH).header("host", format!("127.0.0.1:{port}"));
+            then.status(307)
+                .header("location", format!("http://localhost:{port}{PATH}"));
+        })
+        .await;
+    let by_name = server
+        .mock_async(move |when, then| {
+            when.path(PATH).header("host", format!("localhost:{port}"));
+            then.status(307)
+                .header("location", format!("http://127.0.0.1:{port}{PATH}"));
+        })
+        .await;
+    let err = builder(&server)
+        .build()
+        .unwrap()
+        .user_machines("user1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(e) if e.is_redirect()),
+        "{err:?}"
+    );
+    by_address.assert_calls_async(1).await;
+    by_name.assert_calls_async(1).await;
+}
+
 /// With the caller's own `reqwest::Client`, its redirect policy applies, but an
 /// answer it fetched from another path is still refused.
 #[tokio::test]
