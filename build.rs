@@ -85,8 +85,10 @@ fn generate() -> Result<(), String> {
 
 /// Checks every schema of the spec and completes it, before the generator sees it:
 ///
-/// - An object that does not say otherwise keeps the fields the spec does not
-///   describe: one that says nothing, or `true`, gets `additionalProperties: {}`,
+/// - An object of what the API answers that does not say otherwise keeps the
+///   fields the spec does not describe (one only the client sends is the
+///   caller's to fill and keeps none): one that says nothing, or `true`, gets
+///   `additionalProperties: {}`,
 ///   which the generator turns into the `extra` map, so that no field the API
 ///   sends is lost (a member of an `allOf` is left to the generator's merge, but
 ///   for one written in place that is the `allOf`'s only member). An
@@ -108,6 +110,20 @@ fn check_and_complete_schemas(
     // Where the schemas of parameters start (what the client only sends): an
     // `enum` is allowed below them.
     let parameter_roots = std::cell::RefCell::new(Vec::<String>::new());
+    // The component schemas that are part of what the API answers: an enum is
+    // refused and unknown fields kept in those only (and in answers written in
+    // place); a schema only ever sent is the client's to fill.
+    let answered = answered_schemas(document);
+    let sent_only = |at: &str| {
+        parameter_roots
+            .borrow()
+            .iter()
+            .any(|root| at == root || at.starts_with(&format!("{root}/")))
+            || at
+                .strip_prefix("components/schemas/")
+                .map(|rest| rest.split('/').next().unwrap_or(rest))
+                .is_some_and(|name| !answered.contains(name))
+    };
     let schema_names: Vec<String> = document
         .get("components")
         .and_then(|c| c.get("schemas"))
@@ -198,7 +214,11 @@ fn check_and_complete_schemas(
             .rsplit_once('/')
             .is_some_and(|(parent, _)| parent.ends_with("/allOf"));
         let says = schema.get("additionalProperties");
-        if is_object && !in_all_of && matches!(says, None | Some(Value::Bool(true))) {
+        if is_object
+            && !in_all_of
+            && !sent_only(at)
+            && matches!(says, None | Some(Value::Bool(true)))
+        {
             // `true` means the same as `{}`, but the generator gives it no map.
             schema.insert(
                 "additionalProperties".into(),
@@ -252,16 +272,13 @@ fn check_and_complete_schemas(
         }
         if let Some(values) = schema.get("enum") {
             // Allowed: an open enumeration's `NKnown`, a `not` (which refuses values,
-            // and closes no set), and what the client only sends (parameters and
-            // request bodies).
+            // and closes no set), and what the client only sends (parameters,
+            // request bodies, and schemas no answer holds).
             let allowed = open
                 .iter()
                 .any(|(name, _)| at == format!("components/schemas/{name}Known"))
                 || (at.ends_with("/not") && !at.ends_with("/properties/not"))
-                || parameter_roots
-                    .borrow()
-                    .iter()
-                    .any(|root| at == root || at.starts_with(&format!("{root}/")));
+                || sent_only(at);
             if !allowed {
                 let advice = if text(schema, "type").as_deref() == Some("string") {
                     "make it open, as `HealthStatus` is (see the README)"
@@ -302,7 +319,11 @@ fn check_and_complete_schemas(
                 let at = format!("components/{kind}/{}", yaml_key(name));
                 match kind.as_str() {
                     "schemas" => each_schema(entry, &at, &mut check)?,
-                    "responses" | "requestBodies" => each_media_schema(entry, &at, &mut check)?,
+                    "responses" => each_media_schema(entry, &at, &mut check)?,
+                    "requestBodies" => {
+                        parameter_roots.borrow_mut().push(at.clone());
+                        each_media_schema(entry, &at, &mut check)?;
+                    }
                     "parameters" | "headers" => {
                         if kind == "parameters" {
                             parameter_roots.borrow_mut().push(at.clone());
@@ -472,6 +493,53 @@ fn each_parameter_schema(
         }
     }
     Ok(())
+}
+
+/// The names of the component schemas an answer of the API may hold: those
+/// its responses refer to, and those these refer to in turn.
+fn answered_schemas(document: &serde_yaml_ng::Value) -> std::collections::HashSet<String> {
+    use serde_yaml_ng::Value;
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Mapping(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child.as_str()) {
+                        (Some("$ref"), Some(target)) => out.push(target.to_owned()),
+                        _ => refs(child, out),
+                    }
+                }
+            }
+            Value::Sequence(items) => items.iter().for_each(|item| refs(item, out)),
+            _ => {}
+        }
+    }
+    let mut pending = Vec::new();
+    if let Some(paths) = document.get("paths").and_then(Value::as_mapping) {
+        for item in paths.values().filter_map(Value::as_mapping) {
+            for operation in item.values() {
+                if let Some(responses) = operation.get("responses") {
+                    refs(responses, &mut pending);
+                }
+            }
+        }
+    }
+    let components = document.get("components");
+    if let Some(responses) = components.and_then(|c| c.get("responses")) {
+        refs(responses, &mut pending);
+    }
+    let schemas = components.and_then(|c| c.get("schemas"));
+    let mut answered = std::collections::HashSet::new();
+    while let Some(target) = pending.pop() {
+        let Some(name) = target.strip_prefix("#/components/schemas/") else {
+            continue;
+        };
+        if answered.insert(name.to_owned()) {
+            if let Some(schema) = schemas.and_then(|s| s.get(name)) {
+                refs(schema, &mut pending);
+            }
+        }
+    }
+    answered
 }
 
 /// Whether the generator names a type of its own for `schema` written in place:
@@ -1167,6 +1235,23 @@ fn operations(spec: &openapiv3::OpenAPI, generated: &[String]) -> Result<String,
         let item = item
             .as_item()
             .ok_or_else(|| format!("path {path}: references to path items are not supported"))?;
+        // The client's path guard (`hooks::path_matches`) takes a parameter as
+        // a whole path segment only: one inside a segment would refuse every call.
+        let whole = path.split('/').all(|segment| {
+            !segment.contains(['{', '}'])
+                || (segment.starts_with('{')
+                    && segment.ends_with('}')
+                    && segment[1..segment.len() - 1]
+                        .chars()
+                        .all(|c| c != '{' && c != '}'))
+        });
+        if !whole {
+            return Err(format!(
+                "paths/{path}: a path parameter must be a whole segment (`/{{id}}/`); the \
+                 client's path guard refuses a path that holds one inside a segment, such \
+                 as `findbyip(ip='{{ip}}')`"
+            ));
+        }
         for (method, operation) in item.iter() {
             let id = operation
                 .operation_id

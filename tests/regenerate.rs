@@ -269,6 +269,10 @@ fn main() {
         let machine = client.raw().get_machine_by_id("m7", None).await.unwrap().into_inner();
         assert_eq!(machine.id, "m7");
     });
+    let _built = defender_endpoint_regenerated_edit::types::IsolateRequest {
+        comment: "incident 4711".into(),
+        isolation_type: Some(defender_endpoint_regenerated_edit::types::IsolateRequestIsolationType::Full),
+    };
     println!("regenerated types: ok");
 }
 "##,
@@ -295,6 +299,34 @@ fn main() {
         "  schemas:\n",
         "  schemas:\n    MachineSummary:\n      title: Machine\n      type: object\n      properties:\n        \
          name:\n          type: string\n          nullable: true\n",
+    );
+    // A body the client only sends, as a schema of its own and as a
+    // `components/requestBodies` entry: a closed enum is allowed in it, and it
+    // keeps no unknown fields (the caller builds it field by field).
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "components:\n",
+        "  /api/machines/{id}/isolate:\n    post:\n      operationId: isolateMachine\n      \
+         parameters:\n        - {name: id, in: path, required: true, schema: {type: string}}\n      \
+         requestBody:\n        content:\n          application/json:\n            schema:\n              \
+         $ref: \"#/components/schemas/IsolateRequest\"\n      \
+         responses:\n        \"200\":\n          description: ok\n          content:\n            application/json:\n              \
+         schema:\n                $ref: \"#/components/schemas/Machine\"\n  \
+         /api/machines/{id}/unisolate:\n    post:\n      operationId: unisolateMachine\n      \
+         parameters:\n        - {name: id, in: path, required: true, schema: {type: string}}\n      \
+         requestBody:\n        $ref: \"#/components/requestBodies/Unisolate\"\n      \
+         responses:\n        \"200\":\n          description: ok\n          content:\n            application/json:\n              \
+         schema:\n                $ref: \"#/components/schemas/Machine\"\n\
+         components:\n  requestBodies:\n    Unisolate:\n      content:\n        application/json:\n          \
+         schema:\n            type: object\n            properties:\n              mode:\n                \
+         type: string\n                enum: [Now, Later]\n",
+    );
+    edit(
+        &copy.join("openapi/defender.yaml"),
+        "  schemas:\n",
+        "  schemas:\n    IsolateRequest:\n      type: object\n      required: [comment]\n      properties:\n        \
+         comment:\n          type: string\n        isolationType:\n          type: string\n          \
+         enum: [Full, Selective]\n",
     );
     // (A response of `components/responses`, by `$ref`.)
     edit(
@@ -468,6 +500,16 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "  schemas:\n",
             "  schemas:\n    Box:\n      type: object\n      additionalProperties: {}\n",
             "components/schemas/Box: the derived code uses `Box`",
+        ),
+        // A parameter inside a path segment, which the path guard cannot match.
+        (
+            "components:\n",
+            "  /api/machines/findbyip(ip='{ip}'):\n    get:\n      operationId: findByIp\n      \
+             parameters:\n        - {name: ip, in: path, required: true, schema: {type: string}}\n      \
+             responses:\n        \"200\":\n          description: ok\n          content:\n            \
+             application/json:\n              schema:\n                $ref: \"#/components/schemas/Machine\"\n\
+             components:\n",
+            "a path parameter must be a whole segment",
         ),
         // A 404 without content beside a 4XX with it.
         (
