@@ -130,6 +130,25 @@ fn check_and_complete_schemas(
         .and_then(Value::as_mapping)
         .map(|m| m.keys().map(yaml_key).collect())
         .unwrap_or_default();
+    // Whether a schema is an object that keeps unknown fields (does not say
+    // `additionalProperties: false`); one given by `$ref` is looked up.
+    let components_schemas = document
+        .get("components")
+        .and_then(|c| c.get("schemas"))
+        .cloned();
+    let keeps_unknown_object = |schema: &Value| {
+        let schema = match schema.get("$ref").and_then(Value::as_str) {
+            Some(target) => target
+                .strip_prefix("#/components/schemas/")
+                .and_then(|name| components_schemas.as_ref()?.get(name)),
+            None => Some(schema),
+        };
+        schema.and_then(Value::as_mapping).is_some_and(|s| {
+            let object = s.get("type").and_then(Value::as_str) == Some("object")
+                || (s.get("type").is_none() && s.contains_key("properties"));
+            object && s.get("additionalProperties") != Some(&Value::Bool(false))
+        })
+    };
     // What each response of `components/responses` holds (see `response_kind`).
     let response_kinds: std::collections::HashMap<String, String> = document
         .get("components")
@@ -270,6 +289,19 @@ fn check_and_complete_schemas(
                  leave it out"
             ));
         }
+        // An untagged `oneOf` of objects that keep unknown fields reads every
+        // answer as its first alternative (which takes any object).
+        if let Some(Value::Sequence(members)) = schema.get("oneOf") {
+            let objects = members.iter().filter(|m| keeps_unknown_object(m)).count();
+            if objects >= 2 && !sent_only(at) {
+                return Err(format!(
+                    "{at}: a `oneOf` of {objects} objects that keep unknown fields reads every \
+                     answer as its first alternative, which takes any object; describe one \
+                     object with the fields of all (each nullable), or give the alternatives \
+                     `additionalProperties: false` so that each takes only its own fields"
+                ));
+            }
+        }
         if let Some(values) = schema.get("enum") {
             // Allowed: an open enumeration's `NKnown`, a `not` (which refuses values,
             // and closes no set), and what the client only sends (parameters,
@@ -326,6 +358,7 @@ fn check_and_complete_schemas(
                     }
                     "parameters" | "headers" => {
                         if kind == "parameters" {
+                            check_parameter(entry, &at)?;
                             parameter_roots.borrow_mut().push(at.clone());
                         }
                         if let Some(schema) = entry.get_mut("schema") {
@@ -478,6 +511,29 @@ fn each_media_schema(
     Ok(())
 }
 
+/// Refuses what the generator would send otherwise than the spec says: a query
+/// array or object with `explode: false` (sent exploded, `a=1&a=2`, where
+/// `a=1,2` is asked for).
+fn check_parameter(parameter: &serde_yaml_ng::Value, at: &str) -> Result<(), String> {
+    use serde_yaml_ng::Value;
+    let text = |key: &str| parameter.get(key).and_then(Value::as_str);
+    let kind = parameter
+        .get("schema")
+        .and_then(|s| s.get("type"))
+        .and_then(Value::as_str);
+    if text("in") == Some("query")
+        && parameter.get("explode") == Some(&Value::Bool(false))
+        && matches!(kind, Some("array" | "object"))
+    {
+        return Err(format!(
+            "{at}: `explode: false` is not what the generated client sends (it sends each \
+             value as a parameter of its own); take the values as one string parameter, \
+             joined with commas, instead"
+        ));
+    }
+    Ok(())
+}
+
 /// [`each_schema`] on the schema of each parameter of the list `parameters`.
 fn each_parameter_schema(
     parameters: &mut serde_yaml_ng::Value,
@@ -488,6 +544,7 @@ fn each_parameter_schema(
         return Ok(());
     };
     for (i, parameter) in parameters.iter_mut().enumerate() {
+        check_parameter(parameter, &format!("{at}/{i}"))?;
         if let Some(schema) = parameter.get_mut("schema") {
             each_schema(schema, &format!("{at}/{i}/schema"), f)?;
         }
@@ -1126,15 +1183,30 @@ fn document_the_rest(
                     } else {
                         // A closed enumeration (of a parameter, say): a unit
                         // variant is the value it stands for.
+                        // A `oneOf` alternative given by `$ref` (one field of the
+                        // schema's type): that schema's form.
                         let unit = matches!(variant.fields, syn::Fields::Unit);
-                        alternative(&name, &ident).or_else(|| {
-                            unit.then(|| {
-                                let value = field_attrs(&variant.attrs)
-                                    .and_then(|a| a.rename)
-                                    .unwrap_or(ident);
-                                format!("The value `{value}`.")
+                        let one_type = match &variant.fields {
+                            syn::Fields::Unnamed(f) if f.unnamed.len() == 1 => {
+                                match &f.unnamed[0].ty {
+                                    syn::Type::Path(p) => {
+                                        p.path.segments.last().map(|s| s.ident.to_string())
+                                    }
+                                    _ => None,
+                                }
+                            }
+                            _ => None,
+                        };
+                        alternative(&name, &ident)
+                            .or_else(|| one_type.map(|ty| format!("The `{ty}` form.")))
+                            .or_else(|| {
+                                unit.then(|| {
+                                    let value = field_attrs(&variant.attrs)
+                                        .and_then(|a| a.rename)
+                                        .unwrap_or(ident);
+                                    format!("The value `{value}`.")
+                                })
                             })
-                        })
                     };
                     if let Some(doc) = doc {
                         add_doc(&mut variant.attrs, &doc);
