@@ -1250,7 +1250,11 @@ impl ClientBuilder {
     /// use defender_endpoint::{Client, ClientSecretCredential, Cloud};
     ///
     /// let cloud = Cloud::UsGovGccHigh;
-    /// let credential = ClientSecretCredential::new("tenant-id", "client-id", secret)
+    /// let (tenant, client_id) = (
+    ///     "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    ///     "0b0e3a5c-1111-4a2b-9c3d-444455556666",
+    /// );
+    /// let credential = ClientSecretCredential::new(tenant, client_id, secret)
     ///     .authority_host(cloud.authority_host())?;
     /// let client = Client::builder().cloud(cloud).credential(credential).build()?;
     /// # Ok(()) }

@@ -12,14 +12,15 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 ///
 /// Retried: 429 (after what `Retry-After` asks), 500, 502, 503 (after its
 /// `Retry-After`, when it sends one), 504, connection
-/// errors and timeouts; also a 429 or 5xx from the token endpoint (after the
-/// backoff). Never retried: other 4xx (a 401 gets one token refresh and
+/// errors and timeouts; also a 429, 500, 502, 503 or 504 from the token
+/// endpoint (after its `Retry-After`, or the backoff). Never retried: other 4xx (a 401 gets one token refresh and
 /// one retry of its own). Between 5xx attempts the client waits an exponential
 /// backoff with full jitter: a random time up to `min(max_delay, base_delay × 2ⁿ)`.
 ///
 /// The default: 4 attempts in all, a 60 s budget for the whole call, base delay
 /// 0.5 s, maximum delay 30 s. If `Retry-After` asks for more than the budget has
-/// left, the call returns [`Error::Throttled`](crate::Error::Throttled) at once.
+/// left, the call returns at once: [`Error::Throttled`](crate::Error::Throttled)
+/// after a 429, [`Error::Api`](crate::Error::Api) after a 503.
 /// A `Retry-After` of the API holds for every call of the client (and of its
 /// clones): until it has passed (five minutes at most), each call waits before
 /// sending, within its budget, or returns `Throttled` at once, with the whole

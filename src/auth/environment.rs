@@ -56,7 +56,8 @@ impl EnvironmentCredential {
     /// Reads the process environment.
     ///
     /// Fails with an [`Error::Credential`] naming the missing variables, or
-    /// a malformed `AZURE_TENANT_ID`, or telling why the certificate file could
+    /// a malformed `AZURE_TENANT_ID`, or an `AZURE_CLIENT_ID` that is not a
+    /// GUID, or telling why the certificate file could
     /// not be used, and with
     /// [`Error::Config`] for an unusable `AZURE_AUTHORITY_HOST`.
     pub fn from_env() -> Result<Self, Error> {

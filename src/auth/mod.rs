@@ -170,8 +170,12 @@ impl<T: TokenCredential + ?Sized> TokenCredential for Box<T> {
 /// fn client(secret: String) -> Result<Client, Error> {
 ///     Client::builder()
 ///         .credential(
-///             ClientSecretCredential::new("<tenant id>", "<client id>", secret)
-///                 .authority_host("https://login.microsoftonline.us"),
+///             ClientSecretCredential::new(
+///                 "72f988bf-86f1-41af-91ab-2d7cd011db47",
+///                 "0b0e3a5c-1111-4a2b-9c3d-444455556666",
+///                 secret,
+///             )
+///             .authority_host("https://login.microsoftonline.us"),
 ///         )
 ///         .build()
 /// }

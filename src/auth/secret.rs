@@ -43,8 +43,9 @@ impl ClientSecretCredential {
     ///
     /// White space around either id is removed (neither a GUID nor a domain holds
     /// any; a value read from a file often ends in a newline). Nothing is sent
-    /// until the first token is needed; a malformed tenant id is reported then, as
-    /// an [`Error::Credential`].
+    /// until the first token is needed; a malformed tenant id, a client id that is
+    /// not a GUID, or an authority that holds a path is reported then, as an
+    /// [`Error::Credential`], before anything is sent.
     pub fn new(
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
@@ -60,7 +61,9 @@ impl ClientSecretCredential {
     /// ([`Cloud::authority_host`](crate::Cloud::authority_host)).
     ///
     /// `https://` is required, except for loopback hosts; a bare host name
-    /// gets `https://`. Fails with [`Error::Config`] otherwise.
+    /// gets `https://`. Fails with [`Error::Config`] otherwise. The host alone:
+    /// one with the tenant in its path, or any path on Microsoft's sign-in hosts,
+    /// is refused at the first token request ([`Error::Credential`]).
     pub fn authority_host(mut self, url: impl AsRef<str>) -> Result<Self, Error> {
         self.endpoint.set_authority(url.as_ref())?;
         Ok(self)
