@@ -617,7 +617,7 @@ impl Client {
                 _ => None,
             };
             if let Some(wait) = asked {
-                shared.spare_api_for(wait);
+                shared.spare_api_for(wait, report.status.unwrap_or(429));
             }
             let wait = match &error {
                 Error::Throttled { retry_after } => {
@@ -986,12 +986,19 @@ fn classify<T: serde::de::DeserializeOwned>(
                 text.as_deref()
                     .map(|t| shorten(&redact_text(t, token), MAX_ERROR_TEXT))
             };
+            // A 503 that said when to come back says so when nothing else does
+            // (`Error::Api` has no field for it).
+            let asked = (status == 503)
+                .then_some(report.retry_after)
+                .flatten()
+                .map(|wait| format!("the service asked to be called again in {}", seconds(wait)));
             Outcome::Fail(Error::Api {
                 status,
                 code: detail.and_then(|d| field(&d.code)),
                 message: detail
                     .and_then(|d| field(&d.message))
-                    .or_else(|| body.and_then(|b| body_excerpt(b, token))),
+                    .or_else(|| body.and_then(|b| body_excerpt(b, token)))
+                    .or(asked),
                 target: detail.and_then(|d| field(&d.target)),
             })
         };
@@ -1140,6 +1147,14 @@ fn value_at<'a>(
         Segment::Map { key } => value.get(key),
         Segment::Enum { .. } | Segment::Unknown => None,
     })
+}
+
+/// `wait` in whole seconds, rounded up (`3600 s`).
+pub(crate) fn seconds(wait: Duration) -> String {
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    format!("{secs} s")
 }
 
 /// The most characters of one text of Defender's error envelope, or of serde's
@@ -1301,8 +1316,10 @@ impl ClientBuilder {
     }
 
     /// The most body (after decompression) one call reads, the bodies of all its
-    /// pages together; default 64 MiB. A call through [`Client::raw`] counts its
-    /// one answer. Beyond it, the call fails with [`Error::ResponseTooLarge`].
+    /// pages together; default 64 MiB. An error answer's body (which a retry may
+    /// follow) is held to the limit on its own and not counted; a call through
+    /// [`Client::raw`] counts its one answer. Beyond it, the call fails with
+    /// [`Error::ResponseTooLarge`].
     ///
     /// Decoded machines take more memory than their text: about 3x for answers
     /// as Defender writes them, and up to some 80x for machines that are nothing
@@ -1366,19 +1383,9 @@ impl ClientBuilder {
         // commercial one is the default) would send the tenant's secret there
         // and get no token this cloud's API takes.
         if let Some(signs_in_at) = credential.signs_in_at() {
-            // (A custom cloud's authority as written: `login.microsoftonline.us/`.)
-            let wanted = crate::auth::endpoint::normalise_authority(self.cloud.authority_host())
-                .unwrap_or_else(|_| self.cloud.authority_host().to_owned());
-            let wanted = wanted.as_str();
-            let known = [
-                crate::cloud::COMMERCIAL_AUTHORITY,
-                crate::cloud::US_GOV_AUTHORITY,
-            ];
-            if self.cloud_set
-                && known.contains(&wanted)
-                && known.contains(&signs_in_at)
-                && signs_in_at != wanted
-            {
+            let wanted = self.cloud.authority_host();
+            let (theirs, ours) = (sign_in_cloud(signs_in_at), sign_in_cloud(wanted));
+            if self.cloud_set && theirs.is_some() && ours.is_some() && theirs != ours {
                 return Err(Error::Config(format!(
                     "the credential signs in at {signs_in_at}, but {:?} signs in at {wanted}: \
                      give the credential .authority_host(cloud.authority_host()) (or set \
@@ -1429,6 +1436,7 @@ impl ClientBuilder {
             http: http.clone(),
             api_spared_until: std::sync::atomic::AtomicU64::new(0),
             api_asked_until: std::sync::atomic::AtomicU64::new(0),
+            api_asked_by: std::sync::atomic::AtomicU16::new(0),
             epoch: std::time::Instant::now(),
         };
         Ok(Client {
@@ -1436,6 +1444,21 @@ impl ClientBuilder {
             retry: self.retry,
             counters: Arc::default(),
         })
+    }
+}
+
+/// Which cloud's sign-in `authority` is, for Microsoft's own hosts (their other
+/// names and a trailing dot included); `None` for any other host.
+fn sign_in_cloud(authority: &str) -> Option<&'static str> {
+    let url = crate::auth::endpoint::normalise_authority(authority).ok()?;
+    let url = reqwest::Url::parse(&url).ok()?;
+    let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+    match host.as_str() {
+        "login.microsoftonline.com" | "login.microsoft.com" | "login.windows.net" => {
+            Some("commercial")
+        }
+        "login.microsoftonline.us" => Some("US Government"),
+        _ => None,
     }
 }
 

@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     /// what a call refused meanwhile reports (`Error::retry_after`), though
     /// calls are sent again after `MAX_SPARED`.
     pub(crate) api_asked_until: std::sync::atomic::AtomicU64,
+    /// The status of the answer that asked (429 or 503): a call refused
+    /// meanwhile is reported as that answer would be.
+    pub(crate) api_asked_by: std::sync::atomic::AtomicU16,
     pub(crate) epoch: std::time::Instant,
 }
 
@@ -75,7 +78,9 @@ impl Shared {
 
     /// Notes that the API asked, with a `Retry-After` of `wait`, to be sent nothing
     /// for that long: every call of the client waits for it.
-    pub(crate) fn spare_api_for(&self, wait: Duration) {
+    pub(crate) fn spare_api_for(&self, wait: Duration, status: u16) {
+        self.api_asked_by
+            .store(status, std::sync::atomic::Ordering::Relaxed);
         let now = std::time::Instant::now();
         let after_epoch = |wait: Duration| {
             let nanos = (now + wait).duration_since(self.epoch).as_nanos();
@@ -269,10 +274,27 @@ impl ClientHooks<Inner> for crate::generated::Client {
                     std::time::Instant::now() + wait + crate::client::MIN_ATTEMPT <= d
                 });
             if !in_time {
-                // What the API asked for, though it is spared five minutes at most.
-                let asked = shared.api_asked_for().unwrap_or_default();
-                return Err(fail(Error::Throttled {
-                    retry_after: Some(wait.max(asked)),
+                // What the API asked for, though it is spared five minutes at most,
+                // reported as the answer that asked was.
+                let asked = wait.max(shared.api_asked_for().unwrap_or_default());
+                let by = shared
+                    .api_asked_by
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                return Err(fail(if by == 503 {
+                    Error::Api {
+                        status: 503,
+                        code: None,
+                        message: Some(format!(
+                            "not sent: the service answered 503 and asked to be called again \
+                             in {}",
+                            crate::client::seconds(asked)
+                        )),
+                        target: None,
+                    }
+                } else {
+                    Error::Throttled {
+                        retry_after: Some(asked),
+                    }
                 }));
             }
             tracing::debug!(
@@ -1026,8 +1048,8 @@ mod tests {
         let shared = &client.raw().inner.0;
         assert_eq!(shared.api_spared_for(), None);
         assert_eq!(shared.api_asked_for(), None);
-        shared.spare_api_for(Duration::from_secs(3600));
-        shared.spare_api_for(Duration::from_secs(2));
+        shared.spare_api_for(Duration::from_secs(3600), 429);
+        shared.spare_api_for(Duration::from_secs(2), 429);
         let spared = shared.api_spared_for().unwrap();
         let asked = shared.api_asked_for().unwrap();
         assert!(spared > Duration::from_secs(299), "{spared:?}");
@@ -1035,7 +1057,7 @@ mod tests {
         assert!(asked > Duration::from_secs(3599), "{asked:?}");
         assert!(asked <= Duration::from_secs(3600), "{asked:?}");
         // A day at most, even as reported.
-        shared.spare_api_for(Duration::from_secs(u64::MAX / 4));
+        shared.spare_api_for(Duration::from_secs(u64::MAX / 4), 429);
         let asked = shared.api_asked_for().unwrap();
         assert!(asked <= Duration::from_secs(24 * 3600), "{asked:?}");
         assert!(shared.api_spared_for().unwrap() <= Duration::from_secs(300));
@@ -1050,17 +1072,17 @@ mod tests {
             .build()
             .unwrap();
         let shared = &client.raw().inner.0;
-        shared.spare_api_for(Duration::from_secs(3600));
+        shared.spare_api_for(Duration::from_secs(3600), 429);
         // Five minutes later: calls are sent again.
         shared.api_spared_until.store(1, Ordering::Relaxed);
         assert_eq!(shared.api_spared_for(), None);
-        shared.spare_api_for(Duration::from_secs(10));
+        shared.spare_api_for(Duration::from_secs(10), 429);
         let asked = shared.api_asked_for().unwrap();
         assert!(asked <= Duration::from_secs(10), "{asked:?}");
         // While it holds, a longer ask extends it, a shorter one does not.
-        shared.spare_api_for(Duration::from_secs(20));
+        shared.spare_api_for(Duration::from_secs(20), 429);
         assert!(shared.api_asked_for().unwrap() > Duration::from_secs(19));
-        shared.spare_api_for(Duration::from_secs(1));
+        shared.spare_api_for(Duration::from_secs(1), 429);
         assert!(shared.api_asked_for().unwrap() > Duration::from_secs(19));
         shared.api_answered();
         assert_eq!(shared.api_asked_for(), None);

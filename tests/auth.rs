@@ -722,6 +722,30 @@ fn a_credential_at_another_clouds_sign_in_is_refused() {
         .credential(secret())
         .build()
         .is_err());
+    // The commercial sign-in's other names, and a trailing dot, are known too.
+    for authority in [
+        "https://login.microsoft.com",
+        "https://login.windows.net",
+        "https://login.microsoftonline.com.",
+    ] {
+        let credential = secret().authority_host(authority).unwrap();
+        assert!(
+            Client::builder()
+                .cloud(Cloud::UsGovGccHigh)
+                .credential(credential)
+                .build()
+                .is_err(),
+            "{authority}"
+        );
+    }
+    let dotted = secret()
+        .authority_host("https://login.microsoftonline.us.")
+        .unwrap();
+    Client::builder()
+        .cloud(Cloud::UsGovGccHigh)
+        .credential(dotted)
+        .build()
+        .unwrap();
     let proxied = secret()
         .authority_host("https://login-proxy.example.com")
         .unwrap();

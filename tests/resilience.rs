@@ -1304,6 +1304,38 @@ async fn a_retry_after_holds_for_every_call_of_the_client() {
     user2.assert_calls_async(1).await;
 }
 
+/// A 503 that asks to wait longer than the budget allows: its wait is in the
+/// error's message, and a call refused meanwhile reports the 503 it waits for,
+/// not a 429 the API never sent.
+#[tokio::test]
+async fn a_long_retry_after_of_a_503_is_reported_as_a_503() {
+    let server = MockServer::start_async().await;
+    let unavailable = server
+        .mock_async(|when, then| {
+            when.path_includes("/machines");
+            then.status(503).header("retry-after", "3600");
+        })
+        .await;
+    let client = builder(&server).retry(quick_retries(3)).build().unwrap();
+    for (user, said) in [
+        ("user1", "the service asked to be called again in 3600 s"),
+        (
+            "user2",
+            "not sent: the service answered 503 and asked to be called again in 3600 s",
+        ),
+    ] {
+        match client.user_machines(user).await.unwrap_err() {
+            Error::Api {
+                status: 503,
+                message: Some(message),
+                ..
+            } => assert_eq!(message, said),
+            other => panic!("{user}: {other:?}"),
+        }
+    }
+    unavailable.assert_calls_async(1).await;
+}
+
 /// A `Retry-After` that arrives while another call queues for the client-side
 /// quota holds for that call too: its turn is given back and it is sent once the
 /// API may be asked again; a call through `Client::raw` is not sent meanwhile.
