@@ -79,8 +79,6 @@ impl Shared {
     /// Notes that the API asked, with a `Retry-After` of `wait`, to be sent nothing
     /// for that long: every call of the client waits for it.
     pub(crate) fn spare_api_for(&self, wait: Duration, status: u16) {
-        self.api_asked_by
-            .store(status, std::sync::atomic::Ordering::Relaxed);
         let now = std::time::Instant::now();
         let after_epoch = |wait: Duration| {
             let nanos = (now + wait).duration_since(self.epoch).as_nanos();
@@ -88,14 +86,21 @@ impl Shared {
         };
         let spared = after_epoch(wait.min(Self::MAX_SPARED));
         let asked = after_epoch(wait.min(Self::MAX_ASKED));
-        if self.api_spared_for().is_none() {
+        // The answer whose ask is the one that holds is the one reported.
+        let holds = if self.api_spared_for().is_none() {
             // The API has been sent calls again since any earlier ask: this one
             // replaces it, even if shorter.
             self.api_asked_until
                 .store(asked, std::sync::atomic::Ordering::Relaxed);
+            true
         } else {
             self.api_asked_until
-                .fetch_max(asked, std::sync::atomic::Ordering::Relaxed);
+                .fetch_max(asked, std::sync::atomic::Ordering::Relaxed)
+                <= asked
+        };
+        if holds {
+            self.api_asked_by
+                .store(status, std::sync::atomic::Ordering::Relaxed);
         }
         self.api_spared_until
             .fetch_max(spared, std::sync::atomic::Ordering::Relaxed);
@@ -1082,8 +1087,12 @@ mod tests {
         // While it holds, a longer ask extends it, a shorter one does not.
         shared.spare_api_for(Duration::from_secs(20), 429);
         assert!(shared.api_asked_for().unwrap() > Duration::from_secs(19));
-        shared.spare_api_for(Duration::from_secs(1), 429);
+        shared.spare_api_for(Duration::from_secs(1), 503);
         assert!(shared.api_asked_for().unwrap() > Duration::from_secs(19));
+        // The answer whose ask holds is the one reported.
+        assert_eq!(shared.api_asked_by.load(Ordering::Relaxed), 429);
+        shared.spare_api_for(Duration::from_secs(30), 503);
+        assert_eq!(shared.api_asked_by.load(Ordering::Relaxed), 503);
         shared.api_answered();
         assert_eq!(shared.api_asked_for(), None);
     }

@@ -1324,6 +1324,7 @@ async fn a_long_retry_after_of_a_503_is_reported_as_a_503() {
             "not sent: the service answered 503 and asked to be called again in 3600 s",
         ),
     ] {
+        let before = client.stats().attempts;
         match client.user_machines(user).await.unwrap_err() {
             Error::Api {
                 status: 503,
@@ -1332,6 +1333,8 @@ async fn a_long_retry_after_of_a_503_is_reported_as_a_503() {
             } => assert_eq!(message, said),
             other => panic!("{user}: {other:?}"),
         }
+        // Given up at once, not retried after a backoff.
+        assert_eq!(client.stats().attempts - before, 1, "{user}");
     }
     unavailable.assert_calls_async(1).await;
 }
