@@ -994,7 +994,12 @@ fn classify<T: serde::de::DeserializeOwned>(
             let asked = (status == 503)
                 .then_some(report.retry_after)
                 .flatten()
-                .map(|wait| format!("the service asked to be called again in {}", seconds(wait)));
+                .map(|wait| {
+                    format!(
+                        "the service asked to be called again in {}",
+                        crate::error::Wait(wait)
+                    )
+                });
             Outcome::Fail(Error::Api {
                 status,
                 code: detail.and_then(|d| field(&d.code)),
@@ -1150,14 +1155,6 @@ fn value_at<'a>(
         Segment::Map { key } => value.get(key),
         Segment::Enum { .. } | Segment::Unknown => None,
     })
-}
-
-/// `wait` in whole seconds, rounded up (`3600 s`).
-pub(crate) fn seconds(wait: Duration) -> String {
-    let secs = wait
-        .as_secs()
-        .saturating_add(u64::from(wait.subsec_nanos() > 0));
-    format!("{secs} s")
 }
 
 /// The most characters of one text of Defender's error envelope, or of serde's

@@ -238,20 +238,27 @@ struct ThrottledDisplay(Option<Duration>);
 impl fmt::Display for ThrottledDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("throttled by the Defender API (HTTP 429)")?;
-        // Rounded up: in whole seconds, as `Retry-After` gives it, or in
-        // milliseconds below one second.
-        match self.0 {
-            Some(d) if d >= Duration::from_secs(1) => {
-                let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
-                write!(f, "; retry after {secs} s")?;
-            }
-            Some(d) => {
-                let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
-                write!(f, "; retry after {ms} ms")?;
-            }
-            None => {}
+        if let Some(wait) = self.0 {
+            write!(f, "; retry after {}", Wait(wait))?;
         }
         Ok(())
+    }
+}
+
+/// A wait as an error message shows it, rounded up: in whole seconds, as
+/// `Retry-After` gives it (`3600 s`), or in milliseconds below one second.
+pub(crate) struct Wait(pub(crate) Duration);
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d >= Duration::from_secs(1) {
+            let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+            write!(f, "{secs} s")
+        } else {
+            let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+            write!(f, "{ms} ms")
+        }
     }
 }
 

@@ -292,7 +292,7 @@ impl ClientHooks<Inner> for crate::generated::Client {
                         message: Some(format!(
                             "not sent: the service answered 503 and asked to be called again \
                              in {}",
-                            crate::client::seconds(asked)
+                            crate::error::Wait(asked)
                         )),
                         target: None,
                     }
