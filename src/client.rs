@@ -1451,15 +1451,7 @@ impl ClientBuilder {
 /// names and a trailing dot included); `None` for any other host.
 fn sign_in_cloud(authority: &str) -> Option<&'static str> {
     let url = crate::auth::endpoint::normalise_authority(authority).ok()?;
-    let url = reqwest::Url::parse(&url).ok()?;
-    let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
-    match host.as_str() {
-        "login.microsoftonline.com" | "login.microsoft.com" | "login.windows.net" => {
-            Some("commercial")
-        }
-        "login.microsoftonline.us" => Some("US Government"),
-        _ => None,
-    }
+    crate::auth::endpoint::microsoft_sign_in(reqwest::Url::parse(&url).ok()?.host_str()?)
 }
 
 /// `Accept-Encoding: gzip, deflate`, which the hooks decode.

@@ -807,6 +807,7 @@ async fn an_authority_with_the_tenant_in_it_is_refused() {
         "https://login.microsoftonline.com/contoso.onmicrosoft.com".to_owned(),
         "https://LOGIN.microsoftonline.us/OAuth2".to_owned(),
         "https://login.microsoftonline.com/common".to_owned(),
+        "https://login.windows.net./common".to_owned(),
     ] {
         let credential = ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
             .authority_host(authority.as_str())

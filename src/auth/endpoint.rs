@@ -116,18 +116,11 @@ impl TokenEndpoint {
         // proxy's own path prefix is left as it is, unless it names the tenant.
         let url = reqwest::Url::parse(&self.authority).ok();
         let path = url.as_ref().map_or("", |u| u.path().trim_matches('/'));
-        let microsofts = url.as_ref().and_then(|u| u.host_str()).is_some_and(|host| {
-            [
-                "login.microsoftonline.com",
-                "login.microsoftonline.us",
-                "login.microsoft.com",
-                "login.windows.net",
-                "login.chinacloudapi.cn",
-                "login.partner.microsoftonline.cn",
-            ]
-            .iter()
-            .any(|known| host.eq_ignore_ascii_case(known))
-        });
+        let microsofts = url
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .and_then(microsoft_sign_in)
+            .is_some();
         if !path.is_empty()
             && (microsofts
                 || path
@@ -685,6 +678,26 @@ pub(crate) fn check_tenant(tenant: &str) -> Result<(), Error> {
             tenant.chars().count()
         )))
     }
+}
+
+/// Microsoft Entra ID's sign-in hosts, and the cloud each signs in to.
+const MICROSOFT_SIGN_IN: [(&str, &str); 6] = [
+    ("login.microsoftonline.com", "commercial"),
+    ("login.microsoft.com", "commercial"),
+    ("login.windows.net", "commercial"),
+    ("login.microsoftonline.us", "US Government"),
+    ("login.chinacloudapi.cn", "China"),
+    ("login.partner.microsoftonline.cn", "China"),
+];
+
+/// The cloud `host` signs in to, when it is one of Microsoft's sign-in hosts
+/// (in any letter case, with or without a trailing dot).
+pub(crate) fn microsoft_sign_in(host: &str) -> Option<&'static str> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    MICROSOFT_SIGN_IN
+        .iter()
+        .find(|(known, _)| host.eq_ignore_ascii_case(known))
+        .map(|&(_, cloud)| cloud)
 }
 
 /// Whether `id` is a GUID (`0b0e3a5c-1111-4a2b-9c3d-444455556666`), as an app's
