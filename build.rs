@@ -215,7 +215,7 @@ fn check_and_complete_schemas(
             .is_none_or(|rest| rest.contains('/'));
         if in_place && names_a_type(schema) {
             let clash = match text(schema, "title") {
-                Some(title) => Some(title_type_name(&title)),
+                Some(title) => Some(pascal_name(&title)),
                 None => inline_type_name(at),
             }
             .filter(|name| schema_names.contains(name));
@@ -386,8 +386,7 @@ fn check_and_complete_schemas(
                 // The types the generator names after the operation, for what is
                 // written in place in it, must not be a schema's names.
                 if let Some(id) = operation.get("operationId").and_then(Value::as_str) {
-                    use heck::ToPascalCase;
-                    let op = method_name(id).to_pascal_case();
+                    let op = pascal_name(&method_name(id));
                     let inline = |schema: Option<&Value>| {
                         schema
                             .and_then(Value::as_mapping)
@@ -420,11 +419,7 @@ fn check_and_complete_schemas(
                         .flatten()
                     {
                         if let Some(name) = parameter.get("name").and_then(Value::as_str) {
-                            let name = format!(
-                                "{op}{}",
-                                name.replace(|c| !unicode_ident::is_xid_continue(c), "-")
-                                    .to_pascal_case()
-                            );
+                            let name = format!("{op}{}", pascal_name(name));
                             named.push((name, inline(parameter.get("schema"))));
                         }
                     }
@@ -614,12 +609,33 @@ fn names_a_type(schema: &serde_yaml_ng::Mapping) -> bool {
     object || limited_string || schema.contains_key("enum") || schema.contains_key("oneOf")
 }
 
-/// The type name the generator makes of a `title` (Pascal case, as a Rust name).
-fn title_type_name(title: &str) -> String {
+/// `input` as a Rust type name, as the generators make one of a `title` or a
+/// property's name (Pascal case, other characters as word breaks).
+fn pascal_name(input: &str) -> String {
     use heck::ToPascalCase;
-    title
+    input
         .replace(|c| !unicode_ident::is_xid_continue(c), "-")
         .to_pascal_case()
+}
+
+/// `input` as a Rust name in snake case, as the generators' `sanitize` makes one
+/// (an apostrophe dropped, other characters as word breaks); one that does not
+/// start as a name gets `lead` before it.
+fn snake_name(input: &str, lead: &str) -> String {
+    use heck::ToSnakeCase;
+    let out = match input {
+        "+1" => "plus1".to_owned(),
+        "-1" => "minus1".to_owned(),
+        _ => input
+            .replace('\'', "")
+            .replace(|c| !unicode_ident::is_xid_continue(c), "-")
+            .to_snake_case(),
+    };
+    match out.chars().next() {
+        None => "x".to_owned(),
+        Some(c) if unicode_ident::is_xid_start(c) => out,
+        Some(_) => format!("{lead}{out}"),
+    }
 }
 
 /// What a response holds, as far as the generator's choice of type goes: no
@@ -707,7 +723,6 @@ fn check_generated_for_the_client(file: &syn::File) -> Result<(), String> {
 /// `MachineHardware`, an array's item `…Item`, a map's value `…Value`); `None`
 /// for any other place.
 fn inline_type_name(at: &str) -> Option<String> {
-    use heck::ToPascalCase;
     let rest = at.strip_prefix("components/schemas/")?;
     let mut parts = rest.split('/');
     let mut name = parts.next()?.to_owned();
@@ -716,11 +731,7 @@ fn inline_type_name(at: &str) -> Option<String> {
         match part {
             "properties" => {
                 let property = parts.next()?;
-                name.push_str(
-                    &property
-                        .replace(|c| !unicode_ident::is_xid_continue(c), "-")
-                        .to_pascal_case(),
-                );
+                name.push_str(&pascal_name(property));
             }
             "items" => name.push_str("Item"),
             "additionalProperties" => name.push_str("Value"),
@@ -734,20 +745,7 @@ fn inline_type_name(at: &str) -> Option<String> {
 /// The Rust field the generator makes of property `name`: its `sanitize`
 /// (typify), without the `_` it adds to keywords, which makes no two names alike.
 fn rust_field_name(name: &str) -> String {
-    use heck::ToSnakeCase;
-    let out = match name {
-        "+1" => "plus1".to_owned(),
-        "-1" => "minus1".to_owned(),
-        _ => name
-            .replace('\'', "")
-            .replace(|c| !unicode_ident::is_xid_continue(c), "-")
-            .to_snake_case(),
-    };
-    match out.chars().next() {
-        None => "x".to_owned(),
-        Some(c) if unicode_ident::is_xid_start(c) => out,
-        Some(_) => format!("x{out}"),
-    }
+    snake_name(name, "x")
 }
 
 /// A mapping key as text (`200` is a number in YAML).
@@ -1365,20 +1363,7 @@ fn operations(spec: &openapiv3::OpenAPI, generated: &[String]) -> Result<String,
 /// The method the generator makes of `operationId` `id` (progenitor's
 /// `sanitize` into snake case): `GetMachineById` is `get_machine_by_id`.
 fn method_name(id: &str) -> String {
-    use heck::ToSnakeCase;
-    let out = match id {
-        "+1" => "plus1".to_owned(),
-        "-1" => "minus1".to_owned(),
-        _ => id
-            .replace('\'', "")
-            .replace(|c| !unicode_ident::is_xid_continue(c), "-")
-            .to_snake_case(),
-    };
-    let out = match out.chars().next() {
-        None => "x".to_owned(),
-        Some(c) if unicode_ident::is_xid_start(c) => out,
-        Some(_) => format!("_{out}"),
-    };
+    let out = snake_name(id, "_");
     // A keyword gets a `_` after it (`type_`), as the generator does; `gen` is
     // one from the 2024 edition on, which syn still takes as a name.
     if out != "gen" && syn::parse_str::<syn::Ident>(&out).is_ok() {
