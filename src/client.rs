@@ -223,12 +223,12 @@ impl Client {
         async {
             // One budget for the whole call, every page included.
             let mut budget = Budget::start(self.raw.inner.0.max_body);
-            let result = match self.with_retries(first, &mut budget).await {
-                Ok(Some((first, token))) => {
+            match self.with_retries(first, &mut budget).await? {
+                Some((first, token)) => {
                     self.follow_next_links(first, token, user, &mut budget)
                         .await
                 }
-                Ok(None) => {
+                None => {
                     // (A next page's 404 fails the call instead.)
                     if budget.foreign_404 {
                         tracing::warn!(
@@ -238,9 +238,7 @@ impl Client {
                     }
                     Ok(Vec::new())
                 }
-                Err(error) => Err(error),
-            };
-            result
+            }
         }
         .instrument(span)
         .await

@@ -1022,6 +1022,14 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
 
+    /// A client of the commercial cloud, with a static token.
+    fn client() -> crate::Client {
+        crate::Client::builder()
+            .credential(crate::StaticToken::new("t"))
+            .build()
+            .unwrap()
+    }
+
     /// `build.rs` has every generated operation read its answer through
     /// [`response_value`]; a change in how the generator spells the call it
     /// replaces would otherwise go unnoticed (the answers read the same, only
@@ -1046,10 +1054,7 @@ mod tests {
     /// one shortens neither.
     #[test]
     fn the_api_is_spared_five_minutes_at_most() {
-        let client = crate::Client::builder()
-            .credential(crate::StaticToken::new("t"))
-            .build()
-            .unwrap();
+        let client = client();
         let shared = &client.raw().inner.0;
         assert_eq!(shared.api_spared_for(), None);
         assert_eq!(shared.api_asked_for(), None);
@@ -1072,10 +1077,7 @@ mod tests {
     /// older, longer one; an answer ends what was asked.
     #[test]
     fn a_new_retry_after_replaces_one_that_is_over() {
-        let client = crate::Client::builder()
-            .credential(crate::StaticToken::new("t"))
-            .build()
-            .unwrap();
+        let client = client();
         let shared = &client.raw().inner.0;
         shared.spare_api_for(Duration::from_secs(3600), 429);
         // Five minutes later: calls are sent again.
