@@ -621,9 +621,6 @@ impl Client {
                 Error::Throttled { retry_after } => {
                     Some(retry_after.unwrap_or_else(|| policy.backoff(attempt)))
                 }
-                // Not sent, as the API asked after a 503 (no answer of its own):
-                // the wait did not fit the budget, and will not after a retry.
-                Error::Api { status: 503, .. } if report.status.is_none() => None,
                 // A 503 may say when to come back; otherwise back off.
                 Error::Api {
                     status: 500 | 502 | 503 | 504,

@@ -285,6 +285,9 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 let by = shared
                     .api_asked_by
                     .load(std::sync::atomic::Ordering::Relaxed);
+                // Told to the retry loop as an answer's `Retry-After` is: the call
+                // waits for it within its budget, or gives up at once.
+                let _ = ATTEMPT.try_with(|a| a.retry_after.set(Some(asked)));
                 return Err(fail(if by == 503 {
                     Error::Api {
                         status: 503,
