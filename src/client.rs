@@ -1317,8 +1317,9 @@ impl ClientBuilder {
     /// [`Error::ResponseTooLarge`].
     ///
     /// Decoded machines take more memory than their text: about 3x for answers
-    /// as Defender writes them, and up to some 80x for machines that are nothing
-    /// but an `id` (`{"id":""}`); a lower limit bounds that too.
+    /// as Defender writes them, and far more for machines that are nothing but an
+    /// `id` (`{"id":""}`), since each decoded machine takes several hundred bytes
+    /// however few fields it has; a lower limit bounds that too.
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
         self.max_body = limit;
         self

@@ -255,6 +255,16 @@ async fn unknown_values_and_fields_are_kept() {
     assert_eq!(back, expected);
 }
 
+/// What the docs of `max_response_bytes` say a decoded machine costs: several
+/// hundred bytes however few fields it has, so an answer of bare ids (ten bytes
+/// of text each) takes far more memory than its text.
+#[test]
+fn a_decoded_machine_takes_several_hundred_bytes() {
+    let size = std::mem::size_of::<Machine>();
+    assert!((300..1_024).contains(&size), "{size} bytes");
+    assert!(size > 30 * r#"{"id":""},"#.len());
+}
+
 /// A list grown one element at a time has room for four; the answer's lists hold
 /// no more room than they need once read, so a large answer takes less memory.
 #[tokio::test]
