@@ -995,13 +995,26 @@ fn classify<T: serde::de::DeserializeOwned>(
                         crate::error::Wait(wait)
                     )
                 });
+            // Without Defender's envelope, what was sent (a gateway's
+            // `{"statusCode":403,"message":"Out of call volume quota…"}`, an HTML
+            // page): the start of it.
+            let sent = || match (body, envelope) {
+                (Some(body), _) => body_excerpt(body, token),
+                (None, Some(other)) if detail.is_none() && !other.extra.is_empty() => {
+                    serde_json::to_vec(other)
+                        .ok()
+                        .and_then(|json| body_excerpt(&json, token))
+                }
+                (None, _) => None,
+            };
+            let message = match (detail.and_then(|d| field(&d.message)).or_else(sent), asked) {
+                (Some(message), Some(asked)) => Some(format!("{message}; {asked}")),
+                (message, asked) => message.or(asked),
+            };
             Outcome::Fail(Error::Api {
                 status,
                 code: detail.and_then(|d| field(&d.code)),
-                message: detail
-                    .and_then(|d| field(&d.message))
-                    .or_else(|| body.and_then(|b| body_excerpt(b, token)))
-                    .or(asked),
+                message,
                 target: detail.and_then(|d| field(&d.target)),
             })
         };
@@ -1011,7 +1024,9 @@ fn classify<T: serde::de::DeserializeOwned>(
             Some(status) if !(200..300).contains(&status) => {
                 // An error envelope after a byte order mark still counts.
                 let body = body.strip_prefix(BOM).unwrap_or(&body);
-                let envelope = serde_json::from_slice::<types::ErrorEnvelope>(body).ok();
+                let envelope = serde_json::from_slice::<types::ErrorEnvelope>(body)
+                    .ok()
+                    .or_else(|| lenient_envelope(body));
                 from_status(status, envelope.as_ref(), Some(body))
             }
             status => {
@@ -1057,6 +1072,38 @@ fn classify<T: serde::de::DeserializeOwned>(
             Outcome::Fail(Error::from_reqwest(e))
         }
         E::InvalidRequest(message) | E::Custom(message) => Outcome::Fail(Error::Config(message)),
+    })
+}
+
+/// Defender's error envelope read member by member, for one whose `error`
+/// does not have the spec's shape (a numeric `code`, an OData `message` object
+/// `{"lang","value"}`): each of `code`, `message` and `target` that can be read
+/// as text is kept, so that one odd member does not lose the others.
+fn lenient_envelope(body: &[u8]) -> Option<types::ErrorEnvelope> {
+    use serde_json::Value;
+    let Ok(Value::Object(mut top)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let Some(Value::Object(error)) = top.remove("error") else {
+        return None;
+    };
+    let text = |value: Option<&Value>| match value? {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Object(message) => match message.get("value") {
+            Some(Value::String(text)) => Some(text.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    Some(types::ErrorEnvelope {
+        error: Some(types::ErrorDetail {
+            code: text(error.get("code")),
+            message: text(error.get("message")),
+            target: text(error.get("target")),
+            ..Default::default()
+        }),
+        ..Default::default()
     })
 }
 

@@ -483,14 +483,112 @@ async fn api_errors_without_the_envelope() {
     }
 
     let err = error_for(400, r#"{"unexpected":"shape"}"#, &[]).await;
-    assert!(matches!(
-        err,
-        Error::Api {
-            status: 400,
-            code: None,
-            ..
-        }
-    ));
+    assert!(
+        matches!(
+            &err,
+            Error::Api {
+                status: 400,
+                code: None,
+                message: Some(m),
+                ..
+            } if m == r#"{"unexpected":"shape"}"#
+        ),
+        "{err:?}"
+    );
+}
+
+/// JSON that is not Defender's envelope (an API gateway's, ASP.NET's) is quoted
+/// as the message, as any other body is: it says what went wrong, and a 403
+/// from a gateway's quota is not a missing permission.
+#[tokio::test]
+async fn another_services_json_error_is_quoted() {
+    let gateway = r#"{"statusCode":403,"message":"Out of call volume quota. Quota will be replenished in 00:00:59."}"#;
+    let err = error_for(403, gateway, &[("content-type", "application/json")]).await;
+    assert!(
+        matches!(&err, Error::Api { status: 403, code: None, message: Some(m), target: None }
+            if m.contains("Out of call volume quota")),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("Machine.Read.All"), "{err}");
+
+    let err = error_for(500, r#"{"Message":"An error has occurred."}"#, &[]).await;
+    assert!(
+        matches!(&err, Error::Api { message: Some(m), .. } if m.contains("An error has occurred.")),
+        "{err:?}"
+    );
+    let err = error_for(500, r#"{"error":null,"message":"boom"}"#, &[]).await;
+    assert!(
+        matches!(&err, Error::Api { message: Some(m), .. } if m.contains("boom")),
+        "{err:?}"
+    );
+
+    // Nothing to quote: the status's usual meaning is given instead.
+    let err = error_for(403, "{}", &[]).await;
+    assert!(matches!(&err, Error::Api { message: None, .. }), "{err:?}");
+    assert!(err.to_string().contains("Machine.Read.All"), "{err}");
+}
+
+/// An envelope with one member of another shape (a numeric `code`, an OData
+/// `message` object) keeps the members that can be read, `target` above all.
+#[tokio::test]
+async fn an_envelope_with_an_odd_member_keeps_the_others() {
+    let err = error_for(
+        400,
+        r#"{"error":{"code":400,"message":"Bad","target":"t-3"}}"#,
+        &[],
+    )
+    .await;
+    assert!(
+        matches!(&err, Error::Api { status: 400, code: Some(c), message: Some(m), target: Some(t) }
+            if c == "400" && m == "Bad" && t == "t-3"),
+        "{err:?}"
+    );
+
+    let err = error_for(
+        400,
+        r#"{"error":{"code":"BadRequest","message":{"lang":"en-US","value":"Bad input"},"target":"t-2"}}"#,
+        &[],
+    )
+    .await;
+    assert!(
+        matches!(&err, Error::Api { code: Some(c), message: Some(m), target: Some(t), .. }
+            if c == "BadRequest" && m == "Bad input" && t == "t-2"),
+        "{err:?}"
+    );
+
+    // A message that cannot be read as text: the body is quoted instead.
+    let err = error_for(
+        400,
+        r#"{"error":{"code":"BadRequest","message":[1],"target":"t-1"}}"#,
+        &[],
+    )
+    .await;
+    assert!(
+        matches!(&err, Error::Api { code: Some(c), message: Some(m), target: Some(t), .. }
+            if c == "BadRequest" && m.contains("[1]") && t == "t-1"),
+        "{err:?}"
+    );
+}
+
+/// A 503 that says when to come back says so beside what its body says.
+#[tokio::test]
+async fn a_503_with_a_body_still_says_when_to_come_back() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(503)
+                .header("retry-after", "3600")
+                .header("content-type", "text/html")
+                .body("<html>Service Unavailable</html>");
+        })
+        .await;
+    let err = client(&server).user_machines("user1").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Api { status: 503, message: Some(m), .. }
+            if m.contains("Service Unavailable") && m.contains("called again in 3600 s")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
