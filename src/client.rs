@@ -19,7 +19,7 @@ use crate::{
         IntoCredential, TokenCredential,
     },
     cloud::Cloud,
-    error::{redact_text, shorten},
+    error::redact_cut,
     generated,
     hooks::{self, Attempt, Inner, Shared, ATTEMPT},
     quota::{RateLimit, RateLimiter},
@@ -268,7 +268,7 @@ impl Client {
             // (Only for an error: reading the token out of its header is not free.)
             let shown = |link: &str| {
                 let secret = token.as_ref().map(Bearer::secret);
-                shorten(&redact_text(link, secret.as_deref().unwrap_or("")), 200)
+                redact_cut(link, secret.as_deref().unwrap_or(""), 200)
             };
             let link = match page.next_link() {
                 None | Some(serde_json::Value::Null) => break,
@@ -963,7 +963,7 @@ fn classify<T: serde::de::DeserializeOwned>(
             }
             if status == 429 {
                 if let Some(target) = detail.and_then(|d| d.target.as_deref()) {
-                    let target = redact_text(target, token);
+                    let target = redact_cut(target, token, MAX_ERROR_TEXT);
                     tracing::info!(target = &*target, "Defender throttled the call (429)");
                 }
                 return Outcome::Fail(Error::Throttled {
@@ -982,7 +982,7 @@ fn classify<T: serde::de::DeserializeOwned>(
             // pages of them: an error stays a readable size.
             let field = |text: &Option<String>| {
                 text.as_deref()
-                    .map(|t| shorten(&redact_text(t, token), MAX_ERROR_TEXT))
+                    .map(|t| redact_cut(t, token, MAX_ERROR_TEXT))
             };
             // A 503 that said when to come back says so when nothing else does
             // (`Error::Api` has no field for it).
@@ -1130,7 +1130,7 @@ fn decode_message<T: serde::de::DeserializeOwned>(
 ) -> String {
     // serde quotes the offending value, which may be anything the service sent:
     // scrubbed of the token, then cut, so that an error stays a readable size.
-    let mut message = shorten(&redact_text(&error.to_string(), token), MAX_ERROR_TEXT);
+    let mut message = redact_cut(&error.to_string(), token, MAX_ERROR_TEXT);
     if !error.is_data() {
         return message;
     }
@@ -1163,7 +1163,7 @@ fn decode_message<T: serde::de::DeserializeOwned>(
         .any(|words| message.starts_with(words) && again.starts_with(words))
     {
         if let Some(serde_json::Value::String(value)) = value_at(&tree, located.path()) {
-            let value = shorten(&redact_text(value, token), 64);
+            let value = redact_cut(value, token, 64);
             message.push_str(&format!(
                 ": \"{}\" is not a date or time as the spec writes it (RFC 3339; a \
                  date-time has its time zone, as in 2018-08-02T14:55:03.7791856Z)",
@@ -1179,7 +1179,7 @@ fn decode_message<T: serde::de::DeserializeOwned>(
         .and_then(|index| tree.pointer(&format!("/value/{index}/id")))
         .and_then(serde_json::Value::as_str);
     if let Some(id) = id {
-        let id = shorten(&redact_text(id, token), 64);
+        let id = redact_cut(id, token, 64);
         message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
     }
     message.push(')');
@@ -1205,9 +1205,8 @@ const MAX_ERROR_TEXT: usize = 4_096;
 
 /// The start of a body that was not an error envelope, as text, for `Error::Api::message`.
 fn body_excerpt(body: &[u8], token: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let text = redact_text(text.trim(), token);
-    (!text.is_empty()).then(|| shorten(&text, 200))
+    let text = redact_cut(String::from_utf8_lossy(body).trim(), token, 200);
+    (!text.is_empty()).then_some(text)
 }
 
 /// Configures a [`Client`]. Start with [`Client::builder`].

@@ -308,17 +308,36 @@ impl fmt::Display for DisplayChain<'_> {
     }
 }
 
-/// `text` with every occurrence of `secret` replaced by `<redacted>`. Secrets
-/// shorter than 8 bytes are left alone: they cannot be told apart from ordinary
-/// words. Anything that cuts a text the API sent must redact it first, so that
-/// no part of a token survives at the cut.
+/// `text` with every echo of `secret` replaced by `<redacted>`: the secret as it
+/// is, percent-, JSON- or HTML-escaped, or its start cut short (from 8
+/// characters on, but for a JWT's public header); the same rule as for what
+/// Entra ID's token endpoint sends back. Secrets shorter than 8 bytes are left
+/// alone: they cannot be told apart from ordinary words. A text that is to be
+/// cut is redacted with [`redact_cut`], so that no part of a token survives at
+/// the cut.
 pub(crate) fn redact_text<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
-    if secret.len() < 8 || !text.contains(secret) {
+    if secret.trim().len() < 8 {
+        return Cow::Borrowed(text);
+    }
+    let clean = crate::auth::endpoint::redacted_as(text, &[secret], &[], usize::MAX, REDACTED);
+    if clean == text {
         Cow::Borrowed(text)
     } else {
-        Cow::Owned(text.replace(secret, "<redacted>"))
+        Cow::Owned(clean)
     }
 }
+
+/// The first `max_chars` characters of `text` (see [`shorten`]), redacted as
+/// [`redact_text`] does; only as much of `text` is read as is shown.
+pub(crate) fn redact_cut(text: &str, secret: &str, max_chars: usize) -> String {
+    if secret.trim().len() < 8 {
+        return shorten(text, max_chars);
+    }
+    crate::auth::endpoint::redacted_as(text, &[secret], &[], max_chars, REDACTED)
+}
+
+/// What an echo of the request's token is replaced with.
+const REDACTED: &str = "<redacted>";
 
 /// The first `max_chars` characters of `text`, with `…` when something was cut.
 /// Redact before shortening (see [`redact_text`]).

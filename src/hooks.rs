@@ -607,11 +607,7 @@ impl Encoding {
             .try_with(|a| a.token.borrow().as_ref().map(|t| t.secret().into_owned()))
             .ok()
             .flatten();
-        let values = match secret {
-            Some(secret) => crate::error::redact_text(&values, &secret).into_owned(),
-            None => values,
-        };
-        crate::error::shorten(&values, 40)
+        crate::error::redact_cut(&values, secret.as_deref().unwrap_or(""), 40)
     }
 }
 

@@ -1146,6 +1146,57 @@ async fn an_error_body_that_echoes_the_token_does_not_reveal_it() {
     }
 }
 
+/// An opaque token (a vault's, a gateway's) echoed escaped or cut short is
+/// blanked as the client secret is in what Entra ID sends back: percent-encoded,
+/// HTML- or JSON-escaped, or its first characters only.
+#[tokio::test]
+async fn a_token_echoed_in_another_spelling_is_not_shown() {
+    const OPAQUE: &str = "opaque+tok/en=ABCDEFGHIJKLMNOP";
+    let bodies = [
+        (
+            401,
+            "Unauthorized: Bearer opaque%2Btok%2Fen%3DABCDEFGHIJKLMNOP",
+        ),
+        (
+            401,
+            "<p>Bearer opaque&#43;tok&#47;en&#61;ABCDEFGHIJKLMNOP</p>",
+        ),
+        (401, r#"{"detail":"Bearer opaque+tok\/en=ABCDEFGHIJKLMNOP""#),
+        (
+            400,
+            r#"{"error":{"code":"BadRequest","message":"Bearer opaque%2Btok%2Fen%3DABCDEFGHIJKLMNOP","target":"t"}}"#,
+        ),
+        (502, "token 'opaque+tok/en=ABCD...' refused"),
+    ];
+    let server = MockServer::start_async().await;
+    for (i, (status, body)) in bodies.iter().enumerate() {
+        let (status, body) = (*status, *body);
+        server
+            .mock_async(move |when, then| {
+                when.path(format!("/api/users/user{i}/machines"));
+                then.status(status).body(body);
+            })
+            .await;
+    }
+    let client = defender_endpoint::Client::builder()
+        .base_url(server.base_url())
+        .credential(defender_endpoint::StaticToken::new(OPAQUE))
+        .retry(defender_endpoint::RetryPolicy::none())
+        .build()
+        .unwrap();
+    for i in 0..bodies.len() {
+        let err = client.user_machines(format!("user{i}")).await.unwrap_err();
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("ABCD"), "{i}: {shown}");
+            assert!(
+                !shown.contains("tok%2F") && !shown.contains("tok&#47;"),
+                "{i}: {shown}"
+            );
+            assert!(shown.contains("<redacted>"), "{i}: {shown}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_success_status_other_than_200_is_a_decode_error() {
     let server = MockServer::start_async().await;

@@ -435,7 +435,23 @@ fn excerpt(body: &[u8], secrets: &[&str], issued: &[&str]) -> Option<String> {
 /// The text is read only as far as what is shown reaches, so that the work stays
 /// bounded by `chars` whatever the answer's size, and no echo is cut in two.
 fn redacted(text: &str, secrets: &[&str], issued: &[&str], chars: usize) -> String {
-    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
+    redacted_as(text, secrets, issued, chars, "***")
+}
+
+/// [`redacted`], with `mark` in place of each echo. A secret's white space at
+/// either end is not looked for: a server may echo the secret without it.
+pub(crate) fn redacted_as(
+    text: &str,
+    secrets: &[&str],
+    issued: &[&str],
+    chars: usize,
+    mark: &str,
+) -> String {
+    let secrets: Vec<&str> = secrets
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| s.len() >= 4)
+        .collect();
     let issued: Vec<&str> = issued.iter().copied().filter(|t| t.len() >= 4).collect();
     let mut out = String::new();
     let mut shown = 0usize;
@@ -446,16 +462,16 @@ fn redacted(text: &str, secrets: &[&str], issued: &[&str], chars: usize) -> Stri
         }
         for token in &issued {
             if rest.starts_with(token) {
-                out.push_str("***");
-                shown += 3;
+                out.push_str(mark);
+                shown += mark.chars().count();
                 rest = &rest[token.len()..];
                 continue 'text;
             }
         }
         for secret in &secrets {
             if let Some(len) = echo_len(rest.as_bytes(), secret) {
-                out.push_str("***");
-                shown += 3;
+                out.push_str(mark);
+                shown += mark.chars().count();
                 rest = &rest[len..];
                 continue 'text;
             }
@@ -486,28 +502,32 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
     // more is one of a few of a long run of such characters, not missed by any
     // real spelling.
     const WIDEST: usize = 8;
-    let mut ends = vec![0usize];
-    let mut next: Vec<usize> = Vec::with_capacity(WIDEST);
+    // (Fixed arrays: this runs at every character of a text that is scanned.)
+    let (mut ends, mut count) = ([0usize; WIDEST], 1);
     for (matched, c) in secret.chars().enumerate() {
-        next.clear();
-        for &at in &ends {
+        let (mut next, mut found) = ([0usize; WIDEST], 0);
+        for &at in &ends[..count] {
             for len in char_echoes(&text[at..], c).into_iter().flatten() {
-                if next.len() < WIDEST && !next.contains(&(at + len)) {
-                    next.push(at + len);
+                if found < WIDEST && !next[..found].contains(&(at + len)) {
+                    next[found] = at + len;
+                    found += 1;
                 }
             }
         }
-        if next.is_empty() {
+        if found == 0 {
             // The start of the secret, cut short (`secret starts with 'Zq8~ab…'`,
             // a form body cut at a length): echoed too, from `MIN_PREFIX` on. Not
-            // for a signed assertion (a JWT, `eyJ…`), whose start is its public
-            // header, the same as any other JWT's.
+            // for a signed token or assertion (a JWT, `eyJ…`), whose start is its
+            // public header, the same as any other JWT's, and which is of no use
+            // without its signature at the end.
             let prefix = matched >= MIN_PREFIX && !secret.starts_with("eyJ");
-            return prefix.then(|| ends.into_iter().max()).flatten();
+            return prefix
+                .then(|| ends[..count].iter().copied().max())
+                .flatten();
         }
-        std::mem::swap(&mut ends, &mut next);
+        (ends, count) = (next, found);
     }
-    ends.into_iter().max()
+    ends[..count].iter().copied().max()
 }
 
 /// The fewest characters of a secret's start that count as its echo when the
@@ -874,6 +894,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A secret given with white space at an end (pasted, or read from a file)
+    /// is blanked when echoed without it, as the fields are shown trimmed.
+    #[test]
+    fn a_secret_framed_in_white_space_is_blanked_without_it() {
+        let secret = " Zq8~SECRETsecretSECRET0123\t";
+        let fields = serde_json::json!({"error": "invalid_client", "error_description": secret});
+        let error = refusal(401, fields.as_object().unwrap(), &[secret]);
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("SECRETsecret"), "{shown}");
+        assert_eq!(
+            excerpt(b"Zq8~SECRETsecretSECRET0123 is not valid", &[secret], &[]).as_deref(),
+            Some("*** is not valid")
+        );
     }
 
     /// An echoed secret is blanked however the answer spells it.
