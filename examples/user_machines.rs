@@ -104,10 +104,21 @@ macro_rules! say {
 }
 
 fn main() -> ExitCode {
+    // An argument that is not UTF-8 is refused, not looked up with its bytes replaced.
     let args = std::env::args_os()
         .skip(1)
-        .map(|arg| arg.to_string_lossy().into_owned());
-    let options = match parse_args(args) {
+        .enumerate()
+        .map(|(i, arg)| {
+            arg.into_string().map_err(|arg| {
+                Usage(format!(
+                    "argument {} is not valid UTF-8: {}",
+                    i + 1,
+                    clip(&arg.to_string_lossy(), 200)
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>();
+    let options = match args.and_then(parse_args) {
         Ok(Some(options)) => options,
         Ok(None) => {
             // A closed pipe (`--help | head -1`) ends the run quietly, as a lookup's does.
@@ -120,7 +131,10 @@ fn main() -> ExitCode {
             };
         }
         Err(Usage(message)) => {
-            say!("error: {message}\n\nFor more information, try '--help'.");
+            say!(
+                "error: {}\n\nFor more information, try '--help'.",
+                printable(&message)
+            );
             return ExitCode::from(2);
         }
     };
@@ -137,7 +151,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(options)) {
         Ok(code) => code,
         Err(Usage(message)) => {
-            say!("error: {message}");
+            say!("error: {}", printable(&message));
             ExitCode::from(2)
         }
     }
@@ -173,7 +187,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             inline
                 .clone()
                 .or_else(|| args.next())
-                .ok_or_else(|| Usage(format!("{name} needs a value ({what})")))
+                .ok_or_else(|| Usage(format!("{} needs a value ({what})", clip(&name, 200))))
         };
         match name.as_str() {
             "-h" | "--help" => return Ok(None),
@@ -207,7 +221,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             }
             _ => {
                 return Err(Usage(format!(
-                    "unknown option {name} (a user name starting with '-' goes after --)"
+                    "unknown option {} (a user name starting with '-' goes after --)",
+                    clip(&name, 200)
                 )))
             }
         }
@@ -229,7 +244,7 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
         Box::new(io::stdin().lock())
     } else {
         let file = std::fs::File::open(path)
-            .map_err(|e| Usage(format!("cannot read --file {path}: {e}")))?;
+            .map_err(|e| Usage(format!("cannot read --file {}: {e}", clip(path, 200))))?;
         Box::new(io::BufReader::new(file))
     };
     let mut users = Vec::new();
@@ -242,7 +257,8 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
                 ""
             };
             Usage(format!(
-                "cannot read --file {path}, line {}: {e}{hint}",
+                "cannot read --file {}, line {}: {e}{hint}",
+                clip(path, 200),
                 number + 1
             ))
         })?;
@@ -789,6 +805,17 @@ fn second_line(last_seen: &str, ip: &str, tags: &str) -> String {
     let room = TABLE_WIDTH - 1 - line.chars().count();
     line.push_str(&clip(tags, room));
     line.trim_end().to_owned()
+}
+
+/// `message` with every control or invisible character escaped but its line
+/// breaks: what a caller typed (an option, a path, a URL) cannot move the cursor
+/// or recolour the terminal.
+fn printable(message: &str) -> String {
+    message
+        .split('\n')
+        .map(|line| clip(line, usize::MAX))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `text` cut to `width` characters, with `…` where it was cut. Control and

@@ -360,6 +360,47 @@ fn a_file_that_is_not_utf8_is_refused_with_a_hint() {
     );
 }
 
+/// An argument that is not UTF-8 is a usage error: it is not looked up with
+/// its bytes replaced (`user1\u{FFFD}`), which would be another user.
+#[cfg(unix)]
+#[test]
+fn an_argument_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::OsStr::from_bytes(b"user1\xff");
+    let output = command(&["--demo", "--output", "json"])
+        .arg(name)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 2);
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stderr).contains("argument 4 is not valid UTF-8"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// What a caller typed is shown escaped in a usage error: an option, a path.
+#[test]
+fn usage_errors_do_not_pass_on_terminal_sequences() {
+    for args in [
+        &["--\u{1b}]0;pwned\u{7}\u{1b}[2J"][..],
+        &["--demo", "--file", "/nonexistent/\u{1b}[31mRED"],
+        &["--base-url"],
+    ] {
+        let output = run(args);
+        assert_eq!(code(&output), 2);
+        let stderr = text(&output.stderr);
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(
+            !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+            "{stderr:?}"
+        );
+    }
+    let stderr = text(&run(&["--\u{1b}[2J"]).stderr);
+    assert!(stderr.contains("unknown option --\\u{1b}[2J"), "{stderr}");
+}
+
 /// A name the rule keeps but Defender is unlikely to know gets a warning
 /// before the lookups, with the name escaped.
 #[test]
