@@ -1276,7 +1276,11 @@ impl ClientBuilder {
     ///
     /// Any `https://` URL is accepted (a path prefix too, for proxies); `http://`
     /// only for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), so that
-    /// tokens never cross a network in clear text.
+    /// tokens never cross a network in clear text. [`build`](Self::build) refuses
+    /// a URL with a query, a fragment, user info, or a `.` or `..` path segment
+    /// (which would be resolved into another path). [`Client::base_url`] shows it
+    /// as the URL standard writes it (host in lower case, no default port), without
+    /// a trailing `/`.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
         self
@@ -1620,6 +1624,35 @@ mod tests {
                 matches!(normalise_base_url(bad), Err(Error::Config(_))),
                 "{bad}"
             );
+        }
+    }
+
+    /// A `.` or `..` in the base URL's path, which the URL parser would resolve
+    /// (`/defender/../other` is `/other`), is refused rather than altered.
+    #[test]
+    fn dot_segments_in_a_base_url_are_refused() {
+        for bad in [
+            "https://proxy.example/defender/../other",
+            "https://proxy.example/defender/%2e%2e/other",
+            "https://proxy.example/defender/%2E.",
+            "https://proxy.example/defender/..",
+            "https://proxy.example/./defender",
+            "https://proxy.example\\defender\\..\\other",
+            "https://proxy.example/defender/.%2e/",
+        ] {
+            let error = normalise_base_url(bad).unwrap_err();
+            assert!(
+                error.to_string().contains("`.` or `..` segment"),
+                "{bad}: {error}"
+            );
+        }
+        // Dots inside a segment, or in the host, are a name like any other.
+        for good in [
+            "https://proxy.example/def.ender/..x/.y",
+            "https://proxy.example./defender",
+            "https://proxy.example/%2e%2ex",
+        ] {
+            assert!(normalise_base_url(good).is_ok(), "{good}");
         }
     }
 }

@@ -869,7 +869,16 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
     if url.chars().any(char::is_control) {
         return Err(bad("it holds a control character"));
     }
-    let url = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    // The parser resolves `.` and `..` (`%2e` too): `/proxy/../other` would
+    // quietly become `/other`.
+    if has_dot_segment(url) {
+        return Err(bad(
+            "its path holds a `.` or `..` segment, which would be resolved away; \
+             write the path it stands for",
+        ));
+    }
+    let url = parsed;
     if !matches!(url.scheme(), "https" | "http") {
         return Err(bad("the scheme must be https"));
     }
@@ -902,6 +911,24 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
         return Err(bad("it must not hold user info"));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Whether the path of the URL `input` holds a `.` or `..` segment, written
+/// plainly or percent-encoded (`%2e`), as the URL parser reads one (`\\` counts
+/// as `/`).
+fn has_dot_segment(input: &str) -> bool {
+    let rest = input.trim().split_once(':').map_or("", |(_, rest)| rest);
+    let rest = rest.trim_start_matches(['/', '\\']);
+    let Some(start) = rest.find(['/', '\\', '?', '#']) else {
+        return false;
+    };
+    let path = rest[start..].split(['?', '#']).next().unwrap_or_default();
+    path.split(['/', '\\']).any(|segment| {
+        matches!(
+            segment.to_ascii_lowercase().as_str(),
+            "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+        )
+    })
 }
 
 /// `input` with the user info of its authority (`user:password@`) replaced by
