@@ -44,7 +44,10 @@ pub enum Error {
     /// The fields come from Defender's error envelope
     /// `{"error":{"code","message","target"}}` when the body holds one, each cut
     /// at 4,096 characters (marked with `…`), and any copy of the request's token
-    /// in them replaced with `<redacted>`.
+    /// in them replaced with `<redacted>`. A member of another shape (a numeric
+    /// `code`, an OData `message` object with its `value`) is read as text where
+    /// it can be, and the others are kept. Any other body (a gateway's JSON, an
+    /// HTML page) is quoted in `message`, its first 200 characters.
     #[error("{}", ApiDisplay { status: *status, code: code.as_deref(), message: message.as_deref(), target: target.as_deref() })]
     Api {
         /// The HTTP status code.
