@@ -557,7 +557,12 @@ impl Client {
             // and its request when that would end before the attempt's own
             // timeout), though every attempt gets at least `MIN_ATTEMPT`.
             let left = policy.budget.saturating_sub(budget.spent());
-            let deadline = Instant::now().checked_add(left.max(MIN_ATTEMPT));
+            // (A budget too large for the clock, `Duration::MAX`, is a year: no
+            // deadline at all is how the hooks know a call through `raw`.)
+            let now = Instant::now();
+            let deadline = now
+                .checked_add(left.max(MIN_ATTEMPT))
+                .or_else(|| now.checked_add(crate::quota::MAX_WINDOW));
             let report = Box::new(Attempt {
                 deadline: deadline.into(),
                 body_left: Some(budget.body_left).into(),
@@ -656,7 +661,12 @@ impl Client {
                 tracing::warn!(attempts = attempt, error = %error, "giving up: no attempts left");
                 return Err(error);
             }
-            if budget.spent().saturating_add(wait) > policy.budget {
+            // A wait of more than a day (a `Retry-After` of 99999999999999999999),
+            // the most that is reported as asked, is not waited for, whatever
+            // the budget.
+            if budget.spent().saturating_add(wait) > policy.budget
+                || wait > crate::hooks::Shared::MAX_ASKED
+            {
                 tracing::warn!(
                     attempts = attempt,
                     wait_ms = wait.as_millis() as u64,

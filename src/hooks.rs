@@ -120,7 +120,7 @@ impl Shared {
     }
 
     /// The longest `Retry-After` reported as it was asked.
-    const MAX_ASKED: Duration = Duration::from_secs(24 * 3600);
+    pub(crate) const MAX_ASKED: Duration = Duration::from_secs(24 * 3600);
 
     /// How much longer the API is spared, if at all.
     pub(crate) fn api_spared_for(&self) -> Option<Duration> {
@@ -266,18 +266,18 @@ impl ClientHooks<Inner> for crate::generated::Client {
             }
             // The API may have asked to be spared while this request queued (a
             // `Retry-After` another call got): the turn is given back, and the
-            // request waits for it within the attempt's time, with time enough
-            // left for the request itself, or is not sent. A call through
-            // `Client::raw`, which has no such time, is not sent.
+            // request waits for it when the wait ends within the attempt's time
+            // (what is left of the retry budget), as the retry loop would wait,
+            // or is not sent. The request then gets at least `MIN_ATTEMPT`, as
+            // any attempt does. A call through `Client::raw`, which has no such
+            // time, is not sent.
             let Some(wait) = shared.api_spared_for() else {
                 break slot;
             };
             drop(slot);
             let in_time = deadline
                 .and_then(|d| d.checked_add(waited))
-                .is_some_and(|d| {
-                    std::time::Instant::now() + wait + crate::client::MIN_ATTEMPT <= d
-                });
+                .is_some_and(|d| std::time::Instant::now() + wait <= d);
             if !in_time {
                 // What the API asked for, though it is spared five minutes at most,
                 // reported as the answer that asked was.
@@ -310,7 +310,16 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 "sparing the API as it asked"
             );
             tokio::time::sleep(wait).await;
-            let _ = ATTEMPT.try_with(|a| a.spared_wait.set(a.spared_wait.get() + wait));
+            let _ = ATTEMPT.try_with(|a| {
+                a.spared_wait.set(a.spared_wait.get() + wait);
+                // At least `MIN_ATTEMPT` for the request (and its token), from now.
+                let least = std::time::Instant::now()
+                    .checked_add(crate::client::MIN_ATTEMPT)
+                    .and_then(|t| t.checked_sub(a.quota_wait.get()));
+                if let (Some(d), Some(least)) = (a.deadline.get(), least) {
+                    a.deadline.set(Some(d.max(least)));
+                }
+            });
             // The token may have run out meanwhile; the call then queues again,
             // and the token is checked once more if that takes a while.
             if let Some(current) = shared.tokens.cached() {

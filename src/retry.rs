@@ -19,12 +19,14 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 ///
 /// The default: 4 attempts in all, a 60 s budget for the whole call, base delay
 /// 0.5 s, maximum delay 30 s. If `Retry-After` asks for more than the budget has
-/// left, the call returns at once: [`Error::Throttled`](crate::Error::Throttled)
-/// after a 429, [`Error::Api`](crate::Error::Api) after a 503.
+/// left, or for more than a day whatever the budget, the call returns at once:
+/// [`Error::Throttled`](crate::Error::Throttled) after a 429,
+/// [`Error::Api`](crate::Error::Api) after a 503.
 /// A `Retry-After` of the API holds for every call of the client (and of its
 /// clones): until it has passed (five minutes at most), each call waits before
-/// sending, within its budget, or returns `Throttled` at once, with the whole
-/// wait the API asked for.
+/// sending when the wait ends within its budget, or returns `Throttled` at once,
+/// with the whole wait the API asked for. After a wait, the request gets at least
+/// a second, as every attempt does.
 /// Time spent waiting for the client-side quota ([`RateLimit`](crate::RateLimit))
 /// does not count against the budget.
 ///

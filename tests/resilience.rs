@@ -1416,13 +1416,151 @@ async fn user2_recorded(server: &MockServer) -> (httpmock::Mock<'_>, Arc<Mutex<V
     (mock, arrivals)
 }
 
-/// A queued call that could not send its request, once the API may be asked
-/// again, with time left for an answer is not sent: `Throttled`, not a timeout.
+/// A queued call whose budget ends before the API may be asked again is not
+/// sent: `Throttled`, not a timeout.
 #[tokio::test]
 async fn a_queued_call_without_time_left_after_a_retry_after_is_not_sent() {
     let server = MockServer::start_async().await;
     let (user2, _) = user2_recorded(&server).await;
-    let (_, _, second) = queued_behind_a_retry_after(&server, Duration::from_secs(3)).await;
+    let (_, _, second) = queued_behind_a_retry_after(&server, Duration::from_secs(2)).await;
     assert!(matches!(second, Err(Error::Throttled { .. })), "{second:?}");
     user2.assert_calls_async(0).await;
+}
+
+/// user1's call gets a 429 asking for 3 s; user2's call, on the same client,
+/// starts 200 ms later. The client (with `policy`) and user2's outcome, once
+/// user1's call is over too.
+async fn behind_anothers_retry_after(
+    server: &MockServer,
+    policy: RetryPolicy,
+) -> (Client, Machines) {
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(429).header("retry-after", "3");
+        })
+        .await;
+    let client = builder(server).retry(policy).build().unwrap();
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.user_machines("user1").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = client.user_machines("user2").await;
+    let _ = first.await.unwrap();
+    (client, second)
+}
+
+/// A call held back by another call's `Retry-After` waits for it when its
+/// budget covers the wait, as the retry loop waits for its own 429: a budget of
+/// 3.5 s covers the 2.8 s left, though not 2.8 s and a whole second more.
+#[tokio::test]
+async fn a_call_whose_budget_covers_anothers_retry_after_waits_for_it() {
+    let server = MockServer::start_async().await;
+    let (user2, arrivals) = user2_recorded(&server).await;
+    let started = Instant::now();
+    let (client, second) = behind_anothers_retry_after(
+        &server,
+        RetryPolicy::none().budget(Duration::from_millis(3_500)),
+    )
+    .await;
+    assert_eq!(second.unwrap().len(), 1);
+    assert!(arrivals.lock().unwrap()[0] >= started + Duration::from_millis(2_900));
+    user2.assert_calls_async(1).await;
+    // Two attempts, both sent; no 429 was waited on and retried.
+    let stats = client.stats();
+    assert_eq!(
+        (stats.attempts, stats.retries, stats.throttled),
+        (2, 0, 0),
+        "{stats:?}"
+    );
+}
+
+/// The wait for another call's `Retry-After` is neither an attempt of its own nor
+/// a 429: with retries, the stats count only what the API answered.
+#[tokio::test]
+async fn a_wait_for_anothers_retry_after_is_not_counted_as_a_429() {
+    let server = MockServer::start_async().await;
+    let (user2, _) = user2_recorded(&server).await;
+    let (client, second) = behind_anothers_retry_after(
+        &server,
+        quick_retries(4).budget(Duration::from_millis(3_500)),
+    )
+    .await;
+    assert_eq!(second.unwrap().len(), 1);
+    user2.assert_calls_async(1).await;
+    // user1: its 429, waited on, then another 429 (after 3 s, the budget has no
+    // room for another wait); user2: one attempt.
+    let stats = client.stats();
+    assert_eq!(
+        (stats.attempts, stats.retries, stats.throttled),
+        (3, 1, 1),
+        "{stats:?}"
+    );
+}
+
+/// A budget too large for the clock (`Duration::MAX`) is no budget: a call waits
+/// out another call's `Retry-After` rather than being refused as a call through
+/// `Client::raw` is.
+#[tokio::test]
+async fn an_unbounded_budget_waits_out_anothers_retry_after() {
+    let server = MockServer::start_async().await;
+    let (user2, _) = user2_recorded(&server).await;
+    let (_, second) =
+        behind_anothers_retry_after(&server, RetryPolicy::none().budget(Duration::MAX)).await;
+    assert_eq!(second.unwrap().len(), 1);
+    user2.assert_calls_async(1).await;
+}
+
+/// A `Retry-After` of more than a day is not waited for, whatever the budget:
+/// the call returns `Throttled` at once.
+#[tokio::test]
+async fn a_retry_after_of_more_than_a_day_is_not_waited_for() {
+    let server = MockServer::start_async().await;
+    let throttled = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(429)
+                .header("retry-after", "99999999999999999999");
+        })
+        .await;
+    let client = builder(&server)
+        .retry(RetryPolicy::default().budget(Duration::MAX))
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), client.user_machines("user1"))
+        .await
+        .expect("not waited for")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Throttled {
+                retry_after: Some(_)
+            }
+        ),
+        "{err:?}"
+    );
+    throttled.assert_calls_async(1).await;
+}
+
+/// After waiting for another call's `Retry-After`, the request gets at least a
+/// second, as every attempt does, though the budget has less left.
+#[tokio::test]
+async fn a_request_after_waiting_for_anothers_retry_after_gets_a_second() {
+    let server = MockServer::start_async().await;
+    let user2 = server
+        .mock_async(|when, then| {
+            when.path("/api/users/user2/machines");
+            then.status(200).body(ONE).delay(Duration::from_millis(700));
+        })
+        .await;
+    // Sent about 2.8 s in, with 0.4 s of the budget left: the answer comes 0.7 s later.
+    let (_, second) = behind_anothers_retry_after(
+        &server,
+        RetryPolicy::none().budget(Duration::from_millis(3_200)),
+    )
+    .await;
+    assert_eq!(second.unwrap().len(), 1);
+    user2.assert_calls_async(1).await;
 }
