@@ -516,11 +516,16 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
         }
         if found == 0 {
             // The start of the secret, cut short (`secret starts with 'Zq8~ab…'`,
-            // a form body cut at a length): echoed too, from `MIN_PREFIX` on. Not
-            // for a signed token or assertion (a JWT, `eyJ…`), whose start is its
-            // public header, the same as any other JWT's, and which is of no use
-            // without its signature at the end.
-            let prefix = matched >= MIN_PREFIX && !secret.starts_with("eyJ");
+            // a form body cut at a length): echoed too, from `MIN_PREFIX` on. For
+            // a signed token or assertion (a JWT, `eyJ…`), from `MIN_PREFIX`
+            // characters past its header, which is public (the same as many
+            // other JWTs').
+            let public = if secret.starts_with("eyJ") {
+                secret.find('.').map_or(secret.len(), |dot| dot + 1)
+            } else {
+                0
+            };
+            let prefix = matched >= public + MIN_PREFIX;
             return prefix
                 .then(|| ends[..count].iter().copied().max())
                 .flatten();
@@ -1009,6 +1014,18 @@ mod tests {
         let other = "id_token=eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ5In0.b3RoZXI";
         assert_eq!(redact(other, &[assertion]), other);
         assert_eq!(redact(&format!("a={assertion}"), &[assertion]), "a=***");
+        // Cut short past its header, from eight characters on, it is its own.
+        let header = assertion.find('.').unwrap() + 1;
+        for cut in [header + 8, header + 12, assertion.len() - 6] {
+            let echo = format!("token '{}...' refused", &assertion[..cut]);
+            assert_eq!(
+                redact(&echo, &[assertion]),
+                "token '***...' refused",
+                "{cut}"
+            );
+        }
+        let echo = format!("token '{}...' refused", &assertion[..header + 7]);
+        assert_eq!(redact(&echo, &[assertion]), echo);
         // A `%` of the secret encoded once, though `%25` could start a second
         // encoding; a space encoded twice.
         for (secret, echo) in [
