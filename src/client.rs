@@ -565,6 +565,7 @@ impl Client {
                 .or_else(|| now.checked_add(crate::quota::MAX_WINDOW));
             let report = Box::new(Attempt {
                 deadline: deadline.into(),
+                budget_end: now.checked_add(left).into(),
                 body_left: Some(budget.body_left).into(),
                 ..Attempt::default()
             });
@@ -872,6 +873,7 @@ impl Attempt {
             quota_wait: self.quota_wait.get(),
             spared_wait: self.spared_wait.get(),
             body_read: self.body_read.get(),
+            error_body: self.error_body.borrow_mut().take(),
         }
     }
 }
@@ -885,6 +887,7 @@ struct Report {
     quota_wait: Duration,
     spared_wait: Duration,
     body_read: usize,
+    error_body: Option<bytes::Bytes>,
 }
 
 /// What a client did since it was built, summed over all its clones
@@ -1007,16 +1010,8 @@ fn classify<T: serde::de::DeserializeOwned>(
                 });
             // Without Defender's envelope, what was sent (a gateway's
             // `{"statusCode":403,"message":"Out of call volume quota…"}`, an HTML
-            // page): the start of it.
-            let sent = || match (body, envelope) {
-                (Some(body), _) => body_excerpt(body, token),
-                (None, Some(other)) if detail.is_none() && !other.extra.is_empty() => {
-                    serde_json::to_vec(other)
-                        .ok()
-                        .and_then(|json| body_excerpt(&json, token))
-                }
-                (None, _) => None,
-            };
+            // page): the start of it, as it came.
+            let sent = || body.and_then(|body| body_excerpt(body, token));
             let message = match (detail.and_then(|d| field(&d.message)).or_else(sent), asked) {
                 (Some(message), Some(asked)) => Some(format!("{message}; {asked}")),
                 (message, asked) => message.or(asked),
@@ -1029,7 +1024,14 @@ fn classify<T: serde::de::DeserializeOwned>(
             })
         };
     Err(match error {
-        E::ErrorResponse(value) => from_status(value.status().as_u16(), Some(value.as_ref()), None),
+        E::ErrorResponse(value) => {
+            // Defender's envelope says what went wrong; any other JSON is quoted.
+            let body = report
+                .error_body
+                .as_deref()
+                .filter(|_| value.error.is_none() && !value.extra.is_empty());
+            from_status(value.status().as_u16(), Some(value.as_ref()), body)
+        }
         E::InvalidResponsePayload(body, e) => match report.status {
             Some(status) if !(200..300).contains(&status) => {
                 // An error envelope after a byte order mark still counts.

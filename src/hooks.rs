@@ -182,6 +182,12 @@ pub(crate) struct Attempt {
     /// counting this attempt's quota wait: a token request, or a request in flight,
     /// ends then.
     pub(crate) deadline: Cell<Option<std::time::Instant>>,
+    /// When the retry budget runs out, not counting this attempt's quota wait
+    /// (`None`: never); a wait for the API that would end later is not made.
+    pub(crate) budget_end: Cell<Option<std::time::Instant>>,
+    /// The body of an error answer, as it came (decompressed), for the error
+    /// to quote when it is not Defender's envelope.
+    pub(crate) error_body: RefCell<Option<Bytes>>,
     /// What is left of the call's body limit (every page of it counts), when
     /// the request is one of a call's: a 2xx body may be no larger.
     pub(crate) body_left: Cell<Option<usize>>,
@@ -220,7 +226,8 @@ impl ClientHooks<Inner> for crate::generated::Client {
         // slot, and time spent fetching one does not come between the slot's start
         // and the request's. A wait for the quota may outlast the token: then the
         // slot is given back and a new token fetched first.
-        let deadline = ATTEMPT.try_with(|a| a.deadline.get()).ok().flatten();
+        // (Read when needed: a wait for the API raises it.)
+        let deadline = || ATTEMPT.try_with(|a| a.deadline.get()).ok().flatten();
         // A token request is part of the attempt: bounded by its timeout too.
         let token_deadline = |deadline: Option<std::time::Instant>| {
             let attempt = std::time::Instant::now().checked_add(shared.attempt_timeout);
@@ -231,7 +238,7 @@ impl ClientHooks<Inner> for crate::generated::Client {
         };
         // A token request after `waited` in the quota: that long later.
         let fetch = |waited: Duration| {
-            let deadline = deadline.and_then(|d| d.checked_add(waited));
+            let deadline = deadline().and_then(|d| d.checked_add(waited));
             within(token_deadline(deadline), shared.tokens.token())
         };
         let mut token = match shared.tokens.cached() {
@@ -275,9 +282,14 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 break slot;
             };
             drop(slot);
-            let in_time = deadline
-                .and_then(|d| d.checked_add(waited))
-                .is_some_and(|d| std::time::Instant::now() + wait <= d);
+            let now = std::time::Instant::now();
+            let in_time = ATTEMPT
+                .try_with(|a| match a.budget_end.get() {
+                    Some(end) => end.checked_add(waited).is_none_or(|end| now + wait <= end),
+                    // A budget too large for the clock.
+                    None => true,
+                })
+                .unwrap_or(false);
             if !in_time {
                 // What the API asked for, though it is spared five minutes at most,
                 // reported as the answer that asked was.
@@ -639,6 +651,9 @@ pub(crate) async fn response_value<T: serde::de::DeserializeOwned, E>(
         .bytes()
         .await
         .map_err(progenitor_client::Error::ResponseBodyError)?;
+    if !status.is_success() {
+        let _ = ATTEMPT.try_with(|a| *a.error_body.borrow_mut() = Some(full.clone()));
+    }
     let inner = serde_json::from_slice(&full)
         .map_err(|e| progenitor_client::Error::InvalidResponsePayload(full, e))?;
     Ok(progenitor_client::ResponseValue::new(

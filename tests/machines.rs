@@ -522,6 +522,25 @@ async fn another_services_json_error_is_quoted() {
         "{err:?}"
     );
 
+    // Quoted as it came, not as it reads back: members in their order, numbers
+    // as written.
+    let long = format!(
+        r#"{{"statusCode":403,"message":"Out of call volume quota.","activityId":"{}","n":1.50}}"#,
+        "a".repeat(250)
+    );
+    let err = error_for(403, Box::leak(long.into_boxed_str()), &[]).await;
+    assert!(
+        matches!(&err, Error::Api { message: Some(m), .. }
+            if m.starts_with(r#"{"statusCode":403,"message":"Out of call volume quota.","activityId":"aaa"#)
+                && m.chars().count() == 201 && m.ends_with('…')),
+        "{err:?}"
+    );
+    let err = error_for(500, r#"{"Message":"An error has occurred.","n":1.50}"#, &[]).await;
+    assert!(
+        matches!(&err, Error::Api { message: Some(m), .. } if m == r#"{"Message":"An error has occurred.","n":1.50}"#),
+        "{err:?}"
+    );
+
     // Nothing to quote: the status's usual meaning is given instead.
     let err = error_for(403, "{}", &[]).await;
     assert!(matches!(&err, Error::Api { message: None, .. }), "{err:?}");

@@ -1564,3 +1564,72 @@ async fn a_request_after_waiting_for_anothers_retry_after_gets_a_second() {
     assert_eq!(second.unwrap().len(), 1);
     user2.assert_calls_async(1).await;
 }
+
+/// A call with less than a second of its budget left does not wait for another
+/// call's `Retry-After` that ends later than its budget, though every attempt
+/// may run for a second: `Throttled` at once.
+#[tokio::test]
+async fn a_budget_under_a_second_is_not_stretched_by_anothers_retry_after() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(429).header("retry-after", "1");
+        })
+        .await;
+    let (user2, _) = user2_recorded(&server).await;
+    let client = builder(&server)
+        .retry(RetryPolicy::none().budget(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap_err();
+    let started = Instant::now();
+    let second = client.user_machines("user2").await;
+    assert!(matches!(second, Err(Error::Throttled { .. })), "{second:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    user2.assert_calls_async(0).await;
+}
+
+/// Hands out tokens that last 600 ms, each after 200 ms.
+struct ShortLived;
+
+#[defender_endpoint::async_trait]
+impl defender_endpoint::TokenCredential for ShortLived {
+    async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(defender_endpoint::AccessToken::expires_in(
+            "short-lived-token",
+            Duration::from_millis(600),
+        ))
+    }
+}
+
+/// A token fetched again after a wait for another call's `Retry-After` (the
+/// one the call had ran out meanwhile) has the second the request gets, though
+/// the budget ends sooner.
+#[tokio::test]
+async fn a_token_fetched_after_waiting_for_anothers_retry_after_gets_the_second() {
+    let server = MockServer::start_async().await;
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/user1/machines");
+            then.status(429).header("retry-after", "1");
+        })
+        .await;
+    let (user2, _) = user2_recorded(&server).await;
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .credential(ShortLived)
+        .rate_limit(RateLimit::none())
+        .retry(RetryPolicy::none().budget(Duration::from_millis(1_100)))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap_err();
+    // Waits about a second, then fetches a token for 200 ms, past the budget's end.
+    assert_eq!(client.user_machines("user2").await.unwrap().len(), 1);
+    user2.assert_calls_async(1).await;
+}
