@@ -405,6 +405,35 @@ fn certificate_pem_forms() {
     let bundle = format!("{}{encrypted}", cert.cert_pem);
     let err = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap_err();
     assert!(err.to_string().contains("encrypted"), "{err}");
+    // Beside a key that can be used, it is passed over.
+    let bundle = format!("{}{encrypted}{}", cert.cert_pem, cert.key_pem);
+    let c = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap();
+    assert_eq!(c.thumbprint(), expected);
+    // The same key twice (the app's PEM joined with a full bundle) is one.
+    let single = format!("{}{}", cert.cert_pem, cert.key_pem);
+    let c = ClientCertificateCredential::from_pem_bundle(
+        TENANT,
+        CLIENT_ID,
+        format!("{single}{single}"),
+    )
+    .unwrap();
+    assert_eq!(c.thumbprint(), expected);
+    // A byte order mark (Notepad's), at the start or where files were joined.
+    for bundle in [
+        format!("\u{feff}{single}"),
+        format!("{}\u{feff}{}", ca.cert_pem, single.replace('\n', "\r\n")),
+    ] {
+        let c = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap();
+        assert_eq!(c.thumbprint(), expected);
+    }
+    let c = ClientCertificateCredential::from_pem(
+        TENANT,
+        CLIENT_ID,
+        format!("\u{feff}{}", cert.cert_pem),
+        format!("\u{feff}{}", cert.key_pem),
+    )
+    .unwrap();
+    assert_eq!(c.thumbprint(), expected);
 
     let missing = std::env::temp_dir().join("defender-endpoint-no-such-file.pem");
     let err = ClientCertificateCredential::from_pem_file(TENANT, CLIENT_ID, &missing).unwrap_err();
@@ -412,6 +441,48 @@ fn certificate_pem_forms() {
         matches!(err, Error::Credential { .. }) && err.to_string().contains("cannot read"),
         "{err}"
     );
+}
+
+/// A certificate path that is not a regular file (a pipe that may never end, a
+/// device) or is too large to be a certificate is refused, not read.
+#[cfg(unix)]
+#[test]
+fn a_certificate_path_that_is_not_a_certificate_file_is_refused_unread() {
+    let fifo = std::env::temp_dir().join(format!("defender-endpoint-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    // Opening a pipe for reading waits for a writer: one comes if the check
+    // fails, so that the test ends (and fails) rather than hangs.
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::thread::sleep(Duration::from_secs(3));
+            // Without a reader this fails at once instead of waiting for one.
+            drop(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&fifo),
+            );
+        })
+    };
+    let started = std::time::Instant::now();
+    for path in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let result = ClientCertificateCredential::from_pem_file(TENANT, CLIENT_ID, path);
+        assert!(
+            matches!(&result, Err(e) if e.to_string().contains("not a regular file")),
+            "{path:?}: {:?}",
+            result.err()
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let huge = TempFile::new("huge.pem", &"x".repeat(1024 * 1024 + 1));
+    let err = ClientCertificateCredential::from_pem_file(TENANT, CLIENT_ID, &huge.0).unwrap_err();
+    assert!(err.to_string().contains("larger than 1024 KiB"), "{err}");
+    writer.join().unwrap();
+    let _ = std::fs::remove_file(&fifo);
 }
 
 #[test]
@@ -952,6 +1023,25 @@ async fn an_empty_token_is_a_credential_error_and_sends_nothing() {
         assert!(err.to_string().contains("empty token"), "{err}");
     }
     assert_eq!(api.calls(), 0);
+}
+
+/// A client secret that is empty, or white space only, is refused before
+/// anything is sent to the token endpoint.
+#[tokio::test]
+async fn an_empty_client_secret_sends_nothing() {
+    let server = MockServer::start_async().await;
+    let tokens = token_endpoint(&server, 3599, Duration::ZERO);
+    for secret in ["", " \n\t "] {
+        let credential = ClientSecretCredential::new(TENANT, CLIENT_ID, secret)
+            .authority_host(server.base_url())
+            .unwrap();
+        let err = credential.get_token(&[DEFAULT_SCOPE]).await.unwrap_err();
+        assert!(
+            err.to_string().contains("the client secret is empty"),
+            "{err}"
+        );
+    }
+    assert_eq!(tokens.mock.calls(), 0);
 }
 
 #[tokio::test]
@@ -1556,7 +1646,7 @@ fn environment_credential_defaults_to_the_commercial_authority() {
 /// this process ever changes its own environment.
 #[test]
 fn from_env_reads_the_process_environment() {
-    let run = |vars: &[(&str, &str)], expect: &str| {
+    let run = |vars: &[(&str, &std::ffi::OsStr)], expect: &str| {
         let mut command = std::process::Command::new(std::env::current_exe().unwrap());
         command
             .args([
@@ -1590,15 +1680,35 @@ fn from_env_reads_the_process_environment() {
             "the child ran no test"
         );
     };
+    let os = std::ffi::OsStr::new;
     run(
         &[
-            ("AZURE_TENANT_ID", TENANT),
-            ("AZURE_CLIENT_ID", CLIENT_ID),
-            ("AZURE_CLIENT_SECRET", SECRET),
+            ("AZURE_TENANT_ID", os(TENANT)),
+            ("AZURE_CLIENT_ID", os(CLIENT_ID)),
+            ("AZURE_CLIENT_SECRET", os(SECRET)),
         ],
         "ClientSecretCredential",
     );
-    run(&[("AZURE_CLIENT_ID", CLIENT_ID)], "error:AZURE_TENANT_ID");
+    run(
+        &[("AZURE_CLIENT_ID", os(CLIENT_ID))],
+        "error:AZURE_TENANT_ID",
+    );
+    // A value that is not UTF-8 is named as such, not taken as unset.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        run(
+            &[
+                ("AZURE_TENANT_ID", os(TENANT)),
+                ("AZURE_CLIENT_ID", os(CLIENT_ID)),
+                (
+                    "AZURE_CLIENT_CERTIFICATE_PATH",
+                    std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9.pem"),
+                ),
+            ],
+            "error:AZURE_CLIENT_CERTIFICATE_PATH is set, but not to valid UTF-8",
+        );
+    }
 }
 
 #[test]

@@ -71,31 +71,37 @@ impl ClientCertificateCredential {
     /// `certificate_pem` may hold a chain, in any order: the app's certificate is
     /// the one whose public key is that of a private key in `private_key_pem`
     /// (which may hold other keys too). Both arguments may be the same PEM holding
-    /// the certificate and the key. Lines may be indented and end in CRLF. White
+    /// the certificate and the key. Lines may be indented, end in CRLF and start
+    /// with a byte order mark; a certificate or key given twice counts once, and
+    /// an encrypted key beside one that can be used is passed over. White
     /// space around either id is removed, as by
     /// [`ClientSecretCredential::new`](crate::ClientSecretCredential::new).
     ///
     /// Fails with [`Error::Credential`] when there is no certificate, no key,
-    /// an encrypted or non-RSA key, a key that does not belong to the certificate,
-    /// or several certificates that each come with their key (which is the app's
-    /// is then not known).
+    /// only encrypted or non-RSA keys, a key that does not belong to the
+    /// certificate, or several certificates that each come with their key, or
+    /// that share the one key (which is the app's is then not known).
     pub fn from_pem(
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
         certificate_pem: impl AsRef<[u8]>,
         private_key_pem: impl AsRef<[u8]>,
     ) -> Result<Self, Error> {
-        let key_pem = trim_lines(private_key_pem.as_ref());
-        // An encrypted PKCS#1 key in a bundle is reported as such, not as a
-        // certificate PEM that is malformed (its headers are not base64).
-        if contains(&key_pem, ENCRYPTED_PKCS1) {
-            return Err(encrypted_key());
-        }
-        let mut certificates = certificates(&trim_lines(certificate_pem.as_ref()))?;
+        // An encrypted PKCS#1 key, whose headers are not base64, is set aside
+        // (not read as a malformed PEM), and reported if no other key can be used.
+        let (key_pem, encrypted) = without_encrypted_pkcs1(&trim_lines(private_key_pem.as_ref()));
+        let (certificate_pem, _) = without_encrypted_pkcs1(&trim_lines(certificate_pem.as_ref()));
+        let mut certificates = certificates(&certificate_pem)?;
         // The same certificate twice (a leaf and a full chain concatenated) is one.
         let mut seen = std::collections::HashSet::new();
         certificates.retain(|c| seen.insert(c.as_ref().to_vec()));
-        let mut keys = rsa_keys(&key_pem)?;
+        let mut keys = match rsa_keys(&key_pem) {
+            Err(_) if encrypted => return Err(encrypted_key()),
+            keys => keys?,
+        };
+        // So is the same key twice.
+        let mut seen = std::collections::HashSet::new();
+        keys.retain(|k| seen.insert(k.public_key().as_ref().to_vec()));
         // The app's certificate is the one whose key is given; a PEM with several
         // such pairs (a CA's certificate and key too, say) does not say which.
         let pairs: Vec<(usize, usize)> = certificates
@@ -114,6 +120,13 @@ impl ClientCertificateCredential {
                 return Err(Error::credential(
                     "the private key does not belong to the certificate",
                 ))
+            }
+            [(_, k), ..] if pairs.iter().all(|&(_, other)| other == k) => {
+                return Err(Error::credential(format!(
+                    "{} certificates belong to the private key: give only the one \
+                     registered with the app",
+                    pairs.len()
+                )))
             }
             _ => {
                 return Err(Error::credential(format!(
@@ -144,19 +157,36 @@ impl ClientCertificateCredential {
         Self::from_pem(tenant_id, client_id, pem, pem)
     }
 
-    /// [`from_pem_bundle`](Self::from_pem_bundle) with the PEM read from `path`.
+    /// [`from_pem_bundle`](Self::from_pem_bundle) with the PEM read from `path`,
+    /// which must be a regular file of at most 1 MiB (not a pipe or a device,
+    /// which may never end).
     pub fn from_pem_file(
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
         path: impl AsRef<Path>,
     ) -> Result<Self, Error> {
         let path = path.as_ref();
-        let pem = Zeroizing::new(std::fs::read(path).map_err(|e| {
+        let cannot = |why: &dyn std::fmt::Display| {
             Error::credential(format!(
-                "cannot read the certificate file {}: {e}",
+                "cannot read the certificate file {}: {why}",
                 path.display()
             ))
-        })?);
+        };
+        // A file, and of a certificate's size: not a pipe (which opening would
+        // wait on) or a device that may never end.
+        if !std::fs::metadata(path).map_err(|e| cannot(&e))?.is_file() {
+            return Err(cannot(&"it is not a regular file"));
+        }
+        let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
+        let mut pem = Zeroizing::new(Vec::new());
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PEM_FILE + 1), &mut pem)
+            .map_err(|e| cannot(&e))?;
+        if pem.len() as u64 > MAX_PEM_FILE {
+            return Err(cannot(&format_args!(
+                "it is larger than {} KiB, which no certificate and key are",
+                MAX_PEM_FILE / 1024
+            )));
+        }
         Self::from_pem_bundle(tenant_id, client_id, &*pem).map_err(|e| match e {
             Error::Credential { message, .. } => {
                 Error::credential(format!("{}: {message}", path.display()))
@@ -309,15 +339,59 @@ fn pem_problem(e: &pem::Error) -> &'static str {
     }
 }
 
+/// The largest certificate file read: a certificate, its chain and its key take
+/// a few KiB.
+const MAX_PEM_FILE: u64 = 1024 * 1024;
+
 /// `pem` with the white space around each line removed, so that an indented
-/// block (pasted from a YAML file, say) reads like any other.
+/// block (pasted from a YAML file, say) reads like any other, and a byte order
+/// mark (which Notepad writes, and `cat` keeps between joined files) removed
+/// from the start of any line.
 fn trim_lines(pem: &[u8]) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(pem.len()));
     for line in pem.split(|&b| b == b'\n') {
-        out.extend_from_slice(line.trim_ascii());
+        let line = line.trim_ascii();
+        out.extend_from_slice(
+            line.strip_prefix(b"\xEF\xBB\xBF")
+                .unwrap_or(line)
+                .trim_ascii(),
+        );
         out.push(b'\n');
     }
     out
+}
+
+/// `pem` (with its lines trimmed) without its encrypted PKCS#1 keys, and whether
+/// it had any.
+fn without_encrypted_pkcs1(pem: &[u8]) -> (Zeroizing<Vec<u8>>, bool) {
+    const BEGIN: &[u8] = b"-----BEGIN RSA PRIVATE KEY-----";
+    const END: &[u8] = b"-----END RSA PRIVATE KEY-----";
+    let mut out = Zeroizing::new(Vec::with_capacity(pem.len()));
+    let mut section: Option<Zeroizing<Vec<u8>>> = None;
+    let mut found = false;
+    for line in pem.split_inclusive(|&b| b == b'\n') {
+        let text = line.trim_ascii();
+        match &mut section {
+            None if text == BEGIN => section = Some(Zeroizing::new(line.to_vec())),
+            None => out.extend_from_slice(line),
+            Some(held) => {
+                held.extend_from_slice(line);
+                if text == END {
+                    if contains(held, ENCRYPTED_PKCS1) {
+                        found = true;
+                    } else {
+                        out.extend_from_slice(held);
+                    }
+                    section = None;
+                }
+            }
+        }
+    }
+    // A section without its end is left for the PEM reader to report.
+    if let Some(held) = section {
+        out.extend_from_slice(&held);
+    }
+    (out, found)
 }
 
 /// Every certificate of a PEM (a chain may hold several), at least one.
@@ -349,7 +423,7 @@ fn encrypted_key() -> Error {
 
 /// The RSA private keys of a PEM, at least one, unencrypted. A key of another
 /// kind, or one that cannot be read, is an error only when there is no other.
-/// (An encrypted PKCS#1 key is refused before, by [`ClientCertificateCredential::from_pem`].)
+/// (Encrypted PKCS#1 keys are set aside before, by [`without_encrypted_pkcs1`].)
 fn rsa_keys(pem: &[u8]) -> Result<Vec<RsaKeyPair>, Error> {
     let rejected = |e: aws_lc_rs::error::KeyRejected| {
         Error::credential(format!("the private key was rejected: {e}"))

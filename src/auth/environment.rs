@@ -56,11 +56,26 @@ impl EnvironmentCredential {
     /// Reads the process environment.
     ///
     /// Fails with an [`Error::Credential`] naming the missing variables, or
+    /// one set to a value that is not UTF-8, or
     /// a malformed `AZURE_TENANT_ID`, or an `AZURE_CLIENT_ID` that is not a
     /// GUID, or telling why the certificate file could
     /// not be used, and with
     /// [`Error::Config`] for an unusable `AZURE_AUTHORITY_HOST`.
     pub fn from_env() -> Result<Self, Error> {
+        // A variable whose value is not UTF-8 is not taken as unset.
+        for name in [
+            TENANT_ID,
+            CLIENT_ID,
+            CLIENT_SECRET,
+            CERTIFICATE_PATH,
+            AUTHORITY_HOST,
+        ] {
+            if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
+                return Err(Error::credential(format!(
+                    "EnvironmentCredential: {name} is set, but not to valid UTF-8"
+                )));
+            }
+        }
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 

@@ -99,7 +99,8 @@ impl TokenCredential for ClientSecretCredential {
         let url = self.endpoint.url()?;
         let scope = super::join_scopes(scopes)?;
         let secret = self.secret.expose_secret();
-        if secret.is_empty() {
+        // (White space alone is no secret either, and is not sent.)
+        if secret.trim().is_empty() {
             return Err(Error::credential("the client secret is empty"));
         }
         self.endpoint
