@@ -19,6 +19,7 @@ use std::{
     process::ExitCode,
     time::{Duration, Instant},
 };
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use chrono::{DateTime, Utc};
 use defender_endpoint::{
@@ -169,6 +170,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     };
     let mut args = args.into_iter();
     let mut only_users = false;
+    let mut seen = std::collections::HashSet::new();
     while let Some(arg) = args.next() {
         // Anything starting with '-' (but '-' itself) is an option until `--`.
         if only_users || !arg.starts_with('-') || arg == "-" {
@@ -183,6 +185,23 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
             None => (arg.clone(), None),
         };
+        // An option with a value given twice would quietly drop the first value
+        // (a whole `--file` of users, say).
+        let with_value = [
+            "--file",
+            "--output",
+            "--cloud",
+            "--base-url",
+            "--concurrency",
+        ];
+        if with_value.contains(&name.as_str()) && !seen.insert(name.clone()) {
+            let hint = if name == "--file" {
+                " (lists can be joined: cat a.txt b.txt | user_machines --file -)"
+            } else {
+                ""
+            };
+            return Err(Usage(format!("{name} is given twice{hint}")));
+        }
         let mut value = |what: &str| -> Result<String, Usage> {
             inline
                 .clone()
@@ -785,7 +804,7 @@ fn table_line(values: &[&str]) -> String {
             line.push_str(GAP);
         }
         let width = if i + 1 == values.len() && values.len() < COLUMNS.len() {
-            TABLE_WIDTH - 1 - line.chars().count()
+            TABLE_WIDTH - 1 - columns(&line)
         } else {
             COLUMNS[i]
         };
@@ -802,7 +821,7 @@ fn second_line(last_seen: &str, ip: &str, tags: &str) -> String {
     line.push_str(GAP);
     line.push_str(&pad(&clip(ip, COLUMNS[2]), COLUMNS[2]));
     line.push_str(GAP);
-    let room = TABLE_WIDTH - 1 - line.chars().count();
+    let room = TABLE_WIDTH - 1 - columns(&line);
     line.push_str(&clip(tags, room));
     line.trim_end().to_owned()
 }
@@ -818,7 +837,8 @@ fn printable(message: &str) -> String {
         .join("\n")
 }
 
-/// `text` cut to `width` characters, with `…` where it was cut. Control and
+/// `text` cut to `width` terminal columns, with `…` where it was cut (a wide
+/// character, CJK or emoji, takes two). Control and
 /// invisible characters (escape sequences, line breaks, bidirectional overrides)
 /// are shown escaped, so that no value can redraw or fake the table's lines.
 fn clip(text: &str, width: usize) -> String {
@@ -829,12 +849,26 @@ fn clip(text: &str, width: usize) -> String {
     } else {
         text
     };
-    if text.chars().count() <= width {
+    if columns(text) <= width {
         return text.to_owned();
     }
-    let mut clipped: String = text.chars().take(width.saturating_sub(1)).collect();
+    let mut clipped = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > width.saturating_sub(1) {
+            break;
+        }
+        used += w;
+        clipped.push(c);
+    }
     clipped.push('…');
     clipped
+}
+
+/// The terminal columns `text` takes.
+fn columns(text: &str) -> usize {
+    text.width()
 }
 
 /// Characters that are invisible, or change how a terminal shows the text around
@@ -871,8 +905,14 @@ fn csv_tags(tags: &[String]) -> String {
     escaped.join(";")
 }
 
+/// `text` followed by spaces up to `width` terminal columns.
 fn pad(text: &str, width: usize) -> String {
-    format!("{text:<width$}")
+    let mut padded = text.to_owned();
+    padded.extend(std::iter::repeat_n(
+        ' ',
+        width.saturating_sub(columns(text)),
+    ));
+    padded
 }
 
 /// The OS platform and build: `Windows11 22000`.

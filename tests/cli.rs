@@ -401,6 +401,76 @@ fn usage_errors_do_not_pass_on_terminal_sequences() {
     assert!(stderr.contains("unknown option --\\u{1b}[2J"), "{stderr}");
 }
 
+/// Wide characters (CJK, emoji) take two columns: the table still fits 100
+/// columns, and its columns stay under their headings.
+#[test]
+fn wide_characters_keep_the_table_in_its_columns() {
+    let server = entra_and_api();
+    server.mock(|when, then| {
+        when.path("/api/users/user1/machines");
+        then.status(200).json_body(serde_json::json!({"value": [{
+            "id": "m1",
+            "computerDnsName": "\u{4e2d}\u{6587}".repeat(10),
+            "osPlatform": "\u{4e2d}\u{6587}".repeat(8),
+            "healthStatus": "Active",
+            "riskScore": "Low",
+            "exposureLevel": "High",
+            "machineTags": ["\u{1f600}".repeat(60)]
+        }]}));
+    });
+    let args = ["--base-url", &server.base_url(), "user1"];
+    let output = signed_in(command(&args), &server).output().unwrap();
+    let stdout = text(&output.stdout);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    // Each of these characters takes two columns.
+    let columns = |line: &str| {
+        line.chars()
+            .map(|c| {
+                if c.is_ascii() || c == '\u{2026}' || c == '\u{2500}' {
+                    1
+                } else {
+                    2
+                }
+            })
+            .sum::<usize>()
+    };
+    for line in stdout.lines() {
+        assert!(columns(line) <= 100, "{} columns: {line}", columns(line));
+    }
+    let header = stdout.lines().next().unwrap();
+    let row = stdout.lines().find(|l| l.contains('\u{4e2d}')).unwrap();
+    // HEALTH starts at the same column in the heading and in the row.
+    let at = |line: &str, word: &str| columns(&line[..line.find(word).unwrap()]);
+    assert_eq!(at(header, "HEALTH"), at(row, "Active"), "{stdout}");
+}
+
+/// An option with a value given twice is a usage error: the second would
+/// quietly replace the first (a whole list of users).
+#[test]
+fn an_option_given_twice_is_refused() {
+    for args in [
+        &["--demo", "--file", "a.txt", "--file", "b.txt"][..],
+        &["--demo", "--output", "json", "--output=csv", "user1"],
+        &[
+            "--demo",
+            "--concurrency",
+            "2",
+            "--concurrency",
+            "3",
+            "user1",
+        ],
+    ] {
+        let output = run(args);
+        assert_eq!(code(&output), 2, "{args:?}");
+        assert!(output.stdout.is_empty());
+        assert!(
+            text(&output.stderr).contains("is given twice"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}
+
 /// A name the rule keeps but Defender is unlikely to know gets a warning
 /// before the lookups, with the name escaped.
 #[test]
