@@ -580,10 +580,13 @@ impl Client {
             budget.quota_waited += report.quota_wait;
             budget.attempts += 1;
             budget.status = report.status.or(budget.status);
-            budget.body_left = budget.body_left.saturating_sub(report.body_read);
             let outcome = classify(result, &mut report);
             let mut error = match outcome {
                 Ok(value) => {
+                    // Only a page that came whole counts against the limit, not
+                    // an attempt that failed (cut short, say, after its length
+                    // was declared).
+                    budget.body_left = budget.body_left.saturating_sub(report.body_read);
                     shared.api_answered();
                     return Ok(Some((value.into_inner(), report.token)));
                 }
@@ -1373,10 +1376,12 @@ impl ClientBuilder {
     }
 
     /// The most body (after decompression) one call reads, the bodies of all its
-    /// pages together; default 64 MiB. An error answer's body (which a retry may
-    /// follow) is held to the limit on its own and not counted; a call through
-    /// [`Client::raw`] counts its one answer. Beyond it, the call fails with
-    /// [`Error::ResponseTooLarge`].
+    /// pages together; default 64 MiB. Beyond it, the call fails with
+    /// [`Error::ResponseTooLarge`]. Only pages that came whole count: not an
+    /// attempt that failed, and not an error answer (which a retry may follow),
+    /// whose body is read up to the limit on its own and cut there, its status
+    /// deciding the error (a 429 is still [`Error::Throttled`]). A call through
+    /// [`Client::raw`] counts its one answer.
     ///
     /// Decoded machines take more memory than their text: about 3x for answers
     /// as Defender writes them, and far more for machines that are nothing but an

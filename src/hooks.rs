@@ -498,12 +498,17 @@ async fn send(
     let mut rest = BytesMut::new();
     let mut total = 0usize;
     let too_large = loop {
-        let Some(chunk) = response.chunk().await? else {
+        let Some(mut chunk) = response.chunk().await? else {
             break false;
         };
         total = total.saturating_add(chunk.len());
-        if total > cap {
-            break true;
+        let over = total > cap;
+        if over {
+            if page {
+                break true;
+            }
+            // An error answer's body is kept up to the limit (see below).
+            chunk.truncate(chunk.len() - (total - cap));
         }
         match &first {
             None => first = Some(chunk),
@@ -521,8 +526,14 @@ async fn send(
                 rest.extend_from_slice(&chunk);
             }
         }
+        if over {
+            break true;
+        }
     };
-    let body = if too_large {
+    // An error answer's status says more than its body: one too large goes on
+    // with the start that was read (so a 429 is still `Throttled`, a 404 an
+    // unknown user), as one that cannot be decoded goes on without it.
+    let body = if too_large && page {
         Err(Error::ResponseTooLarge { limit })
     } else if rest.is_empty() {
         Ok(first.unwrap_or_default())
@@ -532,10 +543,10 @@ async fn send(
     let body = match (body, coding) {
         (Ok(body), Some(coding)) => {
             let decoded = match decompress(&coding, &body, cap) {
-                Err(Inflate::TooLarge) => Err(Error::ResponseTooLarge { limit }),
                 // An error answer's status says more than its unreadable body:
                 // it goes on without the body (so a 429 is still `Throttled`).
-                Err(Inflate::Invalid(_)) if !status.is_success() => Ok(Bytes::new()),
+                Err(Inflate::TooLarge | Inflate::Invalid(_)) if !page => Ok(Bytes::new()),
+                Err(Inflate::TooLarge) => Err(Error::ResponseTooLarge { limit }),
                 Err(Inflate::Invalid(e)) => Err(Error::Decode {
                     status: status.as_u16(),
                     message: format!(

@@ -1633,3 +1633,83 @@ async fn a_token_fetched_after_waiting_for_anothers_retry_after_gets_the_second(
     assert_eq!(client.user_machines("user2").await.unwrap().len(), 1);
     user2.assert_calls_async(1).await;
 }
+
+/// An attempt whose answer was cut short (its length declared, its body not
+/// all sent) is retried, and does not count against the call's body limit:
+/// the whole answer that follows is read.
+#[tokio::test]
+async fn an_answer_cut_short_does_not_use_up_the_body_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let answers = [
+            // 1,000 bytes declared, 10 sent, then the connection closes.
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\
+             connection: close\r\n\r\n{\"value\":["
+                .to_owned(),
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{ONE}",
+                ONE.len()
+            ),
+        ];
+        for answer in answers {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            let _ = socket.shutdown().await;
+        }
+    });
+    let client = Client::builder()
+        .base_url(base)
+        .credential(StaticToken::new(common::TOKEN))
+        .rate_limit(RateLimit::none())
+        .retry(quick_retries(2))
+        .max_response_bytes(1_000)
+        .build()
+        .unwrap();
+    assert_eq!(client.user_machines("user1").await.unwrap().len(), 1);
+    assert_eq!(client.stats().attempts, 2);
+}
+
+/// An error answer with a body larger than the limit is still the error its
+/// status says: a 429 `Throttled` and retried after its `Retry-After`, a 503
+/// retried, a 404 an unknown user. The body is read up to the limit only.
+#[tokio::test]
+async fn an_error_answer_too_large_to_read_keeps_its_status() {
+    let server = MockServer::start_async().await;
+    let page = format!("<html>{}</html>", "x".repeat(2_000));
+    let mut mocks = Vec::new();
+    for (user, status) in [("user1", 429), ("user2", 503), ("user3", 404)] {
+        let page = page.clone();
+        mocks.push(
+            server
+                .mock_async(move |when, then| {
+                    when.path(format!("/api/users/{user}/machines"));
+                    then.status(status)
+                        .header("retry-after", "0")
+                        .header("content-type", "text/html")
+                        .body(page);
+                })
+                .await,
+        );
+    }
+    let client = builder(&server)
+        .retry(quick_retries(2))
+        .max_response_bytes(1_000)
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+    let err = client.user_machines("user2").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Api { status: 503, message: Some(m), .. } if m.starts_with("<html>xxx")),
+        "{err:?}"
+    );
+    assert!(client.user_machines("user3").await.unwrap().is_empty());
+    for (mock, calls) in mocks.iter().zip([2, 2, 1]) {
+        mock.assert_calls_async(calls).await;
+    }
+}
