@@ -19,7 +19,7 @@ use std::{
     process::ExitCode,
     time::{Duration, Instant},
 };
-use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+use unicode_width::UnicodeWidthStr;
 
 use chrono::{DateTime, Utc};
 use defender_endpoint::{
@@ -852,15 +852,17 @@ fn clip(text: &str, width: usize) -> String {
     if columns(text) <= width {
         return text.to_owned();
     }
+    // Measured as a whole, as the terminal does: a character may widen the one
+    // before it (an emoji with its presentation selector, U+FE0F).
+    let room = width.saturating_sub(1);
     let mut clipped = String::new();
-    let mut used = 0;
     for c in text.chars() {
-        let w = c.width().unwrap_or(0);
-        if used + w > width.saturating_sub(1) {
+        clipped.push(c);
+        // (However many zero-width characters follow, a cell stays short.)
+        if columns(&clipped) > room || clipped.len() > 8 * room + 8 {
+            clipped.pop();
             break;
         }
-        used += w;
-        clipped.push(c);
     }
     clipped.push('…');
     clipped

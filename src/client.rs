@@ -959,6 +959,8 @@ fn classify<T: serde::de::DeserializeOwned>(
         Ok(value) => return Ok(value),
         Err(error) => error,
     };
+    // Taken, not left in the report for as long as the retry loop waits.
+    let error_body = report.error_body.take();
     if let Some(error) = report.error.take() {
         return Err(Outcome::Fail(error));
     }
@@ -1029,8 +1031,7 @@ fn classify<T: serde::de::DeserializeOwned>(
     Err(match error {
         E::ErrorResponse(value) => {
             // Defender's envelope says what went wrong; any other JSON is quoted.
-            let body = report
-                .error_body
+            let body = error_body
                 .as_deref()
                 .filter(|_| value.error.is_none() && !value.extra.is_empty());
             from_status(value.status().as_u16(), Some(value.as_ref()), body)

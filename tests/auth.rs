@@ -405,10 +405,15 @@ fn certificate_pem_forms() {
     let bundle = format!("{}{encrypted}", cert.cert_pem);
     let err = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap_err();
     assert!(err.to_string().contains("encrypted"), "{err}");
-    // Beside a key that can be used, it is passed over.
+    // Beside a key that can be used, it is passed over; beside a key of no
+    // certificate given, it is what is reported.
     let bundle = format!("{}{encrypted}{}", cert.cert_pem, cert.key_pem);
     let c = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle).unwrap();
     assert_eq!(c.thumbprint(), expected);
+    let key_pem = format!("{}{encrypted}", unrelated.key_pem);
+    let err = ClientCertificateCredential::from_pem(TENANT, CLIENT_ID, &cert.cert_pem, &key_pem)
+        .unwrap_err();
+    assert!(err.to_string().contains("encrypted"), "{err}");
     // The same key twice (the app's PEM joined with a full bundle) is one.
     let single = format!("{}{}", cert.cert_pem, cert.key_pem);
     let c = ClientCertificateCredential::from_pem_bundle(
@@ -1707,6 +1712,31 @@ fn from_env_reads_the_process_environment() {
                 ),
             ],
             "error:AZURE_CLIENT_CERTIFICATE_PATH is set, but not to valid UTF-8",
+        );
+        // Beside a secret, which is then used, the path is not read at all.
+        run(
+            &[
+                ("AZURE_TENANT_ID", os(TENANT)),
+                ("AZURE_CLIENT_ID", os(CLIENT_ID)),
+                ("AZURE_CLIENT_SECRET", os(SECRET)),
+                (
+                    "AZURE_CLIENT_CERTIFICATE_PATH",
+                    std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9.pem"),
+                ),
+            ],
+            "ClientSecretCredential",
+        );
+        run(
+            &[
+                ("AZURE_TENANT_ID", os(TENANT)),
+                ("AZURE_CLIENT_ID", os(CLIENT_ID)),
+                ("AZURE_CLIENT_SECRET", os(SECRET)),
+                (
+                    "AZURE_AUTHORITY_HOST",
+                    std::ffi::OsStr::from_bytes(b"https://login.\xff.example"),
+                ),
+            ],
+            "error:AZURE_AUTHORITY_HOST is set, but not to valid UTF-8",
         );
     }
 }

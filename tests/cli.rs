@@ -416,32 +416,29 @@ fn wide_characters_keep_the_table_in_its_columns() {
             "riskScore": "Low",
             "exposureLevel": "High",
             "machineTags": ["\u{1f600}".repeat(60)]
+        }, {
+            // A heart with its emoji presentation selector: two columns a pair.
+            "id": "m2",
+            "computerDnsName": "\u{2764}\u{fe0f}".repeat(20),
+            "osPlatform": "Windows11",
+            "healthStatus": "Active"
         }]}));
     });
     let args = ["--base-url", &server.base_url(), "user1"];
     let output = signed_in(command(&args), &server).output().unwrap();
     let stdout = text(&output.stdout);
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
-    // Each of these characters takes two columns.
-    let columns = |line: &str| {
-        line.chars()
-            .map(|c| {
-                if c.is_ascii() || c == '\u{2026}' || c == '\u{2500}' {
-                    1
-                } else {
-                    2
-                }
-            })
-            .sum::<usize>()
-    };
+    let columns = unicode_width::UnicodeWidthStr::width;
     for line in stdout.lines() {
         assert!(columns(line) <= 100, "{} columns: {line}", columns(line));
     }
     let header = stdout.lines().next().unwrap();
-    let row = stdout.lines().find(|l| l.contains('\u{4e2d}')).unwrap();
-    // HEALTH starts at the same column in the heading and in the row.
+    // HEALTH starts at the same column in the heading and in the rows.
     let at = |line: &str, word: &str| columns(&line[..line.find(word).unwrap()]);
-    assert_eq!(at(header, "HEALTH"), at(row, "Active"), "{stdout}");
+    for wide in ['\u{4e2d}', '\u{2764}'] {
+        let row = stdout.lines().find(|l| l.contains(wide)).unwrap();
+        assert_eq!(at(header, "HEALTH"), at(row, "Active"), "{stdout}");
+    }
 }
 
 /// An option with a value given twice is a usage error: the second would

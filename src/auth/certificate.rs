@@ -116,6 +116,8 @@ impl ClientCertificateCredential {
             .collect();
         let (certificate, key) = match pairs[..] {
             [(c, k)] => (&certificates[c], keys.swap_remove(k)),
+            // The certificate's key may be the encrypted one.
+            [] if encrypted => return Err(encrypted_key()),
             [] => {
                 return Err(Error::credential(
                     "the private key does not belong to the certificate",

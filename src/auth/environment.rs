@@ -56,25 +56,32 @@ impl EnvironmentCredential {
     /// Reads the process environment.
     ///
     /// Fails with an [`Error::Credential`] naming the missing variables, or
-    /// one set to a value that is not UTF-8, or
+    /// one it uses set to a value that is not UTF-8 (the certificate path is
+    /// not used beside a secret), or
     /// a malformed `AZURE_TENANT_ID`, or an `AZURE_CLIENT_ID` that is not a
     /// GUID, or telling why the certificate file could
     /// not be used, and with
-    /// [`Error::Config`] for an unusable `AZURE_AUTHORITY_HOST`.
+    /// [`Error::Config`] for an unusable `AZURE_AUTHORITY_HOST` (not UTF-8 included).
     pub fn from_env() -> Result<Self, Error> {
-        // A variable whose value is not UTF-8 is not taken as unset.
-        for name in [
-            TENANT_ID,
-            CLIENT_ID,
-            CLIENT_SECRET,
-            CERTIFICATE_PATH,
-            AUTHORITY_HOST,
-        ] {
-            if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
-                return Err(Error::credential(format!(
-                    "EnvironmentCredential: {name} is set, but not to valid UTF-8"
-                )));
-            }
+        // A variable that is used, set to a value that is not UTF-8, is not
+        // taken as unset (the certificate path is used only without a secret).
+        let not_utf8 =
+            |name: &str| matches!(std::env::var(name), Err(std::env::VarError::NotUnicode(_)));
+        let secret_set = match std::env::var(CLIENT_SECRET) {
+            Ok(secret) => !secret.trim().is_empty(),
+            Err(std::env::VarError::NotPresent) => false,
+            Err(std::env::VarError::NotUnicode(_)) => true,
+        };
+        let mut used = [TENANT_ID, CLIENT_ID, CLIENT_SECRET, AUTHORITY_HOST]
+            .into_iter()
+            .chain((!secret_set).then_some(CERTIFICATE_PATH));
+        if let Some(name) = used.find(|&name| not_utf8(name)) {
+            let message = format!("EnvironmentCredential: {name} is set, but not to valid UTF-8");
+            return Err(if name == AUTHORITY_HOST {
+                Error::Config(message)
+            } else {
+                Error::credential(message)
+            });
         }
         Self::from_lookup(|name| std::env::var(name).ok())
     }
