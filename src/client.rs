@@ -1379,10 +1379,11 @@ impl ClientBuilder {
     /// The most body (after decompression) one call reads, the bodies of all its
     /// pages together; default 64 MiB. Beyond it, the call fails with
     /// [`Error::ResponseTooLarge`]. Only pages that came whole count: not an
-    /// attempt that failed, and not an error answer (which a retry may follow),
-    /// whose body is read up to the limit on its own and cut there, its status
-    /// deciding the error (a 429 is still [`Error::Throttled`]). A call through
-    /// [`Client::raw`] counts its one answer.
+    /// attempt that failed (each attempt is held to the limit on its own), and
+    /// not an error answer (which a retry may follow), whose body is read up to
+    /// the limit and cut there (a compressed one that inflates past it goes on
+    /// without its body), its status deciding the error (a 429 is still
+    /// [`Error::Throttled`]). A call through [`Client::raw`] counts its one answer.
     ///
     /// Decoded machines take more memory than their text: about 3x for answers
     /// as Defender writes them, and far more for machines that are nothing but an
