@@ -223,7 +223,7 @@ impl Client {
         async {
             // One budget for the whole call, every page included.
             let mut budget = Budget::start(self.raw.inner.0.max_body);
-            match self.with_retries(first, &mut budget).await? {
+            match self.with_retries(first, user, &mut budget).await? {
                 Some((first, token)) => {
                     self.follow_next_links(first, token, user, &mut budget)
                         .await
@@ -315,7 +315,7 @@ impl Client {
             }
             tracing::debug!(page = followed.len(), "following @odata.nextLink");
             (page, token) = match self
-                .with_retries(|| self.get_page::<P>(url.clone()), budget)
+                .with_retries(|| self.get_page::<P>(url.clone()), user, budget)
                 .await?
             {
                 Some(next) => next,
@@ -537,6 +537,7 @@ impl Client {
     async fn with_retries<T: serde::de::DeserializeOwned, F, Fut>(
         &self,
         call: F,
+        user: &UserName,
         budget: &mut Budget,
     ) -> Result<Option<(T, Option<Bearer>)>, Error>
     where
@@ -550,9 +551,15 @@ impl Client {
         let mut refreshed = false;
         let counters = &*self.counters;
         let shared = &self.raw.inner.0;
+        // Requests made, the refreshed one after a 401 included, as the events
+        // number them (`attempt` is the policy's count).
+        let mut sent = 0u32;
         loop {
             attempt += 1;
+            sent += 1;
             counters.attempts.fetch_add(1, Ordering::Relaxed);
+            // Counted before it is made: a call dropped during it made it.
+            budget.attempts += 1;
             // What is left of the budget bounds the attempt too (its token request,
             // and its request when that would end before the attempt's own
             // timeout), though every attempt gets at least `MIN_ATTEMPT`.
@@ -578,7 +585,6 @@ impl Client {
             counters.add_wait(&counters.quota_wait_us, report.quota_wait);
             counters.add_wait(&counters.throttle_wait_us, report.spared_wait);
             budget.quota_waited += report.quota_wait;
-            budget.attempts += 1;
             budget.status = report.status.or(budget.status);
             let outcome = classify(result, &mut report);
             let mut error = match outcome {
@@ -599,8 +605,11 @@ impl Client {
             if let Some(token) = &report.token {
                 error.redact(&token.secret());
             }
+            // The user name is logged at debug level only: where the service's
+            // words repeat it, it is blanked from what is logged.
+            let logged = logged(&error, user);
             if let Some(target) = error.target() {
-                tracing::warn!(attempt, target, error = %error, "Defender API error");
+                tracing::warn!(attempt = sent, target, error = %logged, "Defender API error");
             }
 
             // 401: the token may have been revoked or expired early; refresh once.
@@ -608,7 +617,10 @@ impl Client {
                 if let Some(token) = &report.token {
                     refreshed = true;
                     self.raw.inner.0.tokens.invalidate(token);
-                    tracing::debug!(attempt, "401: refreshing the token and retrying once");
+                    tracing::debug!(
+                        attempt = sent,
+                        "401: refreshing the token and retrying once"
+                    );
                     counters.retries.fetch_add(1, Ordering::Relaxed);
                     attempt -= 1;
                     continue;
@@ -659,10 +671,14 @@ impl Client {
                 _ => None,
             };
             let Some(wait) = wait else {
+                // (An error answer with a target was logged above.)
+                if error.target().is_none() {
+                    tracing::warn!(attempts = sent, error = %logged, "giving up: not retried");
+                }
                 return Err(error);
             };
             if attempt >= policy.max_attempts {
-                tracing::warn!(attempts = attempt, error = %error, "giving up: no attempts left");
+                tracing::warn!(attempts = sent, error = %logged, "giving up: no attempts left");
                 return Err(error);
             }
             // A wait of more than a day (a `Retry-After` of 99999999999999999999),
@@ -672,14 +688,14 @@ impl Client {
                 || wait > crate::hooks::Shared::MAX_ASKED
             {
                 tracing::warn!(
-                    attempts = attempt,
+                    attempts = sent,
                     wait_ms = wait.as_millis() as u64,
-                    error = %error,
+                    error = %logged,
                     "giving up: waiting would exceed the retry budget"
                 );
                 return Err(error);
             }
-            tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
+            tracing::info!(attempt = sent, wait_ms = wait.as_millis() as u64, error = %logged, "retrying");
             tokio::time::sleep(wait).await;
             // Counted once waited: a call dropped during the wait did not retry.
             counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -696,6 +712,29 @@ impl Client {
             }
         }
     }
+}
+
+/// `error` as it is logged: the user name (which is logged at debug level only)
+/// blanked where the service's words repeat it, ignoring ASCII case. A name of
+/// fewer than three characters cannot be told apart from other words, and is
+/// left alone.
+fn logged(error: &Error, user: &UserName) -> String {
+    let text = error.to_string();
+    let name = user.as_str();
+    if name.chars().count() < 3 {
+        return text;
+    }
+    // ASCII lower case keeps every byte where it is.
+    let (lower, name) = (text.to_ascii_lowercase(), name.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(&name) {
+        out.push_str(&text[from..from + at]);
+        out.push_str("<user>");
+        from += at + name.len();
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 /// The time one call has taken so far, against [`RetryPolicy::budget`].

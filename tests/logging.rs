@@ -128,6 +128,39 @@ async fn logs_at(level: tracing::Level) -> String {
             then.status(200).body(r#"{"value":[]}"#);
         })
         .await;
+    // An error whose message repeats the user name.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/karl.secretname/machines");
+            then.status(400).body(
+                r#"{"error":{"code":"BadRequest","message":"Invalid user name KARL.secretname","target":"t-400"}}"#,
+            );
+        })
+        .await;
+    // A 401 every time: the refreshed request is numbered on.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/mona/machines");
+            then.status(401)
+                .body(r#"{"error":{"code":"Unauthorized","message":"no","target":"t-401"}}"#);
+        })
+        .await;
+    // A failure that is not retried and has no target.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/nina/machines");
+            then.status(400).body("bad request");
+        })
+        .await;
+    // An answer that comes too late for its caller.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/lena/machines");
+            then.status(200)
+                .body(r#"{"value":[]}"#)
+                .delay(std::time::Duration::from_millis(500));
+        })
+        .await;
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -154,6 +187,16 @@ async fn logs_at(level: tracing::Level) -> String {
     let dropped = tokio::time::timeout(
         std::time::Duration::from_millis(300),
         client.user_machines("gina"),
+    )
+    .await;
+    assert!(dropped.is_err(), "{dropped:?}");
+    client.user_machines("karl.secretname").await.unwrap_err();
+    client.user_machines("mona").await.unwrap_err();
+    client.user_machines("nina").await.unwrap_err();
+    // A call dropped while its request is in flight made that request.
+    let dropped = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        client.user_machines("lena"),
     )
     .await;
     assert!(dropped.is_err(), "{dropped:?}");
@@ -202,7 +245,18 @@ async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
         "{logs}"
     );
     assert!(!logs.contains(TOKEN), "{logs}");
+    // Not even where the service's message repeats it.
     assert!(!logs.contains("secretname"), "{logs}");
+    assert!(logs.contains("Invalid user name <user>"), "{logs}");
+    // The request after a 401's token refresh is the second.
+    assert!(logs.contains(r#"attempt=1 target="t-401""#), "{logs}");
+    assert!(logs.contains(r#"attempt=2 target="t-401""#), "{logs}");
+    assert!(logs.contains("giving up: not retried attempts=1"), "{logs}");
+    // lena: dropped while its request was in flight, so one attempt and no status.
+    assert!(
+        logs.contains(r#"defender.call{operation="get_user_machines" attempts=1}: defender_endpoint::client: close"#),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -244,7 +244,8 @@ impl TokenEndpoint {
         }
         let result = parse_answer(status, &answer, sent_at, secrets);
         if let Err(error) = &result {
-            tracing::warn!(error = %error, "the token endpoint refused to issue a token");
+            // The call that asked logs what it does about it, in its span.
+            tracing::debug!(error = %error, "the token endpoint did not issue a token");
         }
         result
     }
