@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -223,10 +223,24 @@ impl Client {
         async {
             // One budget for the whole call, every page included.
             let mut budget = Budget::start(self.raw.inner.0.max_body);
-            match self.with_retries(first, user, &mut budget).await? {
+            let first = self.with_retries(first, user, &mut budget).await;
+            match first? {
                 Some((first, token)) => {
-                    self.follow_next_links(first, token, user, &mut budget)
-                        .await
+                    let all = self
+                        .follow_next_links(first, token, user, &mut budget)
+                        .await;
+                    // A next page that cannot be had fails the call: said in its
+                    // span, as the retry loop says its own failures.
+                    if let Err(error) = &all {
+                        if !budget.failure_logged {
+                            tracing::warn!(
+                                attempts = budget.sent(),
+                                error = %logged(error, user),
+                                "giving up: the rest of the answer cannot be had"
+                            );
+                        }
+                    }
+                    all
                 }
                 None => {
                     // (A next page's 404 fails the call instead.)
@@ -551,15 +565,9 @@ impl Client {
         let mut refreshed = false;
         let counters = &*self.counters;
         let shared = &self.raw.inner.0;
-        // Requests made, the refreshed one after a 401 included, as the events
-        // number them (`attempt` is the policy's count).
-        let mut sent = 0u32;
         loop {
             attempt += 1;
-            sent += 1;
             counters.attempts.fetch_add(1, Ordering::Relaxed);
-            // Counted before it is made: a call dropped during it made it.
-            budget.attempts += 1;
             // What is left of the budget bounds the attempt too (its token request,
             // and its request when that would end before the attempt's own
             // timeout), though every attempt gets at least `MIN_ATTEMPT`.
@@ -571,6 +579,7 @@ impl Client {
                 .checked_add(left.max(MIN_ATTEMPT))
                 .or_else(|| now.checked_add(crate::quota::MAX_WINDOW));
             let report = Box::new(Attempt {
+                sent: Some(budget.sent.clone()),
                 deadline: deadline.into(),
                 budget_end: now.checked_add(left).into(),
                 body_left: Some(budget.body_left).into(),
@@ -609,7 +618,7 @@ impl Client {
             // words repeat it, it is blanked from what is logged.
             let logged = logged(&error, user);
             if let Some(target) = error.target() {
-                tracing::warn!(attempt = sent, target, error = %logged, "Defender API error");
+                tracing::warn!(attempt = budget.sent(), target, error = %logged, "Defender API error");
             }
 
             // 401: the token may have been revoked or expired early; refresh once.
@@ -618,7 +627,7 @@ impl Client {
                     refreshed = true;
                     self.raw.inner.0.tokens.invalidate(token);
                     tracing::debug!(
-                        attempt = sent,
+                        attempt = budget.sent(),
                         "401: refreshing the token and retrying once"
                     );
                     counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -673,12 +682,14 @@ impl Client {
             let Some(wait) = wait else {
                 // (An error answer with a target was logged above.)
                 if error.target().is_none() {
-                    tracing::warn!(attempts = sent, error = %logged, "giving up: not retried");
+                    tracing::warn!(attempts = budget.sent(), error = %logged, "giving up: not retried");
                 }
+                budget.failure_logged = true;
                 return Err(error);
             };
             if attempt >= policy.max_attempts {
-                tracing::warn!(attempts = sent, error = %logged, "giving up: no attempts left");
+                tracing::warn!(attempts = budget.sent(), error = %logged, "giving up: no attempts left");
+                budget.failure_logged = true;
                 return Err(error);
             }
             // A wait of more than a day (a `Retry-After` of 99999999999999999999),
@@ -688,14 +699,15 @@ impl Client {
                 || wait > crate::hooks::Shared::MAX_ASKED
             {
                 tracing::warn!(
-                    attempts = sent,
+                    attempts = budget.sent(),
                     wait_ms = wait.as_millis() as u64,
                     error = %logged,
                     "giving up: waiting would exceed the retry budget"
                 );
+                budget.failure_logged = true;
                 return Err(error);
             }
-            tracing::info!(attempt = sent, wait_ms = wait.as_millis() as u64, error = %logged, "retrying");
+            tracing::info!(attempt = budget.sent(), wait_ms = wait.as_millis() as u64, error = %logged, "retrying");
             tokio::time::sleep(wait).await;
             // Counted once waited: a call dropped during the wait did not retry.
             counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -725,23 +737,32 @@ fn logged(error: &Error, user: &UserName) -> String {
         return text;
     }
     // ASCII lower case keeps every byte where it is.
-    let (lower, name) = (text.to_ascii_lowercase(), name.to_ascii_lowercase());
+    let (lower, lower_name) = (text.to_ascii_lowercase(), name.to_ascii_lowercase());
     let mut out = String::with_capacity(text.len());
     let mut from = 0;
-    while let Some(at) = lower[from..].find(&name) {
+    while let Some(at) = lower[from..].find(&lower_name) {
         out.push_str(&text[from..from + at]);
-        out.push_str("<user>");
-        from += at + name.len();
+        out.push_str(USER);
+        from += at + lower_name.len();
     }
     out.push_str(&text[from..]);
-    out
+    // Written as a request's path writes it (percent-encoded), or escaped, as a
+    // token's echoes are found.
+    crate::auth::endpoint::redacted_as(&out, &[name], &[], usize::MAX, USER)
 }
+
+/// What a user name is logged as, where it is not logged.
+const USER: &str = "<user>";
 
 /// The time one call has taken so far, against [`RetryPolicy::budget`].
 struct Budget {
     started: Instant,
-    /// The attempts made, on every page, and the last answer's status.
-    attempts: u32,
+    /// The requests sent, on every page (counted by the request hook as each
+    /// is sent, so that a call dropped meanwhile counts it), and the last
+    /// answer's status.
+    sent: Arc<AtomicU32>,
+    /// Whether the retry loop has logged the failure that ends the call.
+    failure_logged: bool,
     status: Option<u16>,
     /// What is left of the body limit, which the bodies of every page count
     /// against.
@@ -762,7 +783,8 @@ impl Budget {
     fn start(body_limit: usize) -> Self {
         Self {
             started: Instant::now(),
-            attempts: 0,
+            sent: Arc::default(),
+            failure_logged: false,
             status: None,
             body_left: body_limit,
             span: tracing::Span::current(),
@@ -777,9 +799,16 @@ impl Budget {
     }
 }
 
+impl Budget {
+    /// The requests sent so far.
+    fn sent(&self) -> u32 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
 impl Drop for Budget {
     fn drop(&mut self) {
-        self.span.record("attempts", self.attempts);
+        self.span.record("attempts", self.sent());
         if let Some(status) = self.status {
             self.span.record("status", status);
         }

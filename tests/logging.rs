@@ -145,6 +145,16 @@ async fn logs_at(level: tracing::Level) -> String {
                 .body(r#"{"error":{"code":"Unauthorized","message":"no","target":"t-401"}}"#);
         })
         .await;
+    // A gateway that writes the request's path, the name percent-encoded, in
+    // its message.
+    server
+        .mock_async(|when, then| {
+            when.path("/api/users/j%C3%BCrgen.m%C3%BCller/machines");
+            then.status(503).body(
+                r#"{"error":{"code":"ServiceUnavailable","message":"backend down for /api/users/j%C3%BCrgen.m%C3%BCller/machines"}}"#,
+            );
+        })
+        .await;
     // A failure that is not retried and has no target.
     server
         .mock_async(|when, then| {
@@ -193,6 +203,7 @@ async fn logs_at(level: tracing::Level) -> String {
     client.user_machines("karl.secretname").await.unwrap_err();
     client.user_machines("mona").await.unwrap_err();
     client.user_machines("nina").await.unwrap_err();
+    client.user_machines("jürgen.müller").await.unwrap_err();
     // A call dropped while its request is in flight made that request.
     let dropped = tokio::time::timeout(
         std::time::Duration::from_millis(100),
@@ -252,6 +263,15 @@ async fn info_logs_show_retries_and_targets_but_no_user_or_token() {
     assert!(logs.contains(r#"attempt=1 target="t-401""#), "{logs}");
     assert!(logs.contains(r#"attempt=2 target="t-401""#), "{logs}");
     assert!(logs.contains("giving up: not retried attempts=1"), "{logs}");
+    assert!(
+        !logs.contains("C3%BCller") && logs.contains("/api/users/<user>/machines"),
+        "{logs}"
+    );
+    // jane: her second page is not found, after two requests in all.
+    assert!(
+        logs.contains("giving up: the rest of the answer cannot be had attempts=2"),
+        "{logs}"
+    );
     // lena: dropped while its request was in flight, so one attempt and no status.
     assert!(
         logs.contains(r#"defender.call{operation="get_user_machines" attempts=1}: defender_endpoint::client: close"#),
@@ -265,4 +285,46 @@ async fn trace_logs_never_show_the_token() {
     assert!(!logs.contains(TOKEN), "{logs}");
     // The user name appears, at debug level.
     assert!(logs.contains("secretname"), "{logs}");
+}
+
+/// A call dropped while it waits for the client-side quota sent nothing: its
+/// span says so.
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_dropped_in_the_quota_counts_no_attempt() {
+    let server = MockServer::start_async().await;
+    let api = server
+        .mock_async(|when, then| {
+            when.path_includes("/machines");
+            then.status(200).body(r#"{"value":[]}"#);
+        })
+        .await;
+    let client = builder(&server)
+        .rate_limit(
+            defender_endpoint::RateLimit::new().window(1, std::time::Duration::from_secs(60)),
+        )
+        .build()
+        .unwrap();
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    client.user_machines("alice").await.unwrap();
+    let dropped = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        client.user_machines("bob"),
+    )
+    .await;
+    assert!(dropped.is_err(), "{dropped:?}");
+    drop(_guard);
+    api.assert_calls_async(1).await;
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("attempts=1 status=200}"), "{logs}");
+    assert!(
+        logs.contains(r#"defender.call{operation="get_user_machines" attempts=0}"#),
+        "{logs}"
+    );
 }
