@@ -579,18 +579,24 @@ impl Client {
                 .checked_add(left.max(MIN_ATTEMPT))
                 .or_else(|| now.checked_add(crate::quota::MAX_WINDOW));
             let report = Box::new(Attempt {
-                sent: Some(budget.sent.clone()),
                 deadline: deadline.into(),
                 budget_end: now.checked_add(left).into(),
                 body_left: Some(budget.body_left).into(),
                 ..Attempt::default()
             });
-            let (result, mut report) = ATTEMPT
-                .scope(report, async {
+            let (result, mut report) = {
+                let scoped = std::pin::pin!(ATTEMPT.scope(report, async {
                     let result = call().await;
                     (result, ATTEMPT.with(|a| a.take()))
-                })
-                .await;
+                }));
+                // Counts the request if it went out, also when the call is
+                // dropped while it waits for the answer.
+                let mut counted = CountSent {
+                    attempt: scoped,
+                    sent: &budget.sent,
+                };
+                counted.attempt.as_mut().await
+            };
             counters.add_wait(&counters.quota_wait_us, report.quota_wait);
             counters.add_wait(&counters.throttle_wait_us, report.spared_wait);
             budget.quota_waited += report.quota_wait;
@@ -757,10 +763,9 @@ const USER: &str = "<user>";
 /// The time one call has taken so far, against [`RetryPolicy::budget`].
 struct Budget {
     started: Instant,
-    /// The requests sent, on every page (counted by the request hook as each
-    /// is sent, so that a call dropped meanwhile counts it), and the last
+    /// The requests sent, on every page (see [`CountSent`]), and the last
     /// answer's status.
-    sent: Arc<AtomicU32>,
+    sent: AtomicU32,
     /// Whether the retry loop has logged the failure that ends the call.
     failure_logged: bool,
     status: Option<u16>,
@@ -783,7 +788,7 @@ impl Budget {
     fn start(body_limit: usize) -> Self {
         Self {
             started: Instant::now(),
-            sent: Arc::default(),
+            sent: AtomicU32::new(0),
             failure_logged: false,
             status: None,
             body_left: body_limit,
@@ -796,6 +801,23 @@ impl Budget {
     /// The time that counts against the budget.
     fn spent(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.quota_waited)
+    }
+}
+
+/// One attempt of a call, which adds its request to the call's count of
+/// requests sent when it ends, or is dropped, if the request went out.
+struct CountSent<'a, F: std::future::Future> {
+    attempt: std::pin::Pin<&'a mut tokio::task::futures::TaskLocalFuture<Box<Attempt>, F>>,
+    sent: &'a AtomicU32,
+}
+
+impl<F: std::future::Future> Drop for CountSent<'_, F> {
+    fn drop(&mut self) {
+        if let Some(attempt) = self.attempt.as_mut().take_value() {
+            if attempt.sent.get() {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

@@ -177,9 +177,8 @@ pub(crate) struct Attempt {
     /// How long the request waited for the API, which asked to be spared (a
     /// `Retry-After` any call of the client got).
     pub(crate) spared_wait: Cell<Duration>,
-    /// The call's count of requests sent, which the request hook adds this
-    /// attempt's request to as it goes out.
-    pub(crate) sent: Option<Arc<std::sync::atomic::AtomicU32>>,
+    /// Whether the request went out (the request hook let it).
+    pub(crate) sent: Cell<bool>,
     /// When what is left of the retry budget runs out (but at least
     /// [`MIN_ATTEMPT`](crate::client::MIN_ATTEMPT) after the attempt starts), not
     /// counting this attempt's quota wait: a token request, or a request in flight,
@@ -354,9 +353,7 @@ impl ClientHooks<Inner> for crate::generated::Client {
         // The request goes out: the call counts it.
         let _ = ATTEMPT.try_with(|a| {
             *a.token.borrow_mut() = Some(token);
-            if let Some(sent) = &a.sent {
-                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            a.sent.set(true);
         });
         Ok(())
     }
