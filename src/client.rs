@@ -733,28 +733,18 @@ impl Client {
 }
 
 /// `error` as it is logged: the user name (which is logged at debug level only)
-/// blanked where the service's words repeat it, ignoring ASCII case. A name of
-/// fewer than three characters cannot be told apart from other words, and is
-/// left alone.
+/// blanked where the service's words repeat it, as a word of its own (not
+/// `admin` in `administrators`). A name of fewer than three characters cannot
+/// be told apart from other words, and is left alone.
 fn logged(error: &Error, user: &UserName) -> String {
     let text = error.to_string();
     let name = user.as_str();
     if name.chars().count() < 3 {
         return text;
     }
-    // ASCII lower case keeps every byte where it is.
-    let (lower, lower_name) = (text.to_ascii_lowercase(), name.to_ascii_lowercase());
-    let mut out = String::with_capacity(text.len());
-    let mut from = 0;
-    while let Some(at) = lower[from..].find(&lower_name) {
-        out.push_str(&text[from..from + at]);
-        out.push_str(USER);
-        from += at + lower_name.len();
-    }
-    out.push_str(&text[from..]);
-    // Written as a request's path writes it (percent-encoded), or escaped, as a
-    // token's echoes are found.
-    crate::auth::endpoint::redacted_as(&out, &[name], &[], usize::MAX, USER)
+    // As it is, in any ASCII case, or as a request's path writes it
+    // (percent-encoded) or another escape: where it stands as a word.
+    crate::auth::endpoint::blank_word(&text, name, USER)
 }
 
 /// What a user name is logged as, where it is not logged.
@@ -1675,6 +1665,57 @@ pub mod raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The user name is blanked from a logged error where it stands as a word,
+    /// written as it is, in another case, or percent-encoded; words and other
+    /// names that only start like it are left as they are.
+    #[test]
+    fn logged_errors_blank_the_user_name_and_nothing_else() {
+        let api = |message: &str| Error::Api {
+            status: 400,
+            code: None,
+            message: Some(message.to_owned()),
+            target: None,
+        };
+        let shown = |user: &str, message: &str| {
+            let text = logged(&api(message), &UserName::parse(user).unwrap());
+            text.strip_prefix("Defender API error: HTTP 400: ")
+                .unwrap()
+                .to_owned()
+        };
+        for (user, message, expected) in [
+            (
+                "administrator",
+                "administration rights are required",
+                "administration rights are required",
+            ),
+            (
+                "administrator",
+                "no such user Administrator.",
+                "no such user <user>.",
+            ),
+            ("admin", "Administrators only", "Administrators only"),
+            ("admin", "user admin: not found", "user <user>: not found"),
+            (
+                "jonathan.smith@contoso.com",
+                "manager is jonathan.smythe@contoso.com, not jonathan.smith@contoso.com",
+                "manager is jonathan.smythe@contoso.com, not <user>@contoso.com",
+            ),
+            (
+                "jonathan.smith",
+                "jonathan.smith2 and jonathan.smith",
+                "jonathan.smith2 and <user>",
+            ),
+            (
+                "jürgen.müller",
+                "down for /api/users/j%C3%BCrgen.m%c3%bcller/machines",
+                "down for /api/users/<user>/machines",
+            ),
+            ("bo", "bob and bo", "bob and bo"),
+        ] {
+            assert_eq!(shown(user, message), expected, "{user}: {message}");
+        }
+    }
 
     #[test]
     fn a_password_in_the_base_url_is_never_shown() {

@@ -496,6 +496,38 @@ fn redact(text: &str, secrets: &[&str]) -> String {
 /// or HTML-escaped (`&#NN;`, `&#xHH;`, `&amp;`, `&lt;`, `&gt;`, `&quot;`,
 /// `&apos;`). An echo always ends on a character boundary of `text`.
 fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
+    echo_len_of(text, secret, true)
+}
+
+/// `text` with every echo of `word` that stands as a word of its own (not next
+/// to a letter, digit, `_` or `-`) replaced by `mark`: in any ASCII case, as it
+/// is or written in one of the escapes [`echo_len`] knows, but not cut short.
+/// For what is not secret but kept out of a log, such as a user name.
+pub(crate) fn blank_word(text: &str, word: &str, mark: &str) -> String {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    // ASCII lower case keeps every byte where it is; escapes read either case.
+    let (lower, word) = (text.to_ascii_lowercase(), word.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let (mut at, mut before) = (0, None);
+    while let Some(c) = lower[at..].chars().next() {
+        if !before.is_some_and(is_word) {
+            if let Some(len) = echo_len_of(&lower.as_bytes()[at..], &word, false) {
+                if !lower[at + len..].chars().next().is_some_and(is_word) {
+                    out.push_str(mark);
+                    at += len;
+                    before = None;
+                    continue;
+                }
+            }
+        }
+        out.push_str(&text[at..at + c.len_utf8()]);
+        (at, before) = (at + c.len_utf8(), Some(c));
+    }
+    out
+}
+
+/// [`echo_len`], with echoes cut short (`cut_short`) or whole ones only.
+fn echo_len_of(text: &[u8], secret: &str, cut_short: bool) -> Option<usize> {
     // The ends of the echoes of the secret's first characters; few, as each
     // form of a character starts differently.
     // At most `WIDEST` of them are followed, which bounds the work for a secret
@@ -526,7 +558,7 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
             } else {
                 0
             };
-            let prefix = matched >= public + MIN_PREFIX;
+            let prefix = cut_short && matched >= public + MIN_PREFIX;
             return prefix
                 .then(|| ends[..count].iter().copied().max())
                 .flatten();
