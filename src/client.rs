@@ -737,14 +737,16 @@ impl Client {
 /// `admin` in `administrators`). A name of fewer than three characters cannot
 /// be told apart from other words, and is left alone.
 fn logged(error: &Error, user: &UserName) -> String {
-    let text = error.to_string();
     let name = user.as_str();
     if name.chars().count() < 3 {
-        return text;
+        return error.to_string();
     }
-    // As it is, in any ASCII case, or as a request's path writes it
-    // (percent-encoded) or another escape: where it stands as a word.
-    crate::auth::endpoint::blank_word(&text, name, USER)
+    // In the texts as the service sent them, before `Display` escapes them: as
+    // it is, in any ASCII case, or as a request's path writes it
+    // (percent-encoded) or another escape, where it stands as a word.
+    let mut error = error.clone();
+    error.scrub(|text| crate::auth::endpoint::blank_word(text, name, USER).into());
+    error.to_string()
 }
 
 /// What a user name is logged as, where it is not logged.
@@ -1712,9 +1714,26 @@ mod tests {
                 "down for /api/users/<user>/machines",
             ),
             ("bo", "bob and bo", "bob and bo"),
+            // Beside escaped separators, and before the message is escaped for
+            // `Display` (a line break shows as `\n`).
+            ("admin", "hello%20admin b", "hello%20<user> b"),
+            (
+                "admin",
+                "next=%2Fapi%2Fusers%2Fadmin%2Fmachines",
+                "next=%2Fapi%2Fusers%2F<user>%2Fmachines",
+            ),
+            ("admin", "unknown:\nadmin", "unknown:\\n<user>"),
+            // Another name, written percent-encoded.
+            ("admin", "user admin%C3%A9 x", "user admin%C3%A9 x"),
+            ("admin", "user admin%32 x", "user admin%32 x"),
         ] {
             assert_eq!(shown(user, message), expected, "{user}: {message}");
         }
+        // No word: nothing to blank (and no end to the search otherwise).
+        assert_eq!(
+            crate::auth::endpoint::blank_word(" a ", "", "<user>"),
+            " a "
+        );
     }
 
     #[test]

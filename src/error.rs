@@ -167,9 +167,15 @@ impl Error {
     /// Replaces every occurrence of `secret` in the texts the API sent back
     /// (a gateway's error page may echo the request's token); see [`redact_text`].
     pub(crate) fn redact(&mut self, secret: &str) {
-        let scrub = |text: &mut Option<String>| {
-            if let Some(Cow::Owned(clean)) = text.as_deref().map(|t| redact_text(t, secret)) {
-                *text = Some(clean);
+        self.scrub(|text| redact_text(text, secret));
+    }
+
+    /// Replaces each text the API sent back (an answer's code, message and
+    /// target, a decoding error's message) with `clean` of it.
+    pub(crate) fn scrub(&mut self, clean: impl for<'a> Fn(&'a str) -> Cow<'a, str>) {
+        let scrub = |text: &mut String| {
+            if let Cow::Owned(cleaned) = clean(text) {
+                *text = cleaned;
             }
         };
         match self {
@@ -179,15 +185,11 @@ impl Error {
                 target,
                 ..
             } => {
-                scrub(code);
-                scrub(message);
-                scrub(target);
-            }
-            Error::Decode { message, .. } => {
-                if let Cow::Owned(clean) = redact_text(message, secret) {
-                    *message = clean;
+                for text in [code, message, target].into_iter().flatten() {
+                    scrub(text);
                 }
             }
+            Error::Decode { message, .. } => scrub(message),
             _ => {}
         }
     }

@@ -504,24 +504,46 @@ fn echo_len(text: &[u8], secret: &str) -> Option<usize> {
 /// is or written in one of the escapes [`echo_len`] knows, but not cut short.
 /// For what is not secret but kept out of a log, such as a user name.
 pub(crate) fn blank_word(text: &str, word: &str, mark: &str) -> String {
-    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    if word.is_empty() {
+        return text.to_owned();
+    }
+    // A letter, a digit, `_` or `-`, written as it is or percent-encoded (a
+    // byte of a character beyond ASCII counts as a letter's).
+    let is_word = |b: u8| b >= 0x80 || b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    let percent = |escape: &[u8]| match escape {
+        [b'%', hi, lo] => hex_value(&[*hi, *lo]).and_then(|v| u8::try_from(v).ok()),
+        _ => None,
+    };
     // ASCII lower case keeps every byte where it is; escapes read either case.
     let (lower, word) = (text.to_ascii_lowercase(), word.to_ascii_lowercase());
+    let bytes = lower.as_bytes();
+    let word_before = |at: usize| {
+        at.checked_sub(3)
+            .and_then(|from| percent(&bytes[from..at]))
+            .or_else(|| at.checked_sub(1).map(|i| bytes[i]))
+            .is_some_and(is_word)
+    };
+    let word_after = |at: usize| {
+        bytes
+            .get(at..at + 3)
+            .and_then(percent)
+            .or_else(|| bytes.get(at).copied())
+            .is_some_and(is_word)
+    };
     let mut out = String::with_capacity(text.len());
-    let (mut at, mut before) = (0, None);
+    let mut at = 0;
     while let Some(c) = lower[at..].chars().next() {
-        if !before.is_some_and(is_word) {
-            if let Some(len) = echo_len_of(&lower.as_bytes()[at..], &word, false) {
-                if !lower[at + len..].chars().next().is_some_and(is_word) {
+        if !word_before(at) {
+            if let Some(len) = echo_len_of(&bytes[at..], &word, false) {
+                if !word_after(at + len) {
                     out.push_str(mark);
                     at += len;
-                    before = None;
                     continue;
                 }
             }
         }
         out.push_str(&text[at..at + c.len_utf8()]);
-        (at, before) = (at + c.len_utf8(), Some(c));
+        at += c.len_utf8();
     }
     out
 }
