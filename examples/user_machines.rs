@@ -46,6 +46,7 @@ Options:
                            [default: commercial]
       --base-url URL       The API base URL (overrides the cloud's) [env: DEFENDER_BASE_URL]
       --concurrency N      Lookups in flight at once [default: 4]
+                           (each option with a value may be given once)
       --demo               Run against an embedded local stand-in of the API (no
                            credentials, no network; not with --cloud or --base-url)
   -h, --help               Print this help
@@ -301,9 +302,31 @@ fn cloud(name: Option<&str>) -> Result<Cloud, Usage> {
     }
 }
 
+/// The environment variable `name`: `None` when unset or blank, and a usage
+/// error when it is not UTF-8 (which would otherwise be taken as unset: a base
+/// URL quietly the real API's).
+fn env(name: &str) -> Result<Option<String>, Usage> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value).filter(|v| !v.trim().is_empty())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Usage(format!("{name} is set, but not to valid UTF-8")))
+        }
+    }
+}
+
 /// The credential of the `AZURE_*` variables, signing in at the cloud's
 /// authority unless `AZURE_AUTHORITY_HOST` says otherwise.
 fn credential_from_env(cloud: &Cloud) -> Result<EnvironmentCredential, Usage> {
+    // As `EnvironmentCredential::from_env` does: a variable that is used, set to
+    // a value that is not UTF-8, is not taken as unset.
+    let secret_set = env("AZURE_CLIENT_SECRET")?.is_some();
+    let used = ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_AUTHORITY_HOST"]
+        .into_iter()
+        .chain((!secret_set).then_some("AZURE_CLIENT_CERTIFICATE_PATH"));
+    for name in used {
+        env(name)?;
+    }
     EnvironmentCredential::from_lookup(|name| {
         let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         if name == "AZURE_AUTHORITY_HOST" && value.is_none() {
@@ -360,11 +383,10 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
     }
 
     let cloud = cloud(options.cloud.as_deref())?;
-    let base_url = options.base_url.clone().or_else(|| {
-        std::env::var("DEFENDER_BASE_URL")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-    });
+    let base_url = match options.base_url.clone() {
+        Some(url) => Some(url),
+        None => env("DEFENDER_BASE_URL")?,
+    };
     let mut demo_server = None;
     let builder = if options.demo {
         // The stand-in's token endpoint issues the token its API accepts. It is

@@ -601,7 +601,7 @@ impl Client {
             counters.add_wait(&counters.throttle_wait_us, report.spared_wait);
             budget.quota_waited += report.quota_wait;
             budget.status = report.status.or(budget.status);
-            let outcome = classify(result, &mut report);
+            let outcome = classify(result, &mut report, user);
             let mut error = match outcome {
                 Ok(value) => {
                     // Only a page that came whole counts against the limit, not
@@ -624,6 +624,7 @@ impl Client {
             // words repeat it, it is blanked from what is logged.
             let logged = logged(&error, user);
             if let Some(target) = error.target() {
+                let target = blank_user(target, user);
                 tracing::warn!(attempt = budget.sent(), target, error = %logged, "Defender API error");
             }
 
@@ -737,16 +738,21 @@ impl Client {
 /// `admin` in `administrators`). A name of fewer than three characters cannot
 /// be told apart from other words, and is left alone.
 fn logged(error: &Error, user: &UserName) -> String {
-    let name = user.as_str();
-    if name.chars().count() < 3 {
-        return error.to_string();
-    }
     // In the texts as the service sent them, before `Display` escapes them: as
     // it is, in any ASCII case, or as a request's path writes it
     // (percent-encoded) or another escape, where it stands as a word.
     let mut error = error.clone();
-    error.scrub(|text| crate::auth::endpoint::blank_word(text, name, USER).into());
+    error.scrub(|text| blank_user(text, user).into());
     error.to_string()
+}
+
+/// `text` with `user` blanked as [`logged`] blanks it.
+fn blank_user(text: &str, user: &UserName) -> String {
+    let name = user.as_str();
+    if name.chars().count() < 3 {
+        return text.to_owned();
+    }
+    crate::auth::endpoint::blank_word(text, name, USER)
 }
 
 /// What a user name is logged as, where it is not logged.
@@ -1035,6 +1041,7 @@ fn share(
 fn classify<T: serde::de::DeserializeOwned>(
     result: Result<raw::ResponseValue<T>, raw::Error<types::ErrorEnvelope>>,
     report: &mut Report,
+    user: &UserName,
 ) -> Result<raw::ResponseValue<T>, Outcome> {
     use progenitor_client::Error as E;
     let error = match result {
@@ -1063,8 +1070,8 @@ fn classify<T: serde::de::DeserializeOwned>(
             }
             if status == 429 {
                 if let Some(target) = detail.and_then(|d| d.target.as_deref()) {
-                    let target = redact_cut(target, token, MAX_ERROR_TEXT);
-                    tracing::info!(target = &*target, "Defender throttled the call (429)");
+                    let target = blank_user(&redact_cut(target, token, MAX_ERROR_TEXT), user);
+                    tracing::info!(target, "Defender throttled the call (429)");
                 }
                 return Outcome::Fail(Error::Throttled {
                     retry_after: report.retry_after,
@@ -1504,7 +1511,8 @@ impl ClientBuilder {
     ///
     /// Fails with [`Error::Config`] for a base URL that is not an absolute
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
-    /// fragment or user info, when no credential was given, for a
+    /// fragment, user info or a `.` or `..` path segment, when no credential was
+    /// given, for a
     /// [`RateLimit`] window of 0 calls or of no length, and for a plain-http base
     /// URL with an [`http_client`](Self::http_client) that may use a proxy.
     pub fn build(self) -> Result<Client, Error> {

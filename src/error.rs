@@ -89,9 +89,10 @@ pub enum Error {
         message: String,
     },
 
-    /// The answer's body, or the bodies of a call's pages together, were larger
+    /// A page's body, or the bodies of a call's pages together, were larger
     /// than the client's limit
     /// ([`ClientBuilder::max_response_bytes`](crate::ClientBuilder::max_response_bytes)).
+    /// An error answer over the limit keeps its status instead: its body is cut.
     #[error("the answer is larger than the limit of {limit} bytes (all pages of a call together)")]
     ResponseTooLarge {
         /// The limit, in bytes (after decompression).

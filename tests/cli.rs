@@ -441,6 +441,25 @@ fn wide_characters_keep_the_table_in_its_columns() {
     }
 }
 
+/// A variable the program reads, set to a value that is not UTF-8, is a usage
+/// error: `DEFENDER_BASE_URL` taken as unset would send the lookups to the real
+/// API.
+#[cfg(unix)]
+#[test]
+fn an_environment_variable_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"http://127.0.0.1:1/\xff");
+    for name in ["DEFENDER_BASE_URL", "AZURE_TENANT_ID"] {
+        let output = command(&["user1"]).env(name, bad).output().unwrap();
+        assert_eq!(code(&output), 2, "{name}");
+        assert!(
+            text(&output.stderr).contains(&format!("{name} is set, but not to valid UTF-8")),
+            "{name}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
 /// An option with a value given twice is a usage error: the second would
 /// quietly replace the first (a whole list of users).
 #[test]

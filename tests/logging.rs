@@ -133,7 +133,7 @@ async fn logs_at(level: tracing::Level) -> String {
         .mock_async(|when, then| {
             when.path("/api/users/karl.secretname/machines");
             then.status(400).body(
-                r#"{"error":{"code":"BadRequest","message":"Invalid user name KARL.secretname","target":"t-400"}}"#,
+                r#"{"error":{"code":"BadRequest","message":"Invalid user name KARL.secretname","target":"t-400 karl.secretname"}}"#,
             );
         })
         .await;

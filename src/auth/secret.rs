@@ -61,7 +61,9 @@ impl ClientSecretCredential {
     /// ([`Cloud::authority_host`](crate::Cloud::authority_host)).
     ///
     /// `https://` is required, except for loopback hosts; a bare host name
-    /// gets `https://`. Fails with [`Error::Config`] otherwise. The host alone:
+    /// gets `https://`. Fails with [`Error::Config`] otherwise, and for a URL
+    /// with a query, a fragment, user info or a `.` or `..` path segment. The
+    /// host alone:
     /// one with the tenant in its path, or any path on Microsoft's sign-in hosts,
     /// is refused at the first token request ([`Error::Credential`]).
     pub fn authority_host(mut self, url: impl AsRef<str>) -> Result<Self, Error> {
