@@ -383,8 +383,10 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
     }
 
     let cloud = cloud(options.cloud.as_deref())?;
+    // (Not read for the demo, which has its own.)
     let base_url = match options.base_url.clone() {
         Some(url) => Some(url),
+        None if options.demo => None,
         None => env("DEFENDER_BASE_URL")?,
     };
     let mut demo_server = None;

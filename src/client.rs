@@ -1734,6 +1734,25 @@ mod tests {
             // Another name, written percent-encoded.
             ("admin", "user admin%C3%A9 x", "user admin%C3%A9 x"),
             ("admin", "user admin%32 x", "user admin%32 x"),
+            // Beside punctuation beyond ASCII, written as it is or escaped.
+            (
+                "admin",
+                "user \u{2018}admin\u{2019} not found",
+                "user \u{2018}<user>\u{2019} not found",
+            ),
+            ("admin", "user \u{ab}admin\u{bb}", "user \u{ab}<user>\u{bb}"),
+            ("admin", "user\u{a0}admin", "user\\u{a0}<user>"),
+            (
+                "admin",
+                "\u{30e6}\u{30fc}\u{30b6}\u{30fc}\u{ff1a}admin",
+                "\u{30e6}\u{30fc}\u{30b6}\u{30fc}\u{ff1a}<user>",
+            ),
+            ("admin", "%C2%ABadmin%C2%BB", "%C2%AB<user>%C2%BB"),
+            (
+                "admin",
+                "\u{e9}admin and admin\u{e9}",
+                "\u{e9}admin and admin\u{e9}",
+            ),
         ] {
             assert_eq!(shown(user, message), expected, "{user}: {message}");
         }

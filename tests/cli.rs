@@ -457,6 +457,12 @@ fn an_environment_variable_that_is_not_utf8_is_refused() {
             "{name}: {}",
             text(&output.stderr)
         );
+        // The demo reads neither.
+        let output = command(&["--demo", "user1"])
+            .env(name, bad)
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), 0, "{name}: {}", text(&output.stderr));
     }
 }
 

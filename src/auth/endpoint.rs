@@ -507,35 +507,16 @@ pub(crate) fn blank_word(text: &str, word: &str, mark: &str) -> String {
     if word.is_empty() {
         return text.to_owned();
     }
-    // A letter, a digit, `_` or `-`, written as it is or percent-encoded (a
-    // byte of a character beyond ASCII counts as a letter's).
-    let is_word = |b: u8| b >= 0x80 || b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
-    let percent = |escape: &[u8]| match escape {
-        [b'%', hi, lo] => hex_value(&[*hi, *lo]).and_then(|v| u8::try_from(v).ok()),
-        _ => None,
-    };
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
     // ASCII lower case keeps every byte where it is; escapes read either case.
     let (lower, word) = (text.to_ascii_lowercase(), word.to_ascii_lowercase());
     let bytes = lower.as_bytes();
-    let word_before = |at: usize| {
-        at.checked_sub(3)
-            .and_then(|from| percent(&bytes[from..at]))
-            .or_else(|| at.checked_sub(1).map(|i| bytes[i]))
-            .is_some_and(is_word)
-    };
-    let word_after = |at: usize| {
-        bytes
-            .get(at..at + 3)
-            .and_then(percent)
-            .or_else(|| bytes.get(at).copied())
-            .is_some_and(is_word)
-    };
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     while let Some(c) = lower[at..].chars().next() {
-        if !word_before(at) {
+        if !char_before(&lower, at).is_some_and(is_word) {
             if let Some(len) = echo_len_of(&bytes[at..], &word, false) {
-                if !word_after(at + len) {
+                if !char_after(&lower, at + len).is_some_and(is_word) {
                     out.push_str(mark);
                     at += len;
                     continue;
@@ -546,6 +527,54 @@ pub(crate) fn blank_word(text: &str, word: &str, mark: &str) -> String {
         at += c.len_utf8();
     }
     out
+}
+
+/// The byte a `%XX` escape spells.
+fn percent_byte(escape: &[u8]) -> Option<u8> {
+    match escape {
+        [b'%', hi, lo] => hex_value(&[*hi, *lo]).and_then(|v| u8::try_from(v).ok()),
+        _ => None,
+    }
+}
+
+/// The character of `text` that ends at byte `at`, read through the `%XX`
+/// escapes of its UTF-8 bytes if it is written so.
+fn char_before(text: &str, at: usize) -> Option<char> {
+    let bytes = text.as_bytes();
+    let mut utf8 = [0u8; 4];
+    for n in 1..=4 {
+        let Some(from) = at.checked_sub(3 * n) else {
+            break;
+        };
+        let Some(byte) = percent_byte(&bytes[from..from + 3]) else {
+            break;
+        };
+        utf8[4 - n] = byte;
+        if let Ok(decoded) = std::str::from_utf8(&utf8[4 - n..]) {
+            return decoded.chars().next();
+        }
+    }
+    text[..at].chars().next_back()
+}
+
+/// The character of `text` that starts at byte `at`, read through `%XX`
+/// escapes as [`char_before`] reads them.
+fn char_after(text: &str, at: usize) -> Option<char> {
+    let bytes = text.as_bytes();
+    let mut utf8 = [0u8; 4];
+    for n in 1..=4 {
+        let Some(byte) = bytes
+            .get(at + 3 * (n - 1)..at + 3 * n)
+            .and_then(percent_byte)
+        else {
+            break;
+        };
+        utf8[n - 1] = byte;
+        if let Ok(decoded) = std::str::from_utf8(&utf8[..n]) {
+            return decoded.chars().next();
+        }
+    }
+    text[at..].chars().next()
 }
 
 /// [`echo_len`], with echoes cut short (`cut_short`) or whole ones only.
