@@ -910,7 +910,6 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
     if url.chars().any(char::is_control) {
         return Err(bad("it holds a control character"));
     }
-    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     // The parser resolves `.` and `..` (`%2e` too): `/proxy/../other` would
     // quietly become `/other`.
     if has_dot_segment(url) {
@@ -919,7 +918,7 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
              write the path it stands for",
         ));
     }
-    let url = parsed;
+    let url = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err(bad("the scheme must be https"));
     }
