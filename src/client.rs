@@ -1383,7 +1383,9 @@ impl ClientBuilder {
     /// only for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), so that
     /// tokens never cross a network in clear text. [`build`](Self::build) refuses
     /// a URL with a query, a fragment, user info, or a `.` or `..` path segment
-    /// (which would be resolved into another path). [`Client::base_url`] shows it
+    /// (which would be resolved into another path), and a host that is another
+    /// cloud's Defender API than [`cloud`](Self::cloud)'s (its tokens would be
+    /// refused there) unless [`scope`](Self::scope) is set. [`Client::base_url`] shows it
     /// as the URL standard writes it (host in lower case, no default port), without
     /// a trailing `/`.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
@@ -1531,6 +1533,24 @@ impl ClientBuilder {
         }
         let base_url =
             normalise_base_url(self.base_url.as_deref().unwrap_or(self.cloud.api_base()))?;
+        let parsed_base = reqwest::Url::parse(&base_url)
+            .map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;
+        // A base URL of one cloud's API with the scope of another's: every
+        // token would be refused there (403).
+        if self.scope.is_none() && !matches!(self.cloud, Cloud::Custom { .. }) {
+            let host = parsed_base.host_str().unwrap_or_default();
+            if let Some(wanted) = crate::cloud::scope_of_api_host(host) {
+                if wanted != self.cloud.scope() {
+                    return Err(Error::Config(format!(
+                        "the base URL {base_url} is the API of another cloud than {:?}, \
+                         whose tokens (for {}) it refuses: set ClientBuilder::cloud(..) \
+                         to its cloud, or ClientBuilder::scope({wanted:?})",
+                        self.cloud,
+                        self.cloud.scope()
+                    )));
+                }
+            }
+        }
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
         })??;
@@ -1574,8 +1594,6 @@ impl ClientBuilder {
                     .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?
             }
         };
-        let parsed_base = reqwest::Url::parse(&base_url)
-            .map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;
         let shared = Shared {
             tokens: TokenCache::new(
                 credential,

@@ -187,6 +187,34 @@ impl Cloud {
     }
 }
 
+/// The token scope of the cloud whose Defender API `host` is, for the hosts
+/// Microsoft documents: the commercial ones (geo and legacy regional hosts
+/// included) and the US Government ones. `None` for any other host (a proxy,
+/// a test server).
+pub(crate) fn scope_of_api_host(host: &str) -> Option<&'static str> {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let commercial = host == "api.security.microsoft.com"
+        || host == "api.securitycenter.microsoft.com"
+        || host
+            .strip_suffix(".api.security.microsoft.com")
+            .is_some_and(|region| !region.is_empty() && !region.contains('.'))
+        || host
+            .strip_suffix(".securitycenter.microsoft.com")
+            .is_some_and(|name| name.starts_with("api-") && !name.contains('.'));
+    if commercial {
+        return Some(COMMERCIAL_SCOPE);
+    }
+    match host.as_str() {
+        "api-gcc.securitycenter.microsoft.us" | "api-gcc.security.microsoft.us" => {
+            Some(Cloud::UsGovGcc.scope())
+        }
+        "api-gov.securitycenter.microsoft.us" | "api-gov.security.microsoft.us" => {
+            Some(Cloud::UsGovGccHigh.scope())
+        }
+        _ => None,
+    }
+}
+
 impl fmt::Debug for Cloud {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -1820,6 +1820,96 @@ fn every_cloud_has_its_three_values() {
 }
 
 #[test]
+fn a_base_url_of_another_clouds_api_is_refused() {
+    let build = |cloud: Option<Cloud>, base: &str, scope: Option<&str>| {
+        let mut builder = Client::builder()
+            .base_url(base)
+            .credential(StaticToken::new("t"));
+        if let Some(cloud) = cloud {
+            builder = builder.cloud(cloud);
+        }
+        if let Some(scope) = scope {
+            builder = builder.scope(scope);
+        }
+        builder.build()
+    };
+    let gov = "https://api-gov.securitycenter.microsoft.us";
+    let gcc = "https://api-gcc.securitycenter.microsoft.us";
+    for (cloud, base) in [
+        (None, gov),
+        (None, "https://API-GCC.security.microsoft.us./"),
+        (Some(Cloud::Geo(Region::Eu)), gov),
+        (Some(Cloud::UsGovGcc), gov),
+        (Some(Cloud::UsGovGccHigh), gcc),
+        (Some(Cloud::UsGovDod), "https://api.security.microsoft.com"),
+        (
+            Some(Cloud::UsGovGcc),
+            "https://eu.api.security.microsoft.com",
+        ),
+        (
+            Some(Cloud::UsGovGcc),
+            "https://api-us.securitycenter.microsoft.com",
+        ),
+    ] {
+        match build(cloud.clone(), base, None) {
+            Err(Error::Config(message)) => {
+                assert!(message.contains("ClientBuilder::cloud"), "{message}");
+                assert!(message.contains("another cloud"), "{message}");
+            }
+            other => panic!("{cloud:?} with {base}: {other:?}"),
+        }
+    }
+    // The cloud that the host is, a scope of the caller's own, a custom cloud
+    // or a host this crate does not know: built as asked.
+    for (cloud, base, scope) in [
+        (None, "https://api.security.microsoft.com", None),
+        (None, "https://api.securitycenter.microsoft.com", None),
+        (None, "https://uk.api.security.microsoft.com/", None),
+        (None, "https://api-eu.securitycenter.microsoft.com", None),
+        (
+            Some(Cloud::Geo(Region::Au)),
+            "https://api.security.microsoft.com",
+            None,
+        ),
+        (Some(Cloud::UsGovGccHigh), gov, None),
+        (
+            Some(Cloud::UsGovDod),
+            "https://api-gov.security.microsoft.us",
+            None,
+        ),
+        (Some(Cloud::UsGovGcc), gcc, None),
+        (
+            None,
+            gov,
+            Some("https://api-gov.securitycenter.microsoft.us/.default"),
+        ),
+        (
+            Some(Cloud::Custom {
+                api_base: gov.into(),
+                authority_host: "https://login.microsoftonline.us".into(),
+                scope: "api://proxy/.default".into(),
+            }),
+            gov,
+            None,
+        ),
+        (
+            Some(Cloud::UsGovGcc),
+            "https://proxy.contoso.com/defender",
+            None,
+        ),
+        (
+            None,
+            "https://api.security.microsoft.com.evil.example",
+            None,
+        ),
+    ] {
+        if let Err(e) = build(cloud.clone(), base, scope) {
+            panic!("{cloud:?} with {base} and {scope:?}: {e}");
+        }
+    }
+}
+
+#[test]
 fn clouds_parse_from_their_names() {
     for (name, cloud) in [
         ("commercial", Cloud::Commercial),
