@@ -360,7 +360,7 @@ impl InvalidUserName {
 impl fmt::Display for InvalidUserNameReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            InvalidUserNameReason::Empty => f.write_str("it is empty"),
+            InvalidUserNameReason::Empty => f.write_str("it is empty or white space only"),
             InvalidUserNameReason::MalformedUpn => {
                 f.write_str("a UPN must be local@domain with exactly one '@' and both parts present")
             }
@@ -454,6 +454,8 @@ mod tests {
     fn rejections() {
         assert_eq!(reason(""), InvalidUserNameReason::Empty);
         assert_eq!(reason("   "), InvalidUserNameReason::Empty);
+        let blank = UserName::parse("\u{2028}").unwrap_err().to_string();
+        assert!(blank.contains("white space only"), "{blank}");
         assert_eq!(reason("@contoso.com"), InvalidUserNameReason::MalformedUpn);
         assert_eq!(reason("user1@"), InvalidUserNameReason::MalformedUpn);
         assert_eq!(reason("a@b@c"), InvalidUserNameReason::MalformedUpn);

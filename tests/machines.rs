@@ -732,6 +732,39 @@ async fn malformed_answers_are_decode_errors() {
 }
 
 #[tokio::test]
+async fn a_known_key_given_twice_is_an_error_and_the_json_call_keeps_the_last() {
+    let body = r#"{"value":[{"id":"first","id":"second","extra":1,"extra":2}]}"#;
+    let server = MockServer::start_async().await;
+    serve_json(&server, "user1", body).await;
+    let client = client(&server);
+    match client.user_machines("user1").await {
+        Err(Error::Decode { message, .. }) => {
+            assert!(message.contains("duplicate field `id`"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let machines = client.user_machines_json("user1").await.unwrap();
+    assert_eq!(
+        Value::Object(machines[0].clone()),
+        json!({"id": "second", "extra": 2})
+    );
+    assert_eq!(machines.len(), 1);
+    // An unknown key given twice in the typed answer: the last is kept.
+    let server = MockServer::start_async().await;
+    serve_json(
+        &server,
+        "user1",
+        r#"{"value":[{"id":"m","extra":1,"extra":2}]}"#,
+    )
+    .await;
+    let machines = common::client(&server)
+        .user_machines("user1")
+        .await
+        .unwrap();
+    assert_eq!(machines[0].extra["extra"], json!(2));
+}
+
+#[tokio::test]
 async fn invalid_user_names_send_nothing() {
     let server = MockServer::start_async().await;
     let any = server

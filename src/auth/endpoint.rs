@@ -379,7 +379,7 @@ pub(crate) fn parse_answer(
     if lifetime == 0 {
         return Err(credential_error(
             status,
-            "the token endpoint issued a token that has already expired (expires_in 0)",
+            "the token endpoint issued a token that expires within a second (expires_in under 1)",
         ));
     }
     // No token is kept longer than a day, whatever the answer claims.
