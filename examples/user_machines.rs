@@ -524,13 +524,15 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
         tally.failed,
         started.elapsed().as_secs_f64(),
     );
-    if stats.throttled == 0 {
+    if stats.throttled == 0 && stats.throttle_wait.is_zero() {
         summary.push_str(", no throttling waits");
     } else {
+        // The seconds are summed over calls: every call held back by one
+        // `Retry-After` waits it too, so they can add up to more than the run took.
         summary.push_str(&format!(
-            ", {} throttling {} ({:.1} s)",
+            ", {} 429 {} waited out, {:.1} s of throttling waits summed over calls",
             stats.throttled,
-            plural(stats.throttled as usize, "wait", "waits"),
+            plural(stats.throttled as usize, "answer", "answers"),
             stats.throttle_wait.as_secs_f64(),
         ));
     }

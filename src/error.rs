@@ -18,7 +18,8 @@ pub enum Error {
     #[error(transparent)]
     InvalidUserName(#[from] InvalidUserName),
 
-    /// A token could not be obtained from the credential.
+    /// A credential could not be made (a bad PEM, a missing environment variable)
+    /// or could not obtain a token; `Display` starts with `credential error:`.
     #[error("{}", CredentialDisplay { message, status: *status, code: code.as_deref(), description: description.as_deref(), trace_id: trace_id.as_deref(), correlation_id: correlation_id.as_deref() })]
     Credential {
         /// What failed, in words.
@@ -279,7 +280,7 @@ struct CredentialDisplay<'a> {
 
 impl fmt::Display for CredentialDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "could not get a token: {}", self.message)?;
+        write!(f, "credential error: {}", self.message)?;
         if let Some(status) = self.status {
             write!(f, " (HTTP {status})")?;
         }

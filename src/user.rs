@@ -368,6 +368,10 @@ impl fmt::Display for InvalidUserNameReason {
                 r"a down-level name must be DOMAIN\name with exactly one '\' and both parts present",
             ),
             InvalidUserNameReason::DotSegment => f.write_str("'.' and '..' are not user names"),
+            InvalidUserNameReason::ForbiddenCharacter(c @ ('@' | '\\')) => write!(
+                f,
+                r"it contains '{c}': a name is either user@domain or DOMAIN\user, not both"
+            ),
             InvalidUserNameReason::ForbiddenCharacter(c) => write!(f, "it contains {c:?}"),
             InvalidUserNameReason::ControlCharacter => f.write_str("it contains a control character"),
             InvalidUserNameReason::TooLong(n) => {
@@ -454,6 +458,15 @@ mod tests {
     fn rejections() {
         assert_eq!(reason(""), InvalidUserNameReason::Empty);
         assert_eq!(reason("   "), InvalidUserNameReason::Empty);
+        let both = UserName::parse(r"CONTOSO\user1@contoso.com").unwrap_err();
+        assert_eq!(
+            both.reason().to_string(),
+            r"it contains '\': a name is either user@domain or DOMAIN\user, not both"
+        );
+        assert_eq!(
+            UserName::parse("a/b").unwrap_err().reason().to_string(),
+            "it contains '/'"
+        );
         let blank = UserName::parse("\u{2028}").unwrap_err().to_string();
         assert!(blank.contains("white space only"), "{blank}");
         assert_eq!(reason("@contoso.com"), InvalidUserNameReason::MalformedUpn);

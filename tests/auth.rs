@@ -446,6 +446,8 @@ fn certificate_pem_forms() {
         matches!(err, Error::Credential { .. }) && err.to_string().contains("cannot read"),
         "{err}"
     );
+    // Made before any token is asked for: the message does not say one was.
+    assert!(err.to_string().starts_with("credential error: "), "{err}");
 }
 
 /// A certificate path that is not a regular file (a pipe that may never end, a
@@ -1131,6 +1133,11 @@ async fn token_endpoint_errors_carry_the_aadsts_details_and_no_secret() {
         other => panic!("expected Error::Credential, got {other:?}"),
     }
     assert_eq!(err.status(), Some(401));
+    assert!(
+        err.to_string()
+            .starts_with("credential error: the token endpoint refused to issue a token (HTTP 401): invalid_client: AADSTS7000215"),
+        "{err}"
+    );
     let shown = format!("{err} {err:?} {err:#?}");
     assert!(shown.contains("AADSTS7000215"), "{shown}");
     assert!(

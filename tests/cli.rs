@@ -674,6 +674,33 @@ fn ctrl_c_stops_cleanly() {
     }
 }
 
+/// The summary counts the 429 answers waited out and sums the waits over
+/// calls, which says why those seconds can exceed the run's time.
+#[test]
+fn the_summary_says_what_its_throttling_figures_count() {
+    let users = [
+        "person0", "person1", "person2", "person3", "person4", "person5",
+    ];
+    let mut args = vec!["--demo", "--concurrency", "4", "--output", "csv"];
+    args.extend(users);
+    let output = run(&args);
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("6 users"), "{stderr}");
+    let part = stderr
+        .split(", ")
+        .find(|part| part.contains("waited out"))
+        .unwrap_or_else(|| panic!("no throttling figures in {stderr}"));
+    assert!(
+        part.ends_with("429 answer waited out") || part.ends_with("429 answers waited out"),
+        "{part}"
+    );
+    assert!(
+        stderr.contains("s of throttling waits summed over calls"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_name_starting_with_a_dash_is_looked_up_after_double_dash() {
     let output = run(&["--demo", "--output", "json", "--", "-svc-backup"]);
