@@ -424,7 +424,13 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
             None => builder,
         }
     };
-    let client = builder.build().map_err(|e| Usage(e.to_string()))?;
+    let client = builder.build().map_err(|e| match &e {
+        // A base URL of another cloud's API than --cloud's: say which option fixes it.
+        defender_endpoint::Error::Config(message) if message.contains("another cloud") => Usage(
+            format!("{e}\nhint: --base-url only says where calls go; --cloud names the cloud, whose tokens that API takes (see --help)"),
+        ),
+        _ => Usage(e.to_string()),
+    })?;
 
     let started = Instant::now();
     let total = users.len();

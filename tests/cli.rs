@@ -568,6 +568,26 @@ fn missing_credentials_exit_2_naming_the_variables() {
 }
 
 #[test]
+fn a_base_url_of_another_clouds_api_names_the_option_that_fixes_it() {
+    let output = command(&[
+        "--base-url",
+        "https://api-gov.securitycenter.microsoft.us",
+        "user1",
+    ])
+    .env("AZURE_TENANT_ID", TENANT)
+    .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
+    .env("AZURE_CLIENT_SECRET", "cli-test-secret")
+    .output()
+    .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(stderr.contains("another cloud"), "{stderr}");
+    assert!(stderr.contains("--cloud"), "{stderr}");
+    assert!(!stderr.contains("cli-test-secret"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
 fn usage_errors_exit_2() {
     for args in [
         &["--demo", "--output", "xml", "user1"][..],
