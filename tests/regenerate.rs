@@ -433,16 +433,6 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
             "            enum: [Active, Inactive, ImpairedCommunication, NoSensorData, NoSensorDataImpairedCommunication, Unknown, Decommissioned]\n",
             "only in `HealthStatusKnown`: [], only in `HealthStatusOther`: [`Decommissioned`]",
         ),
-        // Two spellings of one value.
-        (
-            "            enum: [onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n    \
-             OnboardingStatusKnown:\n      description: The documented values of `onboardingStatus`.\n      \
-             type: string\n      enum: [onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n",
-            "            enum: [onboarded, Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n    \
-             OnboardingStatusKnown:\n      description: The documented values of `onboardingStatus`.\n      \
-             type: string\n      enum: [onboarded, Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n",
-            "components/schemas/OnboardingStatusKnown: `onboarded` and `Onboarded` differ only in case",
-        ),
         // A property named `parameters` is no parameter; one named `not`, no `not`.
         (
             "        isAadJoined:\n",
@@ -559,6 +549,24 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
     ] {
         refused(&[(from, to)], expected);
     }
+    // Two spellings of one value, in both lists of the open enumeration.
+    refused(
+        &[
+            (
+                "            enum: [onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n    \
+                 OnboardingStatusKnown:\n",
+                "            enum: [onboarded, Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n    \
+                 OnboardingStatusKnown:\n",
+            ),
+            (
+                "      type: string\n      enum: [onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n    \
+                 ErrorEnvelope:\n",
+                "      type: string\n      enum: [onboarded, Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo]\n    \
+                 ErrorEnvelope:\n",
+            ),
+        ],
+        "components/schemas/OnboardingStatusKnown: `onboarded` and `Onboarded` differ only in case",
+    );
     // Types written in place that the generator would name as a schema is named
     // (given here): a map's values, a title, a parameter's values.
     for (from, to, expected) in [
