@@ -539,7 +539,8 @@ impl Client {
         ClientStats {
             attempts: c.attempts.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
-            throttled: c.throttled.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed)
+                + self.raw.inner.0.tokens.throttled_answers(),
             throttle_wait: micros(&c.throttle_wait_us),
             quota_wait: micros(&c.quota_wait_us),
         }
@@ -567,7 +568,6 @@ impl Client {
         let shared = &self.raw.inner.0;
         loop {
             attempt += 1;
-            counters.attempts.fetch_add(1, Ordering::Relaxed);
             // What is left of the budget bounds the attempt too (its token request,
             // and its request when that would end before the attempt's own
             // timeout), though every attempt gets at least `MIN_ATTEMPT`.
@@ -594,9 +594,16 @@ impl Client {
                 let mut counted = CountSent {
                     attempt: scoped,
                     sent: &budget.sent,
+                    counters,
+                    finished: false,
                 };
-                counted.attempt.as_mut().await
+                let ended = counted.attempt.as_mut().await;
+                counted.finished = true;
+                ended
             };
+            // An attempt that ended counts, sent or refused here; one dropped
+            // before it sent its request does not (see `CountSent`).
+            counters.attempts.fetch_add(1, Ordering::Relaxed);
             counters.add_wait(&counters.quota_wait_us, report.quota_wait);
             counters.add_wait(&counters.throttle_wait_us, report.spared_wait);
             budget.quota_waited += report.quota_wait;
@@ -715,19 +722,31 @@ impl Client {
                 return Err(error);
             }
             tracing::info!(attempt = budget.sent(), wait_ms = wait.as_millis() as u64, error = %logged, "retrying");
-            tokio::time::sleep(wait).await;
-            // Counted once waited: a call dropped during the wait did not retry.
-            counters.retries.fetch_add(1, Ordering::Relaxed);
-            if matches!(
+            // A wait a 429 asked for counts as throttling, also the part of it
+            // a call dropped during it waited.
+            let throttled = matches!(
                 error,
                 Error::Throttled { .. }
                     | Error::Credential {
                         status: Some(429),
                         ..
                     }
-            ) {
-                counters.throttled.fetch_add(1, Ordering::Relaxed);
+            );
+            let mut partial = PartialWait {
+                counters,
+                since: throttled.then(Instant::now),
+            };
+            tokio::time::sleep(wait).await;
+            partial.since = None;
+            // Counted once waited: a call dropped during the wait did not retry.
+            counters.retries.fetch_add(1, Ordering::Relaxed);
+            if throttled {
                 counters.add_wait(&counters.throttle_wait_us, wait);
+                // The token endpoint's 429 is counted once, by the token cache,
+                // however many calls waited on it.
+                if matches!(error, Error::Throttled { .. }) {
+                    counters.throttled.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -807,6 +826,10 @@ impl Budget {
 struct CountSent<'a, F: std::future::Future> {
     attempt: std::pin::Pin<&'a mut tokio::task::futures::TaskLocalFuture<Box<Attempt>, F>>,
     sent: &'a AtomicU32,
+    counters: &'a Counters,
+    /// The attempt ended (its report is counted by the retry loop): only the
+    /// request is counted here.
+    finished: bool,
 }
 
 impl<F: std::future::Future> Drop for CountSent<'_, F> {
@@ -815,6 +838,39 @@ impl<F: std::future::Future> Drop for CountSent<'_, F> {
             if attempt.sent.get() {
                 self.sent.fetch_add(1, Ordering::Relaxed);
             }
+            if !self.finished {
+                // Dropped: the request counts as an attempt if it went out, and
+                // the waits count as far as they went.
+                let counters = self.counters;
+                if attempt.sent.get() {
+                    counters.attempts.fetch_add(1, Ordering::Relaxed);
+                }
+                let so_far = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
+                counters.add_wait(
+                    &counters.quota_wait_us,
+                    attempt.quota_wait.get() + so_far(attempt.quota_since.get()),
+                );
+                counters.add_wait(
+                    &counters.throttle_wait_us,
+                    attempt.spared_wait.get() + so_far(attempt.spared_since.get()),
+                );
+            }
+        }
+    }
+}
+
+/// A wait of the retry loop that counts as throttling: what of it passed is
+/// counted if the call is dropped during it (`since` is cleared when it ends).
+struct PartialWait<'a> {
+    counters: &'a Counters,
+    since: Option<Instant>,
+}
+
+impl Drop for PartialWait<'_> {
+    fn drop(&mut self) {
+        if let Some(since) = self.since {
+            let counters = self.counters;
+            counters.add_wait(&counters.throttle_wait_us, since.elapsed());
         }
     }
 }
@@ -986,20 +1042,26 @@ struct Report {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {
-    /// Attempts made (each request sent or tried, retries included).
+    /// Attempts made, retries included: each request sent, and each attempt
+    /// that ended without sending one (refused here: no token, or a wait for
+    /// the API longer than the budget). A call dropped before its request went
+    /// out (while it queued for the quota, say) adds none.
     pub attempts: u64,
     /// Attempts repeated after a failure (429, 5xx, timeouts and connection
     /// errors, and the token refresh after a 401).
     pub retries: u64,
-    /// 429 answers the client waited on before trying again, the API's and the
-    /// token endpoint's.
+    /// 429 answers that held the client back: each of the API's that a call
+    /// waited out before trying again, and each of the token endpoint's once,
+    /// however many calls it held back.
     pub throttled: u64,
-    /// The time spent waiting as those 429 answers asked, and as the API asked
+    /// The time spent waiting as 429 answers asked, and as the API asked
     /// another call to; summed over calls, so calls that wait at the same time
-    /// add up to more than the time that passed.
+    /// add up to more than the time that passed. A call dropped during a wait
+    /// adds what of it passed.
     pub throttle_wait: Duration,
     /// The time requests waited for the client-side quota ([`RateLimit`]),
-    /// summed over calls like `throttle_wait`.
+    /// summed over calls like `throttle_wait`, a call dropped while it waited
+    /// included.
     pub quota_wait: Duration,
 }
 
@@ -1384,8 +1446,11 @@ impl ClientBuilder {
     /// tokens never cross a network in clear text. [`build`](Self::build) refuses
     /// a URL with a query, a fragment, user info, or a `.` or `..` path segment
     /// (which would be resolved into another path), and a host that is another
-    /// cloud's Defender API than [`cloud`](Self::cloud)'s (its tokens would be
-    /// refused there) unless [`scope`](Self::scope) is set. [`Client::base_url`] shows it
+    /// cloud's Defender API than [`cloud`](Self::cloud)'s, which would refuse
+    /// the tokens asked for the cloud's scope (not checked for a
+    /// [`StaticToken`](crate::StaticToken) or a credential of your own, which
+    /// may ignore the scope, nor when [`scope`](Self::scope) or a
+    /// [`Cloud::Custom`] is given). [`Client::base_url`] shows it
     /// as the URL standard writes it (host in lower case, no default port), without
     /// a trailing `/`.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
@@ -1513,7 +1578,10 @@ impl ClientBuilder {
     ///
     /// Fails with [`Error::Config`] for a base URL that is not an absolute
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
-    /// fragment, user info or a `.` or `..` path segment, when no credential was
+    /// fragment, user info or a `.` or `..` path segment, or that is another
+    /// cloud's Defender API than [`cloud`](Self::cloud)'s (for a credential that
+    /// asks for the cloud's scope, unless [`scope`](Self::scope) or a
+    /// [`Cloud::Custom`] was given), when no credential was
     /// given, for a
     /// [`RateLimit`] window of 0 calls or of no length, and for a plain-http base
     /// URL with an [`http_client`](Self::http_client) that may use a proxy.
@@ -1535,25 +1603,44 @@ impl ClientBuilder {
             normalise_base_url(self.base_url.as_deref().unwrap_or(self.cloud.api_base()))?;
         let parsed_base = reqwest::Url::parse(&base_url)
             .map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;
-        // A base URL of one cloud's API with the scope of another's: every
-        // token would be refused there (403).
-        if self.scope.is_none() && !matches!(self.cloud, Cloud::Custom { .. }) {
-            let host = parsed_base.host_str().unwrap_or_default();
-            if let Some(wanted) = crate::cloud::scope_of_api_host(host) {
-                if wanted != self.cloud.scope() {
-                    return Err(Error::Config(format!(
-                        "the base URL {base_url} is the API of another cloud than {:?}, \
-                         whose tokens (for {}) it refuses: set ClientBuilder::cloud(..) \
-                         to its cloud, or ClientBuilder::scope({wanted:?})",
-                        self.cloud,
-                        self.cloud.scope()
-                    )));
-                }
-            }
-        }
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
         })??;
+        // A base URL of one cloud's API while tokens are asked for another
+        // cloud's scope: every token would be refused there (403). Checked for
+        // credentials that ask for the scope (a static token may have been
+        // minted for any), unless the scope or a custom cloud was given.
+        if credential.uses_scope()
+            && self.scope.is_none()
+            && !matches!(self.cloud, Cloud::Custom { .. })
+        {
+            let host = parsed_base.host_str().unwrap_or_default();
+            if let Some(theirs) = crate::cloud::cloud_of_api_host(host)
+                .filter(|theirs| theirs.scope() != self.cloud.scope())
+            {
+                let named = match theirs {
+                    Cloud::UsGovGccHigh => "Cloud::UsGovGccHigh (or Cloud::UsGovDod)",
+                    Cloud::UsGovGcc => "Cloud::UsGovGcc",
+                    _ => "Cloud::Commercial (or its Cloud::Geo)",
+                };
+                // Its sign-in too, when the credential signs in elsewhere.
+                let sign_in = match credential.signs_in_at() {
+                    Some(at) if sign_in_cloud(at) != sign_in_cloud(theirs.authority_host()) => {
+                        format!(
+                            ", and give the credential .authority_host({:?})",
+                            theirs.authority_host()
+                        )
+                    }
+                    _ => String::new(),
+                };
+                return Err(Error::Config(format!(
+                    "the base URL {base_url} is the API of another cloud than {:?}, which \
+                     refuses its tokens (for {}): set ClientBuilder::cloud({named}){sign_in}",
+                    self.cloud,
+                    self.cloud.scope()
+                )));
+            }
+        }
         // A credential of this crate left at another cloud's sign-in (the
         // commercial one is the default) would send the tenant's secret there
         // and get no token this cloud's API takes.

@@ -187,11 +187,12 @@ impl Cloud {
     }
 }
 
-/// The token scope of the cloud whose Defender API `host` is, for the hosts
-/// Microsoft documents: the commercial ones (geo and legacy regional hosts
-/// included) and the US Government ones. `None` for any other host (a proxy,
-/// a test server).
-pub(crate) fn scope_of_api_host(host: &str) -> Option<&'static str> {
+/// The cloud whose Defender API `host` is, for the current hosts Microsoft
+/// documents: the commercial ones (geo and `api-*.securitycenter.microsoft.com`
+/// regional hosts included) as [`Cloud::Commercial`], GCC's as
+/// [`Cloud::UsGovGcc`], and GCC High's and DoD's (one host) as
+/// [`Cloud::UsGovGccHigh`]. `None` for any other host (a proxy, a test server).
+pub(crate) fn cloud_of_api_host(host: &str) -> Option<Cloud> {
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     let commercial = host == "api.security.microsoft.com"
         || host == "api.securitycenter.microsoft.com"
@@ -202,14 +203,14 @@ pub(crate) fn scope_of_api_host(host: &str) -> Option<&'static str> {
             .strip_suffix(".securitycenter.microsoft.com")
             .is_some_and(|name| name.starts_with("api-") && !name.contains('.'));
     if commercial {
-        return Some(COMMERCIAL_SCOPE);
+        return Some(Cloud::Commercial);
     }
     match host.as_str() {
         "api-gcc.securitycenter.microsoft.us" | "api-gcc.security.microsoft.us" => {
-            Some(Cloud::UsGovGcc.scope())
+            Some(Cloud::UsGovGcc)
         }
         "api-gov.securitycenter.microsoft.us" | "api-gov.security.microsoft.us" => {
-            Some(Cloud::UsGovGccHigh.scope())
+            Some(Cloud::UsGovGccHigh)
         }
         _ => None,
     }

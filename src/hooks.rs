@@ -179,6 +179,11 @@ pub(crate) struct Attempt {
     pub(crate) spared_wait: Cell<Duration>,
     /// Whether the request went out (the request hook let it).
     pub(crate) sent: Cell<bool>,
+    /// When a wait for the client-side quota began, while it lasts: the wait
+    /// of a call dropped during it is counted too.
+    pub(crate) quota_since: Cell<Option<std::time::Instant>>,
+    /// When a wait for the API (another call's `Retry-After`) began, while it lasts.
+    pub(crate) spared_since: Cell<Option<std::time::Instant>>,
     /// When what is left of the retry budget runs out (but at least
     /// [`MIN_ATTEMPT`](crate::client::MIN_ATTEMPT) after the attempt starts), not
     /// counting this attempt's quota wait: a token request, or a request in flight,
@@ -253,7 +258,14 @@ impl ClientHooks<Inner> for crate::generated::Client {
         // refreshes it).
         let mut rounds = 0;
         let slot = loop {
-            let slot = shared.limiter.acquire().await;
+            let slot = if shared.limiter.enabled() {
+                let _ = ATTEMPT.try_with(|a| a.quota_since.set(Some(std::time::Instant::now())));
+                let slot = shared.limiter.acquire().await;
+                let _ = ATTEMPT.try_with(|a| a.quota_since.set(None));
+                slot
+            } else {
+                shared.limiter.acquire().await
+            };
             waited += slot.waited();
             if !slot.waited().is_zero() {
                 let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));
@@ -323,8 +335,10 @@ impl ClientHooks<Inner> for crate::generated::Client {
                 wait_ms = wait.as_millis() as u64,
                 "sparing the API as it asked"
             );
+            let _ = ATTEMPT.try_with(|a| a.spared_since.set(Some(std::time::Instant::now())));
             tokio::time::sleep(wait).await;
             let _ = ATTEMPT.try_with(|a| {
+                a.spared_since.set(None);
                 a.spared_wait.set(a.spared_wait.get() + wait);
                 // At least `MIN_ATTEMPT` for the request (and its token), from now.
                 let least = std::time::Instant::now()

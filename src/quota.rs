@@ -339,6 +339,11 @@ impl RateLimiter {
         }
     }
 
+    /// Whether it has windows at all (a [`RateLimit::none`] limiter makes no one wait).
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Window>> {
         self.windows
             .lock()

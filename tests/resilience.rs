@@ -916,7 +916,40 @@ async fn a_call_dropped_during_its_wait_is_not_counted_as_retried() {
         .is_err());
     let stats = client.stats();
     assert_eq!((stats.attempts, stats.retries, stats.throttled), (1, 0, 0));
-    assert_eq!(stats.throttle_wait, Duration::ZERO);
+    // What of the wait passed before the drop counts, not the whole of it.
+    assert!(
+        stats.throttle_wait >= Duration::from_millis(300)
+            && stats.throttle_wait < Duration::from_secs(5),
+        "{stats:?}"
+    );
+}
+
+/// Calls dropped while they queue for the client-side quota sent nothing: no
+/// attempts are counted for them, but the time they waited is.
+#[tokio::test]
+async fn calls_dropped_in_the_quota_queue_count_their_wait_but_no_attempt() {
+    let server = MockServer::start_async().await;
+    let ok = then_ok(&server).await;
+    let client = builder(&server)
+        .rate_limit(RateLimit::new().window(2, Duration::from_secs(30)))
+        .build()
+        .unwrap();
+    client.user_machines("user1").await.unwrap();
+    client.user_machines("user1").await.unwrap();
+    // The window is full: each of these waits 50 ms in the queue and is dropped.
+    for _ in 0..10 {
+        let call = client.user_machines("user1");
+        assert!(tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err());
+    }
+    ok.assert_calls_async(2).await;
+    let stats = client.stats();
+    assert_eq!((stats.attempts, stats.retries), (2, 0), "{stats:?}");
+    assert!(
+        stats.quota_wait >= Duration::from_millis(400),
+        "ten waits of 50 ms: {stats:?}"
+    );
 }
 
 /// Issues tokens that expire at once (so every call asks again), failing its

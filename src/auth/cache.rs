@@ -144,6 +144,8 @@ struct State {
     /// The token endpoint asked (`Retry-After`) not to be asked again before this
     /// time; until then callers get its refusal without a request.
     throttled: Option<(Instant, Error)>,
+    /// The token endpoint's 429 answers so far ([`ClientStats::throttled`](crate::ClientStats::throttled)).
+    throttled_answers: u64,
 }
 
 tokio::task_local! {
@@ -335,6 +337,12 @@ impl TokenCache {
                 return outcome.map(|cached| cached.bearer);
             };
             let mut state = lock(&state);
+            if let Err(Error::Credential {
+                status: Some(429), ..
+            }) = &outcome
+            {
+                state.throttled_answers += 1;
+            }
             // This fetch is over: the next caller without a valid token starts another.
             state.flights.retain(|f| f.number != number);
             // This fetch's outcome goes to its own callers only when a fetch that
@@ -376,6 +384,11 @@ impl TokenCache {
             state.throttled = None;
             Ok(bearer)
         })
+    }
+
+    /// The token endpoint's 429 answers so far.
+    pub(crate) fn throttled_answers(&self) -> u64 {
+        lock(&self.state).throttled_answers
     }
 
     /// How long the token endpoint asked (`Retry-After`) not to be asked again,

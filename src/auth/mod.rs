@@ -129,6 +129,14 @@ pub trait TokenCredential: Send + Sync {
     fn signs_in_at(&self) -> Option<&str> {
         None
     }
+
+    /// Whether the token is asked for the scope given, which is so for this
+    /// crate's credentials and `azure_core`'s; `build()` then refuses a base
+    /// URL of another cloud's API than the scope's. Not for other credentials.
+    #[doc(hidden)]
+    fn uses_scope(&self) -> bool {
+        self.signs_in_at().is_some()
+    }
 }
 
 #[async_trait::async_trait]
@@ -140,6 +148,10 @@ impl<T: TokenCredential + ?Sized> TokenCredential for std::sync::Arc<T> {
     fn signs_in_at(&self) -> Option<&str> {
         (**self).signs_in_at()
     }
+
+    fn uses_scope(&self) -> bool {
+        (**self).uses_scope()
+    }
 }
 
 #[async_trait::async_trait]
@@ -150,6 +162,10 @@ impl<T: TokenCredential + ?Sized> TokenCredential for Box<T> {
 
     fn signs_in_at(&self) -> Option<&str> {
         (**self).signs_in_at()
+    }
+
+    fn uses_scope(&self) -> bool {
+        (**self).uses_scope()
     }
 }
 
