@@ -746,6 +746,8 @@ impl Client {
                 // however many calls waited on it.
                 if matches!(error, Error::Throttled { .. }) {
                     counters.throttled.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    shared.tokens.waited_on_429();
                 }
             }
         }
@@ -1039,6 +1041,10 @@ struct Report {
 
 /// What a client did since it was built, summed over all its clones
 /// ([`Client::stats`]).
+///
+/// A lookup of [`Client::machines_for_users`] runs as a task of its own: when
+/// the stream is dropped, what it did is counted as the runtime ends the task,
+/// at its next turn, not at once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {
@@ -1051,8 +1057,8 @@ pub struct ClientStats {
     /// errors, and the token refresh after a 401).
     pub retries: u64,
     /// 429 answers that held the client back: each of the API's that a call
-    /// waited out before trying again, and each of the token endpoint's once,
-    /// however many calls it held back.
+    /// waited out before trying again, and each of the token endpoint's that
+    /// calls waited out, once however many did.
     pub throttled: u64,
     /// The time spent waiting as 429 answers asked, and as the API asked
     /// another call to; summed over calls, so calls that wait at the same time
@@ -1624,8 +1630,8 @@ impl ClientBuilder {
                     _ => "Cloud::Commercial (or its Cloud::Geo)",
                 };
                 // Its sign-in too, when the credential signs in elsewhere.
-                let sign_in = match credential.signs_in_at() {
-                    Some(at) if sign_in_cloud(at) != sign_in_cloud(theirs.authority_host()) => {
+                let sign_in = match credential.signs_in_at().and_then(sign_in_cloud) {
+                    Some(at) if Some(at) != sign_in_cloud(theirs.authority_host()) => {
                         format!(
                             ", and give the credential .authority_host({:?})",
                             theirs.authority_host()

@@ -1231,6 +1231,30 @@ async fn a_token_endpoint_redirect_never_carries_the_secret() {
     }
 }
 
+/// A 429 of the token endpoint that no call waits out (the policy makes no
+/// retries) held nothing back: it is not counted as throttling.
+#[tokio::test]
+async fn a_token_429_no_call_waits_on_is_not_counted() {
+    let server = MockServer::start_async().await;
+    server.mock(|when, then| {
+        when.method(POST).path(TOKEN_PATH);
+        then.status(429)
+            .header("retry-after", "1")
+            .header("content-type", "application/json")
+            .body(r#"{"error":"temporarily_unavailable","error_description":"AADSTS50196: busy"}"#);
+    });
+    let client = builder(&server)
+        .credential(secret_credential(&server))
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert_eq!(err.status(), Some(429), "{err}");
+    let stats = client.stats();
+    assert_eq!((stats.attempts, stats.throttled), (1, 0), "{stats:?}");
+    assert_eq!(stats.throttle_wait, Duration::ZERO, "{stats:?}");
+}
+
 /// A token endpoint that asks to be spared (429 or 503 with `Retry-After`) is
 /// asked again only when it said, once for all waiting callers, not once each.
 #[tokio::test]
@@ -1917,6 +1941,18 @@ fn a_base_url_of_another_clouds_api_is_refused() {
             }
             other => panic!("{cloud:?} with {base}: {other:?}"),
         }
+    }
+    // A credential signing in at a host this crate does not know is not told
+    // which Microsoft sign-in to use.
+    let unknown = ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
+        .authority_host("https://login.example.net")
+        .unwrap();
+    match build(None, gov, None, Arc::new(unknown)) {
+        Some(Error::Config(message)) => {
+            assert!(message.contains("Cloud::UsGovGccHigh"), "{message}");
+            assert!(!message.contains("authority_host"), "{message}");
+        }
+        other => panic!("{other:?}"),
     }
     // The cloud that the host is, a scope of the caller's own, a custom cloud,
     // a host this crate does not know, or a credential that need not ask for

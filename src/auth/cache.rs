@@ -144,7 +144,12 @@ struct State {
     /// The token endpoint asked (`Retry-After`) not to be asked again before this
     /// time; until then callers get its refusal without a request.
     throttled: Option<(Instant, Error)>,
-    /// The token endpoint's 429 answers so far ([`ClientStats::throttled`](crate::ClientStats::throttled)).
+    /// The token endpoint's 429 answers so far.
+    answers_429: u64,
+    /// Of those, up to which one a call has waited on (each is counted once
+    /// in [`ClientStats::throttled`](crate::ClientStats::throttled)).
+    waited_429: u64,
+    /// The 429 answers that calls waited on.
     throttled_answers: u64,
 }
 
@@ -341,7 +346,7 @@ impl TokenCache {
                 status: Some(429), ..
             }) = &outcome
             {
-                state.throttled_answers += 1;
+                state.answers_429 += 1;
             }
             // This fetch is over: the next caller without a valid token starts another.
             state.flights.retain(|f| f.number != number);
@@ -386,9 +391,19 @@ impl TokenCache {
         })
     }
 
-    /// The token endpoint's 429 answers so far.
+    /// The token endpoint's 429 answers that calls waited on.
     pub(crate) fn throttled_answers(&self) -> u64 {
         lock(&self.state).throttled_answers
+    }
+
+    /// A call waited as the token endpoint's 429 asked: that answer (the last
+    /// one) is counted, if no call waited on it before.
+    pub(crate) fn waited_on_429(&self) {
+        let mut state = lock(&self.state);
+        if state.waited_429 < state.answers_429 {
+            state.waited_429 = state.answers_429;
+            state.throttled_answers += 1;
+        }
     }
 
     /// How long the token endpoint asked (`Retry-After`) not to be asked again,
