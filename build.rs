@@ -30,6 +30,7 @@ fn generate() -> Result<(), String> {
     let open = open_enums(&document)?;
     check_what_the_crate_relies_on(&document)?;
     check_and_complete_schemas(&mut document, &open)?;
+    warn_undocumented(&mut document)?;
     // Read back from text, as the document was: a plain scalar such as
     // `version: 1.0` is then a string where the document model wants one.
     let completed = serde_yaml_ng::to_string(&document)
@@ -183,7 +184,28 @@ fn check_and_complete_schemas(
                      Defender adds; refer to `{name}` instead"
                 ));
             }
+            let named = reference
+                .strip_prefix("#/components/schemas/")
+                .is_some_and(|name| schema_names.iter().any(|n| n == name));
+            if !named {
+                return Err(format!(
+                    "{at}: `$ref: {reference}` names no schema of components/schemas \
+                     (they are: {})",
+                    schema_names.join(", ")
+                ));
+            }
             return Ok(());
+        }
+        if let Some(kind) = schema.get("type") {
+            const TYPES: [&str; 6] = ["string", "integer", "number", "boolean", "array", "object"];
+            if !kind.as_str().is_some_and(|kind| TYPES.contains(&kind)) {
+                let kind = serde_yaml_ng::to_string(kind).unwrap_or_default();
+                return Err(format!(
+                    "{at}: `type: {}` is not an OpenAPI 3.0 type (one of {})",
+                    kind.trim(),
+                    TYPES.join(", ")
+                ));
+            }
         }
         let is_object = |schema: &serde_yaml_ng::Mapping| {
             text(schema, "type").as_deref() == Some("object")
@@ -757,6 +779,49 @@ fn yaml_key(key: &serde_yaml_ng::Value) -> String {
             .trim()
             .to_owned(),
     }
+}
+
+/// Says, at its place in the spec, which component schema or property has no
+/// `description` (the rustdoc of its type or field), and gives it a stand-in
+/// so that the crate's `missing_docs` does not also point into generated code.
+/// A description beside a `$ref` is not read: such a property is named too.
+fn warn_undocumented(document: &mut serde_yaml_ng::Value) -> Result<(), String> {
+    use serde_yaml_ng::Value;
+    let Some(Value::Mapping(schemas)) = document
+        .get_mut("components")
+        .and_then(|c| c.get_mut("schemas"))
+    else {
+        return Ok(());
+    };
+    for (name, schema) in schemas.iter_mut() {
+        let at = format!("components/schemas/{}", yaml_key(name));
+        each_schema(schema, &at, &mut |schema, at| {
+            let segments: Vec<&str> = at.split('/').collect();
+            let documented = segments.len() == 3
+                || segments.len() >= 2 && segments[segments.len() - 2] == "properties";
+            if !documented || schema.contains_key("description") {
+                return Ok(());
+            }
+            if schema.contains_key("$ref") {
+                println!(
+                    "cargo:warning={SPEC}: {at} has no description (one beside a `$ref` is \
+                     not read): write it as `allOf: [{{$ref: ...}}]` with a `description`, as \
+                     Machine's `vmMetadata` is"
+                );
+            } else {
+                println!(
+                    "cargo:warning={SPEC}: {at} has no description, which is the rustdoc of \
+                     its Rust item: give it one"
+                );
+                schema.insert(
+                    "description".into(),
+                    Value::String("Not described in the spec.".into()),
+                );
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 /// Calls `f` on `schema` (at `at`) and on every schema inside it: properties,
@@ -1891,6 +1956,10 @@ struct FieldAttrs {
     /// `Some(None)` for `default`, `Some(Some(path))` for `default = "path"`.
     default: Option<Option<String>>,
     flatten: bool,
+    /// `deserialize_with = "::std::option::Option::deserialize"`, which the
+    /// generator writes on a required nullable property: an `Option` that
+    /// must be present (`null` is `None`, a missing key an error).
+    required_option: bool,
 }
 
 fn field_attrs(attrs: &[syn::Attribute]) -> Option<FieldAttrs> {
@@ -1911,6 +1980,13 @@ fn field_attrs(attrs: &[syn::Attribute]) -> Option<FieldAttrs> {
                 out.flatten = true;
             } else if meta.path.is_ident("skip_serializing_if") {
                 meta.value()?.parse::<syn::LitStr>()?;
+            } else if meta.path.is_ident("deserialize_with") && has_value {
+                let with = meta.value()?.parse::<syn::LitStr>()?.value();
+                if with == "::std::option::Option::deserialize" {
+                    out.required_option = true;
+                } else {
+                    supported = false;
+                }
             } else {
                 supported = false;
                 if has_value {
@@ -2037,7 +2113,9 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
         let value = match &attrs.default {
             Some(None) => format!("f{i}.unwrap_or_default()"),
             Some(Some(path)) => format!("f{i}.unwrap_or_else({path})"),
-            None if is_option(&field.ty) => format!("f{i}.unwrap_or_default()"),
+            None if is_option(&field.ty) && !attrs.required_option => {
+                format!("f{i}.unwrap_or_default()")
+            }
             None => format!(
                 "f{i}.ok_or_else(|| <__A::Error as ::serde::de::Error>::missing_field({key:?}))?"
             ),

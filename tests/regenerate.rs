@@ -549,6 +549,21 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
     ] {
         refused(&[(from, to)], expected);
     }
+    // A reference to no schema, and a type that is none, named where they are.
+    refused(
+        &[(
+            "            - $ref: \"#/components/schemas/VmMetadata\"\n",
+            "            - $ref: \"#/components/schemas/VmMetaData\"\n",
+        )],
+        "components/schemas/Machine/properties/vmMetadata/allOf/0: `$ref: #/components/schemas/VmMetaData` names no schema",
+    );
+    refused(
+        &[(
+            "        isAadJoined:\n",
+            "        sensorHealthState:\n          description: New.\n          type: strin\n        isAadJoined:\n",
+        )],
+        "components/schemas/Machine/properties/sensorHealthState: `type: strin` is not an OpenAPI 3.0 type",
+    );
     // Two spellings of one value, in both lists of the open enumeration.
     refused(
         &[
@@ -628,6 +643,65 @@ fn a_spec_the_generator_cannot_handle_fails_naming_the_spec() {
     assert!(
         stderr.contains("components/schemas/Machine has no `Default` any more"),
         "{stderr}"
+    );
+    // A property made required that stays nullable: it may be `null` but must
+    // be there, and the record keeps its `Default`, without a warning.
+    fs::write(&spec, &original).unwrap();
+    edit(
+        &spec,
+        "      required:\n        - id\n      properties:\n",
+        "      required:\n        - id\n        - computerDnsName\n      properties:\n",
+    );
+    fs::write(
+        copy.join("examples/required.rs"),
+        r##"use defender_endpoint_regenerated_broken::types::Machine;
+
+fn main() {
+    let built = Machine { id: "m".into(), ..Default::default() };
+    assert_eq!(built.computer_dns_name, None);
+    let read = |json: &str| serde_json::from_str::<Machine>(json);
+    let missing = read(r#"{"id":"m"}"#).unwrap_err().to_string();
+    assert!(missing.contains("missing field `computerDnsName`"), "{missing}");
+    let null = read(r#"{"id":"m","computerDnsName":null,"extra":1}"#).unwrap();
+    assert_eq!(null.computer_dns_name, None);
+    assert_eq!(null.extra["extra"], 1);
+    let named = read(r#"{"id":"m","computerDnsName":"pc"}"#).unwrap();
+    assert_eq!(named.computer_dns_name.as_deref(), Some("pc"));
+    println!("required: ok");
+}
+"##,
+    )
+    .unwrap();
+    let output = run_example(&copy, "required");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("required: ok"));
+    // A property without a description builds, and the warning names it in the
+    // spec rather than in generated code; so does one beside a `$ref`.
+    fs::write(&spec, &original).unwrap();
+    edit(
+        &spec,
+        "        isAadJoined:\n",
+        "        sensorHealthState:\n          type: string\n          nullable: true\n        \
+         vmInfo:\n          $ref: \"#/components/schemas/VmMetadata\"\n        isAadJoined:\n",
+    );
+    let output = build(&copy);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("components/schemas/Machine/properties/sensorHealthState has no description"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("components/schemas/Machine/properties/vmInfo has no description (one beside a `$ref` is not read): write it as `allOf"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("missing documentation").count(),
+        1,
+        "only the field given by `$ref` is left without rustdoc: {stderr}"
     );
     let _ = fs::remove_dir_all(&copy);
 }
