@@ -910,6 +910,9 @@ fn child_output(args: &[&str]) -> Vec<u64> {
 /// `--profile calls-{sdk,bare,typed} [calls]` makes sequential 2-machine calls
 /// (`calls-big-*` for the 1,000-machine answer) against a server child process.
 fn profile(what: &str, count: Option<u64>) {
+    if what == "quota-cancel" {
+        return quota_cancel(count.unwrap_or(16_000) as usize);
+    }
     if let Some(parser) = what.strip_prefix("parse-") {
         let parser = Parser::from_name(parser);
         let body = collection(HUGE_MACHINES, 3);
@@ -922,7 +925,7 @@ fn profile(what: &str, count: Option<u64>) {
         (Some(rest), _) => (rest, 1),
         (_, Some(rest)) => (rest, 16),
         _ => panic!(
-            "--profile parse-{{sdk,value,hand}} | calls[16]-[big-]{{sdk,bare,typed}} [count]"
+            "--profile parse-{{sdk,value,hand}} | calls[16]-[big-]{{sdk,bare,typed}} | quota-cancel [count]"
         ),
     };
     let (user, kind) = match rest.strip_prefix("big-") {
@@ -963,6 +966,58 @@ fn profile(what: &str, count: Option<u64>) {
             done.per_sec()
         );
     }
+}
+
+/// `--profile quota-cancel [calls]`: a client whose quota window (10 calls a
+/// minute) is full queues `calls` more, which all time out together after
+/// 500 ms; prints the CPU time that took beyond the first `calls / 16`'s.
+fn quota_cancel(calls: usize) {
+    let server = Server::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::builder()
+        .base_url(&server.base)
+        .credential(StaticToken::new(token()))
+        .rate_limit(RateLimit::new().window(10, Duration::from_secs(60)))
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..10 {
+            client.user_machines(SMALL).await.unwrap();
+        }
+        let queue = |n: usize| {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let call = client.user_machines(SMALL);
+                        let wait = tokio::time::timeout(Duration::from_millis(500), call);
+                        assert!(wait.await.is_err(), "the window is full");
+                    })
+                })
+                .collect();
+            async move {
+                let cpu = cpu_time();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                cpu_time() - cpu
+            }
+        };
+        let small = queue(calls / 16).await;
+        let all = queue(calls).await;
+        eprintln!(
+            "{} calls cancelled together: {:.1} ms CPU; {}: {:.1} ms CPU ({:.1}x the CPU for 16x the calls)",
+            calls,
+            all.as_secs_f64() * 1e3,
+            calls / 16,
+            small.as_secs_f64() * 1e3,
+            all.as_secs_f64() / small.as_secs_f64()
+        );
+    });
 }
 
 // ---------------------------------------------------------------------------
