@@ -112,57 +112,11 @@ impl Default for RateLimit {
 /// time comes (or later, if its task was busy), a caller starts if every
 /// window has room for it then, and otherwise takes a new time.
 pub(crate) struct RateLimiter {
-    windows: std::sync::Mutex<Queue>,
+    windows: std::sync::Mutex<Vec<Window>>,
     enabled: bool,
-    /// Woken when a reserved time or a start was given back, so that the
-    /// waiting callers behind it take earlier times if the windows allow (the
-    /// first of them to run works them out for all), and when times were made
-    /// earlier, so that each reads its own again.
+    /// Woken when a reserved time or a start was given back and some waiting
+    /// callers' times were made earlier, so that each reads its own again.
     moved: tokio::sync::Notify,
-}
-
-/// The windows, and from which waiting caller on their times may be made
-/// earlier since turns were given back. Worked out by the next caller that
-/// runs, not by each caller given back: a thousand callers dropped together
-/// re-time those behind them once, not a thousand times.
-struct Queue {
-    windows: Vec<Window>,
-    stale_from: Option<usize>,
-    /// Waiting callers re-timed so far (for the tests: the work is linear).
-    #[cfg(test)]
-    retimed: usize,
-}
-
-impl std::ops::Deref for Queue {
-    type Target = Vec<Window>;
-
-    fn deref(&self) -> &Vec<Window> {
-        &self.windows
-    }
-}
-
-impl std::ops::DerefMut for Queue {
-    fn deref_mut(&mut self) -> &mut Vec<Window> {
-        &mut self.windows
-    }
-}
-
-impl Queue {
-    /// Gives the waiting callers whose times may be made earlier those times;
-    /// whether any time changed.
-    fn settle(&mut self) -> bool {
-        match self.stale_from.take() {
-            Some(from) => {
-                #[cfg(test)]
-                {
-                    let waiting = self.windows.first().map_or(0, |w| w.waiting.len());
-                    self.retimed += waiting.saturating_sub(from);
-                }
-                retime(&mut self.windows, from)
-            }
-            None => false,
-        }
-    }
 }
 
 /// The time a waiting caller reserved, shared by its entries in the windows and
@@ -318,19 +272,11 @@ impl Drop for Reservation<'_> {
 
 /// Removes the entries of `turn` from every window; where they were.
 fn take(windows: &mut [Window], turn: &Turn) -> Option<usize> {
-    let waiting = &windows.first()?.waiting;
-    // The entries are in order of time, and the turn holds its entries' time:
-    // it is found among those of that time.
-    let at = read(turn);
-    let from = waiting.partition_point(|(t, _)| *t < at);
-    let i = (from..waiting.len())
-        .take_while(|&i| waiting[i].0 == at)
-        .find(|&i| std::sync::Arc::ptr_eq(&waiting[i].1, turn))
-        .or_else(|| {
-            waiting
-                .iter()
-                .position(|(_, t)| std::sync::Arc::ptr_eq(t, turn))
-        })?;
+    let i = windows.first().and_then(|w| {
+        w.waiting
+            .iter()
+            .position(|(_, t)| std::sync::Arc::ptr_eq(t, turn))
+    })?;
     for w in windows.iter_mut() {
         w.waiting.remove(i);
     }
@@ -365,22 +311,11 @@ fn retime(windows: &mut [Window], from: usize) -> bool {
 }
 
 impl RateLimiter {
-    /// After a turn was given back: the callers waiting from the `from`-th on
-    /// may go sooner, which the first of them to run works out (after the lock
-    /// is let go, they are woken).
-    fn move_up(&self, mut queue: std::sync::MutexGuard<'_, Queue>, from: usize) {
-        let from = queue.stale_from.map_or(from, |stale| stale.min(from));
-        queue.stale_from = Some(from);
-        drop(queue);
-        self.moved.notify_waiters();
-    }
-
-    /// Works out the earlier times of the callers behind turns given back, if
-    /// that is still to be done, and wakes the waiting callers if any moved.
-    fn settle(&self) {
-        let mut queue = self.lock();
-        let moved = queue.settle();
-        drop(queue);
+    /// After a turn was given back: re-times the callers waiting from the
+    /// `from`-th on, and wakes them if any time moved (after the lock is let go).
+    fn move_up(&self, mut windows: std::sync::MutexGuard<'_, Vec<Window>>, from: usize) {
+        let moved = retime(&mut windows, from);
+        drop(windows);
         if moved {
             self.moved.notify_waiters();
         }
@@ -399,12 +334,7 @@ impl RateLimiter {
             .collect::<Vec<_>>();
         Self {
             enabled: !windows.is_empty(),
-            windows: std::sync::Mutex::new(Queue {
-                windows,
-                stale_from: None,
-                #[cfg(test)]
-                retimed: 0,
-            }),
+            windows: std::sync::Mutex::new(windows),
             moved: tokio::sync::Notify::new(),
         }
     }
@@ -414,7 +344,7 @@ impl RateLimiter {
         self.enabled
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Window>> {
         self.windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -466,13 +396,6 @@ impl RateLimiter {
                     () = &mut moved => {
                         moved.set(self.moved.notified());
                         moved.as_mut().enable();
-                        // The callers given back in the same moment (a batch
-                        // cancelled together) go first, so that the times behind
-                        // them are worked out once. Listening again before that:
-                        // times this makes earlier, or another caller does, are
-                        // read below.
-                        tokio::task::yield_now().await;
-                        self.settle();
                     }
                 }
             }
@@ -489,10 +412,6 @@ impl RateLimiter {
     /// of a reservation whose time has come, is taken out first.
     fn start_or_reserve(&self, queue: bool, due: Option<&Turn>) -> Result<Instant, Turn> {
         let mut windows = self.lock();
-        // Times owed to the callers waiting, before anyone is counted behind them.
-        if windows.settle() {
-            self.moved.notify_waiters();
-        }
         if let Some(turn) = due {
             take(&mut windows, turn);
         }
@@ -664,46 +583,6 @@ mod tests {
         let late = t0.elapsed();
         assert!(late >= Duration::from_secs(30), "{late:?}");
         slot.keep();
-    }
-
-    /// Callers dropped together while they wait (a batch cancelled at once)
-    /// are worked out once: the times of those behind them are made earlier in
-    /// work linear in their number, not quadratic, and the caller behind them
-    /// all goes when the window has room.
-    #[tokio::test(start_paused = true)]
-    async fn callers_dropped_together_are_worked_out_once() {
-        let limit = RateLimit::new().window(10, Duration::from_secs(60));
-        let limiter = std::sync::Arc::new(RateLimiter::new(&limit));
-        for _ in 0..10 {
-            start(&limiter).await;
-        }
-        let t0 = Instant::now();
-        let dropped: Vec<_> = (0..2_000)
-            .map(|_| {
-                let limiter = limiter.clone();
-                tokio::spawn(async move {
-                    let wait = tokio::time::timeout(Duration::from_secs(1), limiter.acquire());
-                    assert!(wait.await.is_err(), "the window is full");
-                })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        let patient = {
-            let limiter = limiter.clone();
-            tokio::spawn(async move {
-                let waited = start(&limiter).await;
-                (waited, t0.elapsed())
-            })
-        };
-        for call in dropped {
-            call.await.unwrap();
-        }
-        let (waited, at) = patient.await.unwrap();
-        let turn = Duration::from_secs(60) + guard(Duration::from_secs(60));
-        assert!(at >= turn && at < turn + Duration::from_secs(1), "{at:?}");
-        assert!(waited <= at, "{waited:?}");
-        let retimed = limiter.lock().retimed;
-        assert!(retimed <= 10 * 2_000, "{retimed} callers re-timed");
     }
 
     /// Callers that give their turn back (dropped while they wait, or with a
