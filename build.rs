@@ -30,7 +30,7 @@ fn generate() -> Result<(), String> {
     let open = open_enums(&document)?;
     check_what_the_crate_relies_on(&document)?;
     check_and_complete_schemas(&mut document, &open)?;
-    warn_undocumented(&mut document)?;
+    fill_missing_descriptions(&mut document);
     // Read back from text, as the document was: a plain scalar such as
     // `version: 1.0` is then a string where the document model wants one.
     let completed = serde_yaml_ng::to_string(&document)
@@ -785,43 +785,66 @@ fn yaml_key(key: &serde_yaml_ng::Value) -> String {
 /// `description` (the rustdoc of its type or field), and gives it a stand-in
 /// so that the crate's `missing_docs` does not also point into generated code.
 /// A description beside a `$ref` is not read: such a property is named too.
-fn warn_undocumented(document: &mut serde_yaml_ng::Value) -> Result<(), String> {
+fn fill_missing_descriptions(document: &mut serde_yaml_ng::Value) {
     use serde_yaml_ng::Value;
-    let Some(Value::Mapping(schemas)) = document
-        .get_mut("components")
-        .and_then(|c| c.get_mut("schemas"))
-    else {
-        return Ok(());
-    };
-    for (name, schema) in schemas.iter_mut() {
-        let at = format!("components/schemas/{}", yaml_key(name));
-        each_schema(schema, &at, &mut |schema, at| {
-            let segments: Vec<&str> = at.split('/').collect();
-            let documented = segments.len() == 3
-                || segments.len() >= 2 && segments[segments.len() - 2] == "properties";
-            if !documented || schema.contains_key("description") {
-                return Ok(());
-            }
-            if schema.contains_key("$ref") {
+    /// `schema` (at `at`), whose Rust item wants a description when `described`
+    /// (a component schema, a property), and the properties inside it.
+    fn walk(schema: &mut Value, at: &str, described: bool) {
+        let Value::Mapping(map) = schema else {
+            return;
+        };
+        if map.contains_key("$ref") {
+            if described {
                 println!(
                     "cargo:warning={SPEC}: {at} has no description (one beside a `$ref` is \
                      not read): write it as `allOf: [{{$ref: ...}}]` with a `description`, as \
                      Machine's `vmMetadata` is"
                 );
-            } else {
-                println!(
-                    "cargo:warning={SPEC}: {at} has no description, which is the rustdoc of \
-                     its Rust item: give it one"
-                );
-                schema.insert(
-                    "description".into(),
-                    Value::String("Not described in the spec.".into()),
-                );
             }
-            Ok(())
-        })?;
+            return;
+        }
+        if described && !map.contains_key("description") {
+            println!(
+                "cargo:warning={SPEC}: {at} has no description, which is the rustdoc of \
+                 its Rust item: give it one"
+            );
+            map.insert(
+                "description".into(),
+                Value::String("Not described in the spec.".into()),
+            );
+        }
+        if let Some(Value::Mapping(properties)) = map.get_mut("properties") {
+            for (name, property) in properties.iter_mut() {
+                let at = format!("{at}/properties/{}", yaml_key(name));
+                walk(property, &at, true);
+            }
+        }
+        for key in ["items", "not", "additionalProperties"] {
+            if let Some(inner) = map.get_mut(key) {
+                walk(inner, &format!("{at}/{key}"), false);
+            }
+        }
+        for key in ["allOf", "oneOf", "anyOf"] {
+            if let Some(Value::Sequence(alternatives)) = map.get_mut(key) {
+                for (i, alternative) in alternatives.iter_mut().enumerate() {
+                    walk(alternative, &format!("{at}/{key}/{i}"), false);
+                }
+            }
+        }
     }
-    Ok(())
+    let Some(Value::Mapping(schemas)) = document
+        .get_mut("components")
+        .and_then(|c| c.get_mut("schemas"))
+    else {
+        return;
+    };
+    for (name, schema) in schemas.iter_mut() {
+        walk(
+            schema,
+            &format!("components/schemas/{}", yaml_key(name)),
+            true,
+        );
+    }
 }
 
 /// Calls `f` on `schema` (at `at`) and on every schema inside it: properties,
@@ -1165,8 +1188,10 @@ fn shrink_header_map(stmt: &mut syn::Stmt, removed: usize) {
 ///   alternative whose `title` names the variant (the generator ignores it);
 /// - the values of a closed enumeration (a parameter's), as the value each is.
 ///
-/// Items that already have a doc comment keep it; anything else stays
-/// undocumented, and `missing_docs` says so.
+/// Items that already have a doc comment keep it. A schema or property the spec
+/// leaves without a description has a stand-in by now (see
+/// [`fill_missing_descriptions`], which names it), but for a property given by
+/// `$ref`: anything else left undocumented, `missing_docs` says so.
 fn document_the_rest(
     file: &mut syn::File,
     spec: &openapiv3::OpenAPI,

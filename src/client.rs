@@ -539,8 +539,7 @@ impl Client {
         ClientStats {
             attempts: c.attempts.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
-            throttled: c.throttled.load(Ordering::Relaxed)
-                + self.raw.inner.0.tokens.throttled_answers(),
+            throttled: c.throttled.load(Ordering::Relaxed),
             throttle_wait: micros(&c.throttle_wait_us),
             quota_wait: micros(&c.quota_wait_us),
         }
@@ -722,8 +721,8 @@ impl Client {
                 return Err(error);
             }
             tracing::info!(attempt = budget.sent(), wait_ms = wait.as_millis() as u64, error = %logged, "retrying");
-            // A wait a 429 asked for counts as throttling, also the part of it
-            // a call dropped during it waited.
+            // A wait a 429 asked for counts as throttling, as far as it went
+            // (a call may be dropped during it).
             let throttled = matches!(
                 error,
                 Error::Throttled { .. }
@@ -732,23 +731,22 @@ impl Client {
                         ..
                     }
             );
-            let mut partial = PartialWait {
+            let waiting = ThrottleWait {
                 counters,
                 since: throttled.then(Instant::now),
             };
             tokio::time::sleep(wait).await;
-            partial.since = None;
+            drop(waiting);
             // Counted once waited: a call dropped during the wait did not retry.
             counters.retries.fetch_add(1, Ordering::Relaxed);
-            if throttled {
-                counters.add_wait(&counters.throttle_wait_us, wait);
-                // The token endpoint's 429 is counted once, by the token cache,
-                // however many calls waited on it.
-                if matches!(error, Error::Throttled { .. }) {
-                    counters.throttled.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    shared.tokens.waited_on_429();
-                }
+            // The token endpoint's 429 is counted once, by the first call that
+            // waited it out.
+            let counted = match error {
+                Error::Throttled { .. } => true,
+                _ => throttled && shared.tokens.waited_on_429(),
+            };
+            if counted {
+                counters.throttled.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -861,14 +859,14 @@ impl<F: std::future::Future> Drop for CountSent<'_, F> {
     }
 }
 
-/// A wait of the retry loop that counts as throttling: what of it passed is
-/// counted if the call is dropped during it (`since` is cleared when it ends).
-struct PartialWait<'a> {
+/// A wait of the retry loop, counted as throttling from `since` (when it is one)
+/// to its end or to the drop of the call during it.
+struct ThrottleWait<'a> {
     counters: &'a Counters,
     since: Option<Instant>,
 }
 
-impl Drop for PartialWait<'_> {
+impl Drop for ThrottleWait<'_> {
     fn drop(&mut self) {
         if let Some(since) = self.since {
             let counters = self.counters;
@@ -1630,13 +1628,11 @@ impl ClientBuilder {
                     _ => "Cloud::Commercial (or its Cloud::Geo)",
                 };
                 // Its sign-in too, when the credential signs in elsewhere.
-                let sign_in = match credential.signs_in_at().and_then(sign_in_cloud) {
-                    Some(at) if Some(at) != sign_in_cloud(theirs.authority_host()) => {
-                        format!(
-                            ", and give the credential .authority_host({:?})",
-                            theirs.authority_host()
-                        )
-                    }
+                let sign_in = match credential.signs_in_at() {
+                    Some(at) if signs_in_elsewhere(at, theirs.authority_host()) => format!(
+                        ", and give the credential .authority_host({:?})",
+                        theirs.authority_host()
+                    ),
                     _ => String::new(),
                 };
                 return Err(Error::Config(format!(
@@ -1652,8 +1648,7 @@ impl ClientBuilder {
         // and get no token this cloud's API takes.
         if let Some(signs_in_at) = credential.signs_in_at() {
             let wanted = self.cloud.authority_host();
-            let (theirs, ours) = (sign_in_cloud(signs_in_at), sign_in_cloud(wanted));
-            if self.cloud_set && theirs.is_some() && ours.is_some() && theirs != ours {
+            if self.cloud_set && signs_in_elsewhere(signs_in_at, wanted) {
                 return Err(Error::Config(format!(
                     "the credential signs in at {signs_in_at}, but {:?} signs in at {wanted}: \
                      give the credential .authority_host(cloud.authority_host()) (or set \
@@ -1715,6 +1710,13 @@ impl ClientBuilder {
 
 /// Which cloud's sign-in `authority` is, for Microsoft's own hosts (their other
 /// names and a trailing dot included); `None` for any other host.
+/// Whether `authority` and `wanted` are both Microsoft sign-ins, of different
+/// clouds (an authority this crate does not know is not judged).
+fn signs_in_elsewhere(authority: &str, wanted: &str) -> bool {
+    let (theirs, ours) = (sign_in_cloud(authority), sign_in_cloud(wanted));
+    theirs.is_some() && ours.is_some() && theirs != ours
+}
+
 fn sign_in_cloud(authority: &str) -> Option<&'static str> {
     let url = crate::auth::endpoint::normalise_authority(authority).ok()?;
     crate::auth::endpoint::microsoft_sign_in(reqwest::Url::parse(&url).ok()?.host_str()?)

@@ -258,14 +258,15 @@ impl ClientHooks<Inner> for crate::generated::Client {
         // refreshes it).
         let mut rounds = 0;
         let slot = loop {
-            let slot = if shared.limiter.enabled() {
-                let _ = ATTEMPT.try_with(|a| a.quota_since.set(Some(std::time::Instant::now())));
-                let slot = shared.limiter.acquire().await;
-                let _ = ATTEMPT.try_with(|a| a.quota_since.set(None));
-                slot
-            } else {
-                shared.limiter.acquire().await
-            };
+            // (Noted only when the call queues: a call dropped while it waits
+            // counts its wait too.)
+            let slot = shared
+                .limiter
+                .acquire_noting(|since| {
+                    let since = since.map(tokio::time::Instant::into_std);
+                    let _ = ATTEMPT.try_with(|a| a.quota_since.set(since));
+                })
+                .await;
             waited += slot.waited();
             if !slot.waited().is_zero() {
                 let _ = ATTEMPT.try_with(|a| a.quota_wait.set(waited));

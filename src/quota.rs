@@ -339,11 +339,6 @@ impl RateLimiter {
         }
     }
 
-    /// Whether it has windows at all (a [`RateLimit::none`] limiter makes no one wait).
-    pub(crate) fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Window>> {
         self.windows
             .lock()
@@ -352,7 +347,15 @@ impl RateLimiter {
 
     /// Waits until a request may start and returns its slot; the caller
     /// [`keep`](Slot::keep)s it when it sends the request.
+    #[cfg(test)]
     pub(crate) async fn acquire(&self) -> Slot<'_> {
+        self.acquire_noting(|_| {}).await
+    }
+
+    /// [`acquire`](Self::acquire), telling `waiting` when the caller starts to
+    /// wait (`Some` of when it arrived, once it is queued) and when it stops
+    /// (`None`); a caller that does not wait is told nothing.
+    pub(crate) async fn acquire_noting(&self, waiting: impl Fn(Option<Instant>)) -> Slot<'_> {
         if !self.enabled {
             return Slot {
                 limiter: self,
@@ -373,17 +376,25 @@ impl RateLimiter {
             let reservation = match result {
                 Ok(at) => {
                     let waited = if queue { Duration::ZERO } else { at - arrived };
+                    if !queue {
+                        waiting(None);
+                    }
                     return Slot {
                         limiter: self,
                         at: Some(at),
                         waited,
                     };
                 }
-                Err(turn) => Reservation {
-                    limiter: self,
-                    turn,
-                    used: false,
-                },
+                Err(turn) => {
+                    if queue {
+                        waiting(Some(arrived));
+                    }
+                    Reservation {
+                        limiter: self,
+                        turn,
+                        used: false,
+                    }
+                }
             };
             // Listening from now on, and then reading the reserved time: a time
             // made anew since the reservation is not missed.

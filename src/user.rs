@@ -368,9 +368,9 @@ impl fmt::Display for InvalidUserNameReason {
                 r"a down-level name must be DOMAIN\name with exactly one '\' and both parts present",
             ),
             InvalidUserNameReason::DotSegment => f.write_str("'.' and '..' are not user names"),
-            InvalidUserNameReason::ForbiddenCharacter(c @ ('@' | '\\')) => write!(
-                f,
-                r"it contains '{c}': a name is either user@domain or DOMAIN\user, not both"
+            // (A second `@` is a malformed UPN: of `@` and `\`, only `\` is left to find.)
+            InvalidUserNameReason::ForbiddenCharacter('\\') => f.write_str(
+                r"it contains '\': a name is either user@domain or DOMAIN\user, not both",
             ),
             InvalidUserNameReason::ForbiddenCharacter(c) => write!(f, "it contains {c:?}"),
             InvalidUserNameReason::ControlCharacter => f.write_str("it contains a control character"),

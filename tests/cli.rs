@@ -582,7 +582,10 @@ fn a_base_url_of_another_clouds_api_names_the_option_that_fixes_it() {
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 2, "{stderr}");
     assert!(stderr.contains("another cloud"), "{stderr}");
-    assert!(stderr.contains("--cloud"), "{stderr}");
+    assert!(
+        stderr.contains("hint: --base-url only says where calls go; --cloud"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("cli-test-secret"), "{stderr}");
     assert!(output.stdout.is_empty());
 }

@@ -684,7 +684,10 @@ fn main() {
         &spec,
         "        isAadJoined:\n",
         "        sensorHealthState:\n          type: string\n          nullable: true\n        \
-         vmInfo:\n          $ref: \"#/components/schemas/VmMetadata\"\n        isAadJoined:\n",
+         vmInfo:\n          description: Hidden by the reference.\n          \
+         $ref: \"#/components/schemas/VmMetadata\"\n        \
+         properties:\n          description: A property of that name.\n          type: array\n          \
+         nullable: true\n          items:\n            type: string\n        isAadJoined:\n",
     );
     let output = build(&copy);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -697,6 +700,11 @@ fn main() {
     assert!(
         stderr.contains("components/schemas/Machine/properties/vmInfo has no description (one beside a `$ref` is not read): write it as `allOf"),
         "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("has no description").count(),
+        2,
+        "only those two: {stderr}"
     );
     assert_eq!(
         stderr.matches("missing documentation").count(),

@@ -144,13 +144,10 @@ struct State {
     /// The token endpoint asked (`Retry-After`) not to be asked again before this
     /// time; until then callers get its refusal without a request.
     throttled: Option<(Instant, Error)>,
-    /// The token endpoint's 429 answers so far.
-    answers_429: u64,
-    /// Of those, up to which one a call has waited on (each is counted once
-    /// in [`ClientStats::throttled`](crate::ClientStats::throttled)).
-    waited_429: u64,
-    /// The 429 answers that calls waited on.
-    throttled_answers: u64,
+    /// The token endpoint's last 429 is still to be counted in
+    /// [`ClientStats::throttled`](crate::ClientStats::throttled), by the first
+    /// call that waits it out.
+    uncounted_429: bool,
 }
 
 tokio::task_local! {
@@ -346,7 +343,7 @@ impl TokenCache {
                 status: Some(429), ..
             }) = &outcome
             {
-                state.answers_429 += 1;
+                state.uncounted_429 = true;
             }
             // This fetch is over: the next caller without a valid token starts another.
             state.flights.retain(|f| f.number != number);
@@ -391,19 +388,10 @@ impl TokenCache {
         })
     }
 
-    /// The token endpoint's 429 answers that calls waited on.
-    pub(crate) fn throttled_answers(&self) -> u64 {
-        lock(&self.state).throttled_answers
-    }
-
-    /// A call waited as the token endpoint's 429 asked: that answer (the last
-    /// one) is counted, if no call waited on it before.
-    pub(crate) fn waited_on_429(&self) {
-        let mut state = lock(&self.state);
-        if state.waited_429 < state.answers_429 {
-            state.waited_429 = state.answers_429;
-            state.throttled_answers += 1;
-        }
+    /// A call waited as the token endpoint's 429 asked: whether it is the
+    /// first to, so that the answer is counted once.
+    pub(crate) fn waited_on_429(&self) -> bool {
+        std::mem::take(&mut lock(&self.state).uncounted_429)
     }
 
     /// How long the token endpoint asked (`Retry-After`) not to be asked again,
