@@ -1708,8 +1708,6 @@ impl ClientBuilder {
     }
 }
 
-/// Which cloud's sign-in `authority` is, for Microsoft's own hosts (their other
-/// names and a trailing dot included); `None` for any other host.
 /// Whether `authority` and `wanted` are both Microsoft sign-ins, of different
 /// clouds (an authority this crate does not know is not judged).
 fn signs_in_elsewhere(authority: &str, wanted: &str) -> bool {
@@ -1717,6 +1715,8 @@ fn signs_in_elsewhere(authority: &str, wanted: &str) -> bool {
     theirs.is_some() && ours.is_some() && theirs != ours
 }
 
+/// Which cloud's sign-in `authority` is, for Microsoft's own hosts (their other
+/// names and a trailing dot included); `None` for any other host.
 fn sign_in_cloud(authority: &str) -> Option<&'static str> {
     let url = crate::auth::endpoint::normalise_authority(authority).ok()?;
     crate::auth::endpoint::microsoft_sign_in(reqwest::Url::parse(&url).ok()?.host_str()?)

@@ -981,6 +981,68 @@ impl defender_endpoint::TokenCredential for FlakyTokens {
     }
 }
 
+/// Refuses its first `busy` token requests as a throttled token endpoint does
+/// (429), then issues tokens.
+struct ThrottledTokens {
+    calls: std::sync::atomic::AtomicUsize,
+    busy: usize,
+}
+
+#[defender_endpoint::async_trait]
+impl defender_endpoint::TokenCredential for ThrottledTokens {
+    async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n <= self.busy {
+            return Err(Error::Credential {
+                message: "the token endpoint refused to issue a token".into(),
+                status: Some(429),
+                code: None,
+                description: None,
+                error_codes: Vec::new(),
+                trace_id: None,
+                correlation_id: None,
+            });
+        }
+        Ok(defender_endpoint::AccessToken::expires_in(
+            common::TOKEN,
+            Duration::from_secs(3600),
+        ))
+    }
+}
+
+/// Each 429 of the token endpoint that calls waited out counts once in
+/// `throttled`, also when two calls each got one of their own.
+#[tokio::test]
+async fn each_token_429_waited_out_counts_once() {
+    let server = MockServer::start_async().await;
+    let ok = then_ok(&server).await;
+    let credential = Arc::new(ThrottledTokens {
+        calls: Default::default(),
+        busy: 2,
+    });
+    let client = builder(&server)
+        .credential(credential.clone())
+        .retry(quick_retries(5))
+        .build()
+        .unwrap();
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.user_machines("user1").await }
+    });
+    // (This call runs first, and the one spawned asks for its own token when
+    // it runs: the endpoint's 429s are two answers, one for each.)
+    let second = client.user_machines("user1").await;
+    first.await.unwrap().unwrap();
+    second.unwrap();
+    ok.assert_calls_async(2).await;
+    assert_eq!(
+        credential.calls.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    let stats = client.stats();
+    assert_eq!(stats.throttled, 2, "{stats:?}");
+}
+
 /// The quota wait of an attempt whose token request failed is not the call's own
 /// time either: the token request is still retried.
 #[tokio::test]
@@ -1479,7 +1541,7 @@ async fn behind_anothers_retry_after(
         async move { client.user_machines("user1").await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = client.user_machines("user2").await;
+    let second = client.user_machines("user1").await;
     let _ = first.await.unwrap();
     (client, second)
 }
@@ -1617,7 +1679,7 @@ async fn a_budget_under_a_second_is_not_stretched_by_anothers_retry_after() {
         .unwrap();
     client.user_machines("user1").await.unwrap_err();
     let started = Instant::now();
-    let second = client.user_machines("user2").await;
+    let second = client.user_machines("user1").await;
     assert!(matches!(second, Err(Error::Throttled { .. })), "{second:?}");
     assert!(
         started.elapsed() < Duration::from_millis(300),

@@ -144,10 +144,11 @@ struct State {
     /// The token endpoint asked (`Retry-After`) not to be asked again before this
     /// time; until then callers get its refusal without a request.
     throttled: Option<(Instant, Error)>,
-    /// The token endpoint's last 429 is still to be counted in
-    /// [`ClientStats::throttled`](crate::ClientStats::throttled), by the first
-    /// call that waits it out.
-    uncounted_429: bool,
+    /// The token endpoint's 429 answers that no call has waited out yet: each
+    /// is counted in [`ClientStats::throttled`](crate::ClientStats::throttled)
+    /// by the first call that does (one no call waits out is counted by the
+    /// next call that waits out another).
+    uncounted_429: u64,
 }
 
 tokio::task_local! {
@@ -343,7 +344,7 @@ impl TokenCache {
                 status: Some(429), ..
             }) = &outcome
             {
-                state.uncounted_429 = true;
+                state.uncounted_429 += 1;
             }
             // This fetch is over: the next caller without a valid token starts another.
             state.flights.retain(|f| f.number != number);
@@ -388,10 +389,13 @@ impl TokenCache {
         })
     }
 
-    /// A call waited as the token endpoint's 429 asked: whether it is the
-    /// first to, so that the answer is counted once.
+    /// A call waited as the token endpoint's 429 asked: whether an answer is
+    /// left for it to count (so that each is counted once).
     pub(crate) fn waited_on_429(&self) -> bool {
-        std::mem::take(&mut lock(&self.state).uncounted_429)
+        let mut state = lock(&self.state);
+        let left = state.uncounted_429 > 0;
+        state.uncounted_429 = state.uncounted_429.saturating_sub(1);
+        left
     }
 
     /// How long the token endpoint asked (`Retry-After`) not to be asked again,
