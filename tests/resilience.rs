@@ -1541,7 +1541,7 @@ async fn behind_anothers_retry_after(
         async move { client.user_machines("user1").await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = client.user_machines("user1").await;
+    let second = client.user_machines("user2").await;
     let _ = first.await.unwrap();
     (client, second)
 }
@@ -1679,7 +1679,7 @@ async fn a_budget_under_a_second_is_not_stretched_by_anothers_retry_after() {
         .unwrap();
     client.user_machines("user1").await.unwrap_err();
     let started = Instant::now();
-    let second = client.user_machines("user1").await;
+    let second = client.user_machines("user2").await;
     assert!(matches!(second, Err(Error::Throttled { .. })), "{second:?}");
     assert!(
         started.elapsed() < Duration::from_millis(300),
