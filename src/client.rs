@@ -54,7 +54,9 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// A client of the Defender for Endpoint API.
 ///
 /// Cheap to clone (clones share the connection pool, the token cache and the
-/// quota) and `Send + Sync`. Its `Debug` never shows a token.
+/// quota) and `Send + Sync`. Its `Debug` never shows a token. Its calls run on
+/// a Tokio runtime (with time and I/O); outside one they return
+/// [`Error::Config`].
 ///
 /// ```no_run
 /// # async fn run(token: String) -> Result<(), defender_endpoint::Error> {
@@ -523,8 +525,17 @@ impl Client {
                 // timeout. Dropping the stream cancels the lookups in flight.
                 let client = client.clone();
                 let lookup = async move { client.machines_of(&name).await };
-                let lookup = Lookup(tokio::spawn(lookup.in_current_span()));
-                async move { stream::iter(share(inputs, lookup.await)) }
+                let lookup = match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => Ok(Lookup(runtime.spawn(lookup.in_current_span()))),
+                    Err(_) => Err(no_runtime()),
+                };
+                async move {
+                    let result = match lookup {
+                        Ok(lookup) => lookup.await,
+                        Err(error) => Err(error),
+                    };
+                    stream::iter(share(inputs, result))
+                }
             })
             .buffer_unordered(concurrency.max(1))
             .flatten();
@@ -560,6 +571,10 @@ impl Client {
             Output = Result<raw::ResponseValue<T>, raw::Error<types::ErrorEnvelope>>,
         >,
     {
+        // (Its timers and connections are Tokio's.)
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(no_runtime());
+        }
         let policy = &self.retry;
         let mut attempt = 0u32;
         let mut refreshed = false;
@@ -1086,6 +1101,15 @@ impl Counters {
             counter.fetch_add(micros, Ordering::Relaxed);
         }
     }
+}
+
+/// The error of a call made outside a Tokio runtime.
+fn no_runtime() -> Error {
+    Error::Config(
+        "the client was called outside a Tokio runtime, and its timers and connections \
+         are Tokio's: call it from one (such as #[tokio::main])"
+            .into(),
+    )
 }
 
 /// Gives the result of one lookup to every input that named the user.

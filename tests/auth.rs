@@ -677,10 +677,7 @@ async fn a_token_unfit_for_a_header_is_a_credential_error_and_is_not_cached() {
     for calls in 1..=2 {
         let err = client.user_machines("user1").await.unwrap_err();
         assert!(matches!(err, Error::Credential { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("not allowed in an HTTP header"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("not a bearer token"), "{err}");
         assert!(!err.to_string().contains("X-Injected"), "{err}");
         assert_eq!(credential.0.load(Ordering::SeqCst), calls);
     }
@@ -1228,6 +1225,34 @@ async fn a_token_endpoint_redirect_never_carries_the_secret() {
         // Only a 301, 302 or 303 reaches the other host, as a GET without the form.
         let expected = usize::from(matches!(status, 301..=303));
         assert_eq!(other.calls(), expected, "{status}");
+    }
+}
+
+/// A token that is not an RFC 6750 bearer token (a space, a comma, a letter
+/// beyond ASCII) is refused before anything is sent to the API.
+#[tokio::test]
+async fn a_malformed_token_never_reaches_the_api() {
+    for token in ["abc def", "a,b", "t\u{f6}k"] {
+        let server = MockServer::start_async().await;
+        server.mock(|when, then| {
+            when.method(POST).path(TOKEN_PATH);
+            then.status(200).json_body(
+                json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token}),
+            );
+        });
+        let api = api(&server);
+        let client = builder(&server)
+            .credential(secret_credential(&server))
+            .build()
+            .unwrap();
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert!(
+            matches!(err, Error::Credential { .. }),
+            "{token:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("RFC 6750"), "{err}");
+        assert!(!format!("{err} {err:?}").contains(token), "{err:?}");
+        assert_eq!(api.calls(), 0, "{token:?}");
     }
 }
 

@@ -477,3 +477,56 @@ async fn dropping_the_stream_cancels_its_lookups() {
     assert!(failing.calls_async().await <= 2);
     assert_eq!(client.stats().retries, 0);
 }
+
+/// Runs `future` to its end on this thread, with no Tokio runtime around it.
+fn block_on_without_tokio<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// Called outside a Tokio runtime, a lookup and a batch return a `Config`
+/// error that says so, instead of panicking, and send nothing.
+#[test]
+fn calls_outside_a_tokio_runtime_are_an_error() {
+    let server = MockServer::start();
+    let api = server.mock(|when, then| {
+        when.path("/api/users/user1/machines");
+        then.status(200).body(r#"{"value":[]}"#);
+    });
+    let client = client(&server);
+    let outside = |error: &Error| matches!(error, Error::Config(message) if message.contains("outside a Tokio runtime"));
+    let error = block_on_without_tokio(client.user_machines("user1")).unwrap_err();
+    assert!(outside(&error), "{error:?}");
+    let results = block_on_without_tokio(
+        client
+            .machines_for_users(["user1", "user2"], 2)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(results.len(), 2);
+    for (user, result) in results {
+        assert!(outside(result.as_ref().unwrap_err()), "{user}: {result:?}");
+    }
+    assert_eq!(api.calls(), 0);
+    // The same client works inside one.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(runtime
+        .block_on(client.user_machines("user1"))
+        .unwrap()
+        .is_empty());
+}

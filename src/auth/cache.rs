@@ -58,11 +58,40 @@ struct BearerInner {
     rejected: std::sync::atomic::AtomicBool,
 }
 
+/// The longest token sent: far more than Entra ID issues (a few KB), and more
+/// than servers take in one header.
+const MAX_TOKEN_BYTES: usize = 32 * 1024;
+
+/// Whether `token` is an RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." /
+/// "_" / "~" / "+" / "/" ) *"="`, as every Entra ID token (a JWT) is.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
 impl Bearer {
     /// `expires`: when the token stops being valid; `None` = never.
     fn new(token: &str, expires: Option<Instant>) -> Result<Self, Error> {
         if token.trim().is_empty() {
             return Err(Error::credential("the credential gave an empty token"));
+        }
+        // Not shown: a token is a secret, whatever its shape.
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::credential(format!(
+                "the credential gave a token of {} bytes, more than the {MAX_TOKEN_BYTES} \
+                 any server takes in a header",
+                token.len()
+            )));
+        }
+        if !is_b64token(token) {
+            return Err(Error::credential(
+                "the credential gave a token that is not a bearer token (RFC 6750): it \
+                 holds a character other than letters, digits, '-', '.', '_', '~', '+' \
+                 and '/' (or '=' at its end), such as a space",
+            ));
         }
         let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
             Error::credential(
@@ -438,6 +467,28 @@ impl Drop for TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_rfc_6750_tokens_of_sane_size_are_sent() {
+        let expires = None;
+        for token in ["eyJ0eXAi.eyJhdWQi.c2ln-_~+/", "abc==", "tok", "a.b.c"] {
+            assert!(Bearer::new(token, expires).is_ok(), "{token}");
+        }
+        for token in [
+            "abc def", "abc\tdef", "t\u{f6}k", "a,b", "=", "abc=def", " tok",
+        ] {
+            let err = Bearer::new(token, expires).unwrap_err().to_string();
+            assert!(
+                err.contains("not a bearer token (RFC 6750)"),
+                "{token:?}: {err}"
+            );
+        }
+        let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
+        let err = Bearer::new(&huge, expires).unwrap_err().to_string();
+        assert!(err.contains("32769 bytes"), "{err}");
+        assert!(!err.contains("aaaa"), "{err}");
+        assert!(Bearer::new(&huge[1..], expires).is_ok());
+    }
 
     /// Refuses, asking (as the app credentials report a `Retry-After`) to be
     /// spared for `0`; counts the requests in `1`.

@@ -282,13 +282,19 @@ pub(crate) fn parse_answer(
 ) -> Result<AccessToken, Error> {
     let body = body.strip_prefix(crate::client::BOM).unwrap_or(body);
     let json = serde_json::from_slice::<Value>(body).ok();
-    // An OAuth error (`"error": "invalid_client"`, …), even sent with 200.
+    // An OAuth error (`"error": "invalid_client"`, …), even sent with 200, and
+    // even beside a token: an answer that says both is not trusted with it
+    // (which is then blanked where the error repeats it).
     let oauth_error = |json: &Option<Value>| match json {
         Some(Value::Object(fields))
-            if fields.get("error").is_some_and(Value::is_string)
-                && !fields.contains_key("access_token") =>
+            if fields
+                .get("error")
+                .and_then(Value::as_str)
+                .is_some_and(|error| !error.trim().is_empty()) =>
         {
-            Some(refusal(status, fields, secrets))
+            let token = fields.get("access_token").and_then(Value::as_str);
+            let secrets: Vec<&str> = secrets.iter().copied().chain(token).collect();
+            Some(refusal(status, fields, &secrets))
         }
         _ => None,
     };
@@ -874,6 +880,9 @@ mod tests {
             r#"{"token_type":"Bearer","expires_in":0,"access_token":"SECRET-TOKEN"}"#,
             r#"{"token_type":"Bearer","expires_in":"0.5","access_token":"SECRET-TOKEN"}"#,
             r#"{"token_type":"pop","expires_in":5,"access_token":"SECRET-TOKEN"}"#,
+            // An OAuth error beside a token: not trusted with it.
+            r#"{"error":"invalid_client","access_token":"SECRET-TOKEN","expires_in":3599}"#,
+            r#"{"error":"invalid_client","error_description":"no SECRET-TOKEN","access_token":"SECRET-TOKEN"}"#,
         ] {
             let err = parse_answer(200, body.as_bytes(), sent, &[]).unwrap_err();
             assert!(
@@ -887,6 +896,20 @@ mod tests {
                 "{body}"
             );
             assert!(!format!("{err} {err:?}").contains("SECRET-TOKEN"), "{body}");
+        }
+    }
+
+    #[test]
+    fn an_error_with_a_null_token_keeps_its_description() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: bad","access_token":null}"#;
+        match parse_answer(200, body, Instant::now(), &[]).unwrap_err() {
+            Error::Credential {
+                code, description, ..
+            } => {
+                assert_eq!(code.as_deref(), Some("invalid_client"));
+                assert_eq!(description.as_deref(), Some("AADSTS7000215: bad"));
+            }
+            other => panic!("{other:?}"),
         }
     }
 
