@@ -1104,7 +1104,7 @@ impl Counters {
 }
 
 /// The error of a call made outside a Tokio runtime.
-fn no_runtime() -> Error {
+pub(crate) fn no_runtime() -> Error {
     Error::Config(
         "the client was called outside a Tokio runtime, and its timers and connections \
          are Tokio's: call it from one (such as #[tokio::main])"

@@ -228,6 +228,11 @@ impl ClientHooks<Inner> for crate::generated::Client {
     ) -> Result<(), progenitor_client::Error<E>> {
         let shared = &self.inner().0;
         check_url(request.url(), &shared.base_url, info.operation_id).map_err(fail)?;
+        // A call through `Client::raw` is not checked before (the others are, in
+        // `with_retries`): its timers and connections are Tokio's.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(fail(crate::client::no_runtime()));
+        }
 
         // The token first, then the quota: a call that cannot get a token uses no
         // slot, and time spent fetching one does not come between the slot's start

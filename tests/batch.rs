@@ -497,8 +497,8 @@ fn block_on_without_tokio<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// Called outside a Tokio runtime, a lookup and a batch return a `Config`
-/// error that says so, instead of panicking, and send nothing.
+/// Called outside a Tokio runtime, a lookup, a batch and a call through `raw`
+/// return an error that says so, instead of panicking, and send nothing.
 #[test]
 fn calls_outside_a_tokio_runtime_are_an_error() {
     let server = MockServer::start();
@@ -519,6 +519,10 @@ fn calls_outside_a_tokio_runtime_are_an_error() {
     for (user, result) in results {
         assert!(outside(result.as_ref().unwrap_err()), "{user}: {result:?}");
     }
+    // So does a call through `raw`.
+    let id = defender_endpoint::types::GetUserMachinesId::try_from("user1").unwrap();
+    let raw = block_on_without_tokio(client.raw().get_user_machines(&id)).unwrap_err();
+    assert!(raw.to_string().contains("outside a Tokio runtime"), "{raw}");
     assert_eq!(api.calls(), 0);
     // The same client works inside one.
     let runtime = tokio::runtime::Builder::new_current_thread()

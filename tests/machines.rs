@@ -1203,22 +1203,22 @@ async fn an_error_body_that_echoes_the_token_does_not_reveal_it() {
 /// HTML- or JSON-escaped, or its first characters only.
 #[tokio::test]
 async fn a_token_echoed_in_another_spelling_is_not_shown() {
-    const OPAQUE: &str = "opaque+tok/en=ABCDEFGHIJKLMNOP";
+    const OPAQUE: &str = "opaque+tok/enABCDEFGHIJKLMNOP=";
     let bodies = [
         (
             401,
-            "Unauthorized: Bearer opaque%2Btok%2Fen%3DABCDEFGHIJKLMNOP",
+            "Unauthorized: Bearer opaque%2Btok%2FenABCDEFGHIJKLMNOP%3D",
         ),
         (
             401,
-            "<p>Bearer opaque&#43;tok&#47;en&#61;ABCDEFGHIJKLMNOP</p>",
+            "<p>Bearer opaque&#43;tok&#47;enABCDEFGHIJKLMNOP&#61;</p>",
         ),
-        (401, r#"{"detail":"Bearer opaque+tok\/en=ABCDEFGHIJKLMNOP""#),
+        (401, r#"{"detail":"Bearer opaque+tok\/enABCDEFGHIJKLMNOP=""#),
         (
             400,
-            r#"{"error":{"code":"BadRequest","message":"Bearer opaque%2Btok%2Fen%3DABCDEFGHIJKLMNOP","target":"t"}}"#,
+            r#"{"error":{"code":"BadRequest","message":"Bearer opaque%2Btok%2FenABCDEFGHIJKLMNOP%3D","target":"t"}}"#,
         ),
-        (502, "token 'opaque+tok/en=ABCD...' refused"),
+        (502, "token 'opaque+tok/enABCD...' refused"),
     ];
     let server = MockServer::start_async().await;
     for (i, (status, body)) in bodies.iter().enumerate() {

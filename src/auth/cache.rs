@@ -75,7 +75,10 @@ fn is_b64token(token: &str) -> bool {
 impl Bearer {
     /// `expires`: when the token stops being valid; `None` = never.
     fn new(token: &str, expires: Option<Instant>) -> Result<Self, Error> {
-        if token.trim().is_empty() {
+        // White space around a token (a line break at the end of a file it was
+        // read from) is not part of it.
+        let token = token.trim();
+        if token.is_empty() {
             return Err(Error::credential("the credential gave an empty token"));
         }
         // Not shown: a token is a secret, whatever its shape.
@@ -474,8 +477,11 @@ mod tests {
         for token in ["eyJ0eXAi.eyJhdWQi.c2ln-_~+/", "abc==", "tok", "a.b.c"] {
             assert!(Bearer::new(token, expires).is_ok(), "{token}");
         }
+        // White space around a token is not part of it.
+        let padded = Bearer::new(" tok\n", expires).unwrap();
+        assert_eq!(padded.header().to_str().unwrap(), "Bearer tok");
         for token in [
-            "abc def", "abc\tdef", "t\u{f6}k", "a,b", "=", "abc=def", " tok",
+            "abc def", "abc\tdef", "t\u{f6}k", "a,b", "=", "abc=def", "a\nb",
         ] {
             let err = Bearer::new(token, expires).unwrap_err().to_string();
             assert!(
