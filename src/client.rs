@@ -1070,8 +1070,9 @@ pub struct ClientStats {
     /// errors, and the token refresh after a 401).
     pub retries: u64,
     /// 429 answers that held the client back: each of the API's that a call
-    /// waited out before trying again, and each of the token endpoint's that
-    /// calls waited out, once however many did.
+    /// waited out before trying again, and each of the token endpoint's once,
+    /// by the first call that waits it out, however many do (one that no call
+    /// waits out is counted when a call waits out a later one).
     pub throttled: u64,
     /// The time spent waiting as 429 answers asked, and as the API asked
     /// another call to; summed over calls, so calls that wait at the same time
@@ -1604,13 +1605,16 @@ impl ClientBuilder {
 
     /// Checks the configuration and builds the client.
     ///
-    /// Fails with [`Error::Config`] for a base URL that is not an absolute
+    /// Fails with the credential's error when [`credential`](Self::credential)
+    /// was given an `Err`, and with [`Error::Config`] for a base URL that is not an absolute
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
     /// fragment, user info or a `.` or `..` path segment, or that is another
     /// cloud's Defender API than [`cloud`](Self::cloud)'s (for a credential that
     /// asks for the cloud's scope, unless [`scope`](Self::scope) or a
-    /// [`Cloud::Custom`] was given), when no credential was
-    /// given, for a
+    /// [`Cloud::Custom`] was given), when no credential was given, for a
+    /// credential of this crate that signs in at another cloud's authority than
+    /// [`cloud`](Self::cloud)'s, for a zero `timeout` or `connect_timeout`, when
+    /// the HTTP client cannot be built, for a
     /// [`RateLimit`] window of 0 calls or of no length, and for a plain-http base
     /// URL with an [`http_client`](Self::http_client) that may use a proxy.
     pub fn build(self) -> Result<Client, Error> {

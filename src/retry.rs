@@ -24,9 +24,9 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 /// [`Error::Api`](crate::Error::Api) after a 503.
 /// A `Retry-After` of the API holds for every call of the client (and of its
 /// clones): until it has passed (five minutes at most), each call waits before
-/// sending when the wait ends within its budget, or returns at once with the
-/// whole wait the API asked for: `Throttled` after a 429, `Error::Api` (503, "not
-/// sent: …") after a 503. After a wait, the request gets at least
+/// sending when the wait ends within its budget, or returns at once with what
+/// is left of the wait the API asked for (a day at most): `Throttled` after a
+/// 429, `Error::Api` (503, "not sent: …") after a 503. After a wait, the request gets at least
 /// a second, as every attempt does.
 /// Time spent waiting for the client-side quota ([`RateLimit`](crate::RateLimit))
 /// does not count against the budget.

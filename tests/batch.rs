@@ -534,3 +534,41 @@ fn calls_outside_a_tokio_runtime_are_an_error() {
         .unwrap()
         .is_empty());
 }
+
+/// A client kept in a `static` serves one Tokio runtime after another, each
+/// shut down after its call: nothing it keeps (connections, the token, the
+/// quota) is tied to a runtime that is gone.
+#[test]
+fn a_static_client_serves_one_runtime_after_another() {
+    static CLIENT: std::sync::OnceLock<defender_endpoint::Client> = std::sync::OnceLock::new();
+    let server = MockServer::start();
+    let api = server.mock(|when, then| {
+        when.path("/api/users/user1/machines");
+        then.status(200).body(r#"{"value":[]}"#);
+    });
+    let client = CLIENT.get_or_init(|| {
+        builder(&server)
+            .rate_limit(defender_endpoint::RateLimit::defender())
+            .build()
+            .unwrap()
+    });
+    for round in 0..4 {
+        let runtime = if round % 2 == 0 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        .enable_all()
+        .build()
+        .unwrap();
+        let machines = runtime.block_on(async {
+            let lookups = (0..3).map(|_| client.user_machines("user1"));
+            futures_util::future::join_all(lookups).await
+        });
+        drop(runtime);
+        for result in machines {
+            assert!(result.unwrap().is_empty(), "round {round}");
+        }
+    }
+    assert_eq!(api.calls(), 12);
+}
