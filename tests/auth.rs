@@ -448,6 +448,7 @@ fn certificate_pem_forms() {
     );
     // Made before any token is asked for: the message does not say one was.
     assert!(err.to_string().starts_with("credential error: "), "{err}");
+    assert!(!err.to_string().contains("token"), "{err}");
 }
 
 /// A certificate path that is not a regular file (a pipe that may never end, a
@@ -1257,7 +1258,10 @@ async fn a_malformed_token_never_reaches_the_api() {
 }
 
 /// A 429 of the token endpoint that no call waits out (the policy makes no
-/// retries) held nothing back: it is not counted as throttling.
+/// retries) held nothing back: it is not counted as throttling. (That each one
+/// waited out counts once is checked with 16 callers in
+/// `the_token_endpoints_retry_after_is_kept_for_every_caller`, and with two
+/// answers in `tests/resilience.rs`.)
 #[tokio::test]
 async fn a_token_429_no_call_waits_on_is_not_counted() {
     let server = MockServer::start_async().await;

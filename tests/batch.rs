@@ -489,11 +489,17 @@ fn block_on_without_tokio<F: std::future::Future>(future: F) -> F::Output {
     let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
     let mut context = std::task::Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
+    let started = std::time::Instant::now();
     loop {
         if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
             return output;
         }
-        std::thread::park();
+        // A call that waits on a Tokio timer here would never be woken.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still pending after 10 s"
+        );
+        std::thread::park_timeout(Duration::from_millis(100));
     }
 }
 
@@ -536,23 +542,40 @@ fn calls_outside_a_tokio_runtime_are_an_error() {
 }
 
 /// A client kept in a `static` serves one Tokio runtime after another, each
-/// shut down after its call: nothing it keeps (connections, the token, the
-/// quota) is tied to a runtime that is gone.
+/// shut down after its calls: nothing it keeps (connections, the token and its
+/// refresh, the quota's queue) is tied to a runtime that is gone.
 #[test]
 fn a_static_client_serves_one_runtime_after_another() {
+    const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
     static CLIENT: std::sync::OnceLock<defender_endpoint::Client> = std::sync::OnceLock::new();
     let server = MockServer::start();
     let api = server.mock(|when, then| {
         when.path("/api/users/user1/machines");
         then.status(200).body(r#"{"value":[]}"#);
     });
+    // Tokens that last a second: each round (a second apart) fetches its own.
+    let tokens = server.mock(|when, then| {
+        when.method(httpmock::Method::POST)
+            .path(format!("/{TENANT}/oauth2/v2.0/token"));
+        then.status(200)
+            .json_body(json!({"token_type": "Bearer", "expires_in": 1, "access_token": "tok"}));
+    });
     let client = CLIENT.get_or_init(|| {
+        let credential = defender_endpoint::ClientSecretCredential::new(
+            TENANT,
+            "0b0e3a5c-1111-4a2b-9c3d-444455556666",
+            "secret",
+        )
+        .authority_host(server.base_url())
+        .unwrap();
         builder(&server)
-            .rate_limit(defender_endpoint::RateLimit::defender())
+            .credential(credential)
+            // Three calls a round, two a window: the third queues.
+            .rate_limit(defender_endpoint::RateLimit::new().window(2, Duration::from_millis(200)))
             .build()
             .unwrap()
     });
-    for round in 0..4 {
+    for round in 0..3 {
         let runtime = if round % 2 == 0 {
             tokio::runtime::Builder::new_current_thread()
         } else {
@@ -569,6 +592,13 @@ fn a_static_client_serves_one_runtime_after_another() {
         for result in machines {
             assert!(result.unwrap().is_empty(), "round {round}");
         }
+        std::thread::sleep(Duration::from_millis(1_100));
     }
-    assert_eq!(api.calls(), 12);
+    assert_eq!(api.calls(), 9);
+    assert!(tokens.calls() >= 3, "{} token requests", tokens.calls());
+    assert!(
+        client.stats().quota_wait >= Duration::from_millis(100),
+        "{:?}",
+        client.stats()
+    );
 }

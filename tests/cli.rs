@@ -714,10 +714,9 @@ fn the_summary_says_what_its_throttling_figures_count() {
         .split(", ")
         .find(|part| part.contains("waited out"))
         .unwrap_or_else(|| panic!("no throttling figures in {stderr}"));
-    assert!(
-        part.ends_with("429 answer waited out") || part.ends_with("429 answers waited out"),
-        "{part}"
-    );
+    // One of these users' first request is answered 429 by the demo (always
+    // the same one: the demo picks them by a hash of the name).
+    assert_eq!(part, "1 429 answer waited out", "{stderr}");
     assert!(
         stderr.contains("s of throttling waits summed over calls"),
         "{stderr}"
