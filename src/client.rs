@@ -571,10 +571,6 @@ impl Client {
             Output = Result<raw::ResponseValue<T>, raw::Error<types::ErrorEnvelope>>,
         >,
     {
-        // (Its timers and connections are Tokio's.)
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(no_runtime());
-        }
         let policy = &self.retry;
         let mut attempt = 0u32;
         let mut refreshed = false;

@@ -228,8 +228,8 @@ impl ClientHooks<Inner> for crate::generated::Client {
     ) -> Result<(), progenitor_client::Error<E>> {
         let shared = &self.inner().0;
         check_url(request.url(), &shared.base_url, info.operation_id).map_err(fail)?;
-        // A call through `Client::raw` is not checked before (the others are, in
-        // `with_retries`): its timers and connections are Tokio's.
+        // Before any timer: a call's timers and connections are Tokio's (the
+        // one check for every call, through `Client::raw` too).
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(fail(crate::client::no_runtime()));
         }
