@@ -254,6 +254,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                 .into(),
         ));
     }
+    // An unknown cloud is a mistake in the options, reported with them.
+    cloud(options.cloud.as_deref())?;
     Ok(Some(options))
 }
 

@@ -56,7 +56,8 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Cheap to clone (clones share the connection pool, the token cache and the
 /// quota) and `Send + Sync`. Its `Debug` never shows a token. Its calls run on
 /// a Tokio runtime (with time and I/O); outside one they return
-/// [`Error::Config`].
+/// [`Error::Config`], and in a runtime built without time or I/O they panic
+/// inside Tokio.
 ///
 /// ```no_run
 /// # async fn run(token: String) -> Result<(), defender_endpoint::Error> {
@@ -469,6 +470,8 @@ impl Client {
     /// The lookups go through this client, so its quota ([`RateLimit`]) and
     /// [`RetryPolicy`] apply to each of them, and [`stats`](Self::stats) counts them.
     /// The inputs are read up front; nothing is sent until the stream is polled.
+    /// Read it with `StreamExt::next` of the `futures-util` (or `futures`)
+    /// crate, a dependency of your own, as below.
     /// Each lookup then runs as a Tokio task of its own, so it goes on while the
     /// consumer is busy between items, and dropping the stream cancels the
     /// lookups in flight. The stream owns a clone of the client, so it can outlive
@@ -1602,7 +1605,8 @@ impl ClientBuilder {
     /// Checks the configuration and builds the client.
     ///
     /// Fails with the credential's error when [`credential`](Self::credential)
-    /// was given an `Err`, and with [`Error::Config`] for a base URL that is not an absolute
+    /// was given an `Err` or, for a credential of this crate, a malformed tenant
+    /// or client id or an authority host that holds a path, and with [`Error::Config`] for a base URL that is not an absolute
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
     /// fragment, user info or a `.` or `..` path segment, or that is another
     /// cloud's Defender API than [`cloud`](Self::cloud)'s (for a credential that
@@ -1634,6 +1638,10 @@ impl ClientBuilder {
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
         })??;
+        // A malformed tenant or client id, now rather than at the first call.
+        if let Some(problem) = credential.problem() {
+            return Err(problem);
+        }
         // A base URL of one cloud's API while tokens are asked for another
         // cloud's scope: every token would be refused there (403). Checked for
         // credentials that ask for the scope (a static token may have been

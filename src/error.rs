@@ -126,6 +126,10 @@ impl Error {
     }
 
     /// Defender's tracking id (`error.target`) for this failure, if it sent one.
+    ///
+    /// Only [`Error::Api`] holds one. A 429's `target` is logged at `info`
+    /// level with the call's span (`Error::Throttled` holds only the wait), so
+    /// this is `None` for `Throttled`.
     pub fn target(&self) -> Option<&str> {
         match self {
             Error::Api { target, .. } => target.as_deref(),
@@ -196,13 +200,24 @@ impl Error {
         }
     }
 
-    /// Maps a reqwest error, telling timeouts apart.
+    /// Maps a reqwest error, telling timeouts apart. Of the request's URL only
+    /// the origin is kept (`https://api.security.microsoft.com`), which says
+    /// which server could not be reached (the API, or the token endpoint's
+    /// authority): the path holds the user name or the tenant.
     pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         if e.is_timeout() {
-            Error::Timeout
-        } else {
-            Error::Transport(Arc::new(e.without_url()))
+            return Error::Timeout;
         }
+        let origin = e
+            .url()
+            .map(|url| url.origin())
+            .filter(url::Origin::is_tuple)
+            .and_then(|origin| reqwest::Url::parse(&origin.ascii_serialization()).ok());
+        let e = e.without_url();
+        Error::Transport(Arc::new(match origin {
+            Some(origin) => e.with_url(origin),
+            None => e,
+        }))
     }
 }
 

@@ -871,7 +871,8 @@ async fn a_panicking_credential_fails_the_calls_without_panicking_them() {
 }
 
 /// An authority given with the tenant or the token path would have them twice:
-/// refused before anything is sent. A proxy's own path prefix is kept.
+/// refused by `build()`, before anything is sent (and, for a credential used on
+/// its own, by `get_token`). A proxy's own path prefix is kept.
 #[tokio::test]
 async fn an_authority_with_the_tenant_in_it_is_refused() {
     let server = MockServer::start_async().await;
@@ -888,8 +889,12 @@ async fn an_authority_with_the_tenant_in_it_is_refused() {
         let credential = ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
             .authority_host(authority.as_str())
             .unwrap();
-        let client = builder(&server).credential(credential).build().unwrap();
-        let err = client.user_machines("user1").await.unwrap_err();
+        let err = credential.get_token(&[DEFAULT_SCOPE]).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Credential { message, .. } if message.contains("holds a path")),
+            "{authority}: {err:?}"
+        );
+        let err = builder(&server).credential(credential).build().unwrap_err();
         assert!(
             matches!(&err, Error::Credential { message, .. } if message.contains("holds a path")),
             "{authority}: {err:?}"
@@ -921,9 +926,9 @@ async fn an_authority_with_the_tenant_in_it_is_refused() {
     assert_eq!(expired.calls(), 1);
 }
 
-/// Ids given in each other's place, or a secret given as an id: the credential
-/// refuses them at its first token request, sending nothing, and neither its
-/// `Debug` nor the error shows them.
+/// Ids given in each other's place, or a secret given as an id: `build()`
+/// refuses them (and the credential, used on its own, at its first token
+/// request), sending nothing, and neither its `Debug` nor the error shows them.
 #[tokio::test]
 async fn ids_that_are_not_ids_are_refused_and_not_shown() {
     let server = MockServer::start_async().await;
@@ -933,15 +938,19 @@ async fn ids_that_are_not_ids_are_refused_and_not_shown() {
         (SECRET, CLIENT_ID),
         (TENANT, "app"),
         (TENANT, "{0b0e3a5c-1111-4a2b-9c3d-444455556666}"),
+        ("../evil", CLIENT_ID),
+        ("t?x=1", CLIENT_ID),
+        ("", CLIENT_ID),
     ] {
         let credential = ClientSecretCredential::new(tenant, client_id, SECRET)
             .authority_host(server.base_url())
             .unwrap();
         let shown = format!("{credential:?}");
         assert!(!shown.contains(SECRET), "{shown}");
-        let client = builder(&server).credential(credential).build().unwrap();
-        let err = client.user_machines("user1").await.unwrap_err();
+        let alone = credential.get_token(&[DEFAULT_SCOPE]).await.unwrap_err();
+        let err = builder(&server).credential(credential).build().unwrap_err();
         assert!(matches!(err, Error::Credential { .. }), "{err:?}");
+        assert_eq!(alone.to_string(), err.to_string());
         let text = format!("{err} {err:?}");
         assert!(!text.contains(SECRET), "{text}");
         assert!(

@@ -614,6 +614,15 @@ fn usage_errors_exit_2() {
             "{args:?}: {}",
             text(&output.stderr)
         );
+        // A mistake in the options points to --help; a file that cannot be
+        // read is not one.
+        let hint = text(&output.stderr).contains("--help");
+        assert_eq!(
+            hint,
+            !args.contains(&"/nonexistent/users.txt"),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
     }
 }
 

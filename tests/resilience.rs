@@ -429,6 +429,50 @@ async fn connection_failures_are_transport_errors() {
     // error reports (anyhow's `{:#}`) append.
     assert!(err.to_string().contains("Connection refused"), "{err}");
     assert!(std::error::Error::source(&err).is_none());
+    // The server that could not be reached is named by its origin; the path,
+    // which holds the user name, is not shown.
+    let api = format!("http://127.0.0.1:{port}/");
+    assert!(err.to_string().contains(&format!("({api})")), "{err}");
+    assert!(!format!("{err} {err:?}").contains("user1"), "{err:?}");
+
+    // A token endpoint that cannot be reached is named the same way, without
+    // the tenant of its path.
+    let server = MockServer::start_async().await;
+    let api = server.mock(|when, then| {
+        when.any_request();
+        then.status(200).body(ONE);
+    });
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let credential = defender_endpoint::ClientSecretCredential::new(
+        tenant,
+        "0b0e3a5c-1111-4a2b-9c3d-444455556666",
+        "app-secret",
+    )
+    .authority_host(format!("http://127.0.0.1:{port}"))
+    .unwrap();
+    let err = Client::builder()
+        .base_url(server.base_url())
+        .cloud(defender_endpoint::Cloud::Custom {
+            api_base: server.base_url(),
+            authority_host: format!("http://127.0.0.1:{port}"),
+            scope: "api://test/.default".into(),
+        })
+        .credential(credential)
+        .rate_limit(RateLimit::none())
+        .retry(quick_retries(2))
+        .build()
+        .unwrap()
+        .user_machines("user1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(
+        text.contains(&format!("(http://127.0.0.1:{port}/)")),
+        "{text}"
+    );
+    assert!(!text.contains(tenant) && !text.contains("oauth2"), "{text}");
+    assert_eq!(api.calls(), 0);
 }
 
 /// Records when each request arrives.

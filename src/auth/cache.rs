@@ -62,6 +62,24 @@ struct BearerInner {
 /// than servers take in one header.
 const MAX_TOKEN_BYTES: usize = 32 * 1024;
 
+/// What kind of character keeps `token`, which is not a `b64token`, from
+/// being one (not the character itself: the token is a secret).
+fn not_b64token(token: &str) -> &'static str {
+    let body = token.trim_end_matches('=');
+    let first = body
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || "-._~+/".contains(c)));
+    match first {
+        None if body.is_empty() => "only '='",
+        None => "a character out of place",
+        Some('=') => "'=' before its end",
+        Some(c) if c.is_control() => "a control character (such as a line break)",
+        Some(c) if c.is_whitespace() => "white space",
+        Some(c) if !c.is_ascii() => "a non-ASCII character",
+        Some(_) => "punctuation",
+    }
+}
+
 /// Whether `token` is an RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." /
 /// "_" / "~" / "+" / "/" ) *"="`, as every Entra ID token (a JWT) is.
 fn is_b64token(token: &str) -> bool {
@@ -90,11 +108,12 @@ impl Bearer {
             )));
         }
         if !is_b64token(token) {
-            return Err(Error::credential(
+            return Err(Error::credential(format!(
                 "the credential gave a token that is not a bearer token (RFC 6750): it \
-                 holds a character other than letters, digits, '-', '.', '_', '~', '+' \
-                 and '/' (or '=' at its end), such as a space",
-            ));
+                 holds {}, where only letters, digits, '-', '.', '_', '~', '+' and '/' \
+                 (then '=' at its end) may be",
+                not_b64token(token)
+            )));
         }
         let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
             Error::credential(
@@ -480,12 +499,20 @@ mod tests {
         // White space around a token is not part of it.
         let padded = Bearer::new(" tok\n", expires).unwrap();
         assert_eq!(padded.header().to_str().unwrap(), "Bearer tok");
-        for token in [
-            "abc def", "abc\tdef", "t\u{f6}k", "a,b", "=", "abc=def", "a\nb",
+        for (token, kind) in [
+            ("abc def", "holds white space,"),
+            ("abc\u{a0}def", "holds white space,"),
+            ("abc\tdef", "holds a control character"),
+            ("tok\r\nX: y", "holds a control character"),
+            ("t\u{f6}k", "holds a non-ASCII character,"),
+            ("a,b", "holds punctuation,"),
+            ("=", "holds only '=',"),
+            ("abc=def", "holds '=' before its end,"),
+            ("a\nb", "holds a control character"),
         ] {
             let err = Bearer::new(token, expires).unwrap_err().to_string();
             assert!(
-                err.contains("not a bearer token (RFC 6750)"),
+                err.contains("not a bearer token (RFC 6750)") && err.contains(kind),
                 "{token:?}: {err}"
             );
         }

@@ -307,6 +307,10 @@ impl TokenCredential for ClientCertificateCredential {
     fn signs_in_at(&self) -> Option<&str> {
         Some(self.endpoint.authority())
     }
+
+    fn problem(&self) -> Option<Error> {
+        self.endpoint.url().err()
+    }
 }
 
 /// A random UUID (version 4), the assertion's `jti`.

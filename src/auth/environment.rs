@@ -203,4 +203,11 @@ impl TokenCredential for EnvironmentCredential {
             Inner::Certificate(c) => c.signs_in_at(),
         }
     }
+
+    fn problem(&self) -> Option<Error> {
+        match &self.inner {
+            Inner::Secret(c) => c.problem(),
+            Inner::Certificate(c) => c.problem(),
+        }
+    }
 }

@@ -137,6 +137,14 @@ pub trait TokenCredential: Send + Sync {
     fn uses_scope(&self) -> bool {
         self.signs_in_at().is_some()
     }
+
+    /// What the credential can tell is wrong with itself before it asks for a
+    /// token (a malformed tenant or client id): `build()` returns it. Not for
+    /// other credentials, which report such problems from `get_token`.
+    #[doc(hidden)]
+    fn problem(&self) -> Option<Error> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -152,6 +160,10 @@ impl<T: TokenCredential + ?Sized> TokenCredential for std::sync::Arc<T> {
     fn uses_scope(&self) -> bool {
         (**self).uses_scope()
     }
+
+    fn problem(&self) -> Option<Error> {
+        (**self).problem()
+    }
 }
 
 #[async_trait::async_trait]
@@ -166,6 +178,10 @@ impl<T: TokenCredential + ?Sized> TokenCredential for Box<T> {
 
     fn uses_scope(&self) -> bool {
         (**self).uses_scope()
+    }
+
+    fn problem(&self) -> Option<Error> {
+        (**self).problem()
     }
 }
 

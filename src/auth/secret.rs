@@ -122,4 +122,8 @@ impl TokenCredential for ClientSecretCredential {
     fn signs_in_at(&self) -> Option<&str> {
         Some(self.endpoint.authority())
     }
+
+    fn problem(&self) -> Option<Error> {
+        self.endpoint.url().err()
+    }
 }
