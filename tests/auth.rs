@@ -414,6 +414,19 @@ fn certificate_pem_forms() {
     let err = ClientCertificateCredential::from_pem(TENANT, CLIENT_ID, &cert.cert_pem, &key_pem)
         .unwrap_err();
     assert!(err.to_string().contains("encrypted"), "{err}");
+    // Malformed ids are refused with the PEM, not at the first token request.
+    for (tenant, client_id, says) in [
+        ("../evil", CLIENT_ID, "invalid tenant id"),
+        ("", CLIENT_ID, "invalid tenant id"),
+        (TENANT, SECRET, "not a GUID"),
+    ] {
+        let err =
+            ClientCertificateCredential::from_pem(tenant, client_id, &cert.cert_pem, &cert.key_pem)
+                .unwrap_err();
+        assert!(matches!(err, Error::Credential { .. }), "{err:?}");
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(!format!("{err} {err:?}").contains(SECRET), "{err:?}");
+    }
     // The same key twice (the app's PEM joined with a full bundle) is one.
     let single = format!("{}{}", cert.cert_pem, cert.key_pem);
     let c = ClientCertificateCredential::from_pem_bundle(

@@ -77,7 +77,8 @@ impl ClientCertificateCredential {
     /// space around either id is removed, as by
     /// [`ClientSecretCredential::new`](crate::ClientSecretCredential::new).
     ///
-    /// Fails with [`Error::Credential`] when there is no certificate, no key,
+    /// Fails with [`Error::Credential`] for a malformed tenant id or a client id
+    /// that is not a GUID, and when there is no certificate, no key,
     /// only encrypted or non-RSA keys, a key that does not belong to the
     /// certificate, or several certificates that each come with their key, or
     /// that share the one key (which is the app's is then not known).
@@ -141,8 +142,11 @@ impl ClientCertificateCredential {
         thumbprint.copy_from_slice(
             digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.as_ref()).as_ref(),
         );
+        let endpoint = TokenEndpoint::new(tenant_id.into(), client_id.into());
+        // The ids too, while the caller is there to hear of them.
+        endpoint.url()?;
         Ok(Self {
-            endpoint: TokenEndpoint::new(tenant_id.into(), client_id.into()),
+            endpoint,
             key: Arc::new(key),
             thumbprint,
         })
@@ -205,7 +209,9 @@ impl ClientCertificateCredential {
     /// with a query, a fragment, user info or a `.` or `..` path segment. The
     /// host alone:
     /// one with the tenant in its path, or any path on Microsoft's sign-in hosts,
-    /// is refused at the first token request ([`Error::Credential`]).
+    /// is refused by [`ClientBuilder::build`](crate::ClientBuilder::build) (and,
+    /// for the credential used on its own, at its first token request) with
+    /// [`Error::Credential`].
     pub fn authority_host(mut self, url: impl AsRef<str>) -> Result<Self, Error> {
         self.endpoint.set_authority(url.as_ref())?;
         Ok(self)

@@ -43,8 +43,10 @@ impl ClientSecretCredential {
     ///
     /// White space around either id is removed (neither a GUID nor a domain holds
     /// any; a value read from a file often ends in a newline). Nothing is sent
-    /// until the first token is needed; a malformed tenant id, a client id that is
-    /// not a GUID, or an authority that holds a path is reported then, as an
+    /// until the first token is needed. A malformed tenant id, a client id that is
+    /// not a GUID, or an authority that holds a path is reported by
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) (and, for the
+    /// credential used on its own, at its first token request), as an
     /// [`Error::Credential`], before anything is sent.
     pub fn new(
         tenant_id: impl Into<String>,
@@ -65,7 +67,9 @@ impl ClientSecretCredential {
     /// with a query, a fragment, user info or a `.` or `..` path segment. The
     /// host alone:
     /// one with the tenant in its path, or any path on Microsoft's sign-in hosts,
-    /// is refused at the first token request ([`Error::Credential`]).
+    /// is refused by [`ClientBuilder::build`](crate::ClientBuilder::build) (and,
+    /// for the credential used on its own, at its first token request) with
+    /// [`Error::Credential`].
     pub fn authority_host(mut self, url: impl AsRef<str>) -> Result<Self, Error> {
         self.endpoint.set_authority(url.as_ref())?;
         Ok(self)
