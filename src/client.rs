@@ -628,7 +628,6 @@ impl Client {
                     // an attempt that failed (cut short, say, after its length
                     // was declared).
                     budget.body_left = budget.body_left.saturating_sub(report.body_read);
-                    shared.api_answered();
                     return Ok(Some((value.into_inner(), report.token)));
                 }
                 Err(Outcome::Empty { defenders }) => {
@@ -663,21 +662,19 @@ impl Client {
                 }
             }
 
-            // A `Retry-After` of the API holds for every call of the client (not
-            // a refusal made here because of one: that would extend it).
-            let asked = match (&error, report.status) {
-                (Error::Throttled { .. }, Some(429)) | (Error::Api { .. }, Some(503)) => {
-                    report.retry_after
-                }
-                _ => None,
-            };
-            if let Some(wait) = asked {
-                shared.spare_api_for(wait, report.status.unwrap_or(429));
-            }
+            // (A `Retry-After` of the API holds for every call of the client:
+            // the hooks note it as the answer comes.)
             let wait = match &error {
-                Error::Throttled { retry_after } => {
-                    Some(retry_after.unwrap_or_else(|| policy.backoff(attempt)))
-                }
+                Error::Throttled { retry_after } => Some(retry_after.unwrap_or_else(|| {
+                    let wait = policy.backoff(attempt);
+                    // A 429 that does not say how long: the app's quota is spent,
+                    // for every call of the client, which waits as this one does
+                    // rather than each trying on its own.
+                    if report.status == Some(429) {
+                        shared.spare_api_for(wait, 429);
+                    }
+                    wait
+                })),
                 // A 503 may say when to come back; otherwise back off.
                 Error::Api {
                     status: 500 | 502 | 503 | 504,

@@ -490,6 +490,13 @@ async fn send(
         a.status.set(Some(status.as_u16()));
         a.retry_after.set(retry_after);
     });
+    // What the API asks holds for every call of the client, `raw()`'s included;
+    // an answer that asks nothing ends what it asked before.
+    match retry_after {
+        Some(wait) => client.inner().0.spare_api_for(wait, status.as_u16()),
+        None if status.is_success() => client.inner().0.api_answered(),
+        None => {}
+    }
 
     let coding = Encoding::of(response.headers());
 
