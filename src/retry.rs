@@ -129,6 +129,8 @@ fn random_u64() -> u64 {
 }
 
 /// Parses `Retry-After`: delta-seconds or an HTTP-date (a date in the past means now).
+/// Seconds with a decimal fraction (`1.5`), which some servers send, are read
+/// too; a sign, an exponent, `inf` or `NaN` make it unreadable.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     // A number too large for the clock still means "not for a long time".
@@ -136,7 +138,15 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return Some(value.parse().map_or(forever, Duration::from_secs));
     }
-    if let Ok(seconds) = value.parse::<f64>() {
+    let decimal = value.split_once('.').is_some_and(|(whole, fraction)| {
+        !whole.is_empty()
+            && !fraction.is_empty()
+            && whole
+                .bytes()
+                .chain(fraction.bytes())
+                .all(|b| b.is_ascii_digit())
+    });
+    if let Some(seconds) = decimal.then(|| value.parse::<f64>().ok()).flatten() {
         return match seconds {
             s if (0.0..1e9).contains(&s) => Some(Duration::from_secs_f64(s)),
             s if s >= 1e9 => Some(forever),
@@ -166,8 +176,17 @@ mod tests {
         let forever = Some(Duration::from_secs(u64::MAX));
         assert_eq!(retry_after(&headers("99999999999999999999999")), forever);
         assert_eq!(retry_after(&headers("18446744073709551616")), forever);
-        assert_eq!(retry_after(&headers("1e30")), forever);
+        assert_eq!(retry_after(&headers("99999999999.5")), forever);
         assert_eq!(retry_after(&headers("-5")), None);
+        for unreadable in [
+            "1e30", "1e0", "+1", "inf", "infinity", "NaN", "1.", ".5", "1.2.3",
+        ] {
+            assert_eq!(retry_after(&headers(unreadable)), None, "{unreadable}");
+        }
+        assert_eq!(
+            retry_after(&headers("1.5")),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(retry_after(&headers("soon")), None);
     }
 
