@@ -913,6 +913,29 @@ async fn an_authority_with_the_tenant_in_it_is_refused() {
             "{authority}: {err:?}"
         );
     }
+    // The certificate credential the same way, also boxed or shared.
+    let cert = test_cert();
+    let certificate = || {
+        ClientCertificateCredential::from_pem(TENANT, CLIENT_ID, &cert.cert_pem, &cert.key_pem)
+            .unwrap()
+            .authority_host("https://login.microsoftonline.com/common")
+            .unwrap()
+    };
+    let boxed: Box<dyn TokenCredential> = Box::new(certificate());
+    let shared: Arc<dyn TokenCredential> = Arc::new(certificate());
+    for err in [
+        builder(&server)
+            .credential(certificate())
+            .build()
+            .unwrap_err(),
+        builder(&server).credential(boxed).build().unwrap_err(),
+        builder(&server).credential(shared).build().unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::Credential { message, .. } if message.contains("holds a path")),
+            "{err:?}"
+        );
+    }
     assert_eq!(tokens.calls(), 0);
     // A proxy's own prefix is kept.
     let credential = ClientSecretCredential::new(TENANT, CLIENT_ID, SECRET)
@@ -1593,6 +1616,19 @@ fn environment_credential_rejects_unusable_values() {
         ("AZURE_AUTHORITY_HOST", "http://login.example.com"),
     ]));
     assert!(text.contains("AZURE_AUTHORITY_HOST"), "{text}");
+    // One with a path on Microsoft's sign-in host: said when the variables
+    // are read, naming the variable.
+    let text = env_error(&with(&[
+        ("AZURE_CLIENT_SECRET", SECRET),
+        (
+            "AZURE_AUTHORITY_HOST",
+            "https://login.microsoftonline.com/common",
+        ),
+    ]));
+    assert!(
+        text.contains("AZURE_AUTHORITY_HOST: the authority host") && text.contains("holds a path"),
+        "{text}"
+    );
 
     // A tenant id that cannot be one URL path segment: said when the variables
     // are read, not at the first token request.

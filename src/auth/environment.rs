@@ -173,7 +173,18 @@ impl EnvironmentCredential {
             })?;
             with_authority(Ok(Inner::Certificate(certificate)))?
         };
-        Ok(Self { inner })
+        let credential = Self { inner };
+        // The ids are checked above: what is left is an authority that holds
+        // a path.
+        if let Some(problem) = credential.problem() {
+            return Err(match problem {
+                Error::Credential { message, .. } => {
+                    Error::credential(format!("{AUTHORITY_HOST}: {message}"))
+                }
+                other => other,
+            });
+        }
+        Ok(credential)
     }
 }
 
