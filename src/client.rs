@@ -665,16 +665,13 @@ impl Client {
             // (A `Retry-After` of the API holds for every call of the client:
             // the hooks note it as the answer comes.)
             let wait = match &error {
-                Error::Throttled { retry_after } => Some(retry_after.unwrap_or_else(|| {
-                    let wait = policy.backoff(attempt);
-                    // A 429 that does not say how long: the app's quota is spent,
-                    // for every call of the client, which waits as this one does
-                    // rather than each trying on its own.
-                    if report.status == Some(429) {
-                        shared.spare_api_for(wait, 429);
-                    }
-                    wait
-                })),
+                // A 429 that does not say how long: this call backs off on its
+                // own. (Held back together, the client's calls would all be
+                // sent again at the one moment the longest backoff ends; drawn
+                // apart, they are spread, and the quota bounds their rate.)
+                Error::Throttled { retry_after } => {
+                    Some(retry_after.unwrap_or_else(|| policy.backoff(attempt)))
+                }
                 // A 503 may say when to come back; otherwise back off.
                 Error::Api {
                     status: 500 | 502 | 503 | 504,

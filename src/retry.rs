@@ -15,7 +15,9 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 /// errors and timeouts; also a 429, 500, 502, 503 or 504 from the token
 /// endpoint (after its `Retry-After`, or the backoff). Never retried: other 4xx (a 401 gets one token refresh and
 /// one retry of its own). Between 5xx attempts the client waits an exponential
-/// backoff with full jitter: a random time up to `min(max_delay, base_delay × 2ⁿ)`.
+/// backoff with full jitter: a random time up to `min(max_delay, base_delay × 2ⁿ)`;
+/// so it does after a 429 without a `Retry-After` it can read, each call
+/// drawing its own.
 ///
 /// The default: 4 attempts in all, a 60 s budget for the whole call, base delay
 /// 0.5 s, maximum delay 30 s. If `Retry-After` asks for more than the budget has
@@ -23,7 +25,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 /// [`Error::Throttled`](crate::Error::Throttled) after a 429,
 /// [`Error::Api`](crate::Error::Api) after a 503.
 /// A `Retry-After` of the API holds for every call of the client (and of its
-/// clones): until it has passed (five minutes at most), each call waits before
+/// clones, and calls through [`Client::raw`](crate::Client::raw)): until it has passed (five minutes at most), each call waits before
 /// sending when the wait ends within its budget, or returns at once with what
 /// is left of the wait the API asked for (a day at most): `Throttled` after a
 /// 429, `Error::Api` (503, "not sent: …") after a 503. After a wait, the request gets at least
