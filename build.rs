@@ -795,11 +795,35 @@ fn fill_missing_descriptions(document: &mut serde_yaml_ng::Value) {
         };
         if map.contains_key("$ref") {
             if described {
-                println!(
-                    "cargo:warning={SPEC}: {at} has no description (one beside a `$ref` is \
-                     not read): write it as `allOf: [{{$ref: ...}}]` with a `description`, as \
-                     Machine's `vmMetadata` is"
+                // A description beside a `$ref` is not read (OpenAPI 3.0), and
+                // the generator reads none: the reference is wrapped in `allOf`
+                // with the description (or a stand-in), which it reads, and
+                // which gives the same Rust type.
+                let description = match map.remove("description") {
+                    Some(Value::String(text)) => {
+                        println!(
+                            "cargo:warning={SPEC}: {at} has its description beside a `$ref`, \
+                             where OpenAPI 3.0 tools do not read it: write it as \
+                             `allOf: [{{$ref: ...}}]` with the `description`, as Machine's \
+                             `vmMetadata` is"
+                        );
+                        text
+                    }
+                    _ => {
+                        println!(
+                            "cargo:warning={SPEC}: {at} has no description, which is the \
+                             rustdoc of its Rust item: write it as `allOf: [{{$ref: ...}}]` \
+                             with a `description`, as Machine's `vmMetadata` is"
+                        );
+                        "Not described in the spec.".into()
+                    }
+                };
+                let reference = std::mem::take(map);
+                map.insert(
+                    "allOf".into(),
+                    Value::Sequence(vec![Value::Mapping(reference)]),
                 );
+                map.insert("description".into(), Value::String(description));
             }
             return;
         }

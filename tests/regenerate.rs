@@ -678,7 +678,9 @@ fn main() {
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("required: ok"));
     // A property without a description builds, and the warning names it in the
-    // spec rather than in generated code; so does one beside a `$ref`.
+    // spec rather than in generated code; so does a `$ref` without one, and one
+    // with its description beside it (which is used). Neither leaves rustc a
+    // field without rustdoc, and both are of the type referred to.
     fs::write(&spec, &original).unwrap();
     edit(
         &spec,
@@ -686,6 +688,7 @@ fn main() {
         "        sensorHealthState:\n          type: string\n          nullable: true\n        \
          vmInfo:\n          description: Hidden by the reference.\n          \
          $ref: \"#/components/schemas/VmMetadata\"\n        \
+         primaryIp:\n          $ref: \"#/components/schemas/IpAddress\"\n        \
          properties:\n          description: A property of that name.\n          type: array\n          \
          nullable: true\n          items:\n            type: string\n        isAadJoined:\n",
     );
@@ -698,7 +701,11 @@ fn main() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("components/schemas/Machine/properties/vmInfo has no description (one beside a `$ref` is not read): write it as `allOf"),
+        stderr.contains("components/schemas/Machine/properties/vmInfo has its description beside a `$ref`, where OpenAPI 3.0 tools do not read it: write it as `allOf"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("components/schemas/Machine/properties/primaryIp has no description, which is the rustdoc of its Rust item: write it as `allOf"),
         "{stderr}"
     );
     assert_eq!(
@@ -708,8 +715,33 @@ fn main() {
     );
     assert_eq!(
         stderr.matches("missing documentation").count(),
-        1,
-        "only the field given by `$ref` is left without rustdoc: {stderr}"
+        0,
+        "no field is left without rustdoc: {stderr}"
+    );
+    fs::write(
+        copy.join("examples/referred.rs"),
+        r##"use defender_endpoint_regenerated_broken::types::{IpAddress, Machine, VmMetadata};
+
+fn main() {
+    let read = serde_json::from_str::<Machine>(
+        r#"{"id":"m","vmInfo":{"vmId":"v"},"primaryIp":{"ipAddress":"10.0.0.1"}}"#,
+    )
+    .unwrap();
+    let vm: Option<VmMetadata> = read.vm_info;
+    let ip: Option<IpAddress> = read.primary_ip;
+    assert_eq!(vm.unwrap().vm_id.as_deref(), Some("v"));
+    assert_eq!(ip.unwrap().ip_address.as_deref(), Some("10.0.0.1"));
+    println!("referred: ok");
+}
+"##,
+    )
+    .unwrap();
+    let output = run_example(&copy, "referred");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("referred: ok"),
+        "{stderr}"
     );
     let _ = fs::remove_dir_all(&copy);
 }
