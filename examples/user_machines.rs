@@ -259,8 +259,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     Ok(Some(options))
 }
 
-/// Reads the users of `--file`: one a line, blank lines and `#` comments skipped,
-/// and the byte-order mark some editors put at the start of a UTF-8 file ignored.
+/// Reads the users of `--file`: one a line (ended by a line feed, a carriage
+/// return or both), blank lines and `#` comments skipped, and the byte-order
+/// mark some editors put at the start of a UTF-8 file ignored.
 fn read_users(path: &str) -> Result<Vec<String>, Usage> {
     let reader: Box<dyn BufRead> = if path == "-" {
         Box::new(io::stdin().lock())
@@ -284,12 +285,29 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
                 number + 1
             ))
         })?;
-        // A byte order mark on any line (files joined with `cat` keep theirs).
-        let line = line.strip_prefix('\u{FEFF}').unwrap_or(&line).trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+        // A lone carriage return ends a line too (old Mac files): no user name
+        // holds one, so nothing that could be looked up is split.
+        for line in line.split('\r') {
+            // A byte order mark on any line (files joined with `cat` keep theirs).
+            let line = line.strip_prefix('\u{FEFF}').unwrap_or(line).trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // `#` may be part of a name, so it does not start a comment after
+            // one; but `user1  # a note` is far more likely a note than a name.
+            if line
+                .char_indices()
+                .any(|(i, c)| c == '#' && line[..i].ends_with(char::is_whitespace))
+            {
+                say!(
+                    "warning: --file line {}: {}: a '#' after white space is part of the user \
+                     name, not a comment (only a line that starts with '#' is one)",
+                    number + 1,
+                    clip(line, 200)
+                );
+            }
+            users.push(line.to_owned());
         }
-        users.push(line.to_owned());
     }
     Ok(users)
 }

@@ -338,6 +338,33 @@ fn a_byte_order_mark_at_the_start_of_the_file_is_ignored() {
     );
 }
 
+/// Lines ended by a carriage return alone (old Mac files) are lines; a `#`
+/// after white space stays part of the name, with a warning that it is not a
+/// comment.
+#[test]
+fn carriage_returns_end_lines_and_a_late_hash_is_flagged() {
+    let output = demo_json_from_file("mac.txt", "user1@contoso.com\rbob\r\r# note\r");
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(json_users(&output), ["user1@contoso.com", "bob"]);
+    assert!(
+        !text(&output.stderr).contains("warning"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let output = demo_json_from_file("noted.txt", "user1@contoso.com\nbob   # ticket 4711\nx#1\n");
+    assert_eq!(
+        json_users(&output),
+        ["user1@contoso.com", "bob   # ticket 4711", "x#1"]
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("warning: --file line 2: bob   # ticket 4711: a '#' after white space"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("warning").count(), 1, "{stderr}");
+}
+
 /// A file that is not UTF-8 (Windows PowerShell's `>` writes UTF-16) is a usage
 /// error that says so.
 #[test]
