@@ -89,7 +89,8 @@ struct Options {
     users: Vec<String>,
     file: Option<String>,
     format: Format,
-    cloud: Option<String>,
+    /// `--cloud`'s, if given.
+    cloud: Option<Cloud>,
     base_url: Option<String>,
     concurrency: usize,
     demo: bool,
@@ -169,6 +170,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         concurrency: 4,
         demo: false,
     };
+    let mut cloud_name = None;
     let mut args = args.into_iter();
     let mut only_users = false;
     let mut seen = std::collections::HashSet::new();
@@ -226,7 +228,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                     }
                 }
             }
-            "--cloud" => options.cloud = Some(value("a cloud name")?),
+            "--cloud" => cloud_name = Some(value("a cloud name")?),
             "--base-url" => options.base_url = Some(value("a URL")?),
             "--concurrency" => {
                 let n = value("a number")?;
@@ -247,7 +249,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             }
         }
     }
-    if options.demo && (options.cloud.is_some() || options.base_url.is_some()) {
+    if options.demo && (cloud_name.is_some() || options.base_url.is_some()) {
         return Err(Usage(
             "--demo runs against the embedded stand-in: it cannot be combined with --cloud \
              or --base-url"
@@ -255,7 +257,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         ));
     }
     // An unknown cloud is a mistake in the options, reported with them.
-    cloud(options.cloud.as_deref())?;
+    options.cloud = cloud_name
+        .map(|name| {
+            name.parse()
+                .map_err(|e: ParseCloudError| Usage(e.to_string()))
+        })
+        .transpose()?;
     Ok(Some(options))
 }
 
@@ -271,7 +278,9 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
         Box::new(io::BufReader::new(file))
     };
     let mut users = Vec::new();
-    for (number, line) in reader.lines().enumerate() {
+    // The number of the next line, counting those a lone carriage return ends.
+    let mut next = 1;
+    for line in reader.lines() {
         let line = line.map_err(|e| {
             let hint = if e.kind() == io::ErrorKind::InvalidData {
                 " (it must be UTF-8; a file saved as UTF-16, as Windows PowerShell's `>` \
@@ -280,14 +289,20 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
                 ""
             };
             Usage(format!(
-                "cannot read --file {}, line {}: {e}{hint}",
+                "cannot read --file {}, line {next}: {e}{hint}",
                 clip(path, 200),
-                number + 1
             ))
         })?;
         // A lone carriage return ends a line too (old Mac files): no user name
-        // holds one, so nothing that could be looked up is split.
-        for line in line.split('\r') {
+        // holds one, so nothing that could be looked up is split. One at the
+        // end (of a CRLF line) ends the line it is on.
+        let mut lines: Vec<&str> = line.split('\r').collect();
+        if lines.len() > 1 && lines.last() == Some(&"") {
+            lines.pop();
+        }
+        for line in lines {
+            let number = next;
+            next += 1;
             // A byte order mark on any line (files joined with `cat` keep theirs).
             let line = line.strip_prefix('\u{FEFF}').unwrap_or(line).trim();
             if line.is_empty() || line.starts_with('#') {
@@ -300,9 +315,8 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
                 .any(|(i, c)| c == '#' && line[..i].ends_with(char::is_whitespace))
             {
                 say!(
-                    "warning: --file line {}: {}: a '#' after white space is part of the user \
-                     name, not a comment (only a line that starts with '#' is one)",
-                    number + 1,
+                    "warning: --file line {number}: {}: a '#' after white space is part of \
+                     the user name, not a comment (only a line that starts with '#' is one)",
                     clip(line, 200)
                 );
             }
@@ -310,16 +324,6 @@ fn read_users(path: &str) -> Result<Vec<String>, Usage> {
         }
     }
     Ok(users)
-}
-
-/// The cloud named by `--cloud` (default commercial).
-fn cloud(name: Option<&str>) -> Result<Cloud, Usage> {
-    match name {
-        None => Ok(Cloud::Commercial),
-        Some(name) => name
-            .parse()
-            .map_err(|e: ParseCloudError| Usage(e.to_string())),
-    }
 }
 
 /// The environment variable `name`: `None` when unset or blank, and a usage
@@ -402,7 +406,7 @@ async fn run(options: Options) -> Result<ExitCode, Usage> {
         }
     }
 
-    let cloud = cloud(options.cloud.as_deref())?;
+    let cloud = options.cloud.clone().unwrap_or(Cloud::Commercial);
     // (Not read for the demo, which has its own.)
     let base_url = match options.base_url.clone() {
         Some(url) => Some(url),

@@ -351,6 +351,11 @@ fn carriage_returns_end_lines_and_a_late_hash_is_flagged() {
         "{}",
         text(&output.stderr)
     );
+    // Warnings count the lines a carriage return ends, and a CRLF ends one.
+    let output = demo_json_from_file("lines.txt", "user1\rbob # x\r\nalice  #y\r");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("--file line 2: bob # x:"), "{stderr}");
+    assert!(stderr.contains("--file line 3: alice  #y:"), "{stderr}");
 
     let output = demo_json_from_file("noted.txt", "user1@contoso.com\nbob   # ticket 4711\nx#1\n");
     assert_eq!(
