@@ -784,7 +784,9 @@ fn yaml_key(key: &serde_yaml_ng::Value) -> String {
 /// Says, at its place in the spec, which component schema or property has no
 /// `description` (the rustdoc of its type or field), and gives it a stand-in
 /// so that the crate's `missing_docs` does not also point into generated code.
-/// A description beside a `$ref` is not read: such a property is named too.
+/// A property given by a bare `$ref`, whose description the generator does not
+/// read, is written as `allOf: [{$ref}]` with its description (the one beside
+/// the `$ref`, named as misplaced, or a stand-in), as `vmMetadata` is.
 fn fill_missing_descriptions(document: &mut serde_yaml_ng::Value) {
     use serde_yaml_ng::Value;
     /// `schema` (at `at`), whose Rust item wants a description when `described`
@@ -818,7 +820,12 @@ fn fill_missing_descriptions(document: &mut serde_yaml_ng::Value) {
                         "Not described in the spec.".into()
                     }
                 };
-                let reference = std::mem::take(map);
+                // The other keys (`nullable`) stay beside `allOf`, where they
+                // are read.
+                let mut reference = serde_yaml_ng::Mapping::new();
+                if let Some(target) = map.remove("$ref") {
+                    reference.insert("$ref".into(), target);
+                }
                 map.insert(
                     "allOf".into(),
                     Value::Sequence(vec![Value::Mapping(reference)]),

@@ -680,13 +680,19 @@ fn main() {
     // A property without a description builds, and the warning names it in the
     // spec rather than in generated code; so does a `$ref` without one, and one
     // with its description beside it (which is used). Neither leaves rustc a
-    // field without rustdoc, and both are of the type referred to.
+    // field without rustdoc, and both are of the type referred to, with what
+    // else is beside the `$ref` (`vmInfo`, required, stays nullable).
     fs::write(&spec, &original).unwrap();
+    edit(
+        &spec,
+        "      required:\n        - id\n      properties:\n",
+        "      required:\n        - id\n        - vmInfo\n      properties:\n",
+    );
     edit(
         &spec,
         "        isAadJoined:\n",
         "        sensorHealthState:\n          type: string\n          nullable: true\n        \
-         vmInfo:\n          description: Hidden by the reference.\n          \
+         vmInfo:\n          description: Hidden by the reference.\n          nullable: true\n          \
          $ref: \"#/components/schemas/VmMetadata\"\n        \
          primaryIp:\n          $ref: \"#/components/schemas/IpAddress\"\n        \
          properties:\n          description: A property of that name.\n          type: array\n          \
@@ -731,6 +737,10 @@ fn main() {
     let ip: Option<IpAddress> = read.primary_ip;
     assert_eq!(vm.unwrap().vm_id.as_deref(), Some("v"));
     assert_eq!(ip.unwrap().ip_address.as_deref(), Some("10.0.0.1"));
+    let null = serde_json::from_str::<Machine>(r#"{"id":"m","vmInfo":null}"#).unwrap();
+    assert_eq!(null.vm_info, None);
+    let missing = serde_json::from_str::<Machine>(r#"{"id":"m"}"#).unwrap_err().to_string();
+    assert!(missing.contains("missing field `vmInfo`"), "{missing}");
     println!("referred: ok");
 }
 "##,
