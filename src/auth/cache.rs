@@ -62,32 +62,25 @@ struct BearerInner {
 /// than servers take in one header.
 const MAX_TOKEN_BYTES: usize = 32 * 1024;
 
-/// What kind of character keeps `token`, which is not a `b64token`, from
-/// being one (not the character itself: the token is a secret).
-fn not_b64token(token: &str) -> &'static str {
+/// `None` when `token` is an RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" /
+/// "." / "_" / "~" / "+" / "/" ) *"="`, as every Entra ID token (a JWT) is;
+/// otherwise what kind of character keeps it from being one (not the
+/// character itself: the token is a secret).
+fn not_b64token(token: &str) -> Option<&'static str> {
     let body = token.trim_end_matches('=');
+    if body.is_empty() {
+        return Some("only '='");
+    }
     let first = body
         .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || "-._~+/".contains(c)));
-    match first {
-        None if body.is_empty() => "only '='",
-        None => "a character out of place",
-        Some('=') => "'=' before its end",
-        Some(c) if c.is_control() => "a control character (such as a line break)",
-        Some(c) if c.is_whitespace() => "white space",
-        Some(c) if !c.is_ascii() => "a non-ASCII character",
-        Some(_) => "punctuation",
-    }
-}
-
-/// Whether `token` is an RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." /
-/// "_" / "~" / "+" / "/" ) *"="`, as every Entra ID token (a JWT) is.
-fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+        .find(|&c| !(c.is_ascii_alphanumeric() || "-._~+/".contains(c)))?;
+    Some(match first {
+        '=' => "'=' before its end",
+        c if c.is_control() => "a control character (such as a line break)",
+        c if c.is_whitespace() => "white space",
+        c if !c.is_ascii() => "a non-ASCII character",
+        _ => "punctuation",
+    })
 }
 
 impl Bearer {
@@ -107,12 +100,11 @@ impl Bearer {
                 token.len()
             )));
         }
-        if !is_b64token(token) {
+        if let Some(problem) = not_b64token(token) {
             return Err(Error::credential(format!(
                 "the credential gave a token that is not a bearer token (RFC 6750): it \
-                 holds {}, where only letters, digits, '-', '.', '_', '~', '+' and '/' \
+                 holds {problem}, where only letters, digits, '-', '.', '_', '~', '+' and '/' \
                  (then '=' at its end) may be",
-                not_b64token(token)
             )));
         }
         let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {

@@ -122,12 +122,7 @@ impl EnvironmentCredential {
         };
         // Checked here, not at the first token request: a configuration that cannot
         // work is reported when it is read.
-        super::endpoint::check_tenant(&tenant_id).map_err(|e| match e {
-            Error::Credential { message, .. } => {
-                Error::credential(format!("{TENANT_ID}: {message}"))
-            }
-            other => other,
-        })?;
+        super::endpoint::check_tenant(&tenant_id).map_err(from_variable(TENANT_ID))?;
         if !super::endpoint::is_guid(&client_id) {
             return Err(Error::credential(format!(
                 "{CLIENT_ID}: the client id ({} characters) is not a GUID: it is the app \
@@ -140,10 +135,7 @@ impl EnvironmentCredential {
             let Some(url) = &authority else {
                 return result;
             };
-            let named = |e: Error| match e {
-                Error::Config(message) => Error::Config(format!("{AUTHORITY_HOST}: {message}")),
-                other => other,
-            };
+            let named = from_variable(AUTHORITY_HOST);
             Ok(match result? {
                 Inner::Secret(c) => Inner::Secret(c.authority_host(url).map_err(named)?),
                 Inner::Certificate(c) => Inner::Certificate(c.authority_host(url).map_err(named)?),
@@ -162,29 +154,28 @@ impl EnvironmentCredential {
                      supported: point {CERTIFICATE_PATH} to an unencrypted PEM file"
                 )));
             }
-            let certificate = ClientCertificateCredential::from_pem_file(
-                tenant_id, client_id, &path,
-            )
-            .map_err(|e| match e {
-                Error::Credential { message, .. } => {
-                    Error::credential(format!("{CERTIFICATE_PATH}: {message}"))
-                }
-                other => other,
-            })?;
+            let certificate =
+                ClientCertificateCredential::from_pem_file(tenant_id, client_id, &path)
+                    .map_err(from_variable(CERTIFICATE_PATH))?;
             with_authority(Ok(Inner::Certificate(certificate)))?
         };
         let credential = Self { inner };
         // The ids are checked above: what is left is an authority that holds
         // a path.
         if let Some(problem) = credential.problem() {
-            return Err(match problem {
-                Error::Credential { message, .. } => {
-                    Error::credential(format!("{AUTHORITY_HOST}: {message}"))
-                }
-                other => other,
-            });
+            return Err(from_variable(AUTHORITY_HOST)(problem));
         }
         Ok(credential)
+    }
+}
+
+/// An error about the value of the environment variable `variable`, its
+/// message starting with the variable's name.
+fn from_variable(variable: &'static str) -> impl Fn(Error) -> Error {
+    move |error| match error {
+        Error::Credential { message, .. } => Error::credential(format!("{variable}: {message}")),
+        Error::Config(message) => Error::Config(format!("{variable}: {message}")),
+        other => other,
     }
 }
 
