@@ -1581,6 +1581,45 @@ async fn a_retry_after_answered_through_raw_holds_for_every_call() {
     }
 }
 
+/// A 429 that does not say how long to wait is backed off by its own call
+/// only: another call of the client is sent at once (held back together, the
+/// calls would all be sent again at the one moment the longest backoff ends).
+#[tokio::test]
+async fn a_429_without_retry_after_holds_back_only_its_own_call() {
+    let server = MockServer::start_async().await;
+    let throttled = always(&server, 429).await;
+    let (user2, _) = user2_recorded(&server).await;
+    // A backoff of up to a day: the first call is still waiting when the
+    // second is made.
+    let day = Duration::from_secs(86_400);
+    let client = builder(&server)
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(2)
+                .base_delay(day)
+                .max_delay(day)
+                .budget(day * 2),
+        )
+        .build()
+        .unwrap();
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.user_machines("user1").await }
+    });
+    while throttled.calls_async().await == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Time for the first call to read its answer and start its backoff.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = tokio::time::timeout(Duration::from_secs(20), client.user_machines("user2"))
+        .await
+        .expect("not held back");
+    assert_eq!(second.unwrap().len(), 1);
+    user2.assert_calls_async(1).await;
+    assert!(!first.is_finished());
+    first.abort();
+}
+
 /// A queued call whose budget ends before the API may be asked again is not
 /// sent: `Throttled`, not a timeout.
 #[tokio::test]
