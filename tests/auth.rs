@@ -1302,6 +1302,46 @@ async fn a_malformed_token_never_reaches_the_api() {
     }
 }
 
+/// A credential of the caller's own that hands back a token that has already
+/// expired (a stale one from a vault or a file): it is sent, as the API decides
+/// (the instant may come from a wall clock that runs ahead); the API's 401 makes
+/// the client ask once more, and then the call fails with that 401, which says
+/// the token may have expired. It is not kept for the next call.
+#[tokio::test]
+async fn an_expired_token_from_a_credential_is_sent_once_and_not_kept() {
+    struct Stale(AtomicUsize);
+    #[defender_endpoint::async_trait]
+    impl TokenCredential for Stale {
+        async fn get_token(&self, _scopes: &[&str]) -> Result<AccessToken, Error> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let past = std::time::Instant::now()
+                .checked_sub(Duration::from_secs(10))
+                .unwrap();
+            Ok(AccessToken::new("stale-token", past))
+        }
+    }
+    let server = MockServer::start_async().await;
+    let refused = server.mock(|when, then| {
+        when.method(GET).path(API_PATH);
+        then.status(401);
+    });
+    let stale = Arc::new(Stale(AtomicUsize::new(0)));
+    let client = builder(&server)
+        .credential(stale.clone())
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    for call in 1..=2 {
+        let err = client.user_machines("user1").await.unwrap_err();
+        assert_eq!(err.status(), Some(401), "{err:?}");
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert!(!format!("{err} {err:?}").contains("stale-token"), "{err:?}");
+        // Sent, refused, asked for again once, sent again and refused.
+        assert_eq!(refused.calls(), 2 * call);
+        assert_eq!(stale.0.load(Ordering::SeqCst), 2 * call);
+    }
+}
+
 /// A 429 of the token endpoint that no call waits out (the policy makes no
 /// retries) held nothing back: it is not counted as throttling. (That each one
 /// waited out counts once is checked with 16 callers in

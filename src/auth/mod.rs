@@ -45,7 +45,12 @@ pub struct AccessToken {
     /// The secret token, sent as `Authorization: Bearer {token}`.
     pub token: SecretString,
     /// The instant (monotonic clock) after which the token must not be used;
-    /// `None` for a token that does not expire on its own.
+    /// `None` for a token that does not expire on its own. A token whose
+    /// instant has passed when the client gets it is still sent, once: the API
+    /// decides (the instant may come from a wall clock that runs ahead), and
+    /// answers 401 for a token that has expired, which makes the client ask
+    /// the credential once more and then fail with [`Error::Api`] 401. It is
+    /// not kept: the next call asks the credential again.
     pub expires_on: Option<Instant>,
 }
 
