@@ -1599,8 +1599,9 @@ impl ClientBuilder {
     /// Checks the configuration and builds the client.
     ///
     /// Fails with the credential's error when [`credential`](Self::credential)
-    /// was given an `Err` or, for a credential of this crate, a malformed tenant
-    /// or client id or an authority host that holds a path, and with [`Error::Config`] for a base URL that is not an absolute
+    /// was given an `Err` or, for a credential of this crate, an empty client
+    /// secret, a malformed tenant or client id or an authority host that holds
+    /// a path, and with [`Error::Config`] for a base URL that is not an absolute
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
     /// fragment, user info or a `.` or `..` path segment, or that is another
     /// cloud's Defender API than [`cloud`](Self::cloud)'s (for a credential that

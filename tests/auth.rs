@@ -1077,7 +1077,8 @@ async fn an_empty_token_is_a_credential_error_and_sends_nothing() {
 }
 
 /// A client secret that is empty, or white space only, is refused before
-/// anything is sent to the token endpoint.
+/// anything is sent to the token endpoint: by `build()`, and by the credential
+/// used on its own.
 #[tokio::test]
 async fn an_empty_client_secret_sends_nothing() {
     let server = MockServer::start_async().await;
@@ -1087,6 +1088,11 @@ async fn an_empty_client_secret_sends_nothing() {
             .authority_host(server.base_url())
             .unwrap();
         let err = credential.get_token(&[DEFAULT_SCOPE]).await.unwrap_err();
+        assert!(
+            err.to_string().contains("the client secret is empty"),
+            "{err}"
+        );
+        let err = builder(&server).credential(credential).build().unwrap_err();
         assert!(
             err.to_string().contains("the client secret is empty"),
             "{err}"

@@ -43,8 +43,8 @@ impl ClientSecretCredential {
     ///
     /// White space around either id is removed (neither a GUID nor a domain holds
     /// any; a value read from a file often ends in a newline). Nothing is sent
-    /// until the first token is needed. A malformed tenant id, a client id that is
-    /// not a GUID, or an authority that holds a path is reported by
+    /// until the first token is needed. An empty secret, a malformed tenant id, a
+    /// client id that is not a GUID, or an authority that holds a path is reported by
     /// [`ClientBuilder::build`](crate::ClientBuilder::build) (and, for the
     /// credential used on its own, at its first token request), as an
     /// [`Error::Credential`], before anything is sent.
@@ -102,13 +102,12 @@ impl fmt::Debug for ClientSecretCredential {
 #[async_trait::async_trait]
 impl TokenCredential for ClientSecretCredential {
     async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
+        if let Some(problem) = self.problem() {
+            return Err(problem);
+        }
         let url = self.endpoint.url()?;
         let scope = super::join_scopes(scopes)?;
         let secret = self.secret.expose_secret();
-        // (White space alone is no secret either, and is not sent.)
-        if secret.trim().is_empty() {
-            return Err(Error::credential("the client secret is empty"));
-        }
         self.endpoint
             .request(
                 &url,
@@ -128,6 +127,10 @@ impl TokenCredential for ClientSecretCredential {
     }
 
     fn problem(&self) -> Option<Error> {
+        // (White space alone is no secret either, and is not sent.)
+        if self.secret.expose_secret().trim().is_empty() {
+            return Some(Error::credential("the client secret is empty"));
+        }
         self.endpoint.url().err()
     }
 }
