@@ -160,8 +160,8 @@ impl EnvironmentCredential {
             with_authority(Ok(Inner::Certificate(certificate)))?
         };
         let credential = Self { inner };
-        // The ids are checked above: what is left is an authority that holds
-        // a path.
+        // The ids are checked above, and a blank secret counts as none: what is
+        // left is an authority that holds a path.
         if let Some(problem) = credential.problem() {
             return Err(from_variable(AUTHORITY_HOST)(problem));
         }

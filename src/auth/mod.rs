@@ -49,8 +49,10 @@ pub struct AccessToken {
     /// instant has passed when the client gets it is still sent, once: the API
     /// decides (the instant may come from a wall clock that runs ahead), and
     /// answers 401 for a token that has expired, which makes the client ask
-    /// the credential once more and then fail with [`Error::Api`] 401. It is
-    /// not kept: the next call asks the credential again.
+    /// the credential once more and then fail with [`Error::Api`] 401. (A call
+    /// that first waits for the client-side quota asks the credential again,
+    /// up to three times, before it sends the token.) It is not kept: the next
+    /// call asks the credential again.
     pub expires_on: Option<Instant>,
 }
 
