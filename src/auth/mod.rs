@@ -146,7 +146,8 @@ pub trait TokenCredential: Send + Sync {
     }
 
     /// What the credential can tell is wrong with itself before it asks for a
-    /// token (a malformed tenant or client id): `build()` returns it. Not for
+    /// token (an empty secret, a malformed tenant or client id, an authority
+    /// that holds a path): `build()` returns it. Not for
     /// other credentials, which report such problems from `get_token`.
     #[doc(hidden)]
     fn problem(&self) -> Option<Error> {

@@ -102,10 +102,7 @@ impl fmt::Debug for ClientSecretCredential {
 #[async_trait::async_trait]
 impl TokenCredential for ClientSecretCredential {
     async fn get_token(&self, scopes: &[&str]) -> Result<AccessToken, Error> {
-        if let Some(problem) = self.problem() {
-            return Err(problem);
-        }
-        let url = self.endpoint.url()?;
+        let url = self.checked_url()?;
         let scope = super::join_scopes(scopes)?;
         let secret = self.secret.expose_secret();
         self.endpoint
@@ -127,10 +124,18 @@ impl TokenCredential for ClientSecretCredential {
     }
 
     fn problem(&self) -> Option<Error> {
+        self.checked_url().err()
+    }
+}
+
+impl ClientSecretCredential {
+    /// The token endpoint's URL, once the secret, the ids and the authority
+    /// are known to be usable.
+    fn checked_url(&self) -> Result<String, Error> {
         // (White space alone is no secret either, and is not sent.)
         if self.secret.expose_secret().trim().is_empty() {
-            return Some(Error::credential("the client secret is empty"));
+            return Err(Error::credential("the client secret is empty"));
         }
-        self.endpoint.url().err()
+        self.endpoint.url()
     }
 }
