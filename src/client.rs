@@ -1633,7 +1633,9 @@ impl ClientBuilder {
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
         })??;
-        // A malformed tenant or client id, now rather than at the first call.
+        // What a credential of this crate can tell is wrong with itself (an
+        // empty secret, a malformed id, an authority with a path), now rather
+        // than at the first call.
         if let Some(problem) = credential.problem() {
             return Err(problem);
         }
