@@ -1963,6 +1963,14 @@ mod tests {
                 "{bad}"
             );
         }
+        // A host without its scheme is told how to write it.
+        let err = normalise_base_url("api.security.microsoft.com/").unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "it has no scheme: write it with https://, as https://api.security.microsoft.com"
+            ),
+            "{err}"
+        );
     }
 
     /// A `.` or `..` in the base URL's path, which the URL parser would resolve

@@ -7,7 +7,10 @@ use crate::user::InvalidUserName;
 /// Everything that can go wrong when talking to Defender for Endpoint.
 ///
 /// No variant ever holds a secret: tokens, client secrets and assertions are
-/// kept out of messages, and the `Display` of every variant is safe to log.
+/// kept out of messages, and the `Display` of every variant is safe to log as
+/// far as secrets go. A user name may be in it: the one an `InvalidUserName`
+/// was given, or the service's words in an `Api` message. (The client's own
+/// logs leave it out below `debug` level.)
 ///
 /// It is `Clone` (a transport error is shared behind an `Arc`), so one failure
 /// can be handed to everyone who waited on it.
@@ -78,7 +81,10 @@ pub enum Error {
     Transport(Arc<reqwest::Error>),
 
     /// The request (or the wait for its answer) took longer than the configured timeout.
-    #[error("the request timed out")]
+    #[error(
+        "the request timed out (an attempt's ClientBuilder::timeout, or the end of the \
+         retry budget)"
+    )]
     Timeout,
 
     /// The answer could not be decoded into the expected shape.
@@ -94,7 +100,10 @@ pub enum Error {
     /// than the client's limit
     /// ([`ClientBuilder::max_response_bytes`](crate::ClientBuilder::max_response_bytes)).
     /// An error answer over the limit keeps its status instead: its body is cut.
-    #[error("the answer is larger than the limit of {limit} bytes (all pages of a call together)")]
+    #[error(
+        "the answer is larger than the limit of {limit} bytes (all pages of a call together; \
+         ClientBuilder::max_response_bytes sets it)"
+    )]
     ResponseTooLarge {
         /// The limit, in bytes (after decompression).
         limit: usize,
@@ -106,7 +115,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status behind this error, when there was an answer.
+    /// The HTTP status behind this error, when there was an answer: the API's,
+    /// or for [`Error::Credential`] the token endpoint's (a 401 there is a
+    /// refused credential, not a refused token), and 429 for
+    /// [`Error::Throttled`], also for a call held back by another call's 429.
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } | Error::Decode { status, .. } => Some(*status),
@@ -234,10 +246,10 @@ impl fmt::Display for ApiDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Defender API error: HTTP {}", self.status)?;
         if let Some(code) = self.code {
-            write!(f, " {}", code.escape_debug())?;
+            write!(f, " {}", Shown(code))?;
         }
         match (self.message, self.status) {
-            (Some(message), _) => write!(f, ": {}", message.escape_debug())?,
+            (Some(message), _) => write!(f, ": {}", Shown(message))?,
             // Without a word from the service, what these usually mean.
             (None, 401) => f.write_str(
                 ": the token was refused (expired, not valid, or of another tenant); \
@@ -251,7 +263,7 @@ impl fmt::Display for ApiDisplay<'_> {
             (None, _) => {}
         }
         if let Some(target) = self.target {
-            write!(f, " (target {})", target.escape_debug())?;
+            write!(f, " (target {})", Shown(target))?;
         }
         Ok(())
     }
@@ -298,22 +310,65 @@ struct CredentialDisplay<'a> {
 impl fmt::Display for CredentialDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "credential error: {}", self.message)?;
-        if let Some(status) = self.status {
+        if let Some(status) = self.status.filter(|status| {
+            // Not twice: "the token endpoint answered HTTP 502".
+            !self.message.contains(&format!("HTTP {status}"))
+        }) {
             write!(f, " (HTTP {status})")?;
         }
         if let Some(code) = self.code {
-            write!(f, ": {}", code.escape_debug())?;
+            write!(f, ": {}", Shown(code))?;
         }
         if let Some(description) = self.description {
-            write!(f, ": {}", description.escape_debug())?;
+            // Entra ID ends it with lines that repeat the ids shown below
+            // ("Trace ID: …", "Correlation ID: …"): left out, and the other
+            // lines joined into one.
+            let repeated = |line: &str, label: &str, id: Option<&str>| {
+                id.is_some_and(|id| {
+                    line.strip_prefix(label)
+                        .is_some_and(|rest| rest.trim() == id)
+                })
+            };
+            let mut lines = description
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .filter(|line| {
+                    !repeated(line, "Trace ID:", self.trace_id)
+                        && !repeated(line, "Correlation ID:", self.correlation_id)
+                });
+            if let Some(first) = lines.next() {
+                write!(f, ": {}", Shown(first))?;
+                for line in lines {
+                    write!(f, " {}", Shown(line))?;
+                }
+            }
         }
         if let Some(trace_id) = self.trace_id {
-            write!(f, " [trace id {}]", trace_id.escape_debug())?;
+            write!(f, " [trace id {}]", Shown(trace_id))?;
         }
         if let Some(correlation_id) = self.correlation_id {
-            write!(f, " [correlation id {}]", correlation_id.escape_debug())?;
+            write!(f, " [correlation id {}]", Shown(correlation_id))?;
         }
         Ok(())
+    }
+}
+
+/// A service's text as it came, but for the characters that could drive a
+/// terminal or hide text (control, format and other unprintable characters),
+/// which are shown escaped (`\n`, `\u{1b}`, `\u{202e}`). Quotes and
+/// backslashes are left as they are.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['\'', '"', '\\']) {
+            write!(f, "{}", rest[..at].escape_debug())?;
+            f.write_str(&rest[at..at + 1])?;
+            rest = &rest[at + 1..];
+        }
+        write!(f, "{}", rest.escape_debug())
     }
 }
 
@@ -375,6 +430,82 @@ pub(crate) fn shorten(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The service's words are shown as they came, quotes and backslashes
+    /// included; what could drive a terminal or hide text is escaped.
+    #[test]
+    fn service_texts_keep_their_quotes_and_escape_control_characters() {
+        let api = Error::Api {
+            status: 400,
+            code: Some("InvalidInput".into()),
+            message: Some("Invalid user name \"a'b\\c\" \u{1b}[31mred\u{202e}x\r\ny".into()),
+            target: Some("t-1".into()),
+        };
+        assert_eq!(
+            api.to_string(),
+            "Defender API error: HTTP 400 InvalidInput: Invalid user name \"a'b\\c\" \
+             \\u{1b}[31mred\\u{202e}x\\r\\ny (target t-1)"
+        );
+    }
+
+    /// Entra ID's description ends with lines that repeat the trace and
+    /// correlation ids: shown once, on one line; and a status the message
+    /// already gives is not given again.
+    #[test]
+    fn a_credential_refusal_says_each_thing_once() {
+        let refused = Error::Credential {
+            message: "the token endpoint refused the credential".into(),
+            status: Some(401),
+            code: Some("invalid_client".into()),
+            description: Some(
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being \
+                 sent is the client secret value, not the secret ID, for a secret added \
+                 to app '0b0e'.\r\nTrace ID: tr-1\r\nCorrelation ID: co-1\r\n\
+                 Timestamp: 2026-11-30 19:00:00Z"
+                    .into(),
+            ),
+            error_codes: vec![7000215],
+            trace_id: Some("tr-1".into()),
+            correlation_id: Some("co-1".into()),
+        };
+        let shown = refused.to_string();
+        assert_eq!(
+            shown,
+            "credential error: the token endpoint refused the credential (HTTP 401): \
+             invalid_client: AADSTS7000215: Invalid client secret provided. Ensure the \
+             secret being sent is the client secret value, not the secret ID, for a \
+             secret added to app '0b0e'. Timestamp: 2026-11-30 19:00:00Z [trace id tr-1] \
+             [correlation id co-1]"
+        );
+        // Without the ids beside it, the description keeps its lines for them.
+        let mut bare = refused.clone();
+        if let Error::Credential {
+            trace_id,
+            correlation_id,
+            ..
+        } = &mut bare
+        {
+            (*trace_id, *correlation_id) = (None, None);
+        }
+        assert!(
+            bare.to_string()
+                .contains("Trace ID: tr-1 Correlation ID: co-1"),
+            "{bare}"
+        );
+        let gateway = Error::Credential {
+            message: "the token endpoint answered HTTP 502: <html>".into(),
+            status: Some(502),
+            code: None,
+            description: None,
+            error_codes: Vec::new(),
+            trace_id: None,
+            correlation_id: None,
+        };
+        assert_eq!(
+            gateway.to_string(),
+            "credential error: the token endpoint answered HTTP 502: <html>"
+        );
+    }
 
     /// A 401 or 403 the service sent without a message says what it usually
     /// means; with one, the service's own words are shown.

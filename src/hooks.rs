@@ -945,7 +945,12 @@ pub(crate) fn normalise_service_url(url: &str, what: &str, shown: &str) -> Resul
              write the path it stands for",
         ));
     }
-    let url = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    let url = reqwest::Url::parse(url).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            bad("it has no scheme: write it with https://, as https://api.security.microsoft.com")
+        }
+        e => bad(&e.to_string()),
+    })?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err(bad("the scheme must be https"));
     }
