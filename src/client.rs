@@ -104,7 +104,7 @@ impl Client {
     /// this client's HTTP transport (its redirect and proxy rules), even from a
     /// generated client made anew on its hooks around another `reqwest::Client`.
     /// While the API asks to be spared (a `Retry-After` any call of the client
-    /// got), they are not sent, and fail as throttled.
+    /// got), they are not sent, and fail as that answer did (429, or 503).
     pub fn raw(&self) -> &raw::Client {
         &self.raw
     }

@@ -309,10 +309,12 @@ struct CredentialDisplay<'a> {
 
 impl fmt::Display for CredentialDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "credential error: {}", self.message)?;
+        write!(f, "credential error: {}", Shown(self.message))?;
         if let Some(status) = self.status.filter(|status| {
-            // Not twice: "the token endpoint answered HTTP 502".
-            !self.message.contains(&format!("HTTP {status}"))
+            // Not twice: "the token endpoint answered HTTP 502: …".
+            !self
+                .message
+                .starts_with(&format!("the token endpoint answered HTTP {status}"))
         }) {
             write!(f, " (HTTP {status})")?;
         }
@@ -358,7 +360,7 @@ impl fmt::Display for CredentialDisplay<'_> {
 /// terminal or hide text (control, format and other unprintable characters),
 /// which are shown escaped (`\n`, `\u{1b}`, `\u{202e}`). Quotes and
 /// backslashes are left as they are.
-struct Shown<'a>(&'a str);
+pub(crate) struct Shown<'a>(pub(crate) &'a str);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -504,6 +506,23 @@ mod tests {
         assert_eq!(
             gateway.to_string(),
             "credential error: the token endpoint answered HTTP 502: <html>"
+        );
+        // A status the service's words only seem to give is still given, and
+        // a line break in a credential's message (a library's error text) is
+        // escaped: it cannot forge a log line.
+        let odd = Error::Credential {
+            message: "the token endpoint issued a token of type \"HTTP 200\"\r\nfake: line".into(),
+            status: Some(200),
+            code: None,
+            description: None,
+            error_codes: Vec::new(),
+            trace_id: None,
+            correlation_id: None,
+        };
+        assert_eq!(
+            odd.to_string(),
+            "credential error: the token endpoint issued a token of type \"HTTP 200\"\\r\\nfake: \
+             line (HTTP 200)"
         );
     }
 

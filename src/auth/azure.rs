@@ -110,7 +110,10 @@ fn from_azure(e: azure_core::Error) -> Error {
         _ => (None, None),
     };
     Error::Credential {
-        message: format!("the Azure credential failed: {e}"),
+        message: format!(
+            "the Azure credential failed: {}",
+            crate::error::Shown(&e.to_string())
+        ),
         status,
         code,
         description: None,

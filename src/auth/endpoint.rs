@@ -338,7 +338,8 @@ pub(crate) fn parse_answer(
                 Value::String(kind) => {
                     let token = fields.get("access_token").and_then(Value::as_str);
                     let issued: Vec<&str> = token.into_iter().collect();
-                    format!("{:?}", redacted(kind, secrets, &issued, TYPE_CHARS))
+                    let kind = redacted(kind, secrets, &issued, TYPE_CHARS);
+                    format!("\"{}\"", crate::error::Shown(&kind))
                 }
                 Value::Object(_) => "an object".to_owned(),
                 Value::Array(_) => "an array".to_owned(),
@@ -429,7 +430,7 @@ fn excerpt(body: &[u8], secrets: &[&str], issued: &[&str]) -> Option<String> {
         issued,
         EXCERPT_CHARS,
     );
-    (!text.is_empty()).then(|| text.escape_debug().to_string())
+    (!text.is_empty()).then(|| crate::error::Shown(&text).to_string())
 }
 
 /// The first `chars` characters of `text` (with `…` where it was cut), every echo
