@@ -1320,6 +1320,23 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     // serde quotes the offending value, which may be anything the service sent:
     // scrubbed of the token, then cut, so that an error stays a readable size.
     let mut message = redact_cut(&error.to_string(), token, MAX_ERROR_TEXT);
+    // An answer that is not JSON at all (a proxy's login page, a gateway's
+    // text): what it starts with says more than "expected value".
+    let start = body.trim_ascii_start();
+    if !error.is_data() && !start.starts_with(b"{") && !start.starts_with(b"[") {
+        // (Enough of it to find a token it may echo, before it is cut.)
+        let text = String::from_utf8_lossy(&start[..start.len().min(64 * 1024)]);
+        let text = redact_cut(&text, token, 60);
+        if text.is_empty() {
+            message.push_str(": the body is empty");
+        } else {
+            message.push_str(&format!(
+                ": the body is not JSON; it starts with \"{}\"",
+                crate::error::Shown(&text)
+            ));
+        }
+        return message;
+    }
     if !error.is_data() {
         return message;
     }

@@ -691,8 +691,17 @@ async fn malformed_answers_are_decode_errors() {
             "missing field `id`",
         ),
         (r#"{"value":{"id":"x"}}"#, "invalid type"),
-        ("", "EOF"),
+        (
+            "",
+            "EOF while parsing a value at line 1 column 0: the body is empty",
+        ),
         ("[]", "invalid type"),
+        // Not JSON at all (a proxy's login page): what it starts with, cut,
+        // with the token blanked and control characters escaped.
+        (
+            "  <html><head><title>Sign in</title></head>\n<body>Bearer test-token-7d1f0e ...",
+            r#"expected value at line 1 column 3: the body is not JSON; it starts with "<html><head><title>Sign in</title></head>\n<body>Bearer <reda…""#,
+        ),
         // One odd field among many machines: the message says which field of which machine.
         (
             r#"{"value":[{"id":"m1","osBuild":19045},{"id":"odd-one","osBuild":"19045"}]}"#,
