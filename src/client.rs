@@ -1323,12 +1323,15 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     // An answer that is not JSON at all (a proxy's login page, a gateway's
     // text): what it starts with says more than "expected value".
     let start = body.trim_ascii_start();
-    if !error.is_data() && !start.starts_with(b"{") && !start.starts_with(b"[") {
+    let json_starts = |b: &u8| b"{[\"-0123456789tfn".contains(b);
+    if !error.is_data() && !start.first().is_some_and(json_starts) {
         // (Enough of it to find a token it may echo, before it is cut.)
         let text = String::from_utf8_lossy(&start[..start.len().min(64 * 1024)]);
         let text = redact_cut(&text, token, 60);
-        if text.is_empty() {
+        if body.is_empty() {
             message.push_str(": the body is empty");
+        } else if text.is_empty() {
+            message.push_str(": the body is blank");
         } else {
             message.push_str(&format!(
                 ": the body is not JSON; it starts with \"{}\"",

@@ -695,6 +695,9 @@ async fn malformed_answers_are_decode_errors() {
             "",
             "EOF while parsing a value at line 1 column 0: the body is empty",
         ),
+        (" \n ", "the body is blank"),
+        // JSON cut short is not said to be something else.
+        (r#""abc"#, "EOF while parsing a string at line 1 column 4"),
         ("[]", "invalid type"),
         // Not JSON at all (a proxy's login page): what it starts with, cut,
         // with the token blanked and control characters escaped.
@@ -733,7 +736,13 @@ async fn malformed_answers_are_decode_errors() {
                 status: 200,
                 message,
             }) => {
-                assert!(message.contains(needle), "{body}: {message}")
+                assert!(message.contains(needle), "{body}: {message}");
+                // Only what does not start as JSON is said not to be JSON.
+                assert_eq!(
+                    message.contains("not JSON"),
+                    body.trim_start().starts_with('<'),
+                    "{body}: {message}"
+                );
             }
             other => panic!("{body}: {other:?}"),
         }
