@@ -82,8 +82,8 @@ pub enum Error {
 
     /// The request (or the wait for its answer) took longer than the configured timeout.
     #[error(
-        "the request timed out (an attempt's ClientBuilder::timeout, or the end of the \
-         retry budget)"
+        "the request timed out (an attempt's ClientBuilder::timeout or connect_timeout, a \
+         token request's, or the end of the retry budget)"
     )]
     Timeout,
 
@@ -494,15 +494,8 @@ mod tests {
                 .contains("Trace ID: tr-1 Correlation ID: co-1"),
             "{bare}"
         );
-        let gateway = Error::Credential {
-            message: "the token endpoint answered HTTP 502: <html>".into(),
-            status: Some(502),
-            code: None,
-            description: None,
-            error_codes: Vec::new(),
-            trace_id: None,
-            correlation_id: None,
-        };
+        let credential_error = crate::auth::endpoint::credential_error;
+        let gateway = credential_error(502, "the token endpoint answered HTTP 502: <html>");
         assert_eq!(
             gateway.to_string(),
             "credential error: the token endpoint answered HTTP 502: <html>"
@@ -510,15 +503,10 @@ mod tests {
         // A status the service's words only seem to give is still given, and
         // a line break in a credential's message (a library's error text) is
         // escaped: it cannot forge a log line.
-        let odd = Error::Credential {
-            message: "the token endpoint issued a token of type \"HTTP 200\"\r\nfake: line".into(),
-            status: Some(200),
-            code: None,
-            description: None,
-            error_codes: Vec::new(),
-            trace_id: None,
-            correlation_id: None,
-        };
+        let odd = credential_error(
+            200,
+            "the token endpoint issued a token of type \"HTTP 200\"\r\nfake: line",
+        );
         assert_eq!(
             odd.to_string(),
             "credential error: the token endpoint issued a token of type \"HTTP 200\"\\r\\nfake: \

@@ -996,6 +996,20 @@ async fn calls_dropped_in_the_quota_queue_count_their_wait_but_no_attempt() {
     );
 }
 
+/// A refusal of the token endpoint with `status`, as the app credentials
+/// report one.
+fn token_endpoint_error(status: u16, message: &str) -> Error {
+    Error::Credential {
+        message: message.into(),
+        status: Some(status),
+        code: None,
+        description: None,
+        error_codes: Vec::new(),
+        trace_id: None,
+        correlation_id: None,
+    }
+}
+
 /// Issues tokens that expire at once (so every call asks again), failing its
 /// `fail_on`-th request with a 503 of the token endpoint.
 struct FlakyTokens {
@@ -1008,15 +1022,10 @@ impl defender_endpoint::TokenCredential for FlakyTokens {
     async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if n == self.fail_on {
-            return Err(Error::Credential {
-                message: "the token endpoint is unavailable".into(),
-                status: Some(503),
-                code: None,
-                description: None,
-                error_codes: Vec::new(),
-                trace_id: None,
-                correlation_id: None,
-            });
+            return Err(token_endpoint_error(
+                503,
+                "the token endpoint is unavailable",
+            ));
         }
         Ok(defender_endpoint::AccessToken::new(
             common::TOKEN,
@@ -1037,15 +1046,10 @@ impl defender_endpoint::TokenCredential for ThrottledTokens {
     async fn get_token(&self, _: &[&str]) -> Result<defender_endpoint::AccessToken, Error> {
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if n <= self.busy {
-            return Err(Error::Credential {
-                message: "the token endpoint refused to issue a token".into(),
-                status: Some(429),
-                code: None,
-                description: None,
-                error_codes: Vec::new(),
-                trace_id: None,
-                correlation_id: None,
-            });
+            return Err(token_endpoint_error(
+                429,
+                "the token endpoint refused to issue a token",
+            ));
         }
         Ok(defender_endpoint::AccessToken::expires_in(
             common::TOKEN,

@@ -256,7 +256,7 @@ fn transport(e: reqwest::Error) -> Error {
     Error::from_reqwest(e)
 }
 
-fn credential_error(status: u16, message: impl Into<String>) -> Error {
+pub(crate) fn credential_error(status: u16, message: impl Into<String>) -> Error {
     Error::Credential {
         message: message.into(),
         status: Some(status),
