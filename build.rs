@@ -789,6 +789,8 @@ fn yaml_key(key: &serde_yaml_ng::Value) -> String {
 /// the `$ref`, named as misplaced, or a stand-in), as `vmMetadata` is.
 fn fill_missing_descriptions(document: &mut serde_yaml_ng::Value) {
     use serde_yaml_ng::Value;
+    /// The rustdoc of an item the spec does not describe.
+    const STAND_IN: &str = "Not described in the spec.";
     /// `schema` (at `at`), whose Rust item wants a description when `described`
     /// (a component schema, a property), and the properties inside it.
     fn walk(schema: &mut Value, at: &str, described: bool) {
@@ -817,7 +819,7 @@ fn fill_missing_descriptions(document: &mut serde_yaml_ng::Value) {
                              rustdoc of its Rust item: write it as `allOf: [{{$ref: ...}}]` \
                              with a `description`, as Machine's `vmMetadata` is"
                         );
-                        "Not described in the spec.".into()
+                        STAND_IN.into()
                     }
                 };
                 // The other keys (`nullable`) stay beside `allOf`, where they
@@ -839,10 +841,7 @@ fn fill_missing_descriptions(document: &mut serde_yaml_ng::Value) {
                 "cargo:warning={SPEC}: {at} has no description, which is the rustdoc of \
                  its Rust item: give it one"
             );
-            map.insert(
-                "description".into(),
-                Value::String("Not described in the spec.".into()),
-            );
+            map.insert("description".into(), Value::String(STAND_IN.into()));
         }
         if let Some(Value::Mapping(properties)) = map.get_mut("properties") {
             for (name, property) in properties.iter_mut() {
