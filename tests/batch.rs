@@ -539,6 +539,16 @@ fn calls_outside_a_tokio_runtime_are_an_error() {
         .block_on(client.user_machines("user1"))
         .unwrap()
         .is_empty());
+    // A runtime without the time driver: the call panics inside Tokio, as the
+    // README says (a runtime cannot be asked which drivers it has).
+    let no_timers = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        no_timers.block_on(client.user_machines("user1"))
+    }));
+    assert!(panicked.is_err(), "{panicked:?}");
 }
 
 /// A client kept in a `static` serves one Tokio runtime after another, each
