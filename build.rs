@@ -2101,6 +2101,19 @@ fn holds_vec(ty: &syn::Type) -> bool {
             && matches!(type_arguments(ty).as_deref(), Some([inner]) if holds_vec(inner))
 }
 
+/// Whether `ty` is `::chrono::DateTime<::chrono::offset::Utc>`, what the generator
+/// writes for `format: date-time`.
+fn is_utc_time(ty: &syn::Type) -> bool {
+    is_path(ty, &["chrono", "DateTime"])
+        && matches!(type_arguments(ty).as_deref(), Some([zone]) if is_path(zone, &["chrono", "offset", "Utc"]))
+}
+
+/// Whether `ty` is `::std::option::Option<T>` of a `T` for which `inner` holds.
+fn is_option_of(ty: &syn::Type, inner: fn(&syn::Type) -> bool) -> bool {
+    is_path(ty, &["std", "option", "Option"])
+        && matches!(type_arguments(ty).as_deref(), Some([t]) if inner(t))
+}
+
 /// Whether `ty` is `::serde_json::Map<::std::string::String, ::serde_json::Value>`,
 /// what the generator writes for `additionalProperties: {}` (or `true`).
 fn is_json_map(ty: &syn::Type) -> bool {
@@ -2152,10 +2165,19 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
         keys.push_str(&format!("{key:?} => __Field::F{i},\n"));
         slots.push_str(&format!("let mut f{i} = ::std::option::Option::None;\n"));
         // A list is trimmed to its length as soon as it is read (see `src/fit.rs`).
+        // A timestamp in the service's own shape is read without `chrono`'s
+        // general parser (see `src/timestamp.rs`).
         let read = if holds_vec(&field.ty) {
-            "crate::fit::Fit::fit(map.next_value()?)"
+            "crate::fit::Fit::fit(map.next_value()?)".to_owned()
+        } else if is_utc_time(&field.ty) {
+            "map.next_value::<crate::timestamp::Rfc3339<::chrono::DateTime<::chrono::offset::Utc>>>()?.0"
+                .to_owned()
+        } else if is_option_of(&field.ty, is_utc_time) {
+            "map.next_value::<crate::timestamp::Rfc3339<::std::option::Option<\
+             ::chrono::DateTime<::chrono::offset::Utc>>>>()?.0"
+                .to_owned()
         } else {
-            "map.next_value()?"
+            "map.next_value()?".to_owned()
         };
         arms.push_str(&format!(
             "__Field::F{i} => {{

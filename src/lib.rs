@@ -41,6 +41,7 @@ mod generated;
 mod hooks;
 mod quota;
 mod retry;
+mod timestamp;
 mod unknown;
 mod user;
 

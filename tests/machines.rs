@@ -255,6 +255,71 @@ async fn unknown_values_and_fields_are_kept() {
     assert_eq!(back, expected);
 }
 
+/// `firstSeen` and `lastSeen` read as `chrono`'s own `Deserialize` reads them,
+/// from JSON text and from a `serde_json::Value`: the service's shape directly,
+/// every other one through `chrono`, with the same instants, the same refusals and
+/// the same messages.
+#[test]
+fn timestamps_read_as_chronos_deserialize_reads_them() {
+    #[derive(serde::Deserialize, Debug)]
+    struct Reference {
+        #[serde(rename = "firstSeen", default)]
+        first_seen: Option<chrono::DateTime<chrono::Utc>>,
+        #[serde(rename = "lastSeen", default)]
+        last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    type Seen = Option<chrono::DateTime<chrono::Utc>>;
+    let ours = |read: Result<Machine, serde_json::Error>| -> Result<(Seen, Seen), String> {
+        read.map(|m| (m.first_seen, m.last_seen))
+            .map_err(|e| e.to_string())
+    };
+    let reference = |read: Result<Reference, serde_json::Error>| -> Result<(Seen, Seen), String> {
+        read.map(|r| (r.first_seen, r.last_seen))
+            .map_err(|e| e.to_string())
+    };
+    let mut read_directly = 0;
+    for value in [
+        r#""2018-08-02T14:55:03.7791856Z""#,
+        r#""2018-08-02T14:55:03Z""#,
+        r#""2024-02-29T23:59:59.123456789Z""#,
+        // An escape: the text reaches the reader as an owned string.
+        r#""2018-08-02T14:55:03.7791856\u005a""#,
+        r#""2018-08-02T14:55:03.7791856\u005A""#,
+        r#""2018-08-02T14:55:03+02:00""#,
+        r#""2018-08-02 14:55:03.5z""#,
+        r#""2016-12-31T23:59:60.25Z""#,
+        r#""2018-08-02T14:55:03.1234567891Z""#,
+        r#""2023-02-29T00:00:00Z""#,
+        r#""2018-08-02T24:00:00Z""#,
+        r#""2018-08-02T14:55:03""#,
+        r#""""#,
+        r#""yesterday""#,
+        "null",
+        "17",
+        "-1.5",
+        "true",
+        "{}",
+        "[]",
+        r#"["2018-08-02T14:55:03Z"]"#,
+    ] {
+        for key in ["firstSeen", "lastSeen"] {
+            let text = format!(r#"{{"id":"m","{key}":{value}}}"#);
+            let expected = reference(serde_json::from_str(&text));
+            assert_eq!(ours(serde_json::from_str(&text)), expected, "{text}");
+            if let Ok((first, last)) = expected {
+                read_directly += usize::from(first.or(last).is_some());
+            }
+            let tree: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                ours(serde_json::from_value(tree.clone())),
+                reference(serde_json::from_value(tree)),
+                "{text} as a Value"
+            );
+        }
+    }
+    assert_eq!(read_directly, 2 * 9, "the accepted values are read");
+}
+
 /// What the docs of `max_response_bytes` say a decoded machine costs: several
 /// hundred bytes however few fields it has, so an answer of bare ids (ten bytes
 /// of text each) takes far more memory than its text.
