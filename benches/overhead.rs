@@ -598,6 +598,11 @@ enum Caller {
     BareHand(reqwest::Client, String),
     /// reqwest GET + `serde_json` into the generated `MachineCollection`.
     BareTyped(reqwest::Client, String),
+    /// reqwest GET + `serde_json` checking the syntax only (`IgnoredAny`): what any
+    /// client that reads the JSON at all costs at least.
+    BareSyntax(reqwest::Client, String),
+    /// reqwest GET, reading the body and nothing more.
+    BareFetch(reqwest::Client, String),
 }
 
 impl Caller {
@@ -606,6 +611,8 @@ impl Caller {
             Caller::Sdk(_) => "sdk",
             Caller::BareHand(..) => "bare reqwest + hand struct",
             Caller::BareTyped(..) => "bare reqwest + generated types",
+            Caller::BareSyntax(..) => "bare reqwest + JSON syntax check only",
+            Caller::BareFetch(..) => "bare reqwest, body read only",
         }
     }
 
@@ -626,6 +633,12 @@ impl Caller {
                     .value
                     .len()
             }
+            Caller::BareSyntax(http, base) => {
+                let body = bare_get(http, base, user).await;
+                serde_json::from_slice::<serde::de::IgnoredAny>(&body).unwrap();
+                body.len()
+            }
+            Caller::BareFetch(http, base) => bare_get(http, base, user).await.len(),
         }
     }
 
@@ -1384,12 +1397,28 @@ fn run(quick: bool) {
     // 5. Python, interleaved with the SDK's sequential calls.
     println!("\n## Python baseline (requests + json, sequential, interleaved with the sdk)");
     if python_available() {
+        // What a client costs that reads the body and no more, or checks its JSON
+        // syntax and builds nothing: how far below Python any client can go.
+        let floors = [
+            Caller::BareFetch(reqwest::Client::new(), base.clone()),
+            Caller::BareSyntax(reqwest::Client::new(), base.clone()),
+        ];
+        seq_rt.block_on(async {
+            for c in &floors {
+                for user in [SMALL, BIG] {
+                    for _ in 0..16 {
+                        assert!(c.call(user).await > 0);
+                    }
+                }
+            }
+        });
         for (user, machines, calls) in [
             (SMALL, 2, 300 * scale as u64),
             (BIG, BIG_MACHINES, 20 * scale as u64),
         ] {
             let (mut py_total, mut sdk_total) = (Sample::default(), Sample::default());
             let mut ratios = Vec::new();
+            let mut floor_ratios = [Vec::new(), Vec::new()];
             for _ in 0..(scale + 1) {
                 let Some(py) = python(&base, user, calls, Duration::from_secs(30)) else {
                     break;
@@ -1397,6 +1426,11 @@ fn run(quick: bool) {
                 let sdk =
                     seq_rt.block_on(seq_callers[0].block(user, 1, calls, Duration::from_secs(10)));
                 ratios.push(py.cpu_us() / sdk.cpu_us());
+                for (floor, ratios) in floors.iter().zip(&mut floor_ratios) {
+                    let floor =
+                        seq_rt.block_on(floor.block(user, 1, calls, Duration::from_secs(10)));
+                    ratios.push(py.cpu_us() / floor.cpu_us());
+                }
                 py_total.add(py);
                 sdk_total.add(sdk);
             }
@@ -1416,6 +1450,18 @@ fn run(quick: bool) {
                 "| Client CPU per call, Python requests+json / sdk, {machines}-machine answer, sequential | {ratio:.1} [{spread}] ({:.0} vs {:.0} us) | >= 10 | {} |",
                 py_total.cpu_us(), sdk_total.cpu_us(), check(ratio >= 10.0)
             ));
+            for (floor, mut ratios) in floors.iter().zip(floor_ratios) {
+                let spread = range(&ratios);
+                let ratio = median(&mut ratios);
+                println!(
+                    "    for scale: python / {} CPU = {ratio:.1} [{spread}]",
+                    floor.label()
+                );
+                report.push(format!(
+                    "| For scale: Python / {}, {machines}-machine answer | {ratio:.1} [{spread}] | (none) | |",
+                    floor.label()
+                ));
+            }
         }
     } else {
         println!("  skipped: python3 with `requests` importable was not found");
