@@ -691,6 +691,20 @@ async fn bare_get(http: &reqwest::Client, base: &str, user: &str) -> bytes::Byte
         .unwrap()
 }
 
+/// A few calls of each caller for both answers before anything is measured, so
+/// that connections are open and buffers have grown.
+fn warm_up(rt: &tokio::runtime::Runtime, callers: &[Caller]) {
+    rt.block_on(async {
+        for c in callers {
+            for user in [SMALL, BIG] {
+                for _ in 0..16 {
+                    assert!(c.call(user).await > 0);
+                }
+            }
+        }
+    });
+}
+
 fn sdk_client(base: &str, credential: impl TokenCredential + 'static) -> Client {
     Client::builder()
         .base_url(base)
@@ -1273,15 +1287,7 @@ fn run(quick: bool) {
             Caller::BareHand(reqwest::Client::new(), base.clone()),
             Caller::BareTyped(reqwest::Client::new(), base.clone()),
         ];
-        rt.block_on(async {
-            for c in &callers {
-                for user in [SMALL, BIG] {
-                    for _ in 0..16 {
-                        assert!(c.call(user).await > 0);
-                    }
-                }
-            }
-        });
+        warm_up(rt, &callers);
         callers
     };
     let seq_callers = callers_for(&seq_rt);
@@ -1403,15 +1409,7 @@ fn run(quick: bool) {
             Caller::BareFetch(reqwest::Client::new(), base.clone()),
             Caller::BareSyntax(reqwest::Client::new(), base.clone()),
         ];
-        seq_rt.block_on(async {
-            for c in &floors {
-                for user in [SMALL, BIG] {
-                    for _ in 0..16 {
-                        assert!(c.call(user).await > 0);
-                    }
-                }
-            }
-        });
+        warm_up(&seq_rt, &floors);
         for (user, machines, calls) in [
             (SMALL, 2, 300 * scale as u64),
             (BIG, BIG_MACHINES, 20 * scale as u64),
