@@ -1029,6 +1029,7 @@ impl Attempt {
             spared_wait: self.spared_wait.get(),
             body_read: self.body_read.get(),
             error_body: self.error_body.borrow_mut().take(),
+            redirected: self.redirected.borrow_mut().take(),
         }
     }
 }
@@ -1043,6 +1044,7 @@ struct Report {
     spared_wait: Duration,
     body_read: usize,
     error_body: Option<bytes::Bytes>,
+    redirected: Option<(reqwest::Url, reqwest::Url)>,
 }
 
 /// What a client did since it was built, summed over all its clones
@@ -1258,6 +1260,12 @@ fn classify<T: serde::de::DeserializeOwned>(
             }
         }
         E::CommunicationError(e) | E::ResponseBodyError(e) | E::InvalidUpgrade(e) => {
+            // reqwest reports the URL first asked for, even when the failure was
+            // at the server a redirect led to.
+            let e = match &report.redirected {
+                Some((from, to)) if e.url() == Some(from) => e.with_url(to.clone()),
+                _ => e,
+            };
             Outcome::Fail(Error::from_reqwest(e))
         }
         E::InvalidRequest(message) | E::Custom(message) => Outcome::Fail(Error::Config(message)),
@@ -1816,6 +1824,10 @@ fn redirect_policy() -> reqwest::redirect::Policy {
                  request to the API than the client's quota counts",
             )
         } else {
+            if let Some(from) = attempt.previous().first() {
+                let followed = (from.clone(), attempt.url().clone());
+                let _ = ATTEMPT.try_with(|a| *a.redirected.borrow_mut() = Some(followed));
+            }
             attempt.follow()
         }
     })

@@ -215,9 +215,10 @@ impl Error {
     /// Maps a reqwest error, telling timeouts apart. Of the request's URL only
     /// the origin is kept (`https://api.security.microsoft.com`), which says
     /// which server the request was for (the API, or the token endpoint's
-    /// authority; after a redirect, reqwest reports the first request's URL,
-    /// or that of the hop whose redirect was refused): the path holds the user
-    /// name or the tenant.
+    /// authority; after a redirect, reqwest reports the first request's URL, or
+    /// that of the hop whose redirect was refused, and a call's mapping puts in
+    /// the URL a followed redirect led to): the path holds the user name or the
+    /// tenant.
     pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         if e.is_timeout() {
             return Error::Timeout;

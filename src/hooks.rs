@@ -200,6 +200,10 @@ pub(crate) struct Attempt {
     pub(crate) body_left: Cell<Option<usize>>,
     /// The size of a 2xx answer's body (decompressed), once read or known.
     pub(crate) body_read: Cell<usize>,
+    /// The URL a request was sent to and the one its last followed redirect
+    /// led to (the client's own redirect policy notes it), so that a transport
+    /// error after the redirect names the server that failed.
+    pub(crate) redirected: RefCell<Option<(reqwest::Url, reqwest::Url)>>,
 }
 
 /// An answer `exec` refused, carried in the response's extensions to [`post`]'s

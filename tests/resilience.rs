@@ -716,6 +716,35 @@ async fn a_cross_host_redirect_drops_the_token() {
     clean.assert_calls_async(1).await;
 }
 
+/// A transport error after a followed redirect names the server the redirect
+/// led to, which failed, not the API, which answered.
+#[tokio::test]
+async fn a_transport_error_after_a_redirect_names_the_server_that_failed() {
+    let origin = MockServer::start_async().await;
+    // A port nothing listens on, under another host name (a redirect back to
+    // the API's own host is not followed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    origin
+        .mock_async(move |when, then| {
+            when.path(PATH);
+            then.status(307)
+                .header("location", format!("http://localhost:{port}{PATH}"));
+        })
+        .await;
+    let client = builder(&origin).retry(RetryPolicy::none()).build().unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(err.to_string().contains("Connection refused"), "{err}");
+    let failed = format!("(http://localhost:{port}/)");
+    assert!(err.to_string().contains(&failed), "{err}");
+    assert!(!err.to_string().contains(&origin.base_url()), "{err}");
+    assert!(!format!("{err} {err:?}").contains("user1"), "{err:?}");
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused_even_when_chunked() {
     let server = MockServer::start_async().await;
