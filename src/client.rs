@@ -1389,17 +1389,28 @@ fn decode_message<T: serde::de::DeserializeOwned>(
         }
     }
     message.push_str(&format!(" (at {path}"));
-    // `value[3]…`: name the machine by its id when it has one.
-    let id = path
+    // `value[3]…`: the machine that failed.
+    let machine = path
         .strip_prefix("value[")
         .and_then(|rest| rest.split(']').next())
-        .and_then(|index| tree.pointer(&format!("/value/{index}/id")))
+        .and_then(|index| tree.pointer(&format!("/value/{index}")));
+    // Named by its id when it has one.
+    let id = machine
+        .and_then(|machine| machine.get("id"))
         .and_then(serde_json::Value::as_str);
     if let Some(id) = id {
         let id = redact_cut(id, token, 64);
         message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
     }
     message.push(')');
+    // A machine that is a JSON object but not what the spec describes is read
+    // by the JSON call (which fails inside a machine only for one that is not
+    // an object).
+    if machine.is_some_and(serde_json::Value::is_object) {
+        message.push_str(
+            "; Client::user_machines_json reads each machine as JSON, without the spec's types",
+        );
+    }
     message
 }
 

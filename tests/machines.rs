@@ -793,6 +793,8 @@ async fn malformed_answers_are_decode_errors() {
             r#"{"value":[{"id":"m1","ipAddresses":[null]}]}"#,
             "(at value[0].ipAddresses[0]",
         ),
+        // A machine that is not an object at all.
+        (r#"{"value":[{"id":"m1"},7]}"#, "(at value[1])"),
     ] {
         let server = MockServer::start_async().await;
         serve_json(&server, "user1", body).await;
@@ -806,6 +808,13 @@ async fn malformed_answers_are_decode_errors() {
                 assert_eq!(
                     message.contains("not JSON"),
                     body.trim_start().starts_with('<'),
+                    "{body}: {message}"
+                );
+                // The JSON call is pointed to exactly when it reads the answer.
+                let json_reads_it = client(&server).user_machines_json("user1").await.is_ok();
+                assert_eq!(
+                    message.contains("Client::user_machines_json reads"),
+                    json_reads_it,
                     "{body}: {message}"
                 );
             }
