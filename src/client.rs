@@ -1506,11 +1506,13 @@ impl ClientBuilder {
     /// only for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), so that
     /// tokens never cross a network in clear text. [`build`](Self::build) refuses
     /// a URL with a query, a fragment, user info, or a `.` or `..` path segment
-    /// (which would be resolved into another path), and a host that is another
+    /// (which would be resolved into another path), one of the Defender API's
+    /// own hosts with a path or a port (the API is at their root; the client
+    /// adds `/api/users/…`), and a host that is another
     /// cloud's Defender API than [`cloud`](Self::cloud)'s, which would refuse
     /// the tokens asked for the cloud's scope (not checked for a
-    /// [`StaticToken`](crate::StaticToken) or a credential of your own, which
-    /// may ignore the scope, nor when [`scope`](Self::scope) or a
+    /// [`StaticToken`](crate::StaticToken), whose token may have been minted
+    /// for any, nor when [`scope`](Self::scope) or a
     /// [`Cloud::Custom`] is given). [`Client::base_url`] shows it
     /// as the URL standard writes it (host in lower case, no default port), without
     /// a trailing `/`.
@@ -1642,10 +1644,11 @@ impl ClientBuilder {
     /// secret, a malformed tenant or client id or an authority host that holds
     /// a path, and with [`Error::Config`] for a base URL that is not an absolute
     /// `https://` URL (or `http://` to a loopback host), that holds a query,
-    /// fragment, user info or a `.` or `..` path segment, or that is another
-    /// cloud's Defender API than [`cloud`](Self::cloud)'s (for a credential that
-    /// asks for the cloud's scope, unless [`scope`](Self::scope) or a
-    /// [`Cloud::Custom`] was given), when no credential was given, for a
+    /// fragment, user info or a `.` or `..` path segment, that is one of the
+    /// Defender API's own hosts with a path or a port, or that is another
+    /// cloud's Defender API than [`cloud`](Self::cloud)'s (for any credential
+    /// but a [`StaticToken`](crate::StaticToken), unless [`scope`](Self::scope)
+    /// or a [`Cloud::Custom`] was given), when no credential was given, for a
     /// credential of this crate that signs in at another cloud's authority than
     /// [`cloud`](Self::cloud)'s, for a zero `timeout` or `connect_timeout`, when
     /// the HTTP client cannot be built, for a
@@ -1669,6 +1672,26 @@ impl ClientBuilder {
             normalise_base_url(self.base_url.as_deref().unwrap_or(self.cloud.api_base()))?;
         let parsed_base = reqwest::Url::parse(&base_url)
             .map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;
+        // The API's own hosts serve it at their root, on the default port: a
+        // path there (`/api`, which the client adds itself) or a port would
+        // send every call where it finds nothing, which reads as no machines.
+        if let Some(host) = parsed_base
+            .host_str()
+            .filter(|host| crate::cloud::cloud_of_api_host(host).is_some())
+        {
+            let what = match (parsed_base.path(), parsed_base.port()) {
+                ("/", None) => None,
+                ("/", Some(port)) => Some(format!("a port ({port})")),
+                (path, _) => Some(format!("a path ({path})")),
+            };
+            if let Some(what) = what {
+                return Err(Error::Config(format!(
+                    "the base URL {base_url} has {what}, but {host} serves the Defender API \
+                     at its root: give {}://{host} (the client adds /api/users/... itself)",
+                    parsed_base.scheme()
+                )));
+            }
+        }
         let credential = self.credential.ok_or_else(|| {
             Error::Config("no credential: call ClientBuilder::credential(..)".into())
         })??;
@@ -1680,8 +1703,8 @@ impl ClientBuilder {
         }
         // A base URL of one cloud's API while tokens are asked for another
         // cloud's scope: every token would be refused there (403). Checked for
-        // credentials that ask for the scope (a static token may have been
-        // minted for any), unless the scope or a custom cloud was given.
+        // credentials that ask for the scope (all but a static token, which may
+        // have been minted for any), unless the scope or a custom cloud was given.
         if credential.uses_scope()
             && self.scope.is_none()
             && !matches!(self.cloud, Cloud::Custom { .. })

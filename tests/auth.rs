@@ -2087,6 +2087,15 @@ fn a_base_url_of_another_clouds_api_is_refused() {
         }
         other => panic!("{other:?}"),
     }
+    // A credential of the caller's own is asked for the scope too.
+    match build(None, gov, None, Arc::new(Recording::default())) {
+        Some(Error::Config(message)) => {
+            assert!(message.contains("another cloud"), "{message}");
+            assert!(message.contains("Cloud::UsGovGccHigh"), "{message}");
+            assert!(!message.contains("authority_host"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
     // The cloud that the host is, a scope of the caller's own, a custom cloud,
     // a host this crate does not know, or a credential that need not ask for
     // the scope (a token minted elsewhere): built as asked.
@@ -2178,6 +2187,76 @@ fn a_base_url_of_another_clouds_api_is_refused() {
     ] {
         if let Some(e) = build(cloud.clone(), base, scope, credential) {
             panic!("{cloud:?} with {base} and {scope:?}: {e}");
+        }
+    }
+}
+
+/// The API's own hosts serve it at their root: a path there (the client adds
+/// `/api/users/…` itself) or a port would find nothing, which reads as a user
+/// without machines.
+#[test]
+fn a_base_url_on_the_apis_own_host_with_a_path_or_a_port_is_refused() {
+    // The error, if any: a client is not wanted.
+    let build = |base: &str| {
+        Client::builder()
+            .base_url(base)
+            .credential(StaticToken::new("t"))
+            .build()
+            .err()
+    };
+    for (base, what, origin) in [
+        (
+            "https://api.security.microsoft.com/api",
+            "a path (/api)",
+            "https://api.security.microsoft.com ",
+        ),
+        (
+            "https://api.security.microsoft.com/api/",
+            "a path (/api)",
+            "https://api.security.microsoft.com ",
+        ),
+        (
+            "https://API.Security.Microsoft.com./api/users/user1/machines",
+            "a path (/api/users/user1/machines)",
+            "https://api.security.microsoft.com. ",
+        ),
+        (
+            "https://eu.api.security.microsoft.com:8443",
+            "a port (8443)",
+            "https://eu.api.security.microsoft.com ",
+        ),
+        (
+            "https://api-gov.securitycenter.microsoft.us/v1.0",
+            "a path (/v1.0)",
+            "https://api-gov.securitycenter.microsoft.us ",
+        ),
+        (
+            "https://api.securitycenter.microsoft.com:8443/api",
+            "a path (/api)",
+            "https://api.securitycenter.microsoft.com ",
+        ),
+    ] {
+        match build(base) {
+            Some(Error::Config(message)) => {
+                assert!(message.contains(what), "{base}: {message}");
+                assert!(
+                    message.contains(&format!("give {origin}")),
+                    "{base}: {message}"
+                );
+            }
+            other => panic!("{base}: {other:?}"),
+        }
+    }
+    // The host alone (a trailing `/`, the default port written out), and a
+    // path on a host that is not the API's (a proxy): built as given.
+    for base in [
+        "https://api.security.microsoft.com/",
+        "https://api.security.microsoft.com:443",
+        "https://proxy.contoso.com/api",
+        "https://api.security.microsoft.com.proxy.example/api",
+    ] {
+        if let Some(e) = build(base) {
+            panic!("{base}: {e}");
         }
     }
 }

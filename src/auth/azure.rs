@@ -79,10 +79,6 @@ impl TokenCredential for AzureCredential {
             expires_on: to_instant(token.expires_on, OffsetDateTime::now_utc(), Instant::now()),
         })
     }
-
-    fn uses_scope(&self) -> bool {
-        true
-    }
 }
 
 /// The instant on the monotonic clock that corresponds to the wall-clock time

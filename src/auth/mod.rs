@@ -137,12 +137,12 @@ pub trait TokenCredential: Send + Sync {
         None
     }
 
-    /// Whether the token is asked for the scope given, which is so for this
-    /// crate's credentials and `azure_core`'s; `build()` then refuses a base
-    /// URL of another cloud's API than the scope's. Not for other credentials.
+    /// Whether the token is asked for the scope given: so for every credential
+    /// but [`StaticToken`], whose token was minted elsewhere. `build()` then
+    /// refuses a base URL of another cloud's API than the scope's.
     #[doc(hidden)]
     fn uses_scope(&self) -> bool {
-        self.signs_in_at().is_some()
+        true
     }
 
     /// What the credential can tell is wrong with itself before it asks for a
@@ -283,6 +283,10 @@ impl TokenCredential for StaticToken {
             token: self.token.clone(),
             expires_on: None,
         })
+    }
+
+    fn uses_scope(&self) -> bool {
+        false
     }
 }
 
