@@ -1389,26 +1389,30 @@ fn decode_message<T: serde::de::DeserializeOwned>(
         }
     }
     message.push_str(&format!(" (at {path}"));
-    // `value[3]…`: the machine that failed.
-    let machine = path
+    // `value[3]…`: name the machine by its id when it has one.
+    let id = path
         .strip_prefix("value[")
         .and_then(|rest| rest.split(']').next())
-        .and_then(|index| tree.pointer(&format!("/value/{index}")));
-    // Named by its id when it has one.
-    let id = machine
-        .and_then(|machine| machine.get("id"))
+        .and_then(|index| tree.pointer(&format!("/value/{index}/id")))
         .and_then(serde_json::Value::as_str);
     if let Some(id) = id {
         let id = redact_cut(id, token, 64);
         message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
     }
     message.push(')');
-    // A machine that is a JSON object but not what the spec describes is read
-    // by the JSON call (which fails inside a machine only for one that is not
-    // an object).
-    if machine.is_some_and(serde_json::Value::is_object) {
+    // An answer that is JSON but not what the spec describes (a machine
+    // without an id, a null in a list) may still be read by the JSON call: it
+    // is pointed to when it reads this page as it reads pages.
+    let json_reads_it = serde_json::from_slice::<JsonPage>(body).is_ok_and(|page| {
+        matches!(
+            page.next_link(),
+            None | Some(serde_json::Value::Null | serde_json::Value::String(_))
+        )
+    });
+    if json_reads_it {
         message.push_str(
-            "; Client::user_machines_json reads each machine as JSON, without the spec's types",
+            "; Client::user_machines_json reads this page, each machine as JSON, without \
+             the spec's types",
         );
     }
     message

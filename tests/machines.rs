@@ -793,8 +793,22 @@ async fn malformed_answers_are_decode_errors() {
             r#"{"value":[{"id":"m1","ipAddresses":[null]}]}"#,
             "(at value[0].ipAddresses[0]",
         ),
-        // A machine that is not an object at all.
+        // A machine that is not an object at all, beside one or after one
+        // the types cannot hold.
         (r#"{"value":[{"id":"m1"},7]}"#, "(at value[1])"),
+        (r#"{"value":[{"id":5},7]}"#, "(at value[0].id)"),
+        // A link the JSON call cannot follow either.
+        (
+            r#"{"value":[{"id":5}],"@odata.nextLink":5}"#,
+            "(at value[0].id)",
+        ),
+        // The answer's own member given twice.
+        (r#"{"value":[],"value":[{"id":5}]}"#, "duplicate field"),
+        // A member of the collection that is not what the spec describes.
+        (
+            r#"{"@odata.context":5,"value":[{"id":"m1"}]}"#,
+            "invalid type",
+        ),
     ] {
         let server = MockServer::start_async().await;
         serve_json(&server, "user1", body).await;
