@@ -1400,6 +1400,8 @@ fn decode_message<T: serde::de::DeserializeOwned>(
         message.push_str(&format!(", machine id \"{}\"", id.escape_debug()));
     }
     message.push(')');
+    // (The tree of a large answer is large: not kept while the page is read again.)
+    drop(tree);
     // An answer that is JSON but not what the spec describes (a machine
     // without an id, a null in a list) may still be read by the JSON call: it
     // is pointed to when it reads this page as it reads pages.
