@@ -2096,9 +2096,7 @@ fn type_arguments(ty: &syn::Type) -> Option<Vec<&syn::Type>> {
 
 /// Whether `ty` is a `::std::vec::Vec<_>` or an `::std::option::Option` of one.
 fn holds_vec(ty: &syn::Type) -> bool {
-    is_path(ty, &["std", "vec", "Vec"])
-        || is_path(ty, &["std", "option", "Option"])
-            && matches!(type_arguments(ty).as_deref(), Some([inner]) if holds_vec(inner))
+    is_path(ty, &["std", "vec", "Vec"]) || is_option_of(ty, holds_vec)
 }
 
 /// Whether `ty` is `::chrono::DateTime<::chrono::offset::Utc>`, what the generator
@@ -2168,16 +2166,14 @@ fn struct_deserialize(s: &syn::ItemStruct) -> Option<String> {
         // A timestamp in the service's own shape is read without `chrono`'s
         // general parser (see `src/timestamp.rs`).
         let read = if holds_vec(&field.ty) {
-            "crate::fit::Fit::fit(map.next_value()?)".to_owned()
+            "crate::fit::Fit::fit(map.next_value()?)"
         } else if is_utc_time(&field.ty) {
             "map.next_value::<crate::timestamp::Rfc3339<::chrono::DateTime<::chrono::offset::Utc>>>()?.0"
-                .to_owned()
         } else if is_option_of(&field.ty, is_utc_time) {
             "map.next_value::<crate::timestamp::Rfc3339<::std::option::Option<\
              ::chrono::DateTime<::chrono::offset::Utc>>>>()?.0"
-                .to_owned()
         } else {
-            "map.next_value()?".to_owned()
+            "map.next_value()?"
         };
         arms.push_str(&format!(
             "__Field::F{i} => {{

@@ -1044,7 +1044,7 @@ struct Report {
     spared_wait: Duration,
     body_read: usize,
     error_body: Option<bytes::Bytes>,
-    redirected: Option<(reqwest::Url, reqwest::Url)>,
+    redirected: Option<Box<(reqwest::Url, reqwest::Url)>>,
 }
 
 /// What a client did since it was built, summed over all its clones
@@ -1262,7 +1262,7 @@ fn classify<T: serde::de::DeserializeOwned>(
         E::CommunicationError(e) | E::ResponseBodyError(e) | E::InvalidUpgrade(e) => {
             // reqwest reports the URL first asked for, even when the failure was
             // at the server a redirect led to.
-            let e = match &report.redirected {
+            let e = match report.redirected.as_deref() {
                 Some((from, to)) if e.url() == Some(from) => e.with_url(to.clone()),
                 _ => e,
             };
@@ -1404,13 +1404,10 @@ fn decode_message<T: serde::de::DeserializeOwned>(
     drop(tree);
     // An answer that is JSON but not what the spec describes (a machine
     // without an id, a null in a list) may still be read by the JSON call: it
-    // is pointed to when it reads this page as it reads pages.
-    let json_reads_it = serde_json::from_slice::<JsonPage>(body).is_ok_and(|page| {
-        matches!(
-            page.next_link(),
-            None | Some(serde_json::Value::Null | serde_json::Value::String(_))
-        )
-    });
+    // is pointed to when it reads this page as it reads pages, and the page is
+    // the last (whether a next link can be followed is not known here).
+    let json_reads_it = serde_json::from_slice::<JsonPage>(body)
+        .is_ok_and(|page| matches!(page.next_link(), None | Some(serde_json::Value::Null)));
     if json_reads_it {
         message.push_str(
             "; Client::user_machines_json reads this page, each machine as JSON, without \
@@ -1865,7 +1862,7 @@ fn redirect_policy() -> reqwest::redirect::Policy {
             )
         } else {
             if let Some(from) = attempt.previous().first() {
-                let followed = (from.clone(), attempt.url().clone());
+                let followed = Box::new((from.clone(), attempt.url().clone()));
                 let _ = ATTEMPT.try_with(|a| *a.redirected.borrow_mut() = Some(followed));
             }
             attempt.follow()

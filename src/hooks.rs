@@ -203,7 +203,8 @@ pub(crate) struct Attempt {
     /// The URL a request was sent to and the one its last followed redirect
     /// led to (the client's own redirect policy notes it), so that a transport
     /// error after the redirect names the server that failed.
-    pub(crate) redirected: RefCell<Option<(reqwest::Url, reqwest::Url)>>,
+    /// (Boxed: the report is made for every attempt, a redirect is rare.)
+    pub(crate) redirected: RefCell<Option<Box<(reqwest::Url, reqwest::Url)>>>,
 }
 
 /// An answer `exec` refused, carried in the response's extensions to [`post`]'s
