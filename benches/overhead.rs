@@ -1404,10 +1404,12 @@ fn run(quick: bool) {
     println!("\n## Python baseline (requests + json, sequential, interleaved with the sdk)");
     if python_available() {
         // What a client costs that reads the body and no more, or checks its JSON
-        // syntax and builds nothing: how far below Python any client can go.
+        // syntax and builds nothing (how far below Python any client can go), and
+        // what a hand-written Rust client costs, in the same rounds.
         let floors = [
             Caller::BareFetch(reqwest::Client::new(), base.clone()),
             Caller::BareSyntax(reqwest::Client::new(), base.clone()),
+            Caller::BareHand(reqwest::Client::new(), base.clone()),
         ];
         warm_up(&seq_rt, &floors);
         for (user, machines, calls) in [
@@ -1416,7 +1418,8 @@ fn run(quick: bool) {
         ] {
             let (mut py_total, mut sdk_total) = (Sample::default(), Sample::default());
             let mut ratios = Vec::new();
-            let mut floor_ratios = [Vec::new(), Vec::new()];
+            let mut floor_ratios = [Vec::new(), Vec::new(), Vec::new()];
+            let mut floor_totals = [Sample::default(); 3];
             for _ in 0..(scale + 1) {
                 let Some(py) = python(&base, user, calls, Duration::from_secs(30)) else {
                     break;
@@ -1424,10 +1427,13 @@ fn run(quick: bool) {
                 let sdk =
                     seq_rt.block_on(seq_callers[0].block(user, 1, calls, Duration::from_secs(10)));
                 ratios.push(py.cpu_us() / sdk.cpu_us());
-                for (floor, ratios) in floors.iter().zip(&mut floor_ratios) {
+                for ((floor, ratios), total) in
+                    floors.iter().zip(&mut floor_ratios).zip(&mut floor_totals)
+                {
                     let floor =
                         seq_rt.block_on(floor.block(user, 1, calls, Duration::from_secs(10)));
                     ratios.push(py.cpu_us() / floor.cpu_us());
+                    total.add(floor);
                 }
                 py_total.add(py);
                 sdk_total.add(sdk);
@@ -1448,16 +1454,19 @@ fn run(quick: bool) {
                 "| Client CPU per call, Python requests+json / sdk, {machines}-machine answer, sequential | {ratio:.1} [{spread}] ({:.0} vs {:.0} us) | >= 10 | {} |",
                 py_total.cpu_us(), sdk_total.cpu_us(), check(ratio >= 10.0)
             ));
-            for (floor, mut ratios) in floors.iter().zip(floor_ratios) {
+            for ((floor, mut ratios), total) in floors.iter().zip(floor_ratios).zip(floor_totals) {
                 let spread = range(&ratios);
                 let ratio = median(&mut ratios);
                 println!(
-                    "    for scale: python / {} CPU = {ratio:.1} [{spread}]",
-                    floor.label()
+                    "    for scale: {} {:.0} us CPU/call; python / it CPU = {ratio:.1} [{spread}]",
+                    floor.label(),
+                    total.cpu_us()
                 );
                 report.push(format!(
-                    "| For scale: Python / {}, {machines}-machine answer | {ratio:.1} [{spread}] | (none) | |",
-                    floor.label()
+                    "| For scale: Python / {}, {machines}-machine answer | {ratio:.1} [{spread}] ({:.0} vs {:.0} us) | (none) | |",
+                    floor.label(),
+                    py_total.cpu_us(),
+                    total.cpu_us()
                 ));
             }
         }
