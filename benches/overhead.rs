@@ -1420,18 +1420,26 @@ fn run(quick: bool) {
             let mut ratios = Vec::new();
             let mut floor_ratios = [Vec::new(), Vec::new(), Vec::new()];
             let mut floor_totals = [Sample::default(); 3];
-            for _ in 0..(scale + 1) {
+            // The SDK and the other clients run after Python in each round, in an
+            // order rotated from round to round.
+            let clients: Vec<&Caller> = std::iter::once(&seq_callers[0]).chain(&floors).collect();
+            for round in 0..(scale + 1) {
                 let Some(py) = python(&base, user, calls, Duration::from_secs(30)) else {
                     break;
                 };
-                let sdk =
-                    seq_rt.block_on(seq_callers[0].block(user, 1, calls, Duration::from_secs(10)));
+                let mut this = [Sample::default(); 4];
+                for k in 0..clients.len() {
+                    let i = (k + round) % clients.len();
+                    this[i] =
+                        seq_rt.block_on(clients[i].block(user, 1, calls, Duration::from_secs(10)));
+                }
+                let [sdk, rest @ ..] = this;
                 ratios.push(py.cpu_us() / sdk.cpu_us());
-                for ((floor, ratios), total) in
-                    floors.iter().zip(&mut floor_ratios).zip(&mut floor_totals)
+                for ((floor, ratios), total) in rest
+                    .into_iter()
+                    .zip(&mut floor_ratios)
+                    .zip(&mut floor_totals)
                 {
-                    let floor =
-                        seq_rt.block_on(floor.block(user, 1, calls, Duration::from_secs(10)));
                     ratios.push(py.cpu_us() / floor.cpu_us());
                     total.add(floor);
                 }
