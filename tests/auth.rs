@@ -365,10 +365,22 @@ fn certificate_pem_forms() {
         .lines()
         .map(|line| format!("    {line}\r\n"))
         .collect();
+    // What `openssl pkcs12 -in app.pfx -out app.pem -nodes` writes: each block
+    // after lines of its bag's attributes.
+    let openssl = format!(
+        "Bag Attributes\n    localKeyID: 01 00 00 00 \n    friendlyName: app\n\
+         Key Attributes: <No Attributes>\n{}\
+         Bag Attributes\n    localKeyID: 01 00 00 00 \n\
+         subject=CN = defender-endpoint test\nissuer=CN = defender-endpoint test CA\n{}\
+         Bag Attributes: <No Attributes>\n\
+         subject=CN = defender-endpoint test CA\nissuer=CN = defender-endpoint test CA\n{}",
+        cert.key_pem, cert.cert_pem, ca.cert_pem
+    );
     for bundle in [
         format!("{}{}{}", ca.cert_pem, cert.cert_pem, cert.key_pem),
         format!("{}{}{}", cert.key_pem, ca.cert_pem, cert.cert_pem),
         indented,
+        openssl,
     ] {
         let c = ClientCertificateCredential::from_pem_bundle(TENANT, CLIENT_ID, &bundle)
             .unwrap_or_else(|e| panic!("{e}: {bundle}"));
@@ -2247,6 +2259,20 @@ fn a_base_url_on_the_apis_own_host_with_a_path_or_a_port_is_refused() {
             other => panic!("{base}: {other:?}"),
         }
     }
+    // A custom cloud whose API base is one of those hosts with a path.
+    let custom = Client::builder()
+        .cloud(Cloud::Custom {
+            api_base: "https://api.security.microsoft.com/api".into(),
+            authority_host: "https://login.microsoftonline.com".into(),
+            scope: "https://api.securitycenter.microsoft.com/.default".into(),
+        })
+        .credential(StaticToken::new("t"))
+        .build()
+        .err();
+    match custom {
+        Some(Error::Config(message)) => assert!(message.contains("a path (/api)"), "{message}"),
+        other => panic!("{other:?}"),
+    }
     // The host alone (a trailing `/`, the default port written out), and a
     // path on a host that is not the API's (a proxy): built as given.
     for base in [
@@ -2551,6 +2577,27 @@ mod azure {
             .unwrap();
         client.user_machines("user1").await.unwrap();
         assert_eq!(api.calls(), 1);
+    }
+
+    /// An `azure_core` credential is asked for the cloud's scope, so a base URL of
+    /// another cloud's API is refused, in both of the forms the builder takes.
+    #[test]
+    fn another_clouds_api_is_refused_for_an_azure_credential() {
+        let gov = "https://api-gov.securitycenter.microsoft.us";
+        let as_is: Arc<dyn credentials::TokenCredential> = Handmade::new(AzDuration::hours(1));
+        let adapted = AzureCredential::new(Arc::clone(&as_is));
+        for built in [
+            Client::builder().base_url(gov).credential(as_is).build(),
+            Client::builder().base_url(gov).credential(adapted).build(),
+        ] {
+            match built {
+                Err(Error::Config(message)) => {
+                    assert!(message.contains("another cloud"), "{message}");
+                    assert!(message.contains("Cloud::UsGovGccHigh"), "{message}");
+                }
+                other => panic!("{:?}", other.err()),
+            }
+        }
     }
 
     #[tokio::test]

@@ -142,6 +142,25 @@ fn csv_fields(line: &str) -> Vec<String> {
     fields
 }
 
+/// The demo reads neither `DEFENDER_BASE_URL` nor the credential variables: a
+/// shell set up for the real API still runs it on the stand-in.
+#[test]
+fn the_demo_ignores_the_environment_of_the_real_api() {
+    let output = command(&["--demo", "user1@contoso.com"])
+        .env(
+            "DEFENDER_BASE_URL",
+            "https://api.security.microsoft.com/api",
+        )
+        .env("AZURE_TENANT_ID", "not a tenant")
+        .env("AZURE_CLIENT_ID", "not a client")
+        .env("AZURE_CLIENT_SECRET", "")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(text(&output.stdout).contains("device1.corp.example.com"));
+}
+
 #[test]
 fn demo_prints_the_seed_machines_as_a_table() {
     let output = run(&["--demo", "user1@contoso.com"]);
@@ -596,6 +615,33 @@ fn missing_credentials_exit_2_naming_the_variables() {
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 2, "{stderr}");
     assert_eq!(stderr.matches("invalid tenant id").count(), 1, "{stderr}");
+}
+
+/// A path or a port on the API's own host is a usage error naming the URL to give.
+#[test]
+fn a_base_url_with_a_path_on_the_apis_host_is_refused() {
+    for (base, what) in [
+        ("https://api.security.microsoft.com/api", "a path (/api)"),
+        (
+            "https://eu.api.security.microsoft.com:8443",
+            "a port (8443)",
+        ),
+    ] {
+        let output = command(&["--base-url", base, "user1"])
+            .env("AZURE_TENANT_ID", TENANT)
+            .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
+            .env("AZURE_CLIENT_SECRET", "cli-test-secret")
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(code(&output), 2, "{stderr}");
+        assert!(stderr.contains(what), "{stderr}");
+        assert!(
+            stderr.contains("serves the Defender API at its root"),
+            "{stderr}"
+        );
+        assert!(output.stdout.is_empty());
+    }
 }
 
 #[test]

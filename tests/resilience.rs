@@ -743,6 +743,22 @@ async fn a_transport_error_after_a_redirect_names_the_server_that_failed() {
     assert!(err.to_string().contains(&failed), "{err}");
     assert!(!err.to_string().contains(&origin.base_url()), "{err}");
     assert!(!format!("{err} {err:?}").contains("user1"), "{err:?}");
+
+    // With an HTTP client of the caller's own, whose redirect policy is its
+    // own, the error names the origin reqwest reports: the API's.
+    let own = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = builder(&origin)
+        .http_client(own)
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let err = client.user_machines("user1").await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("({}/)", origin.base_url())),
+        "{err}"
+    );
 }
 
 #[tokio::test]
