@@ -617,6 +617,16 @@ fn missing_credentials_exit_2_naming_the_variables() {
     assert_eq!(stderr.matches("invalid tenant id").count(), 1, "{stderr}");
 }
 
+/// A lookup of `user1` at `base`, with the `AZURE_*` variables of an app of `TENANT`.
+fn with_base_url(base: &str) -> Output {
+    command(&["--base-url", base, "user1"])
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
+        .env("AZURE_CLIENT_SECRET", "cli-test-secret")
+        .output()
+        .unwrap()
+}
+
 /// A path or a port on the API's own host is a usage error naming the URL to give.
 #[test]
 fn a_base_url_with_a_path_on_the_apis_host_is_refused() {
@@ -627,12 +637,7 @@ fn a_base_url_with_a_path_on_the_apis_host_is_refused() {
             "a port (8443)",
         ),
     ] {
-        let output = command(&["--base-url", base, "user1"])
-            .env("AZURE_TENANT_ID", TENANT)
-            .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
-            .env("AZURE_CLIENT_SECRET", "cli-test-secret")
-            .output()
-            .unwrap();
+        let output = with_base_url(base);
         let stderr = text(&output.stderr);
         assert_eq!(code(&output), 2, "{stderr}");
         assert!(stderr.contains(what), "{stderr}");
@@ -646,16 +651,7 @@ fn a_base_url_with_a_path_on_the_apis_host_is_refused() {
 
 #[test]
 fn a_base_url_of_another_clouds_api_names_the_option_that_fixes_it() {
-    let output = command(&[
-        "--base-url",
-        "https://api-gov.securitycenter.microsoft.us",
-        "user1",
-    ])
-    .env("AZURE_TENANT_ID", TENANT)
-    .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
-    .env("AZURE_CLIENT_SECRET", "cli-test-secret")
-    .output()
-    .unwrap();
+    let output = with_base_url("https://api-gov.securitycenter.microsoft.us");
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 2, "{stderr}");
     assert!(stderr.contains("another cloud"), "{stderr}");
