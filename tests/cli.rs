@@ -86,13 +86,19 @@ fn entra_and_api() -> httpmock::MockServer {
     server
 }
 
-/// `command` with the `AZURE_*` variables of an app of `TENANT`, signing in at `server`.
-fn signed_in(mut command: Command, server: &httpmock::MockServer) -> Command {
+/// `command` with the `AZURE_*` variables of an app of `TENANT`.
+fn app(mut command: Command) -> Command {
     command
         .env("AZURE_TENANT_ID", TENANT)
         .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
-        .env("AZURE_CLIENT_SECRET", "cli-test-secret")
-        .env("AZURE_AUTHORITY_HOST", server.base_url());
+        .env("AZURE_CLIENT_SECRET", "cli-test-secret");
+    command
+}
+
+/// `command` with the `AZURE_*` variables of an app of `TENANT`, signing in at `server`.
+fn signed_in(command: Command, server: &httpmock::MockServer) -> Command {
+    let mut command = app(command);
+    command.env("AZURE_AUTHORITY_HOST", server.base_url());
     command
 }
 
@@ -619,10 +625,7 @@ fn missing_credentials_exit_2_naming_the_variables() {
 
 /// A lookup of `user1` at `base`, with the `AZURE_*` variables of an app of `TENANT`.
 fn with_base_url(base: &str) -> Output {
-    command(&["--base-url", base, "user1"])
-        .env("AZURE_TENANT_ID", TENANT)
-        .env("AZURE_CLIENT_ID", "0b0e3a5c-1111-4a2b-9c3d-444455556666")
-        .env("AZURE_CLIENT_SECRET", "cli-test-secret")
+    app(command(&["--base-url", base, "user1"]))
         .output()
         .unwrap()
 }
